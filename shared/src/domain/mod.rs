@@ -1,0 +1,12 @@
+//! Pure domain: the contract's rules, with no I/O.
+
+pub mod account;
+pub mod api_key;
+pub mod batch;
+pub mod cursor;
+pub mod idempotency;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod pricing;
+pub mod time;

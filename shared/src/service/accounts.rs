@@ -1,0 +1,127 @@
+//! Operator use cases: open an account, issue an API key.
+
+use super::idempotency::{check_request_id, record, replay};
+use super::views::{AccountView, ApiKeyView};
+use super::{ErrorCode, Reply, ServiceError, Services};
+use crate::adapters::dynamo::{CommitError, Table};
+use crate::adapters::records::{AccountRecord, ApiKeyRecord};
+use crate::domain::account::{AccountStatus, AccountTerms};
+use crate::domain::api_key::{display_parts, generate_secret, hash_secret};
+use crate::domain::idempotency::Scope;
+use crate::domain::ids;
+
+/// Idempotency records of operator requests live under this owner.
+pub const OPERATOR: &str = "_operator";
+
+pub async fn create_account(
+    svc: &Services,
+    request_id: &str,
+    terms: AccountTerms,
+    fingerprint: &str,
+) -> Result<Reply, ServiceError> {
+    check_request_id(request_id)?;
+    for _ in 0..2 {
+        if let Some((reply, _)) =
+            replay(svc, OPERATOR, Scope::CreateAccount, request_id, fingerprint).await?
+        {
+            return Ok(reply);
+        }
+        let now = svc.now_ms();
+        let account = AccountRecord {
+            account_id: ids::generate("acct", now),
+            name: terms.name.clone(),
+            plan: terms.plan,
+            status: AccountStatus::Active,
+            retention_days: terms.retention_days,
+            max_concurrency: terms.max_concurrency,
+            min_batch_size: terms.min_batch_size,
+            balance: 0,
+            held: 0,
+            lifetime_granted: 0,
+            lifetime_charged: 0,
+            lifetime_refunded: 0,
+            ledger_seq: 0,
+            last_entry_ms: 0,
+            created_ms: now,
+        };
+        let reply = Reply {
+            status: 201,
+            body: json(&AccountView::from(&account))?,
+            replayed: false,
+        };
+        let req = record(
+            OPERATOR,
+            Scope::CreateAccount,
+            request_id,
+            fingerprint,
+            &reply,
+            &account.account_id,
+            now,
+        );
+        let creates = vec![
+            svc.store.new_item(Table::Accounts, &account)?,
+            svc.store.new_item(Table::Requests, &req)?,
+        ];
+        match svc.store.create_all(creates).await {
+            Ok(()) => return Ok(reply),
+            // Lost a race with the same request_id: the loop replays the winner's reply.
+            Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => continue,
+            Err(CommitError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "a request with this request_id is being processed; retry shortly",
+    ))
+}
+
+pub async fn get_account(svc: &Services, account_id: &str) -> Result<AccountRecord, ServiceError> {
+    if !ids::is_valid("acct", account_id) {
+        return Err(ServiceError::not_found("account"));
+    }
+    svc.store
+        .get_account(account_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))
+}
+
+/// Issues a key. The secret is in this response only; we keep its hash.
+pub async fn issue_key(
+    svc: &Services,
+    account_id: &str,
+    name: Option<String>,
+) -> Result<ApiKeyView, ServiceError> {
+    let account = get_account(svc, account_id).await?;
+    if account.status != AccountStatus::Active {
+        return Err(ServiceError::reject(
+            ErrorCode::AccountTerminated,
+            "cannot issue keys for a terminated account",
+        ));
+    }
+    let name = name.unwrap_or_else(|| "default".to_string());
+    if name.trim().is_empty() || name.chars().count() > 100 {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidRequest,
+            "name must be 1 to 100 characters",
+        ));
+    }
+    let now = svc.now_ms();
+    let secret = generate_secret();
+    let (prefix, last4) = display_parts(&secret);
+    let rec = ApiKeyRecord {
+        key_hash: hash_secret(&secret),
+        key_id: ids::generate("key", now),
+        account_id: account.account_id,
+        name,
+        prefix,
+        last4,
+        enabled: true,
+        created_ms: now,
+    };
+    svc.store.put_api_key(&rec).await?;
+    Ok(ApiKeyView::new(&rec, Some(secret)))
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, ServiceError> {
+    serde_json::to_string(v).map_err(|e| ServiceError::Internal(e.to_string()))
+}

@@ -1,0 +1,103 @@
+//! Who is calling: an API key (customers) or the operator token (operators).
+
+use super::{ErrorCode, ServiceError, Services};
+use crate::adapters::records::AccountRecord;
+use crate::domain::account::AccountStatus;
+use crate::domain::api_key::{hash_secret, hashes_match, looks_like_key};
+
+/// An authenticated customer call. Every query a handler makes is scoped by `account`.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub account: AccountRecord,
+    pub key_id: String,
+}
+
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let h = header?;
+    let (scheme, token) = h.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized() -> ServiceError {
+    ServiceError::reject(
+        ErrorCode::Unauthorized,
+        "missing or unknown API key; send Authorization: Bearer <key>",
+    )
+}
+
+/// Resolves `Authorization: Bearer <key>` to its account. The key is looked up by its hash
+/// (the table never sees the secret) with a consistent read, so a disabled key stops at once.
+pub async fn authenticate(
+    svc: &Services,
+    authorization: Option<&str>,
+) -> Result<Caller, ServiceError> {
+    let secret = bearer(authorization).ok_or_else(unauthorized)?;
+    if !looks_like_key(secret) {
+        return Err(unauthorized());
+    }
+    let presented = hash_secret(secret);
+    let key = svc
+        .store
+        .get_api_key(&presented)
+        .await?
+        .filter(|k| hashes_match(&k.key_hash, &presented))
+        .ok_or_else(unauthorized)?;
+    if !key.enabled {
+        return Err(ServiceError::reject(
+            ErrorCode::KeyDisabled,
+            "this API key is disabled",
+        ));
+    }
+    let account = svc
+        .store
+        .get_account(&key.account_id)
+        .await?
+        .ok_or_else(|| ServiceError::Internal(format!("key {} has no account", key.key_id)))?;
+    if account.status != AccountStatus::Active {
+        return Err(ServiceError::reject(
+            ErrorCode::AccountTerminated,
+            "this account's contract has ended; its API keys no longer work",
+        ));
+    }
+    Ok(Caller {
+        account,
+        key_id: key.key_id,
+    })
+}
+
+/// Checks the operator token against the configured hash, in constant time.
+pub fn authenticate_operator(
+    svc: &Services,
+    authorization: Option<&str>,
+) -> Result<(), ServiceError> {
+    let Some(expected) = svc.store.config().operator_token_sha256.as_deref() else {
+        return Err(ServiceError::reject(
+            ErrorCode::OperatorApiDisabled,
+            "the operator API is not configured on this deployment",
+        ));
+    };
+    let token = bearer(authorization)
+        .ok_or_else(|| ServiceError::reject(ErrorCode::Unauthorized, "operator token required"))?;
+    if hashes_match(expected, &hash_secret(token)) {
+        Ok(())
+    } else {
+        Err(ServiceError::reject(
+            ErrorCode::Unauthorized,
+            "operator token required",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn parses_bearer_header() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

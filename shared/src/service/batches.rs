@@ -1,0 +1,546 @@
+//! Batch submission: the pre-deduct (contract 1.3) and its request_id idempotency (3.3).
+//!
+//! The order of writes, and what a crash between any two of them leaves:
+//!
+//! 1. the validated tasks go to S3 (`input_key`) — a crash here leaves an unreferenced object
+//!    and no charge; a retry starts over.
+//! 2. one transaction: balance down by the hold + `pre_deduct` ledger entry + batch record
+//!    (`accepted`, holding the materialize lease) + idempotency record — all or nothing.
+//! 3. task records, in chunks — a crash here leaves an `accepted` batch with its hold and some
+//!    tasks; whoever takes the lease after it runs out (a retry of the same request_id, or the
+//!    sweeper) rewrites the tasks from `input_key`.
+//! 4. batch `accepted -> queued`.
+
+use super::accounts::json;
+use super::auth::Caller;
+use super::credits::parse_limit;
+use super::idempotency::{check_request_id, record, replay};
+use super::views::{BatchView, TaskView};
+use super::{files, ErrorCode, Page, Reply, ServiceError, Services, MAX_COMMIT_ATTEMPTS};
+use crate::adapters::dynamo::{backoff, CommitError, MoneyMove, Table};
+use crate::adapters::records::{BatchRecord, LedgerRecord, TaskRecord};
+use crate::adapters::StoreError;
+use crate::domain::account::AccountStatus;
+use crate::domain::batch::{
+    plan_batch, task_id, validate_metadata, validate_task, BatchCredits, BatchPlan, BatchRuleError,
+    BatchStatus, TaskCounts, TaskInput, TaskSpec, TaskStatus,
+};
+use crate::domain::cursor;
+use crate::domain::idempotency::Scope;
+use crate::domain::ids;
+use crate::domain::ledger::{next_entry, EntryKind, LedgerError};
+use crate::domain::pricing::{Model, CURRENT_PRICES};
+use futures_util::stream::{self, TryStreamExt};
+use serde::Deserialize;
+use serde_json::{json as j, Value};
+use std::collections::BTreeMap;
+
+/// Longer than any Lambda lives (API timeout 29 s), so a writer whose lease ran out is dead.
+pub const MATERIALIZE_LEASE_MS: i64 = 60_000;
+const TASK_WRITE_CHUNK: usize = 100;
+const TASK_WRITE_PARALLELISM: usize = 4;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub request_id: String,
+    pub model: String,
+    #[serde(default)]
+    pub tasks: Option<Vec<Value>>,
+    #[serde(default)]
+    pub input_file_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+fn rule_error(e: BatchRuleError) -> ServiceError {
+    let code = match e {
+        BatchRuleError::TooSmall { .. } => ErrorCode::BatchTooSmall,
+        BatchRuleError::TooLarge { .. } => ErrorCode::BatchTooLarge,
+        BatchRuleError::Metadata(_) => ErrorCode::InvalidMetadata,
+    };
+    ServiceError::reject(code, e.to_string())
+}
+
+fn insufficient(balance: i64, needed: i64) -> ServiceError {
+    ServiceError::reject_with(
+        ErrorCode::InsufficientCredits,
+        format!("this batch needs {needed} credits; the balance is {balance}"),
+        j!({ "balance": balance, "needed": needed }),
+    )
+}
+
+fn inline_tasks(model: Model, tasks: Vec<Value>) -> Result<Vec<TaskSpec>, ServiceError> {
+    if tasks.len() > crate::domain::account::MAX_BATCH_TASKS as usize {
+        return Err(rule_error(BatchRuleError::TooLarge { got: tasks.len() }));
+    }
+    tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let bad = |m: String| {
+                ServiceError::reject_with(
+                    ErrorCode::InvalidTask,
+                    format!("tasks[{i}]: {m}"),
+                    j!({ "index": i }),
+                )
+            };
+            let input: TaskInput = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+            validate_task(model, input).map_err(|e| bad(e.to_string()))
+        })
+        .collect()
+}
+
+fn to_jsonl(specs: &[TaskSpec]) -> Result<Vec<u8>, ServiceError> {
+    let mut out = Vec::new();
+    for s in specs {
+        serde_json::to_writer(&mut out, s).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+pub async fn submit(
+    svc: &Services,
+    caller: &Caller,
+    req: SubmitBatch,
+    fingerprint: &str,
+) -> Result<Reply, ServiceError> {
+    check_request_id(&req.request_id)?;
+    let account_id = caller.account.account_id.clone();
+    if let Some(reply) = replay_batch(svc, &account_id, &req.request_id, fingerprint).await? {
+        return Ok(reply);
+    }
+    let model: Model = req.model.parse().map_err(|_| {
+        ServiceError::reject_with(
+            ErrorCode::UnknownModel,
+            format!("unknown model {:?}", req.model),
+            j!({ "models": Model::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>() }),
+        )
+    })?;
+    let metadata = req.metadata.unwrap_or_default();
+    validate_metadata(&metadata).map_err(rule_error)?;
+    let specs = match (req.tasks, req.input_file_id) {
+        (Some(tasks), None) => inline_tasks(model, tasks)?,
+        (None, Some(file_id)) => files::read_input(svc, &account_id, &file_id, model).await?,
+        _ => {
+            return Err(ServiceError::reject(
+                ErrorCode::InvalidRequest,
+                "give exactly one of tasks or input_file_id",
+            ))
+        }
+    };
+    let plan = plan_batch(
+        model,
+        specs.len(),
+        caller.account.min_batch_size,
+        &CURRENT_PRICES,
+    )
+    .map_err(rule_error)?;
+
+    let mut account = svc
+        .store
+        .get_account(&account_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))?;
+    if account.balance < plan.hold.value() {
+        return Err(insufficient(account.balance, plan.hold.value()));
+    }
+
+    let now = svc.now_ms();
+    let batch_id = ids::generate("bat", now);
+    let input_key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
+    svc.store
+        .put_object(&input_key, to_jsonl(&specs)?, files::INPUT_CONTENT_TYPE)
+        .await?;
+    svc.store.faults.check("submit.after_input")?;
+
+    match hold(
+        svc,
+        &mut account,
+        &req.request_id,
+        fingerprint,
+        plan,
+        &batch_id,
+        input_key,
+        metadata,
+    )
+    .await?
+    {
+        Held::Created(batch, reply) => {
+            svc.store.faults.check("submit.after_hold")?;
+            materialize(svc, &batch, &specs).await?;
+            Ok(reply)
+        }
+        Held::Replay(reply) => Ok(reply),
+    }
+}
+
+enum Held {
+    Created(Box<BatchRecord>, Reply),
+    Replay(Reply),
+}
+
+/// Step 2: the one transaction that takes the hold and creates the batch.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    svc: &Services,
+    account: &mut crate::adapters::records::AccountRecord,
+    request_id: &str,
+    fingerprint: &str,
+    plan: BatchPlan,
+    batch_id: &str,
+    input_key: String,
+    metadata: BTreeMap<String, String>,
+) -> Result<Held, ServiceError> {
+    let account_id = account.account_id.clone();
+    for attempt in 0..MAX_COMMIT_ATTEMPTS {
+        if account.status != AccountStatus::Active {
+            return Err(ServiceError::reject(
+                ErrorCode::AccountTerminated,
+                "this account's contract has ended",
+            ));
+        }
+        let now = svc.now_ms();
+        let next = match next_entry(
+            account.book(),
+            crate::domain::money::Credits(-plan.hold.value()),
+            now,
+        ) {
+            Ok(n) => n,
+            Err(LedgerError::Insufficient { balance, needed }) => {
+                return Err(insufficient(balance.value(), needed.value()))
+            }
+            Err(LedgerError::Overflow) => {
+                return Err(ServiceError::Internal("ledger overflow".into()))
+            }
+        };
+        let batch = BatchRecord {
+            account_id: account_id.clone(),
+            batch_id: batch_id.to_string(),
+            request_id: request_id.to_string(),
+            status: BatchStatus::Accepted,
+            model: plan.model,
+            unit_price: plan.unit_price.value(),
+            price_version: plan.price_version.to_string(),
+            task_count: plan.task_count,
+            counts: TaskCounts::all_queued(plan.task_count),
+            credits: BatchCredits {
+                held: plan.hold,
+                ..Default::default()
+            },
+            metadata: metadata.clone(),
+            input_key: input_key.clone(),
+            lease_until_ms: now + MATERIALIZE_LEASE_MS,
+            created_ms: now,
+        };
+        let reply = Reply {
+            status: 201,
+            body: json(&BatchView::from(&batch))?,
+            replayed: false,
+        };
+        let entry = LedgerRecord {
+            account_id: account_id.clone(),
+            seq: next.seq,
+            created_ms: next.created_ms,
+            kind: EntryKind::PreDeduct,
+            amount: -plan.hold.value(),
+            balance_after: next.balance_after.value(),
+            batch_id: Some(batch_id.to_string()),
+            task_id: None,
+            request_id: Some(request_id.to_string()),
+            reason: None,
+            actor: None,
+            pack: None,
+            price_paid_usd_cents: None,
+        };
+        let req_rec = record(
+            &account_id,
+            Scope::CreateBatch,
+            request_id,
+            fingerprint,
+            &reply,
+            batch_id,
+            now,
+        );
+        let mv = MoneyMove {
+            account_id: account_id.clone(),
+            expected: account.book(),
+            require_active: true,
+            entry,
+            held_delta: plan.hold.value(),
+            granted_delta: 0,
+            charged_delta: 0,
+            refunded_delta: 0,
+            creates: vec![
+                svc.store.new_item(Table::Batches, &batch)?,
+                svc.store.new_item(Table::Requests, &req_rec)?,
+            ],
+        };
+        match svc.store.commit_money(mv).await {
+            Ok(()) => {
+                tracing::info!(
+                    batch_id,
+                    hold = plan.hold.value(),
+                    tasks = plan.task_count,
+                    "batch accepted"
+                );
+                return Ok(Held::Created(Box::new(batch), reply));
+            }
+            // The idempotency record exists: the same request_id won a race with us.
+            Err(CommitError::Duplicate(1)) => {
+                if let Some(reply) = replay_batch(svc, &account_id, request_id, fingerprint).await?
+                {
+                    return Ok(Held::Replay(reply));
+                }
+                return Err(ServiceError::Internal("idempotency record vanished".into()));
+            }
+            Err(CommitError::Duplicate(_)) => {
+                return Err(ServiceError::Internal(format!(
+                    "batch id {batch_id} collided"
+                )))
+            }
+            Err(CommitError::Stale) => {
+                // Someone else moved the account. Their move may have been this very request.
+                if let Some(reply) = replay_batch(svc, &account_id, request_id, fingerprint).await?
+                {
+                    return Ok(Held::Replay(reply));
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                *account = svc
+                    .store
+                    .get_account(&account_id)
+                    .await?
+                    .ok_or_else(|| ServiceError::not_found("account"))?;
+            }
+            Err(CommitError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "the account is busy; retry with the same request_id",
+    ))
+}
+
+/// A replay of an earlier submission; finishes its task records if their writer died.
+async fn replay_batch(
+    svc: &Services,
+    account_id: &str,
+    request_id: &str,
+    fingerprint: &str,
+) -> Result<Option<Reply>, ServiceError> {
+    let Some((reply, rec)) =
+        replay(svc, account_id, Scope::CreateBatch, request_id, fingerprint).await?
+    else {
+        return Ok(None);
+    };
+    if let Some(batch) = svc.store.get_batch(account_id, &rec.resource_id).await? {
+        recover(svc, &batch).await?;
+    }
+    Ok(Some(reply))
+}
+
+/// Step 3 and 4 for an `accepted` batch whose writer's lease has run out: rewrite its task
+/// records from the stored input. A no-op for any other batch. Returns true if it wrote.
+pub async fn recover(svc: &Services, batch: &BatchRecord) -> Result<bool, ServiceError> {
+    if batch.status != BatchStatus::Accepted {
+        return Ok(false);
+    }
+    let now = svc.now_ms();
+    if batch.lease_until_ms >= now
+        || !svc
+            .store
+            .take_materialize_lease(
+                &batch.account_id,
+                &batch.batch_id,
+                now,
+                now + MATERIALIZE_LEASE_MS,
+            )
+            .await?
+    {
+        return Ok(false);
+    }
+    let bytes = svc
+        .store
+        .get_object(&batch.input_key)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("input of {} is missing", batch.batch_id)))?;
+    let specs = files::parse_input(&bytes, batch.model).map_err(|e| {
+        ServiceError::Internal(format!(
+            "stored input of {} no longer parses: {e}",
+            batch.batch_id
+        ))
+    })?;
+    if specs.len() != batch.task_count as usize {
+        return Err(ServiceError::Internal(format!(
+            "stored input of {} has {} tasks, expected {}",
+            batch.batch_id,
+            specs.len(),
+            batch.task_count
+        )));
+    }
+    tracing::warn!(batch_id = %batch.batch_id, "recovering task records of a stalled batch");
+    materialize(svc, batch, &specs).await?;
+    Ok(true)
+}
+
+async fn materialize(
+    svc: &Services,
+    batch: &BatchRecord,
+    specs: &[TaskSpec],
+) -> Result<(), ServiceError> {
+    let tasks: Vec<TaskRecord> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let idx = i as u32;
+            TaskRecord {
+                batch_id: batch.batch_id.clone(),
+                idx,
+                task_id: task_id(&batch.batch_id, idx),
+                account_id: batch.account_id.clone(),
+                status: TaskStatus::Queued,
+                model: batch.model,
+                spec: spec.clone(),
+                created_ms: batch.created_ms,
+                updated_ms: batch.created_ms,
+            }
+        })
+        .collect();
+    stream::iter(tasks.chunks(TASK_WRITE_CHUNK).map(Ok::<_, StoreError>))
+        .try_for_each_concurrent(TASK_WRITE_PARALLELISM, |chunk| async move {
+            svc.store.put_tasks(chunk).await?;
+            svc.store.faults.check("submit.after_task_chunk")
+        })
+        .await?;
+    svc.store.faults.check("submit.after_tasks")?;
+    svc.store
+        .mark_batch_queued(&batch.account_id, &batch.batch_id)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(
+    svc: &Services,
+    account_id: &str,
+    batch_id: &str,
+) -> Result<BatchRecord, ServiceError> {
+    if !ids::is_valid("bat", batch_id) {
+        return Err(ServiceError::not_found("batch"));
+    }
+    svc.store
+        .get_batch(account_id, batch_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("batch"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    pub status: Option<String>,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchCursor {
+    b: String,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskCursor {
+    i: u32,
+}
+
+fn bad_cursor() -> ServiceError {
+    ServiceError::reject(
+        ErrorCode::InvalidCursor,
+        "cursor is not one this API issued",
+    )
+}
+
+/// Newest first.
+pub async fn list(
+    svc: &Services,
+    account_id: &str,
+    p: &ListParams,
+) -> Result<Page<BatchView>, ServiceError> {
+    let limit = parse_limit(p.limit.as_deref())?;
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| {
+            BatchStatus::parse(s).ok_or_else(|| {
+                ServiceError::reject(
+                    ErrorCode::InvalidParameter,
+                    "status must be one of accepted, queued, running, completed",
+                )
+            })
+        })
+        .transpose()?;
+    let before = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            cursor::decode::<BatchCursor>(c)
+                .filter(|c| ids::is_valid("bat", &c.b))
+                .map(|c| c.b)
+                .ok_or_else(bad_cursor)
+        })
+        .transpose()?;
+    let (batches, has_more) = svc
+        .store
+        .list_batches(account_id, status, limit, before)
+        .await?;
+    let next_cursor = match (has_more, batches.last()) {
+        (true, Some(b)) => Some(cursor::encode(&BatchCursor {
+            b: b.batch_id.clone(),
+        })),
+        _ => None,
+    };
+    Ok(Page {
+        data: batches.iter().map(BatchView::from).collect(),
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// In submission order.
+pub async fn tasks(
+    svc: &Services,
+    account_id: &str,
+    batch_id: &str,
+    p: &TaskListParams,
+) -> Result<Page<TaskView>, ServiceError> {
+    let limit = parse_limit(p.limit.as_deref())?;
+    let after = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            cursor::decode::<TaskCursor>(c)
+                .map(|c| c.i)
+                .ok_or_else(bad_cursor)
+        })
+        .transpose()?;
+    // Ownership first: another account's batch id answers exactly like a missing one.
+    let batch = get(svc, account_id, batch_id).await?;
+    let (tasks, has_more) = svc.store.list_tasks(&batch.batch_id, limit, after).await?;
+    let next_cursor = match (has_more, tasks.last()) {
+        (true, Some(t)) => Some(cursor::encode(&TaskCursor { i: t.idx })),
+        _ => None,
+    };
+    Ok(Page {
+        data: tasks.iter().map(TaskView::from).collect(),
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    })
+}

@@ -1,0 +1,256 @@
+//! Input files: the way past the 6 MB request body limit. The customer asks for an upload
+//! link, PUTs a JSON Lines file of tasks to S3, then names the file in `POST /v1/batches`.
+
+use super::accounts::json;
+use super::auth::Caller;
+use super::idempotency::{check_request_id, record, replay};
+use super::views::FileView;
+use super::{ErrorCode, Reply, ServiceError, Services};
+use crate::adapters::dynamo::{CommitError, Table};
+use crate::adapters::records::FileRecord;
+use crate::domain::account::MAX_BATCH_TASKS;
+use crate::domain::batch::{validate_task, TaskInput, TaskSpec};
+use crate::domain::idempotency::Scope;
+use crate::domain::ids;
+use crate::domain::pricing::Model;
+use serde::Deserialize;
+use serde_json::json as j;
+
+pub const INPUT_CONTENT_TYPE: &str = "application/jsonl";
+/// 10,000 tasks of 4,000 characters each fit with room to spare.
+pub const MAX_INPUT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub const PURPOSE_BATCH_INPUT: &str = "batch_input";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFile {
+    pub request_id: String,
+    #[serde(default)]
+    pub purpose: Option<String>,
+}
+
+pub fn file_key(account_id: &str, file_id: &str) -> String {
+    format!("accounts/{account_id}/files/{file_id}.jsonl")
+}
+
+pub async fn create(
+    svc: &Services,
+    caller: &Caller,
+    req: CreateFile,
+    fingerprint: &str,
+) -> Result<Reply, ServiceError> {
+    check_request_id(&req.request_id)?;
+    let purpose = req
+        .purpose
+        .unwrap_or_else(|| PURPOSE_BATCH_INPUT.to_string());
+    if purpose != PURPOSE_BATCH_INPUT {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidRequest,
+            "purpose must be batch_input",
+        ));
+    }
+    let account_id = &caller.account.account_id;
+    for _ in 0..2 {
+        if let Some((reply, _)) = replay(
+            svc,
+            account_id,
+            Scope::CreateFile,
+            &req.request_id,
+            fingerprint,
+        )
+        .await?
+        {
+            return Ok(reply);
+        }
+        let now = svc.now_ms();
+        let file_id = ids::generate("file", now);
+        let s3_key = file_key(account_id, &file_id);
+        let link = svc.store.presign_put(&s3_key, INPUT_CONTENT_TYPE).await?;
+        let ttl_ms = i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000;
+        let rec = FileRecord {
+            account_id: account_id.clone(),
+            file_id: file_id.clone(),
+            request_id: req.request_id.clone(),
+            purpose: purpose.clone(),
+            s3_key,
+            created_ms: now,
+            upload_expires_ms: now + ttl_ms,
+            expires_at: now / 1_000 + i64::from(caller.account.retention_days) * 86_400,
+        };
+        let reply = Reply {
+            status: 201,
+            body: json(&FileView::new(&rec, Some(link.url), None))?,
+            replayed: false,
+        };
+        let req_rec = record(
+            account_id,
+            Scope::CreateFile,
+            &req.request_id,
+            fingerprint,
+            &reply,
+            &file_id,
+            now,
+        );
+        let creates = vec![
+            svc.store.new_item(Table::Files, &rec)?,
+            svc.store.new_item(Table::Requests, &req_rec)?,
+        ];
+        match svc.store.create_all(creates).await {
+            Ok(()) => return Ok(reply),
+            Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => continue,
+            Err(CommitError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "a request with this request_id is being processed; retry shortly",
+    ))
+}
+
+async fn find(svc: &Services, account_id: &str, file_id: &str) -> Result<FileRecord, ServiceError> {
+    if !ids::is_valid("file", file_id) {
+        return Err(ServiceError::not_found("input file"));
+    }
+    svc.store
+        .get_file(account_id, file_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("input file"))
+}
+
+pub async fn get(svc: &Services, caller: &Caller, file_id: &str) -> Result<FileView, ServiceError> {
+    let rec = find(svc, &caller.account.account_id, file_id).await?;
+    let bytes = svc.store.object_size(&rec.s3_key).await?;
+    Ok(FileView::new(&rec, None, bytes))
+}
+
+/// Reads and validates an uploaded input file for `model`. Any bad line rejects the whole
+/// file with its (1-based) line number.
+pub async fn read_input(
+    svc: &Services,
+    account_id: &str,
+    file_id: &str,
+    model: Model,
+) -> Result<Vec<TaskSpec>, ServiceError> {
+    let rec = find(svc, account_id, file_id).await?;
+    let not_uploaded = || {
+        ServiceError::reject(
+            ErrorCode::InputFileNotUploaded,
+            "nothing has been uploaded to this file's upload_url yet",
+        )
+    };
+    let size = svc
+        .store
+        .object_size(&rec.s3_key)
+        .await?
+        .ok_or_else(not_uploaded)?;
+    if size > MAX_INPUT_FILE_BYTES {
+        return Err(ServiceError::reject(
+            ErrorCode::InputFileTooLarge,
+            format!("input files are limited to {MAX_INPUT_FILE_BYTES} bytes; this one has {size}"),
+        ));
+    }
+    let bytes = svc
+        .store
+        .get_object(&rec.s3_key)
+        .await?
+        .ok_or_else(not_uploaded)?;
+    parse_input(&bytes, model)
+}
+
+fn line_error(line: usize, message: String) -> ServiceError {
+    ServiceError::reject_with(
+        ErrorCode::InvalidInputFile,
+        format!("line {line}: {message}"),
+        j!({ "line": line }),
+    )
+}
+
+/// JSON Lines: one task object per line; a final newline is fine, blank lines are not.
+pub fn parse_input(bytes: &[u8], model: Model) -> Result<Vec<TaskSpec>, ServiceError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        line_error(line, "not valid UTF-8".into())
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    if text.is_empty() {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidInputFile,
+            "the input file is empty",
+        ));
+    }
+    let mut specs = Vec::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = i + 1;
+        if specs.len() == MAX_BATCH_TASKS as usize {
+            return Err(ServiceError::reject(
+                ErrorCode::BatchTooLarge,
+                format!("a batch holds at most {MAX_BATCH_TASKS} tasks; the file has more lines"),
+            ));
+        }
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if raw.trim().is_empty() {
+            return Err(line_error(line, "empty line".into()));
+        }
+        let input: TaskInput =
+            serde_json::from_str(raw).map_err(|e| line_error(line, e.to_string()))?;
+        specs.push(validate_task(model, input).map_err(|e| line_error(line, e.to_string()))?);
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_line(r: Result<Vec<TaskSpec>, ServiceError>) -> Option<u64> {
+        match r {
+            Err(ServiceError::Rejected {
+                details: Some(d), ..
+            }) => d["line"].as_u64(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_lines_and_names_the_bad_one() {
+        let ok = parse_input(b"{\"prompt\":\"a\"}\r\n{\"prompt\":\"b\"}\n", Model::Sora2);
+        assert_eq!(ok.map(|v| v.len()).ok(), Some(2));
+        assert_eq!(
+            err_line(parse_input(
+                b"{\"prompt\":\"a\"}\n{\"prompt\":\"\"}",
+                Model::Sora2
+            )),
+            Some(2)
+        );
+        assert_eq!(
+            err_line(parse_input(
+                b"{\"prompt\":\"a\"}\n\n{\"prompt\":\"b\"}",
+                Model::Sora2
+            )),
+            Some(2)
+        );
+        assert_eq!(
+            err_line(parse_input(
+                b"{\"prompt\":\"a\"}\n{\"prompt\":1}",
+                Model::Sora2
+            )),
+            Some(2)
+        );
+        assert_eq!(
+            err_line(parse_input(
+                b"{\"prompt\":\"a\"}\n{\"prompt\":\"\xff\"}",
+                Model::Sora2
+            )),
+            Some(2)
+        );
+        assert_eq!(
+            err_line(parse_input(b"{\"prompt\":\"a\",\"x\":1}", Model::Sora2)),
+            Some(1)
+        );
+        assert!(parse_input(b"", Model::Sora2).is_err());
+    }
+}

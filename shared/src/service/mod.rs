@@ -1,0 +1,55 @@
+//! Use cases. Handlers call these; each one is where its crash and retry story lives.
+
+pub mod accounts;
+pub mod auth;
+pub mod batches;
+pub mod clock;
+pub mod credits;
+pub mod error;
+pub mod files;
+pub mod idempotency;
+pub mod views;
+
+use crate::adapters::Store;
+use clock::Clock;
+use std::sync::Arc;
+
+pub use error::{ErrorCode, ServiceError};
+
+/// What every use case needs: the store and a clock (tests move time by hand).
+#[derive(Clone)]
+pub struct Services {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Services {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Services { store, clock }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// A response that idempotency may have to replay byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// JSON text.
+    pub body: String,
+    /// True when this is the stored response of an earlier request with the same request_id.
+    pub replayed: bool,
+}
+
+/// One page of a list, newest first unless the endpoint says otherwise.
+#[derive(Debug, serde::Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// How many times a use case re-reads and retries after losing a race on the account.
+pub(crate) const MAX_COMMIT_ATTEMPTS: u32 = 50;

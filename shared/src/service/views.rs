@@ -1,0 +1,248 @@
+//! The public JSON shapes. The OpenAPI document describes exactly these.
+
+use crate::adapters::records::{
+    AccountRecord, ApiKeyRecord, BatchRecord, FileRecord, LedgerRecord, TaskRecord,
+};
+use crate::domain::account::{AccountStatus, Plan};
+use crate::domain::batch::{BatchCredits, BatchStatus, TaskCounts, TaskStatus};
+use crate::domain::ledger::{entry_id, EntryKind};
+use crate::domain::pricing::Model;
+use crate::domain::time::rfc3339_ms;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub id: String,
+    pub name: String,
+    pub plan: Plan,
+    pub status: AccountStatus,
+    pub retention_days: u32,
+    pub max_concurrency: u32,
+    pub min_batch_size: u32,
+    pub created_at: String,
+    pub credits: CreditsView,
+}
+
+impl From<&AccountRecord> for AccountView {
+    fn from(a: &AccountRecord) -> Self {
+        AccountView {
+            id: a.account_id.clone(),
+            name: a.name.clone(),
+            plan: a.plan,
+            status: a.status,
+            retention_days: a.retention_days,
+            max_concurrency: a.max_concurrency,
+            min_batch_size: a.min_batch_size,
+            created_at: rfc3339_ms(a.created_ms),
+            credits: CreditsView::from(a),
+        }
+    }
+}
+
+/// `GET /v1/credits`. All amounts in Credits (1 credit = US$0.01).
+#[derive(Debug, Serialize)]
+pub struct CreditsView {
+    pub balance: i64,
+    pub balance_usd: String,
+    /// Pre-deducted by batches that have not settled yet.
+    pub held: i64,
+    pub lifetime_granted: i64,
+    pub lifetime_charged: i64,
+    pub lifetime_refunded: i64,
+    /// Sequence number of the newest ledger entry.
+    pub ledger_seq: u64,
+}
+
+impl From<&AccountRecord> for CreditsView {
+    fn from(a: &AccountRecord) -> Self {
+        CreditsView {
+            balance: a.balance,
+            balance_usd: crate::domain::money::Credits(a.balance).usd(),
+            held: a.held,
+            lifetime_granted: a.lifetime_granted,
+            lifetime_charged: a.lifetime_charged,
+            lifetime_refunded: a.lifetime_refunded,
+            ledger_seq: a.ledger_seq,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LedgerEntryView {
+    pub id: String,
+    pub seq: u64,
+    pub created_at: String,
+    pub kind: EntryKind,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub batch_id: Option<String>,
+    pub task_id: Option<String>,
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_paid_usd: Option<String>,
+}
+
+impl From<&LedgerRecord> for LedgerEntryView {
+    fn from(e: &LedgerRecord) -> Self {
+        LedgerEntryView {
+            id: entry_id(e.seq),
+            seq: e.seq,
+            created_at: rfc3339_ms(e.created_ms),
+            kind: e.kind,
+            amount: e.amount,
+            balance_after: e.balance_after,
+            batch_id: e.batch_id.clone(),
+            task_id: e.task_id.clone(),
+            request_id: e.request_id.clone(),
+            reason: e.reason.clone(),
+            actor: e.actor.clone(),
+            pack: e.pack.clone(),
+            price_paid_usd: e
+                .price_paid_usd_cents
+                .map(|c| crate::domain::money::Credits(c).usd()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchView {
+    pub id: String,
+    pub request_id: String,
+    pub status: BatchStatus,
+    pub model: Model,
+    pub unit_price: i64,
+    pub price_version: String,
+    pub counts: TaskCounts,
+    pub credits: BatchCredits,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+impl From<&BatchRecord> for BatchView {
+    fn from(b: &BatchRecord) -> Self {
+        BatchView {
+            id: b.batch_id.clone(),
+            request_id: b.request_id.clone(),
+            status: b.status,
+            model: b.model,
+            unit_price: b.unit_price,
+            price_version: b.price_version.clone(),
+            counts: b.counts,
+            credits: b.credits,
+            metadata: b.metadata.clone(),
+            created_at: rfc3339_ms(b.created_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub batch_id: String,
+    pub index: u32,
+    pub status: TaskStatus,
+    pub model: Model,
+    pub prompt: String,
+    pub duration_seconds: u32,
+    pub aspect_ratio: String,
+    pub resolution: String,
+    pub client_ref: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&TaskRecord> for TaskView {
+    fn from(t: &TaskRecord) -> Self {
+        TaskView {
+            id: t.task_id.clone(),
+            batch_id: t.batch_id.clone(),
+            index: t.idx,
+            status: t.status,
+            model: t.model,
+            prompt: t.spec.prompt.clone(),
+            duration_seconds: t.spec.duration_seconds,
+            aspect_ratio: t.spec.aspect_ratio.clone(),
+            resolution: t.spec.resolution.clone(),
+            client_ref: t.spec.client_ref.clone(),
+            created_at: rfc3339_ms(t.created_ms),
+            updated_at: rfc3339_ms(t.updated_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileView {
+    pub id: String,
+    pub request_id: String,
+    pub purpose: String,
+    /// `awaiting_upload` until an object is at the upload URL, then `uploaded`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    pub created_at: String,
+    /// Presigned S3 URL: `PUT` the JSON Lines file there with `Content-Type: application/jsonl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
+    pub upload_method: &'static str,
+    pub upload_content_type: &'static str,
+    pub upload_expires_at: String,
+    pub max_bytes: u64,
+}
+
+impl FileView {
+    pub fn new(f: &FileRecord, upload_url: Option<String>, bytes: Option<u64>) -> Self {
+        FileView {
+            id: f.file_id.clone(),
+            request_id: f.request_id.clone(),
+            purpose: f.purpose.clone(),
+            status: if bytes.is_some() {
+                "uploaded"
+            } else {
+                "awaiting_upload"
+            },
+            bytes,
+            created_at: rfc3339_ms(f.created_ms),
+            upload_url,
+            upload_method: "PUT",
+            upload_content_type: super::files::INPUT_CONTENT_TYPE,
+            upload_expires_at: rfc3339_ms(f.upload_expires_ms),
+            max_bytes: super::files::MAX_INPUT_FILE_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub last4: String,
+    pub enabled: bool,
+    pub created_at: String,
+    /// Only in the response that created the key; never stored, never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl ApiKeyView {
+    pub fn new(k: &ApiKeyRecord, secret: Option<String>) -> Self {
+        ApiKeyView {
+            id: k.key_id.clone(),
+            account_id: k.account_id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            last4: k.last4.clone(),
+            enabled: k.enabled,
+            created_at: rfc3339_ms(k.created_ms),
+            secret,
+        }
+    }
+}
