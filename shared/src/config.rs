@@ -34,17 +34,20 @@ pub enum ConfigError {
     Invalid(&'static str, &'static str),
 }
 
-fn required(name: &'static str) -> Result<String, ConfigError> {
-    match env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(ConfigError::Missing(name)),
-    }
-}
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let operator_token_sha256 = match env::var("OPERATOR_TOKEN_SHA256") {
-            Ok(v) if !v.is_empty() => {
+        Self::from_lookup(|name| env::var(name).ok())
+    }
+
+    /// The same settings from any source of named values (tests pass the names the local
+    /// stack created).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| match get(name) {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            _ => Err(ConfigError::Missing(name)),
+        };
+        let operator_token_sha256 = match get("OPERATOR_TOKEN_SHA256") {
+            Some(v) if !v.is_empty() => {
                 let v = v.to_ascii_lowercase();
                 if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(ConfigError::Invalid(
@@ -56,13 +59,13 @@ impl Config {
             }
             _ => None,
         };
-        let presign_ttl_secs = match env::var("PRESIGN_TTL_SECS") {
-            Ok(v) => v
+        let presign_ttl_secs = match get("PRESIGN_TTL_SECS") {
+            Some(v) => v
                 .parse()
                 .ok()
                 .filter(|n| (60..=604_800).contains(n))
                 .ok_or(ConfigError::Invalid("PRESIGN_TTL_SECS", "60 to 604800"))?,
-            Err(_) => 3_600,
+            None => 3_600,
         };
         Ok(Config {
             tables: Tables {
@@ -76,7 +79,7 @@ impl Config {
             },
             bucket: required("DATA_BUCKET")?,
             operator_token_sha256,
-            s3_force_path_style: env::var("S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true"),
+            s3_force_path_style: get("S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true"),
             presign_ttl_secs,
         })
     }

@@ -1,1 +1,32 @@
-fn main() {}
+//! The api function. Inside Lambda (`AWS_LAMBDA_RUNTIME_API` set, also by `cargo lambda
+//! watch`) it serves API Gateway events; anywhere else it listens on 127.0.0.1:$PORT.
+
+use shared::adapters::Store;
+use shared::config::Config;
+use shared::service::clock::SystemClock;
+use shared::service::Services;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    api::init_logging();
+    let config = Config::from_env()?;
+    let store = Store::from_env(config).await;
+    let app = api::app(Services::new(store, Arc::new(SystemClock)));
+
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return lambda_http::run(app).await;
+    }
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    tracing::info!(addr = %listener.local_addr()?, "api listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

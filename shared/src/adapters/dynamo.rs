@@ -210,7 +210,7 @@ impl Store {
     pub async fn create_all(&self, creates: Vec<NewItem>) -> Result<(), CommitError> {
         let items = creates
             .into_iter()
-            .map(|c| put_new(c))
+            .map(put_new)
             .collect::<Result<Vec<_>, _>>()?;
         self.transact(items, 0).await
     }

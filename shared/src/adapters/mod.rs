@@ -36,6 +36,11 @@ impl Store {
     /// the emulator locally, with no other difference.
     pub async fn from_env(config: Config) -> Self {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&sdk, config)
+    }
+
+    pub fn new(sdk: &aws_config::SdkConfig, config: Config) -> Self {
+        let sdk = sdk.clone();
         let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(config.s3_force_path_style)
             .build();

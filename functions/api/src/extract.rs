@@ -1,0 +1,127 @@
+//! Extractors that turn every malformed input into our JSON error (never axum's plain text).
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+use shared::domain::idempotency::fingerprint;
+use shared::service::auth::{authenticate, authenticate_operator, Caller};
+use shared::service::ErrorCode;
+
+/// A JSON body: parsed strictly (unknown fields, wrong types: 400), with the fingerprint of
+/// its canonical form for request_id idempotency.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub fingerprint: String,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "request body is larger than 6 MB; send large batches as an input file (POST /v1/files)",
+                )
+            } else {
+                ApiError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {e}"))
+            }
+        })?;
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("request body is not valid JSON: {e}"),
+            )
+        })?;
+        if !raw.is_object() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "request body must be a JSON object",
+            ));
+        }
+        let fingerprint = fingerprint(&raw);
+        let value = serde_json::from_value(raw).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid request body: {e}"),
+            )
+        })?;
+        Ok(JsonBody { value, fingerprint })
+    }
+}
+
+/// Query parameters, strictly (unknown parameters are an error, not silently ignored).
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("invalid query string: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// One path parameter. Undecodable ids cannot name anything: 404.
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| Id(p.0))
+            .map_err(|_| ApiError::new(ErrorCode::NotFound, "not found"))
+    }
+}
+
+fn authorization(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A customer authenticated by API key.
+pub struct Customer(pub Caller);
+
+impl FromRequestParts<AppState> for Customer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(&state.svc, authorization(parts)).await?;
+        tracing::Span::current().record("account_id", caller.account.account_id.as_str());
+        Ok(Customer(caller))
+    }
+}
+
+/// An operator authenticated by the operator token.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate_operator(&state.svc, authorization(parts))?;
+        tracing::Span::current().record("account_id", "operator");
+        Ok(Operator)
+    }
+}

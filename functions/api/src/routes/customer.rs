@@ -1,0 +1,86 @@
+//! `/v1`: what a customer's API key can do. Every handler scopes by the caller's account.
+
+use crate::error::ApiError;
+use crate::extract::{Customer, Id, JsonBody, Params};
+use crate::reply::reply;
+use crate::AppState;
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use shared::service::views::{BatchView, CreditsView, FileView, LedgerEntryView, TaskView};
+use shared::service::{batches, credits, files, Page};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub async fn get_credits(Customer(c): Customer) -> Json<CreditsView> {
+    Json(credits::summary(&c.account))
+}
+
+pub async fn list_ledger(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Params(p): Params<credits::LedgerParams>,
+) -> Result<Json<Page<LedgerEntryView>>> {
+    Ok(Json(
+        credits::ledger(&s.svc, &c.account.account_id, &p).await?,
+    ))
+}
+
+pub async fn create_batch(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<batches::SubmitBatch>,
+) -> Result<Response> {
+    tracing::Span::current().record("request_key", body.value.request_id.as_str());
+    let r = batches::submit(&s.svc, &c, body.value, &body.fingerprint).await?;
+    Ok(reply(r))
+}
+
+pub async fn list_batches(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Params(p): Params<batches::ListParams>,
+) -> Result<Json<Page<BatchView>>> {
+    Ok(Json(
+        batches::list(&s.svc, &c.account.account_id, &p).await?,
+    ))
+}
+
+pub async fn get_batch(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<BatchView>> {
+    tracing::Span::current().record("batch_id", id.as_str());
+    let b = batches::get(&s.svc, &c.account.account_id, &id).await?;
+    Ok(Json(BatchView::from(&b)))
+}
+
+pub async fn list_tasks(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+    Params(p): Params<batches::TaskListParams>,
+) -> Result<Json<Page<TaskView>>> {
+    tracing::Span::current().record("batch_id", id.as_str());
+    Ok(Json(
+        batches::tasks(&s.svc, &c.account.account_id, &id, &p).await?,
+    ))
+}
+
+pub async fn create_file(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<files::CreateFile>,
+) -> Result<Response> {
+    let r = files::create(&s.svc, &c, body.value, &body.fingerprint).await?;
+    Ok(reply(r))
+}
+
+pub async fn get_file(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<FileView>> {
+    Ok(Json(files::get(&s.svc, &c, &id).await?))
+}

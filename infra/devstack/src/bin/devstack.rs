@@ -1,0 +1,131 @@
+//! Local stack helper used by scripts/dev.sh.
+//!
+//! - `devstack bootstrap --endpoint URL --prefix P [--template template.yaml]`: creates the
+//!   template's tables and bucket in the emulator and prints the functions' environment as
+//!   `KEY=value` lines.
+//! - `devstack demo --api URL --operator-token TOKEN`: opens a demo account through the
+//!   operator API, grants it a prepaid pack, issues a key and prints how to use it.
+
+use devstack::{create_all, emulator_sdk_config, Template};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+fn args() -> (String, HashMap<String, String>) {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_default();
+    let mut flags = HashMap::new();
+    while let Some(k) = it.next() {
+        if let Some(name) = k.strip_prefix("--") {
+            flags.insert(name.to_string(), it.next().unwrap_or_default());
+        }
+    }
+    (cmd, flags)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let (cmd, flags) = args();
+    let result = match cmd.as_str() {
+        "bootstrap" => bootstrap(&flags).await,
+        "demo" => demo(&flags).await,
+        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack demo --api URL --operator-token T".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devstack: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn flag<'a>(flags: &'a HashMap<String, String>, name: &str) -> Result<&'a str, String> {
+    flags
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or(format!("--{name} is required"))
+}
+
+async fn bootstrap(flags: &HashMap<String, String>) -> Result<(), String> {
+    let endpoint = flag(flags, "endpoint")?;
+    let prefix = flag(flags, "prefix")?;
+    let path = flags
+        .get("template")
+        .map(String::as_str)
+        .unwrap_or("template.yaml");
+    let yaml = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let template = Template::parse(&yaml).map_err(|e| e.to_string())?;
+    let sdk = emulator_sdk_config(endpoint).await;
+    let env = create_all(&sdk, &template, prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (k, v) in env {
+        println!("{k}={v}");
+    }
+    Ok(())
+}
+
+async fn call(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Value,
+) -> Result<Value, String> {
+    let resp = client
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{url}: {status} {v}"));
+    }
+    Ok(v)
+}
+
+async fn demo(flags: &HashMap<String, String>) -> Result<(), String> {
+    let api = flag(flags, "api")?.trim_end_matches('/').to_string();
+    let token = flag(flags, "operator-token")?;
+    let client = reqwest::Client::new();
+    let account = call(
+        &client,
+        format!("{api}/admin/v1/accounts"),
+        token,
+        json!({"request_id": "demo-account", "name": "Demo Enterprise", "plan": "payg", "retention_days": 90, "max_concurrency": 8}),
+    )
+    .await?;
+    let id = account["id"].as_str().ok_or("no account id")?.to_string();
+    call(
+        &client,
+        format!("{api}/admin/v1/accounts/{id}/grants"),
+        token,
+        json!({"request_id": "demo-pack", "pack": "pack_2000", "reason": "demo prepaid pack", "actor": "devstack"}),
+    )
+    .await?;
+    let key = call(
+        &client,
+        format!("{api}/admin/v1/accounts/{id}/api-keys"),
+        token,
+        json!({"name": "demo"}),
+    )
+    .await?;
+    let secret = key["secret"].as_str().ok_or("no key secret")?;
+    let tasks: Vec<Value> = (1..=10)
+        .map(|i| json!({"prompt": format!("A paper boat drifting down a rainy street, shot {i}")}))
+        .collect();
+    let body = json!({"request_id": "demo-batch-1", "model": "sora-2", "tasks": tasks});
+    println!("Demo account: {id} (prepaid pack_2000: 227620 credits)");
+    println!("API key (shown once): {secret}");
+    println!();
+    println!("Try:");
+    println!("  curl -s {api}/v1/credits -H 'Authorization: Bearer {secret}'");
+    println!("  curl -s -X POST {api}/v1/batches -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\");
+    println!("    -d '{body}'");
+    println!("  curl -s {api}/v1/credits/ledger -H 'Authorization: Bearer {secret}'");
+    Ok(())
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Brings up the whole system locally: the AWS emulator on loopback, its tables and bucket
+# created from template.yaml, the API on http://127.0.0.1:${PORT:-3000}, and a demo account
+# with credits and a key. Runs until Ctrl-C, then stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+port=${PORT:-3000}
+state=.local
+mkdir -p "$state"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "dev: port $port is already in use; set PORT to another one" >&2
+  exit 1
+fi
+
+echo "dev: building" >&2
+cargo build --quiet -p api -p devstack
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "dev: stopped" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The emulator, on a free port; it prints "READY <port>".
+infra/.venv/bin/python infra/moto_server.py --port 0 > "$state/moto.out" 2> "$state/moto.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^READY' "$state/moto.out" 2>/dev/null && break; sleep 0.1; done
+moto_port=$(awk '/^READY/ {print $2}' "$state/moto.out")
+[ -n "$moto_port" ] || { echo "dev: the emulator did not start; see $state/moto.log" >&2; exit 1; }
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
+
+target/debug/devstack bootstrap --endpoint "$AWS_ENDPOINT_URL" --prefix local > "$state/env"
+operator_token="op_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+{
+  echo "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
+  echo "AWS_ACCESS_KEY_ID=test"
+  echo "AWS_SECRET_ACCESS_KEY=test"
+  echo "AWS_REGION=us-east-1"
+  echo "S3_FORCE_PATH_STYLE=true"
+  echo "OPERATOR_TOKEN_SHA256=$(printf %s "$operator_token" | sha256sum | cut -d' ' -f1)"
+} >> "$state/env"
+set -a; . "$state/env"; set +a
+
+PORT=$port target/debug/api > "$state/api.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "dev: the API did not start; see $state/api.log" >&2; exit 1; }
+
+echo
+echo "Local stack is up."
+echo "  API:            http://127.0.0.1:$port   (OpenAPI: /openapi.json)"
+echo "  Emulator:       $AWS_ENDPOINT_URL        (environment in $state/env)"
+echo "  Operator token: $operator_token"
+echo "  Logs:           $state/api.log, $state/moto.log"
+echo
+target/debug/devstack demo --api "http://127.0.0.1:$port" --operator-token "$operator_token"
+echo
+echo "Ctrl-C stops everything."
+wait
