@@ -1,3 +1,5 @@
 //! Integration tests: the API over HTTP against the emulator. One test binary (one link).
 
+mod bad_input;
 mod batches;
+mod crash;
