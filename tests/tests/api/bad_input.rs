@@ -3,6 +3,9 @@
 use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
 use serde_json::json;
 
+/// (label, method, path, auth, raw body, expected status, expected code)
+type Case<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<Vec<u8>>, u16, &'a str);
+
 #[tokio::test]
 async fn bad_inputs_get_documented_errors_and_change_nothing() {
     let app = TestApp::spawn().await;
@@ -13,8 +16,7 @@ async fn bad_inputs_get_documented_errors_and_change_nothing() {
     let big_metadata: serde_json::Map<String, serde_json::Value> =
         (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
 
-    // (label, method, path, auth, raw body, status, code)
-    let cases: Vec<(&str, &str, String, Option<&str>, Option<Vec<u8>>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no key", "GET", "/v1/credits".into(), None, None, 401, "unauthorized"),
         ("unknown key", "GET", "/v1/credits".into(), Some("vgk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None, 401, "unauthorized"),
         ("garbage key", "GET", "/v1/credits".into(), Some("hello"), None, 401, "unauthorized"),
