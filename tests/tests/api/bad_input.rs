@@ -4,7 +4,15 @@ use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
 use serde_json::json;
 
 /// (label, method, path, auth, raw body, expected status, expected code)
-type Case<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<Vec<u8>>, u16, &'a str);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<Vec<u8>>,
+    u16,
+    &'a str,
+);
 
 #[tokio::test]
 async fn bad_inputs_get_documented_errors_and_change_nothing() {

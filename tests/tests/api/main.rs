@@ -3,3 +3,6 @@
 mod bad_input;
 mod batches;
 mod crash;
+mod files;
+mod isolation;
+mod ledger;
