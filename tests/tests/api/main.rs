@@ -6,3 +6,4 @@ mod crash;
 mod files;
 mod isolation;
 mod ledger;
+mod openapi;
