@@ -30,10 +30,8 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<Stri
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    if !types.is_empty()
-        && !types.contains(&actual)
-        && !(actual == "integer" && types.contains(&"number"))
-    {
+    let number_ok = actual == "integer" && types.contains(&"number");
+    if !(types.is_empty() || types.contains(&actual) || number_ok) {
         errors.push(format!("{at}: {actual} is not {types:?}"));
         return;
     }
