@@ -165,11 +165,11 @@ impl Store {
         account_id: &str,
         request_key: &str,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let key = HashMap::from([
-            ("account_id".to_string(), s(account_id)),
-            ("request_key".to_string(), s(request_key)),
-        ]);
-        self.get(&self.tables().requests, key).await
+        self.get(
+            &self.tables().requests,
+            account_key("request_key", account_id, request_key),
+        )
+        .await
     }
 
     pub async fn get_batch(
@@ -177,11 +177,11 @@ impl Store {
         account_id: &str,
         batch_id: &str,
     ) -> Result<Option<BatchRecord>, StoreError> {
-        let key = HashMap::from([
-            ("account_id".to_string(), s(account_id)),
-            ("batch_id".to_string(), s(batch_id)),
-        ]);
-        self.get(&self.tables().batches, key).await
+        self.get(
+            &self.tables().batches,
+            account_key("batch_id", account_id, batch_id),
+        )
+        .await
     }
 
     pub async fn get_file(
@@ -189,11 +189,11 @@ impl Store {
         account_id: &str,
         file_id: &str,
     ) -> Result<Option<FileRecord>, StoreError> {
-        let key = HashMap::from([
-            ("account_id".to_string(), s(account_id)),
-            ("file_id".to_string(), s(file_id)),
-        ]);
-        self.get(&self.tables().files, key).await
+        self.get(
+            &self.tables().files,
+            account_key("file_id", account_id, file_id),
+        )
+        .await
     }
 
     pub fn new_item<T: Serialize>(&self, table: Table, record: &T) -> Result<NewItem, StoreError> {
@@ -580,6 +580,14 @@ pub enum Table {
     Batches,
     Requests,
     Files,
+}
+
+/// The key of a record stored under its account: (`account_id`, `sort_attr`).
+fn account_key(sort_attr: &str, account_id: &str, sort: &str) -> Item {
+    HashMap::from([
+        ("account_id".to_string(), s(account_id)),
+        (sort_attr.to_string(), s(sort)),
+    ])
 }
 
 fn put_new(c: NewItem) -> Result<TransactWriteItem, StoreError> {

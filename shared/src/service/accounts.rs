@@ -1,9 +1,9 @@
 //! Operator use cases: open an account, issue an API key.
 
-use super::idempotency::{check_request_id, record, replay};
+use super::idempotency::{create_once, Creation};
 use super::views::{AccountView, ApiKeyView};
 use super::{ErrorCode, Reply, ServiceError, Services};
-use crate::adapters::dynamo::{CommitError, Table};
+use crate::adapters::dynamo::Table;
 use crate::adapters::records::{AccountRecord, ApiKeyRecord};
 use crate::domain::account::{AccountStatus, AccountTerms};
 use crate::domain::api_key::{display_parts, generate_secret, hash_secret};
@@ -19,60 +19,45 @@ pub async fn create_account(
     terms: AccountTerms,
     fingerprint: &str,
 ) -> Result<Reply, ServiceError> {
-    check_request_id(request_id)?;
-    for _ in 0..2 {
-        if let Some((reply, _)) =
-            replay(svc, OPERATOR, Scope::CreateAccount, request_id, fingerprint).await?
-        {
-            return Ok(reply);
-        }
-        let now = svc.now_ms();
-        let account = AccountRecord {
-            account_id: ids::generate("acct", now),
-            name: terms.name.clone(),
-            plan: terms.plan,
-            status: AccountStatus::Active,
-            retention_days: terms.retention_days,
-            max_concurrency: terms.max_concurrency,
-            min_batch_size: terms.min_batch_size,
-            balance: 0,
-            held: 0,
-            lifetime_granted: 0,
-            lifetime_charged: 0,
-            lifetime_refunded: 0,
-            ledger_seq: 0,
-            last_entry_ms: 0,
-            created_ms: now,
-        };
-        let reply = Reply {
-            status: 201,
-            body: json(&AccountView::from(&account))?,
-            replayed: false,
-        };
-        let req = record(
-            OPERATOR,
-            Scope::CreateAccount,
-            request_id,
-            fingerprint,
-            &reply,
-            &account.account_id,
-            now,
-        );
-        let creates = vec![
-            svc.store.new_item(Table::Accounts, &account)?,
-            svc.store.new_item(Table::Requests, &req)?,
-        ];
-        match svc.store.create_all(creates).await {
-            Ok(()) => return Ok(reply),
-            // Lost a race with the same request_id: the loop replays the winner's reply.
-            Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => continue,
-            Err(CommitError::Store(e)) => return Err(e.into()),
-        }
-    }
-    Err(ServiceError::reject(
-        ErrorCode::RequestInProgress,
-        "a request with this request_id is being processed; retry shortly",
-    ))
+    create_once(
+        svc,
+        OPERATOR,
+        Scope::CreateAccount,
+        request_id,
+        fingerprint,
+        |now| {
+            let terms = terms.clone();
+            async move {
+                let account = AccountRecord {
+                    account_id: ids::generate("acct", now),
+                    name: terms.name,
+                    plan: terms.plan,
+                    status: AccountStatus::Active,
+                    retention_days: terms.retention_days,
+                    max_concurrency: terms.max_concurrency,
+                    min_batch_size: terms.min_batch_size,
+                    balance: 0,
+                    held: 0,
+                    lifetime_granted: 0,
+                    lifetime_charged: 0,
+                    lifetime_refunded: 0,
+                    ledger_seq: 0,
+                    last_entry_ms: 0,
+                    created_ms: now,
+                };
+                Ok(Creation {
+                    reply: Reply {
+                        status: 201,
+                        body: json(&AccountView::from(&account))?,
+                        replayed: false,
+                    },
+                    resource_id: account.account_id.clone(),
+                    creates: vec![svc.store.new_item(Table::Accounts, &account)?],
+                })
+            }
+        },
+    )
+    .await
 }
 
 pub async fn get_account(svc: &Services, account_id: &str) -> Result<AccountRecord, ServiceError> {

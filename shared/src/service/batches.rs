@@ -149,6 +149,7 @@ pub async fn submit(
 
     let now = svc.now_ms();
     let batch_id = ids::generate("bat", now);
+    tracing::Span::current().record("batch_id", batch_id.as_str());
     let input_key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
     svc.store
         .put_object(&input_key, to_jsonl(&specs)?, files::INPUT_CONTENT_TYPE)

@@ -3,10 +3,10 @@
 
 use super::accounts::json;
 use super::auth::Caller;
-use super::idempotency::{check_request_id, record, replay};
+use super::idempotency::{create_once, Creation};
 use super::views::FileView;
 use super::{ErrorCode, Reply, ServiceError, Services};
-use crate::adapters::dynamo::{CommitError, Table};
+use crate::adapters::dynamo::Table;
 use crate::adapters::records::FileRecord;
 use crate::domain::account::MAX_BATCH_TASKS;
 use crate::domain::batch::{validate_task, TaskInput, TaskSpec};
@@ -39,7 +39,6 @@ pub async fn create(
     req: CreateFile,
     fingerprint: &str,
 ) -> Result<Reply, ServiceError> {
-    check_request_id(&req.request_id)?;
     let purpose = req
         .purpose
         .unwrap_or_else(|| PURPOSE_BATCH_INPUT.to_string());
@@ -50,61 +49,43 @@ pub async fn create(
         ));
     }
     let account_id = &caller.account.account_id;
-    for _ in 0..2 {
-        if let Some((reply, _)) = replay(
-            svc,
-            account_id,
-            Scope::CreateFile,
-            &req.request_id,
-            fingerprint,
-        )
-        .await?
-        {
-            return Ok(reply);
-        }
-        let now = svc.now_ms();
-        let file_id = ids::generate("file", now);
-        let s3_key = file_key(account_id, &file_id);
-        let link = svc.store.presign_put(&s3_key, INPUT_CONTENT_TYPE).await?;
-        let ttl_ms = i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000;
-        let rec = FileRecord {
-            account_id: account_id.clone(),
-            file_id: file_id.clone(),
-            request_id: req.request_id.clone(),
-            purpose: purpose.clone(),
-            s3_key,
-            created_ms: now,
-            upload_expires_ms: now + ttl_ms,
-            expires_at: now / 1_000 + i64::from(caller.account.retention_days) * 86_400,
-        };
-        let reply = Reply {
-            status: 201,
-            body: json(&FileView::new(&rec, Some(link.url), None))?,
-            replayed: false,
-        };
-        let req_rec = record(
-            account_id,
-            Scope::CreateFile,
-            &req.request_id,
-            fingerprint,
-            &reply,
-            &file_id,
-            now,
-        );
-        let creates = vec![
-            svc.store.new_item(Table::Files, &rec)?,
-            svc.store.new_item(Table::Requests, &req_rec)?,
-        ];
-        match svc.store.create_all(creates).await {
-            Ok(()) => return Ok(reply),
-            Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => continue,
-            Err(CommitError::Store(e)) => return Err(e.into()),
-        }
-    }
-    Err(ServiceError::reject(
-        ErrorCode::RequestInProgress,
-        "a request with this request_id is being processed; retry shortly",
-    ))
+    let request_id = req.request_id.as_str();
+    create_once(
+        svc,
+        account_id,
+        Scope::CreateFile,
+        request_id,
+        fingerprint,
+        |now| {
+            let purpose = purpose.clone();
+            async move {
+                let file_id = ids::generate("file", now);
+                let s3_key = file_key(account_id, &file_id);
+                let link = svc.store.presign_put(&s3_key, INPUT_CONTENT_TYPE).await?;
+                let ttl_ms = i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000;
+                let rec = FileRecord {
+                    account_id: account_id.clone(),
+                    file_id: file_id.clone(),
+                    request_id: request_id.to_string(),
+                    purpose,
+                    s3_key,
+                    created_ms: now,
+                    upload_expires_ms: now + ttl_ms,
+                    expires_at: now / 1_000 + i64::from(caller.account.retention_days) * 86_400,
+                };
+                Ok(Creation {
+                    reply: Reply {
+                        status: 201,
+                        body: json(&FileView::new(&rec, Some(link.url), None))?,
+                        replayed: false,
+                    },
+                    resource_id: file_id,
+                    creates: vec![svc.store.new_item(Table::Files, &rec)?],
+                })
+            }
+        },
+    )
+    .await
 }
 
 async fn find(svc: &Services, account_id: &str, file_id: &str) -> Result<FileRecord, ServiceError> {

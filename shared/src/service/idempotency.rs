@@ -3,8 +3,10 @@
 //! effect and the record commit together or not at all.
 
 use super::{ErrorCode, Reply, ServiceError, Services};
+use crate::adapters::dynamo::{CommitError, NewItem, Table};
 use crate::adapters::records::RequestRecord;
 use crate::domain::idempotency::{request_key, validate_request_id, Scope};
+use std::future::Future;
 
 /// The stored reply for this request_id if there is one: a replay when the body matches, a
 /// conflict when it does not.
@@ -61,4 +63,59 @@ pub fn record(
         resource_id: resource_id.to_string(),
         created_ms: now_ms,
     }
+}
+
+/// What a use case creates for one request: the records, the reply, and the id of the
+/// resource the request_id now names.
+pub struct Creation {
+    pub creates: Vec<NewItem>,
+    pub reply: Reply,
+    pub resource_id: String,
+}
+
+/// Creates records that move no money together with the request's idempotency record, all or
+/// nothing. A concurrent duplicate that loses the race replays the winner's response.
+pub async fn create_once<F, Fut>(
+    svc: &Services,
+    owner: &str,
+    scope: Scope,
+    request_id: &str,
+    fingerprint: &str,
+    build: F,
+) -> Result<Reply, ServiceError>
+where
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = Result<Creation, ServiceError>>,
+{
+    check_request_id(request_id)?;
+    for _ in 0..2 {
+        if let Some((reply, _)) = replay(svc, owner, scope, request_id, fingerprint).await? {
+            return Ok(reply);
+        }
+        let now = svc.now_ms();
+        let Creation {
+            mut creates,
+            reply,
+            resource_id,
+        } = build(now).await?;
+        let req = record(
+            owner,
+            scope,
+            request_id,
+            fingerprint,
+            &reply,
+            &resource_id,
+            now,
+        );
+        creates.push(svc.store.new_item(Table::Requests, &req)?);
+        match svc.store.create_all(creates).await {
+            Ok(()) => return Ok(reply),
+            Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => continue,
+            Err(CommitError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "a request with this request_id is being processed; retry shortly",
+    ))
 }
