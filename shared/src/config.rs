@@ -12,12 +12,28 @@ pub struct Tables {
     pub tasks: String,
     pub requests: String,
     pub files: String,
+    pub progress: String,
+    pub models: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Queues {
+    pub tasks: String,
+    pub settle: String,
+    pub events: String,
+    pub tasks_dlq: Option<String>,
+    pub settle_dlq: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: Tables,
+    pub queues: Queues,
     pub bucket: String,
+    /// Use SQS `DelaySeconds` for delayed re-checks. Off in tests, whose clock is manual:
+    /// delayed messages carry their due time and the test pump honours it.
+    pub sqs_delays: bool,
+    pub deadlines: crate::domain::task::Deadlines,
     /// Hex SHA-256 of the operator token; `None` turns the operator API off.
     pub operator_token_sha256: Option<String>,
     /// Path-style S3 addressing: needed by the emulator, harmless on AWS.
@@ -76,6 +92,33 @@ impl Config {
                 tasks: required("TASKS_TABLE")?,
                 requests: required("REQUESTS_TABLE")?,
                 files: required("FILES_TABLE")?,
+                progress: required("PROGRESS_TABLE")?,
+                models: required("MODELS_TABLE")?,
+            },
+            queues: Queues {
+                tasks: required("TASKS_QUEUE_URL")?,
+                settle: required("SETTLE_QUEUE_URL")?,
+                events: required("EVENTS_QUEUE_URL")?,
+                tasks_dlq: get("TASKS_DLQ_URL").filter(|v| !v.is_empty()),
+                settle_dlq: get("SETTLE_DLQ_URL").filter(|v| !v.is_empty()),
+            },
+            sqs_delays: get("SQS_DELAYS").is_none_or(|v| v != "false"),
+            deadlines: {
+                let d = crate::domain::task::Deadlines::default();
+                let ms = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+                    get(name).map_or(Ok(default), |v| {
+                        v.parse::<i64>()
+                            .ok()
+                            .filter(|s| *s > 0)
+                            .map(|s| s * 1_000)
+                            .ok_or(ConfigError::Invalid(name, "a positive number of seconds"))
+                    })
+                };
+                crate::domain::task::Deadlines {
+                    sora_2_ms: ms("SORA_2_DEADLINE_SECS", d.sora_2_ms)?,
+                    veo_pro_ms: ms("VEO_PRO_DEADLINE_SECS", d.veo_pro_ms)?,
+                    queue_ms: ms("QUEUE_DEADLINE_SECS", d.queue_ms)?,
+                }
             },
             bucket: required("DATA_BUCKET")?,
             operator_token_sha256,

@@ -10,4 +10,6 @@
 pub mod adapters;
 pub mod config;
 pub mod domain;
+pub mod providers;
+pub mod runtime;
 pub mod service;

@@ -6,6 +6,7 @@
 //! 127.0.0.1:0.
 
 use aws_config::SdkConfig;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -13,7 +14,11 @@ use shared::adapters::records::{AccountRecord, BatchRecord};
 use shared::adapters::{Faults, Store};
 use shared::config::Config;
 use shared::domain::batch::BatchStatus;
-use shared::service::clock::ManualClock;
+use shared::domain::pricing::Model;
+use shared::providers::simulated::Simulated;
+use shared::providers::{Provider, ProviderConfig, Route};
+use shared::service::clock::{Clock, ManualClock};
+use shared::service::pipeline::Pipeline;
 use shared::service::Services;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -102,6 +107,7 @@ impl Resp {
 }
 
 pub struct TestApp {
+    pub pipeline: Pipeline,
     pub base: String,
     pub http: reqwest::Client,
     pub sdk: SdkConfig,
@@ -124,6 +130,34 @@ impl TestApp {
 
     /// An app whose store fails where `faults` says (crash tests).
     pub async fn spawn_with(faults: Faults) -> TestApp {
+        Self::spawn_full(
+            faults,
+            Simulated {
+                latency_ms: 3_000,
+                fail_rate: 0.0,
+                reject_rate: 0.0,
+                throttle_rate: 0.0,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// An app whose simulated provider behaves as `sim` says.
+    pub async fn spawn_sim(sim: Simulated) -> TestApp {
+        Self::spawn_full(Faults::none(), sim).await
+    }
+
+    pub async fn spawn_full(faults: Faults, sim: Simulated) -> TestApp {
+        Self::spawn_routes(faults, |_| Provider::Simulated(sim.clone())).await
+    }
+
+    /// An app whose models are served by the providers `route` gives.
+    pub async fn spawn_routes(faults: Faults, route: impl Fn(Model) -> Provider) -> TestApp {
+        shared::runtime::ensure_tls();
+        if std::env::var_os("TEST_LOG").is_some() {
+            shared::runtime::init_logging();
+        }
         let endpoint = emulator();
         let sdk = devstack::emulator_sdk_config(endpoint).await;
         let yaml =
@@ -137,14 +171,33 @@ impl TestApp {
             shared::domain::api_key::hash_secret(OPERATOR_TOKEN),
         );
         env.insert("S3_FORCE_PATH_STYLE".into(), "true".into());
+        env.insert("SQS_DELAYS".into(), "false".into());
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
         let clock = ManualClock::starting_now();
         let store = Store::new(&sdk, config);
         let svc = Services::new(store.clone(), Arc::new(clock.clone()));
-        let app = api::app(Services::new(
-            store.with_faults(faults),
-            Arc::new(clock.clone()),
-        ));
+        let faulty = Services::new(store.with_faults(faults), Arc::new(clock.clone()));
+        let routes = Model::ALL
+            .into_iter()
+            .map(|m| {
+                let provider_model = match m {
+                    Model::Sora2 => "sora-2",
+                    Model::VeoPro => "veo-3.1-generate-001",
+                };
+                (
+                    m,
+                    Route {
+                        provider: route(m),
+                        provider_model: provider_model.to_string(),
+                    },
+                )
+            })
+            .collect();
+        let pipeline = Pipeline {
+            svc: faulty.clone(),
+            providers: ProviderConfig { routes },
+        };
+        let app = api::app(faulty);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -153,6 +206,7 @@ impl TestApp {
             let _ = axum::serve(listener, app).await;
         });
         TestApp {
+            pipeline,
             base,
             http: reqwest::Client::new(),
             sdk,
@@ -187,6 +241,120 @@ impl TestApp {
             status,
             headers,
             body,
+        }
+    }
+
+    /// Runs the task worker and settlement (their real handlers, via the SQS pump) until no
+    /// message is due at the current (manual) time. Returns how many messages were handled.
+    pub async fn run_until_idle(&self) -> usize {
+        self.run_until_idle_with(false).await
+    }
+
+    /// The same; with `duplicate`, every task message is delivered twice (concurrently, in
+    /// reversed order), as a standard queue may.
+    pub async fn run_until_idle_with(&self, duplicate: bool) -> usize {
+        let store = &self.pipeline.svc.store;
+        let q = store.config().queues.clone();
+        let mut total = 0;
+        for _ in 0..500 {
+            let now = self.clock.now_ms();
+            let p = &self.pipeline;
+            let t = devstack::pump::pump_round(store, &q.tasks, now, true, 0, |ev| async move {
+                if !duplicate {
+                    return task_worker::handle_event(p, ev).await;
+                }
+                let n = ev.records.len();
+                let mut doubled = ev.clone();
+                doubled.records.extend(ev.records.iter().cloned());
+                doubled.records.reverse();
+                for (i, r) in doubled.records.iter_mut().enumerate() {
+                    // Copy i of original k sits at 2n-1-k or n-1-k: name it by k.
+                    r.message_id = Some(format!("{}#{i}", (2 * n - 1 - i) % n));
+                }
+                let resp = task_worker::handle_event(p, doubled).await;
+                let mut out = SqsBatchResponse::default();
+                let mut seen = std::collections::HashSet::new();
+                for f in resp.batch_item_failures {
+                    let k = f
+                        .item_identifier
+                        .split('#')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    if seen.insert(k.clone()) {
+                        let mut g = BatchItemFailure::default();
+                        g.item_identifier = k;
+                        out.batch_item_failures.push(g);
+                    }
+                }
+                out
+            })
+            .await
+            .expect("pump tasks");
+            let s = devstack::pump::pump_round(store, &q.settle, now, true, 0, |ev| {
+                settlement::handle_event(p, ev)
+            })
+            .await
+            .expect("pump settle");
+            total += t.handled + s.handled;
+            if t.handled + s.handled == 0 {
+                return total;
+            }
+        }
+        panic!("the pipeline did not go idle after 500 rounds");
+    }
+
+    /// Moves time forward in steps, running everything due at each, until the batch settles
+    /// (or `max_ms` of simulated time pass). Returns the simulated time it took.
+    pub async fn drive_to_settlement(
+        &self,
+        account: &str,
+        batch_id: &str,
+        step_ms: i64,
+        max_ms: i64,
+    ) -> i64 {
+        let mut elapsed = 0;
+        loop {
+            self.run_until_idle().await;
+            let b = self
+                .svc
+                .store
+                .get_batch(account, batch_id)
+                .await
+                .expect("read batch")
+                .expect("batch exists");
+            if b.status == BatchStatus::Completed {
+                return elapsed;
+            }
+            assert!(
+                elapsed < max_ms,
+                "batch {batch_id} did not settle within {max_ms} ms of simulated time"
+            );
+            self.clock.advance_ms(step_ms);
+            elapsed += step_ms;
+        }
+    }
+
+    pub async fn sweep(&self) -> shared::service::pipeline::sweeper::SweepReport {
+        shared::service::pipeline::sweeper::sweep(&self.pipeline)
+            .await
+            .expect("sweep")
+    }
+
+    /// Every event on the events queue so far (consumed).
+    pub async fn drain_events(&self) -> Vec<Value> {
+        let store = &self.svc.store;
+        let url = store.config().queues.events.clone();
+        let mut out = Vec::new();
+        loop {
+            let msgs = store.receive(&url, 0).await.expect("receive events");
+            if msgs.is_empty() {
+                return out;
+            }
+            for (receipt, body) in msgs {
+                out.push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                store.delete_message(&url, &receipt).await.expect("delete");
+            }
         }
     }
 
@@ -322,20 +490,54 @@ impl TestApp {
                 "ledger of {} has gaps or extras",
                 a.account_id
             );
-            let open: i64 = self
-                .batches_of(&a.account_id)
-                .await
+            let batches = self.batches_of(&a.account_id).await;
+            let open: i64 = batches
                 .iter()
                 .filter(|b| b.status != BatchStatus::Completed)
-                .map(|b| {
-                    b.credits.held.value() - b.credits.charged.value() - b.credits.refunded.value()
-                })
+                .map(|b| b.credits.held.value() - b.credits.refunded.value())
                 .sum();
             assert_eq!(
                 a.held, open,
                 "held credits of {} match its open batches",
                 a.account_id
             );
+            let refunds: i64 = self
+                .ledger_entries(&a.account_id, "refund")
+                .await
+                .iter()
+                .map(|e| e["amount"].as_i64().unwrap_or(0))
+                .sum();
+            let tallied: i64 = batches.iter().map(|b| b.credits.refunded.value()).sum();
+            assert_eq!(
+                refunds, tallied,
+                "every refund entry is in its batch's tally"
+            );
+            for b in batches
+                .iter()
+                .filter(|b| b.status == BatchStatus::Completed)
+            {
+                let st = b.settlement.expect("a completed batch has its settlement");
+                let c = st.counts;
+                assert_eq!(st.held, b.credits.held, "{}", b.batch_id);
+                assert_eq!(
+                    st.held.value(),
+                    st.charged.value() + st.refunded.value(),
+                    "closure of {}",
+                    b.batch_id
+                );
+                assert_eq!(
+                    st.charged.value(),
+                    b.unit_price * i64::from(c.succeeded + c.cancelled + c.rejected),
+                    "{}",
+                    b.batch_id
+                );
+                assert_eq!(
+                    st.refunded.value(),
+                    b.unit_price * i64::from(c.failed + c.timed_out),
+                    "{}",
+                    b.batch_id
+                );
+            }
         }
     }
 }

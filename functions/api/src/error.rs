@@ -15,12 +15,12 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         AccountTerminated => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        IdempotencyConflict | RequestInProgress => StatusCode::CONFLICT,
+        IdempotencyConflict | RequestInProgress | BatchCompleted => StatusCode::CONFLICT,
         PayloadTooLarge | InputFileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         InvalidRequestId | UnknownModel | InvalidTask | BatchTooSmall | BatchTooLarge
         | InvalidMetadata | InvalidInputFile | InputFileNotUploaded | InvalidAccountTerms
-        | InvalidGrant => StatusCode::UNPROCESSABLE_ENTITY,
-        OperatorApiDisabled => StatusCode::SERVICE_UNAVAILABLE,
+        | InvalidGrant | InvalidModelStatus => StatusCode::UNPROCESSABLE_ENTITY,
+        OperatorApiDisabled | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -15,8 +15,6 @@ use axum::Router;
 use error::ApiError;
 use shared::service::{ErrorCode, Services};
 
-pub use telemetry::init_logging;
-
 /// Lambda's own request body limit; bigger batches go through input files.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
@@ -34,6 +32,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/batches"),
     ("get", "/v1/batches/{batch_id}"),
     ("get", "/v1/batches/{batch_id}/tasks"),
+    ("post", "/v1/batches/{batch_id}/cancel"),
+    ("get", "/v1/tasks/{task_id}"),
+    ("get", "/v1/models"),
     ("post", "/v1/files"),
     ("get", "/v1/files/{file_id}"),
     ("post", "/admin/v1/accounts"),
@@ -41,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/accounts/{account_id}/api-keys"),
     ("post", "/admin/v1/accounts/{account_id}/grants"),
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
+    ("put", "/admin/v1/models/{model}"),
 ];
 
 #[derive(Clone)]
@@ -64,6 +66,12 @@ pub fn app(svc: Services) -> Router {
         )
         .route("/v1/batches/{batch_id}", get(customer::get_batch))
         .route("/v1/batches/{batch_id}/tasks", get(customer::list_tasks))
+        .route(
+            "/v1/batches/{batch_id}/cancel",
+            post(customer::cancel_batch),
+        )
+        .route("/v1/tasks/{task_id}", get(customer::get_task))
+        .route("/v1/models", get(customer::list_models))
         .route("/v1/files", post(customer::create_file))
         .route("/v1/files/{file_id}", get(customer::get_file))
         .route("/admin/v1/accounts", post(admin::create_account))
@@ -76,6 +84,10 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/admin/v1/accounts/{account_id}/ledger",
             get(admin::account_ledger),
+        )
+        .route(
+            "/admin/v1/models/{model}",
+            axum::routing::put(admin::set_model_status),
         )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

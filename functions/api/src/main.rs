@@ -1,18 +1,10 @@
 //! The api function. Inside Lambda (`AWS_LAMBDA_RUNTIME_API` set, also by `cargo lambda
 //! watch`) it serves API Gateway events; anywhere else it listens on 127.0.0.1:$PORT.
 
-use shared::adapters::Store;
-use shared::config::Config;
-use shared::service::clock::SystemClock;
-use shared::service::Services;
-use std::sync::Arc;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    api::init_logging();
-    let config = Config::from_env()?;
-    let store = Store::from_env(config).await;
-    let app = api::app(Services::new(store, Arc::new(SystemClock)));
+    shared::runtime::init_logging();
+    let app = api::app(shared::runtime::services_from_env().await?);
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         return lambda_http::run(app).await;

@@ -2,6 +2,8 @@
 //! tables, S3 buckets and the functions' environment from there and creates them in the
 //! emulator, so there is no second, hand-written schema to drift.
 
+pub mod pump;
+
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
@@ -90,27 +92,48 @@ impl Template {
     pub fn physical_name(&self, prefix: &str, logical: &str) -> Option<String> {
         let ty = self.resources.get(logical)?.get("Type")?.as_str()?;
         match ty {
-            "AWS::DynamoDB::Table" => Some(format!("{prefix}-{logical}")),
+            "AWS::DynamoDB::Table" | "AWS::SQS::Queue" => Some(format!("{prefix}-{logical}")),
             "AWS::S3::Bucket" => Some(format!("{prefix}-{logical}").to_ascii_lowercase()),
             _ => None,
         }
     }
 
-    /// The functions' shared environment (`Globals.Function.Environment.Variables`) with each
-    /// `!Ref` resolved to a local name or to its parameter's default.
-    pub fn environment(&self, prefix: &str) -> Result<BTreeMap<String, String>, Error> {
+    /// Every variable the functions see: `Globals.Function.Environment.Variables` and each
+    /// function's own, with `!Ref`s resolved through `refs` (what `!Ref` of each created
+    /// resource gives: a table or bucket name, a queue URL) or to the parameter's default.
+    /// Variables that name parameters without a default (secrets) are left to the caller.
+    pub fn environment(
+        &self,
+        refs: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let mut sources = vec![self.globals_env.clone()];
+        for (_, f) in self.of_type("AWS::Serverless::Function") {
+            if let Some(vars) = f
+                .get("Properties")
+                .and_then(|p| p.get("Environment"))
+                .and_then(|e| e.get("Variables"))
+                .and_then(Value::as_mapping)
+            {
+                sources.push(
+                    vars.iter()
+                        .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v.clone())))
+                        .collect(),
+                );
+            }
+        }
         let mut env = BTreeMap::new();
-        for (name, v) in &self.globals_env {
+        for (name, v) in sources.iter().flatten() {
             let (tag, inner) = untag(v);
             let value = match (tag.as_deref(), inner) {
                 (Some("Ref"), target) => {
                     let target = str_of(target, "Ref")?;
-                    if let Some(p) = self.physical_name(prefix, target) {
-                        p
-                    } else if let Some(d) =
-                        self.parameters.get(target).and_then(|p| p.get("Default"))
-                    {
-                        yaml_scalar(d).ok_or_else(|| bad(format!("parameter {target} default")))?
+                    if let Some(p) = refs.get(target) {
+                        p.clone()
+                    } else if let Some(param) = self.parameters.get(target) {
+                        match param.get("Default").and_then(yaml_scalar) {
+                            Some(d) => d,
+                            None => continue,
+                        }
                     } else {
                         return Err(bad(format!(
                             "{name}: !Ref {target} names nothing the local stack makes"
@@ -127,6 +150,15 @@ impl Template {
             env.insert(name.clone(), value);
         }
         Ok(env)
+    }
+
+    /// What `!Ref` gives for tables and buckets, which need no AWS call to know.
+    pub fn static_refs(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) != Some("AWS::SQS::Queue"))
+            .filter_map(|(k, _)| Some((k.clone(), self.physical_name(prefix, k)?)))
+            .collect()
     }
 
     pub fn table_ids(&self) -> Vec<String> {
@@ -328,7 +360,87 @@ pub async fn create_all(
                 .map_err(aws)?;
         }
     }
-    template.environment(prefix)
+    let mut refs = template.static_refs(prefix);
+    refs.extend(create_queues(sdk, template, prefix).await?);
+    template.environment(&refs)
+}
+
+/// Creates the template's SQS queues (dead-letter queues first, so redrive policies can name
+/// them) and returns their URLs by logical id.
+async fn create_queues(
+    sdk: &SdkConfig,
+    template: &Template,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, Error> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut queues: Vec<(&String, &Value)> = template.of_type("AWS::SQS::Queue").collect();
+    queues.sort_by_key(|(_, q)| {
+        q.get("Properties")
+            .and_then(|p| p.get("RedrivePolicy"))
+            .is_some()
+    });
+    let mut urls = BTreeMap::new();
+    let mut arns: BTreeMap<String, String> = BTreeMap::new();
+    for (logical, q) in queues {
+        let name = format!("{prefix}-{logical}");
+        let mut req = sqs.create_queue().queue_name(&name);
+        let props = q.get("Properties").cloned().unwrap_or(Value::Null);
+        for (key, attr) in [
+            ("VisibilityTimeout", A::VisibilityTimeout),
+            ("MessageRetentionPeriod", A::MessageRetentionPeriod),
+            ("DelaySeconds", A::DelaySeconds),
+            (
+                "ReceiveMessageWaitTimeSeconds",
+                A::ReceiveMessageWaitTimeSeconds,
+            ),
+        ] {
+            if let Some(v) = props.get(key).and_then(yaml_scalar) {
+                req = req.attributes(attr, v);
+            }
+        }
+        if let Some(rp) = props.get("RedrivePolicy") {
+            let (_, target) = untag(rp.get("deadLetterTargetArn").unwrap_or(&Value::Null));
+            let target = match target {
+                Value::String(s) => s.split('.').next().unwrap_or_default().to_string(),
+                _ => {
+                    return Err(bad(format!(
+                        "{logical}: deadLetterTargetArn must be !GetAtt X.Arn"
+                    )))
+                }
+            };
+            let arn = arns
+                .get(&target)
+                .ok_or_else(|| bad(format!("{logical}: unknown dead-letter queue {target}")))?;
+            let max = rp
+                .get("maxReceiveCount")
+                .and_then(yaml_scalar)
+                .unwrap_or_else(|| "5".into());
+            let policy =
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max}).to_string();
+            req = req.attributes(A::RedrivePolicy, policy);
+        }
+        let url = req
+            .send()
+            .await
+            .map_err(aws)?
+            .queue_url
+            .ok_or_else(|| Error::Aws("no queue URL".into()))?;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(A::QueueArn)
+            .send()
+            .await
+            .map_err(aws)?;
+        let arn = attrs
+            .attributes
+            .and_then(|m| m.get(&A::QueueArn).cloned())
+            .ok_or_else(|| Error::Aws("no queue ARN".into()))?;
+        arns.insert(logical.clone(), arn);
+        urls.insert(logical.clone(), url);
+    }
+    Ok(urls)
 }
 
 /// An SDK configuration for the emulator at `endpoint`, with dummy credentials.
@@ -369,7 +481,10 @@ Resources:
     #[test]
     fn resolves_environment_from_the_template() {
         let t = Template::parse(T).map_err(|e| e.to_string());
-        let env = t.and_then(|t| t.environment("p1").map_err(|e| e.to_string()));
+        let env = t.and_then(|t| {
+            t.environment(&t.static_refs("p1"))
+                .map_err(|e| e.to_string())
+        });
         let env = env.unwrap_or_default();
         assert_eq!(
             env.get("THINGS_TABLE").map(String::as_str),
@@ -388,15 +503,34 @@ Resources:
         let yaml = include_str!("../../../template.yaml");
         let t = Template::parse(yaml).map_err(|e| e.to_string());
         let env = t
-            .and_then(|t| t.environment("x").map_err(|e| e.to_string()))
+            .and_then(|t| {
+                let mut refs = t.static_refs("x");
+                for q in [
+                    "TasksQueue",
+                    "SettleQueue",
+                    "EventsQueue",
+                    "TasksDeadLetterQueue",
+                    "SettleDeadLetterQueue",
+                ] {
+                    refs.insert(q.into(), format!("http://queue/{q}"));
+                }
+                t.environment(&refs).map_err(|e| e.to_string())
+            })
             .unwrap_or_default();
         for k in [
             "ACCOUNTS_TABLE",
             "LEDGER_TABLE",
             "BATCHES_TABLE",
             "DATA_BUCKET",
+            "TASKS_QUEUE_URL",
+            "TASKS_DLQ_URL",
+            "SORA_2_PROVIDER",
         ] {
             assert!(env.contains_key(k), "{k} missing from {env:?}");
         }
+        assert!(
+            !env.contains_key("OPERATOR_TOKEN_SHA256"),
+            "secrets without defaults are the caller's"
+        );
     }
 }

@@ -73,6 +73,26 @@ impl Store {
         }
     }
 
+    /// A download link that saves as `filename`.
+    pub async fn presign_get(&self, key: &str, filename: &str) -> Result<Presigned, StoreError> {
+        let ttl = self.config.presign_ttl_secs;
+        let conf = PresigningConfig::expires_in(Duration::from_secs(ttl))
+            .map_err(|e| s3_err("presign", e))?;
+        let req = self
+            .s3
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .presigned(conf)
+            .await
+            .map_err(|e| s3_err("presign GetObject", e))?;
+        Ok(Presigned {
+            url: req.uri().to_string(),
+            expires_in_secs: ttl,
+        })
+    }
+
     pub async fn presign_put(
         &self,
         key: &str,

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 pub type Item = HashMap<String, AttributeValue>;
 
-fn dynamo_err<E: ProvideErrorMetadata + std::fmt::Debug>(op: &str, e: SdkError<E>) -> StoreError {
+pub(crate) fn dynamo_err<E: ProvideErrorMetadata + std::fmt::Debug>(
+    op: &str,
+    e: SdkError<E>,
+) -> StoreError {
     let detail = match e.as_service_error() {
         Some(se) => format!(
             "{}: {}",
@@ -36,15 +39,15 @@ pub(crate) fn to_item<T: Serialize>(v: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+pub(crate) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -83,6 +86,8 @@ pub struct MoneyMove {
     pub charged_delta: i64,
     pub refunded_delta: i64,
     pub creates: Vec<NewItem>,
+    /// Conditional updates of other records; a failed condition is `Duplicate(creates.len() + i)`.
+    pub updates: Vec<Update>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +122,11 @@ pub struct LedgerQuery {
 const MAX_PAGES_PER_CALL: usize = 20;
 
 impl Store {
-    fn tables(&self) -> &crate::config::Tables {
+    pub(crate) fn tables(&self) -> &crate::config::Tables {
         &self.config.tables
     }
 
-    async fn get<T: DeserializeOwned>(
+    pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         table: &str,
         key: Item,
@@ -262,6 +267,9 @@ impl Store {
         ];
         for c in mv.creates {
             items.push(put_new(c)?);
+        }
+        for u in mv.updates {
+            items.push(TransactWriteItem::builder().update(u).build());
         }
         // creates[i] is transaction item i + 2.
         self.transact(items, 2).await

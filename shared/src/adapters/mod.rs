@@ -3,11 +3,14 @@
 pub mod blobs;
 pub mod dynamo;
 pub mod faults;
+pub mod pipeline;
+pub mod queue;
 pub mod records;
 
 use crate::config::Config;
 use aws_sdk_dynamodb::Client as DynamoClient;
 use aws_sdk_s3::Client as S3Client;
+use aws_sdk_sqs::Client as SqsClient;
 pub use faults::Faults;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,8 @@ pub enum StoreError {
     Dynamo(String),
     #[error("S3: {0}")]
     S3(String),
+    #[error("SQS: {0}")]
+    Sqs(String),
     #[error("stored record is malformed: {0}")]
     Corrupt(String),
     #[error("injected fault at {0}")]
@@ -27,6 +32,7 @@ pub enum StoreError {
 pub struct Store {
     pub(crate) ddb: DynamoClient,
     pub(crate) s3: S3Client,
+    pub(crate) sqs: SqsClient,
     pub(crate) config: Config,
     pub(crate) faults: Faults,
 }
@@ -47,6 +53,7 @@ impl Store {
         Store {
             ddb: DynamoClient::new(&sdk),
             s3: S3Client::from_conf(s3_conf),
+            sqs: SqsClient::new(&sdk),
             config,
             faults: Faults::none(),
         }

@@ -28,6 +28,12 @@ pub struct AccountRecord {
     pub ledger_seq: u64,
     pub last_entry_ms: i64,
     pub created_ms: i64,
+    /// Tasks of this account holding a provider slot now (at most `max_concurrency`).
+    #[serde(default)]
+    pub running: u32,
+    /// The sweeper's last "running:counted" observation of a slot surplus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_audit: Option<String>,
 }
 
 impl AccountRecord {
@@ -97,6 +103,20 @@ pub struct BatchRecord {
     /// Longer than a Lambda can live, so recovery never races a live writer.
     pub lease_until_ms: i64,
     pub created_ms: i64,
+    /// Tasks `0..next_dispatch` have been handed to the tasks queue.
+    #[serde(default)]
+    pub next_dispatch: u32,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Set until the batch settles (the sweeper's `open` index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<crate::domain::task::Settlement>,
+    #[serde(default)]
+    pub completed_ms: Option<i64>,
+    #[serde(default)]
+    pub last_progress_ms: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,6 +131,75 @@ pub struct TaskRecord {
     pub spec: TaskSpec,
     pub created_ms: i64,
     pub updated_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_job_id: Option<String>,
+    /// Provider calls that failed retryably (429, 5xx, timeouts).
+    #[serde(default)]
+    pub attempts: u32,
+    /// True while the task holds one of its account's concurrency slots.
+    #[serde(default)]
+    pub slot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    /// Past this the task times out (refunded): queue limit while queued, the model's run
+    /// deadline once started.
+    #[serde(default)]
+    pub deadline_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_key: Option<String>,
+}
+
+/// One progress shard of a batch (see `domain::task::SHARD_SIZE`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub batch_id: String,
+    pub shard: u32,
+    pub size: u32,
+    /// idx -> 1 once the task started.
+    #[serde(default)]
+    pub started: BTreeMap<String, u8>,
+    /// idx -> outcome: the exactly-once mark of how the task ended.
+    #[serde(default)]
+    pub ended: BTreeMap<String, crate::domain::task::Outcome>,
+    #[serde(default)]
+    pub n_started: u32,
+    #[serde(default)]
+    pub n_ended_unstarted: u32,
+    #[serde(default)]
+    pub n_succeeded: u32,
+    #[serde(default)]
+    pub n_failed: u32,
+    #[serde(default)]
+    pub n_rejected: u32,
+    #[serde(default)]
+    pub n_timed_out: u32,
+    #[serde(default)]
+    pub n_cancelled: u32,
+}
+
+impl ShardRecord {
+    pub fn counts(&self) -> crate::domain::task::ShardCounts {
+        crate::domain::task::ShardCounts {
+            size: self.size,
+            started: self.n_started,
+            ended_unstarted: self.n_ended_unstarted,
+            succeeded: self.n_succeeded,
+            failed: self.n_failed,
+            rejected: self.n_rejected,
+            timed_out: self.n_timed_out,
+            cancelled: self.n_cancelled,
+        }
+    }
 }
 
 /// An idempotency record: the response we sent for `(account, scope#request_id)`.

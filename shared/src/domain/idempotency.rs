@@ -14,6 +14,7 @@ pub enum Scope {
     CreateFile,
     Grant,
     CreateAccount,
+    CancelBatch,
 }
 
 impl Scope {
@@ -23,6 +24,7 @@ impl Scope {
             Scope::CreateFile => "file",
             Scope::Grant => "grant",
             Scope::CreateAccount => "account",
+            Scope::CancelBatch => "cancel",
         }
     }
 }

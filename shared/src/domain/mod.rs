@@ -9,4 +9,5 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod task;
 pub mod time;

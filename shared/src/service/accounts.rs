@@ -44,6 +44,8 @@ pub async fn create_account(
                     ledger_seq: 0,
                     last_entry_ms: 0,
                     created_ms: now,
+                    running: 0,
+                    slot_audit: None,
                 };
                 Ok(Creation {
                     reply: Reply {

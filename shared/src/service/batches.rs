@@ -30,7 +30,7 @@ use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::ledger::{next_entry, EntryKind, LedgerError};
 use crate::domain::pricing::{Model, CURRENT_PRICES};
-use futures_util::stream::{self, TryStreamExt};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json as j, Value};
 use std::collections::BTreeMap;
@@ -118,6 +118,7 @@ pub async fn submit(
             j!({ "models": Model::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>() }),
         )
     })?;
+    super::models::ensure_orderable(svc, model).await?;
     let metadata = req.metadata.unwrap_or_default();
     validate_metadata(&metadata).map_err(rule_error)?;
     let specs = match (req.tasks, req.input_file_id) {
@@ -234,6 +235,12 @@ async fn hold(
             input_key: input_key.clone(),
             lease_until_ms: now + MATERIALIZE_LEASE_MS,
             created_ms: now,
+            next_dispatch: 0,
+            cancel_requested: false,
+            open_shard: Some("open".to_string()),
+            settlement: None,
+            completed_ms: None,
+            last_progress_ms: now,
         };
         let reply = Reply {
             status: 201,
@@ -277,6 +284,7 @@ async fn hold(
                 svc.store.new_item(Table::Batches, &batch)?,
                 svc.store.new_item(Table::Requests, &req_rec)?,
             ],
+            updates: vec![],
         };
         match svc.store.commit_money(mv).await {
             Ok(()) => {
@@ -405,6 +413,17 @@ async fn materialize(
                 spec: spec.clone(),
                 created_ms: batch.created_ms,
                 updated_ms: batch.created_ms,
+                provider: None,
+                provider_model: None,
+                provider_job_id: None,
+                attempts: 0,
+                slot: false,
+                started_ms: None,
+                ended_ms: None,
+                deadline_ms: batch.created_ms + svc.store.config().deadlines.queue_ms,
+                error_code: None,
+                error_message: None,
+                video_key: None,
             }
         })
         .collect();
@@ -414,10 +433,23 @@ async fn materialize(
             svc.store.faults.check("submit.after_task_chunk")
         })
         .await?;
+    svc.store
+        .init_progress(&batch.batch_id, batch.task_count)
+        .await?;
     svc.store.faults.check("submit.after_tasks")?;
     svc.store
         .mark_batch_queued(&batch.account_id, &batch.batch_id)
         .await?;
+    // The first window of tasks. If this is lost, the sweeper tops the window up.
+    if let Some(queued) = svc
+        .store
+        .get_batch(&batch.account_id, &batch.batch_id)
+        .await?
+    {
+        if let Err(e) = super::pipeline::dispatch::start(svc, &queued).await {
+            tracing::warn!(batch_id = %batch.batch_id, error = %e, "first dispatch failed; the sweeper will dispatch");
+        }
+    }
     Ok(())
 }
 
@@ -462,6 +494,17 @@ fn bad_cursor() -> ServiceError {
     )
 }
 
+/// A batch as customers see it: live counts and credits.
+pub async fn view(
+    svc: &Services,
+    account_id: &str,
+    batch_id: &str,
+) -> Result<BatchView, ServiceError> {
+    let b = get(svc, account_id, batch_id).await?;
+    let shards = svc.store.get_progress(&b.batch_id).await?;
+    Ok(BatchView::live(&b, &shards))
+}
+
 /// Newest first.
 pub async fn list(
     svc: &Services,
@@ -491,9 +534,17 @@ pub async fn list(
                 .ok_or_else(bad_cursor)
         })
         .transpose()?;
+    // `queued` and `running` are one stored state told apart by progress.
+    let stored = status.map(|st| {
+        if st == BatchStatus::Running {
+            BatchStatus::Queued
+        } else {
+            st
+        }
+    });
     let (batches, has_more) = svc
         .store
-        .list_batches(account_id, status, limit, before)
+        .list_batches(account_id, stored, limit, before)
         .await?;
     let next_cursor = match (has_more, batches.last()) {
         (true, Some(b)) => Some(cursor::encode(&BatchCursor {
@@ -501,8 +552,20 @@ pub async fn list(
         })),
         _ => None,
     };
+    let data = stream::iter(batches.iter())
+        .then(|b| async move {
+            svc.store
+                .get_progress(&b.batch_id)
+                .await
+                .map(|sh| BatchView::live(b, &sh))
+        })
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .filter(|v| status.is_none_or(|st| v.status == st))
+        .collect();
     Ok(Page {
-        data: batches.iter().map(BatchView::from).collect(),
+        data,
         has_more: next_cursor.is_some(),
         next_cursor,
     })
@@ -544,4 +607,121 @@ pub async fn tasks(
         has_more: next_cursor.is_some(),
         next_cursor,
     })
+}
+
+/// One task, with a presigned download link when its video is ready.
+pub async fn task(
+    svc: &Services,
+    account_id: &str,
+    task_id: &str,
+) -> Result<TaskView, ServiceError> {
+    let (batch_id, idx) = crate::domain::batch::parse_task_id(task_id)
+        .ok_or_else(|| ServiceError::not_found("task"))?;
+    // Ownership through the batch key: another account's task answers like a missing one.
+    let batch = get(svc, account_id, &batch_id)
+        .await
+        .map_err(|_| ServiceError::not_found("task"))?;
+    let t = svc
+        .store
+        .get_task(&batch.batch_id, idx)
+        .await?
+        .filter(|t| t.account_id == account_id)
+        .ok_or_else(|| ServiceError::not_found("task"))?;
+    let mut v = TaskView::from(&t);
+    if let (TaskStatus::Succeeded, Some(key)) = (t.status, &t.video_key) {
+        let link = svc
+            .store
+            .presign_get(key, &format!("{}.mp4", t.task_id))
+            .await?;
+        v.download_expires_at = Some(crate::domain::time::rfc3339_ms(
+            svc.now_ms() + link.expires_in_secs as i64 * 1_000,
+        ));
+        v.download_url = Some(link.url);
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBatch {
+    pub request_id: String,
+}
+
+#[derive(serde::Serialize)]
+struct CancelReply {
+    batch: BatchView,
+    note: &'static str,
+}
+
+/// Cancels the unfinished tasks of a batch. Finished tasks keep their outcome; cancelled
+/// tasks are charged (contract 2.2), as the reply says.
+pub async fn cancel(
+    svc: &Services,
+    account_id: &str,
+    batch_id: &str,
+    req: CancelBatch,
+    fingerprint: &str,
+) -> Result<Reply, ServiceError> {
+    check_request_id(&req.request_id)?;
+    let scoped = format!("{batch_id}:{}", req.request_id);
+    if let Some((reply, _)) =
+        replay(svc, account_id, Scope::CancelBatch, &scoped, fingerprint).await?
+    {
+        return Ok(reply);
+    }
+    let batch = get(svc, account_id, batch_id).await?;
+    if !svc.store.request_cancel(account_id, batch_id).await? {
+        return Err(ServiceError::reject(
+            ErrorCode::BatchCompleted,
+            "the batch has already completed; nothing is left to cancel",
+        ));
+    }
+    if let Some(fresh) = svc.store.get_batch(account_id, batch_id).await? {
+        super::pipeline::dispatch::end_undispatched(
+            svc,
+            &fresh,
+            crate::domain::task::Outcome::Cancelled,
+        )
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    }
+    let shards = svc.store.get_progress(&batch.batch_id).await?;
+    let fresh = svc
+        .store
+        .get_batch(account_id, batch_id)
+        .await?
+        .unwrap_or(batch);
+    let reply = Reply {
+        status: 202,
+        body: json(&CancelReply {
+            batch: BatchView::live(&fresh, &shards),
+            note: "Unfinished tasks are being cancelled. Per contract clause 2.2, cancelled tasks are charged and not refunded; tasks that already finished keep their outcome.",
+        })?,
+        replayed: false,
+    };
+    let rec = record(
+        account_id,
+        Scope::CancelBatch,
+        &scoped,
+        fingerprint,
+        &reply,
+        batch_id,
+        svc.now_ms(),
+    );
+    match svc
+        .store
+        .create_all(vec![svc.store.new_item(Table::Requests, &rec)?])
+        .await
+    {
+        Ok(()) => Ok(reply),
+        Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => {
+            Ok(
+                replay(svc, account_id, Scope::CancelBatch, &scoped, fingerprint)
+                    .await?
+                    .map(|(r, _)| r)
+                    .unwrap_or(reply),
+            )
+        }
+        Err(CommitError::Store(e)) => Err(e.into()),
+    }
 }

@@ -131,6 +131,7 @@ pub async fn grant(
             charged_delta: 0,
             refunded_delta: 0,
             creates: vec![svc.store.new_item(Table::Requests, &req_rec)?],
+            updates: vec![],
         };
         match svc.store.commit_money(mv).await {
             Ok(()) => return Ok(reply),

@@ -46,6 +46,9 @@ error_codes! {
     InvalidAccountTerms => "invalid_account_terms",
     InvalidGrant => "invalid_grant",
     OperatorApiDisabled => "operator_api_disabled",
+    ModelUnavailable => "model_unavailable",
+    BatchCompleted => "batch_completed",
+    InvalidModelStatus => "invalid_model_status",
     InternalError => "internal_error",
 }
 

@@ -8,6 +8,8 @@ pub mod credits;
 pub mod error;
 pub mod files;
 pub mod idempotency;
+pub mod models;
+pub mod pipeline;
 pub mod views;
 
 use crate::adapters::Store;

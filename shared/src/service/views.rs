@@ -123,6 +123,34 @@ pub struct BatchView {
     pub credits: BatchCredits,
     pub metadata: BTreeMap<String, String>,
     pub created_at: String,
+    /// Contract 2.2: tasks cancelled by the customer are charged, not refunded.
+    pub cancel_requested: bool,
+    pub completed_at: Option<String>,
+    /// The closing record once every task has ended: held == charged + refunded.
+    pub settlement: Option<crate::domain::task::Settlement>,
+}
+
+impl BatchView {
+    /// The batch with live counts from its progress shards and credits consistent with the
+    /// ledger: `refunded` moves in the same transaction as each refund entry.
+    pub fn live(b: &BatchRecord, shards: &[crate::adapters::records::ShardRecord]) -> Self {
+        let mut v = BatchView::from(b);
+        if shards.is_empty() {
+            return v;
+        }
+        let counts = crate::domain::task::task_counts(
+            &shards.iter().map(|s| s.counts()).collect::<Vec<_>>(),
+        );
+        v.counts = counts;
+        if b.status != BatchStatus::Completed {
+            if counts.queued < counts.total {
+                v.status = BatchStatus::Running;
+            }
+            let consumed = i64::from(counts.succeeded + counts.rejected + counts.cancelled);
+            v.credits.charged = crate::domain::money::Credits(b.unit_price * consumed);
+        }
+        v
+    }
 }
 
 impl From<&BatchRecord> for BatchView {
@@ -138,6 +166,9 @@ impl From<&BatchRecord> for BatchView {
             credits: b.credits,
             metadata: b.metadata.clone(),
             created_at: rfc3339_ms(b.created_ms),
+            cancel_requested: b.cancel_requested,
+            completed_at: b.completed_ms.map(rfc3339_ms),
+            settlement: b.settlement,
         }
     }
 }
@@ -156,6 +187,20 @@ pub struct TaskView {
     pub client_ref: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub error: Option<TaskErrorView>,
+    /// Presigned HTTPS link to the video (succeeded tasks, single-task reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskErrorView {
+    pub code: String,
+    pub message: String,
 }
 
 impl From<&TaskRecord> for TaskView {
@@ -173,6 +218,17 @@ impl From<&TaskRecord> for TaskView {
             client_ref: t.spec.client_ref.clone(),
             created_at: rfc3339_ms(t.created_ms),
             updated_at: rfc3339_ms(t.updated_ms),
+            started_at: t.started_ms.map(rfc3339_ms),
+            ended_at: t.ended_ms.map(rfc3339_ms),
+            error: match (&t.error_code, t.status.is_terminal()) {
+                (Some(code), true) => Some(TaskErrorView {
+                    code: code.clone(),
+                    message: t.error_message.clone().unwrap_or_default(),
+                }),
+                _ => None,
+            },
+            download_url: None,
+            download_expires_at: None,
         }
     }
 }

@@ -7,3 +7,4 @@ mod files;
 mod isolation;
 mod ledger;
 mod openapi;
+mod pipeline;

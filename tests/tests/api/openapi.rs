@@ -128,13 +128,15 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
         let concrete = path
             .replace("{batch_id}", "bat_01M87QK0NREPX2ZHGKMMS7YBB3")
             .replace("{file_id}", "file_01M87QK0NREPX2ZHGKMMS7YBB3")
-            .replace("{account_id}", &acct);
+            .replace("{account_id}", &acct)
+            .replace("{task_id}", "task_01M87QK0NREPX2ZHGKMMS7YBB3_00000")
+            .replace("{model}", "sora-2");
         let auth = if path.starts_with("/admin") {
             OPERATOR_TOKEN
         } else {
             key.as_str()
         };
-        let body = (*method == "post").then(|| b"{}".to_vec());
+        let body = (*method != "get").then(|| b"{}".to_vec());
         let r = app
             .send(&method.to_uppercase(), &concrete, Some(auth), body)
             .await;

@@ -90,3 +90,14 @@ pub async fn account_ledger(
     let a = accounts::get_account(&s.svc, &id).await?;
     Ok(Json(credits::ledger(&s.svc, &a.account_id, &p).await?))
 }
+
+pub async fn set_model_status(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(model): Id,
+    body: JsonBody<shared::service::models::SetStatus>,
+) -> Result<Json<shared::service::models::ModelView>> {
+    Ok(Json(
+        shared::service::models::set_status(&s.svc, &model, body.value).await?,
+    ))
+}

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use shared::service::views::{BatchView, CreditsView, FileView, LedgerEntryView, TaskView};
-use shared::service::{batches, credits, files, Page};
+use shared::service::{batches, credits, files, models, Page};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -52,8 +52,45 @@ pub async fn get_batch(
     Id(id): Id,
 ) -> Result<Json<BatchView>> {
     tracing::Span::current().record("batch_id", id.as_str());
-    let b = batches::get(&s.svc, &c.account.account_id, &id).await?;
-    Ok(Json(BatchView::from(&b)))
+    Ok(Json(
+        batches::view(&s.svc, &c.account.account_id, &id).await?,
+    ))
+}
+
+pub async fn cancel_batch(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+    body: JsonBody<batches::CancelBatch>,
+) -> Result<Response> {
+    tracing::Span::current().record("batch_id", id.as_str());
+    let r = batches::cancel(
+        &s.svc,
+        &c.account.account_id,
+        &id,
+        body.value,
+        &body.fingerprint,
+    )
+    .await?;
+    Ok(reply(r))
+}
+
+pub async fn get_task(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<TaskView>> {
+    Ok(Json(
+        batches::task(&s.svc, &c.account.account_id, &id).await?,
+    ))
+}
+
+pub async fn list_models(
+    State(s): State<AppState>,
+    _: Customer,
+) -> Result<Json<serde_json::Value>> {
+    let models = models::list(&s.svc).await?;
+    Ok(Json(serde_json::json!({ "data": models })))
 }
 
 pub async fn list_tasks(

@@ -91,6 +91,7 @@ async fn call(
 async fn demo(flags: &HashMap<String, String>) -> Result<(), String> {
     let api = flag(flags, "api")?.trim_end_matches('/').to_string();
     let token = flag(flags, "operator-token")?;
+    shared::runtime::ensure_tls();
     let client = reqwest::Client::new();
     let account = call(
         &client,

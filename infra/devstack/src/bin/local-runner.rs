@@ -1,0 +1,73 @@
+//! Runs the task worker, settlement and the sweeper locally against the emulator, with
+//! Lambda's event semantics (see `devstack::pump`): an SQS poller per queue handing batches
+//! of up to ten messages to the functions' own handlers, and the sweeper on a timer.
+//! Configured by the same environment as the functions (scripts/dev.sh writes it).
+
+use devstack::pump::pump_round;
+use shared::service::pipeline::sweeper;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> Result<(), shared::runtime::BoxError> {
+    shared::runtime::init_logging();
+    let p = shared::runtime::pipeline_from_env().await?;
+    let sweep_every = std::env::var("SWEEP_EVERY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60u64);
+    tracing::info!(
+        sweep_every,
+        "local runner: task worker, settlement, sweeper"
+    );
+
+    let tasks = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let url = p.svc.store.config().queues.tasks.clone();
+            loop {
+                let now = p.svc.now_ms();
+                if let Err(e) = pump_round(&p.svc.store, &url, now, false, 5, |ev| {
+                    task_worker::handle_event(&p, ev)
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "tasks poller");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    };
+    let settle = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let url = p.svc.store.config().queues.settle.clone();
+            loop {
+                let now = p.svc.now_ms();
+                if let Err(e) = pump_round(&p.svc.store, &url, now, false, 5, |ev| {
+                    settlement::handle_event(&p, ev)
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "settle poller");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    };
+    let sweep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(sweep_every));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweeper::sweep(&p).await {
+                tracing::error!(error = %e, "sweep");
+            }
+        }
+    });
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        r = tasks => tracing::error!(?r, "tasks poller ended"),
+        r = settle => tracing::error!(?r, "settle poller ended"),
+        r = sweep => tracing::error!(?r, "sweeper ended"),
+    }
+    Ok(())
+}

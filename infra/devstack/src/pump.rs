@@ -1,0 +1,108 @@
+//! Lambda's SQS event-source semantics, for running the functions without AWS: receive up to
+//! ten messages per invocation, hand them to the same handler the Lambda runs, delete the
+//! ones it did not report as failed, and leave the failed ones to come back after their
+//! visibility timeout (or at once, when a test says so).
+//!
+//! Messages that carry `not_before_ms` are only handed over once `now_ms` reaches it; tests
+//! run with SQS delays off and move a manual clock instead of sleeping.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::adapters::{Store, StoreError};
+use std::future::Future;
+
+pub struct Round {
+    /// Messages handed to the handler.
+    pub handled: usize,
+    /// Of those, reported failed.
+    pub failed: usize,
+    /// Received but not yet due.
+    pub deferred: usize,
+}
+
+fn not_before(body: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("not_before_ms").and_then(|n| n.as_i64()))
+}
+
+fn due(body: &str, now_ms: i64) -> bool {
+    not_before(body).is_none_or(|nb| nb <= now_ms)
+}
+
+/// One round over everything currently visible on the queue.
+/// `retry_failed_now`: make failed messages visible again at once (tests), instead of after
+/// the queue's visibility timeout (Lambda).
+pub async fn pump_round<F, Fut>(
+    store: &Store,
+    queue_url: &str,
+    now_ms: i64,
+    retry_failed_now: bool,
+    wait_secs: i32,
+    handler: F,
+) -> Result<Round, StoreError>
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
+    let mut received = Vec::new();
+    for i in 0..1_000 {
+        let batch = store
+            .receive(queue_url, if i == 0 { wait_secs } else { 0 })
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        received.extend(batch);
+    }
+    let (ready, later): (Vec<_>, Vec<_>) = received
+        .into_iter()
+        .partition(|(_, body)| due(body, now_ms));
+    let mut round = Round {
+        handled: 0,
+        failed: 0,
+        deferred: later.len(),
+    };
+    for (receipt, body) in &later {
+        if retry_failed_now {
+            // Manual time: put it back as a fresh message, as a delayed send would have
+            // been, so being looked at early does not count towards the dead-letter limit.
+            store.send_one(queue_url, body.clone(), 0).await?;
+            store.delete_message(queue_url, receipt).await?;
+        } else {
+            let wait = not_before(body)
+                .map(|nb| ((nb - now_ms) / 1_000).clamp(1, 43_200))
+                .unwrap_or(1);
+            store
+                .release_message(queue_url, receipt, wait as i32)
+                .await?;
+        }
+    }
+    for chunk in ready.chunks(10) {
+        let mut event = SqsEvent::default();
+        for (i, (receipt, body)) in chunk.iter().enumerate() {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(i.to_string());
+            m.receipt_handle = Some(receipt.clone());
+            m.body = Some(body.clone());
+            event.records.push(m);
+        }
+        let resp = handler(event).await;
+        let failed: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for (i, (receipt, _)) in chunk.iter().enumerate() {
+            if failed.contains(&i.to_string()) {
+                round.failed += 1;
+                if retry_failed_now {
+                    store.release_message(queue_url, receipt, 0).await?;
+                }
+            } else {
+                store.delete_message(queue_url, receipt).await?;
+            }
+        }
+        round.handled += chunk.len();
+    }
+    Ok(round)
+}

@@ -1,0 +1,317 @@
+//! The task pipeline's rules: outcomes and who pays for them, deadlines, retry timing, the
+//! dispatch window, progress shards and the settlement arithmetic. Pure; the worker, the
+//! sweeper and settlement apply them.
+
+use super::batch::{TaskCounts, TaskStatus};
+use super::money::Credits;
+use super::pricing::Model;
+use serde::{Deserialize, Serialize};
+
+/// How a task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// Provider or model failure, invalid output, our own error after retries.
+    Failed,
+    /// The provider refused the content as violating its policy (contract 2.2: charged).
+    Rejected,
+    /// Past the model's deadline (contract 3.2: failed and refunded).
+    TimedOut,
+    /// The customer cancelled (contract 2.2: charged).
+    Cancelled,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Rejected,
+        Outcome::TimedOut,
+        Outcome::Cancelled,
+    ];
+
+    /// Contract 1.1 / 2.1 / 2.2 / 3.2: failures and time-outs are refunded; successes,
+    /// policy rejections and cancellations are charged.
+    pub fn refunded(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    pub fn status(self) -> TaskStatus {
+        match self {
+            Outcome::Succeeded => TaskStatus::Succeeded,
+            Outcome::Failed => TaskStatus::Failed,
+            Outcome::Rejected => TaskStatus::Rejected,
+            Outcome::TimedOut => TaskStatus::TimedOut,
+            Outcome::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskStatus::Queued | TaskStatus::Running)
+    }
+}
+
+/// Hard deadlines, chosen against the SLA (contract 3.2: p95 `sora-2` <= 2 min, `veo-pro` <=
+/// 10 min): five and three times the p95 target, so a healthy provider's tail is never cut,
+/// and a stuck job is refunded well within the hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    pub sora_2_ms: i64,
+    pub veo_pro_ms: i64,
+    /// How long a task may wait for a concurrency slot before it times out (refunded).
+    pub queue_ms: i64,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            sora_2_ms: 10 * 60_000,
+            veo_pro_ms: 30 * 60_000,
+            queue_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+impl Deadlines {
+    pub fn run_ms(&self, model: Model) -> i64 {
+        match model {
+            Model::Sora2 => self.sora_2_ms,
+            Model::VeoPro => self.veo_pro_ms,
+        }
+    }
+}
+
+/// Delay before retrying a provider call after a 429/5xx/timeout: exponential from 2 s with
+/// full jitter, capped at 60 s, and never shorter than the provider's `Retry-After` (itself
+/// capped at 5 min). `None` when the retry would land past the deadline: the task fails.
+pub fn retry_delay_secs(
+    attempt: u32,
+    retry_after_secs: Option<u64>,
+    jitter: f64,
+    remaining_ms: i64,
+) -> Option<u64> {
+    let exp = 2u64.saturating_mul(1u64 << attempt.min(5)).min(60);
+    let jittered = ((exp as f64) * jitter.clamp(0.0, 1.0)).ceil() as u64;
+    let delay = jittered.max(1).max(retry_after_secs.unwrap_or(0).min(300));
+    (i64::try_from(delay * 1_000).unwrap_or(i64::MAX) < remaining_ms).then_some(delay)
+}
+
+/// How many of a batch's tasks are in flight at once: twice the account's concurrency, so a
+/// slot that frees finds the next task already waiting, and the queue stays shallow.
+pub fn dispatch_window(max_concurrency: u32, total: u32) -> u32 {
+    max_concurrency.saturating_mul(2).clamp(1, 1_000).min(total)
+}
+
+/// Progress is kept in shards of this many tasks (one small item each).
+pub const SHARD_SIZE: u32 = 256;
+
+pub fn shard_of(idx: u32) -> u32 {
+    idx / SHARD_SIZE
+}
+
+pub fn shard_count(total: u32) -> u32 {
+    total.div_ceil(SHARD_SIZE)
+}
+
+pub fn shard_len(total: u32, shard: u32) -> u32 {
+    total.saturating_sub(shard * SHARD_SIZE).min(SHARD_SIZE)
+}
+
+/// What a shard records, in counts: started, and ended per outcome (split by whether the
+/// task had started, so queued and running can be told apart).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub size: u32,
+    pub started: u32,
+    pub ended_unstarted: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub rejected: u32,
+    pub timed_out: u32,
+    pub cancelled: u32,
+}
+
+impl ShardCounts {
+    pub fn ended(&self) -> u32 {
+        self.succeeded + self.failed + self.rejected + self.timed_out + self.cancelled
+    }
+}
+
+/// Sums shards into the per-status counts customers see.
+pub fn task_counts(shards: &[ShardCounts]) -> TaskCounts {
+    let mut c = TaskCounts::default();
+    for s in shards {
+        let ended = s.ended();
+        c.total += s.size;
+        c.queued += s.size.saturating_sub(s.started + s.ended_unstarted);
+        c.running += s
+            .started
+            .saturating_sub(ended.saturating_sub(s.ended_unstarted));
+        c.succeeded += s.succeeded;
+        c.failed += s.failed;
+        c.rejected += s.rejected;
+        c.timed_out += s.timed_out;
+        c.cancelled += s.cancelled;
+    }
+    c
+}
+
+pub fn all_ended(c: &TaskCounts) -> bool {
+    c.succeeded + c.failed + c.rejected + c.timed_out + c.cancelled == c.total
+}
+
+/// A batch's settlement record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub held: Credits,
+    pub charged: Credits,
+    pub refunded: Credits,
+    pub counts: TaskCounts,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClosureError {
+    #[error("{0} tasks are not terminal yet")]
+    Unfinished(u32),
+    #[error("held {held} != charged {charged} + refunded {refunded}")]
+    Mismatch {
+        held: Credits,
+        charged: Credits,
+        refunded: Credits,
+    },
+}
+
+/// DESIGN.md §3.2: `hold == charged + refunded`, `charged == unit x (succeeded + cancelled +
+/// rejected)`. `refunded_in_ledger` is what refunds actually moved; it must equal
+/// `unit x (failed + timed_out)`.
+pub fn settle(
+    unit: Credits,
+    held: Credits,
+    counts: TaskCounts,
+    refunded_in_ledger: Credits,
+) -> Result<Settlement, ClosureError> {
+    if !all_ended(&counts) {
+        let ended = counts.succeeded
+            + counts.failed
+            + counts.rejected
+            + counts.timed_out
+            + counts.cancelled;
+        return Err(ClosureError::Unfinished(counts.total - ended));
+    }
+    let charged =
+        Credits(unit.value() * i64::from(counts.succeeded + counts.rejected + counts.cancelled));
+    let expected_refund = Credits(unit.value() * i64::from(counts.failed + counts.timed_out));
+    if expected_refund != refunded_in_ledger
+        || charged.value() + refunded_in_ledger.value() != held.value()
+    {
+        return Err(ClosureError::Mismatch {
+            held,
+            charged,
+            refunded: refunded_in_ledger,
+        });
+    }
+    Ok(Settlement {
+        held,
+        charged,
+        refunded: refunded_in_ledger,
+        counts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_pays_follows_the_contract() {
+        let refunded: Vec<_> = Outcome::ALL.into_iter().filter(|o| o.refunded()).collect();
+        assert_eq!(refunded, vec![Outcome::Failed, Outcome::TimedOut]);
+        assert_eq!(Outcome::parse("timed_out"), Some(Outcome::TimedOut));
+    }
+
+    #[test]
+    fn settlement_closes_or_says_why_not() {
+        let counts = TaskCounts {
+            total: 10,
+            succeeded: 6,
+            failed: 2,
+            rejected: 1,
+            cancelled: 1,
+            ..Default::default()
+        };
+        let s = settle(Credits(49), Credits(490), counts, Credits(98));
+        assert_eq!(
+            s.map(|s| (s.charged, s.refunded)),
+            Ok((Credits(392), Credits(98)))
+        );
+        assert!(matches!(
+            settle(Credits(49), Credits(490), counts, Credits(49)),
+            Err(ClosureError::Mismatch { .. })
+        ));
+        let open = TaskCounts {
+            total: 10,
+            succeeded: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            settle(Credits(49), Credits(490), open, Credits(0)),
+            Err(ClosureError::Unfinished(1))
+        );
+    }
+
+    #[test]
+    fn shards_cover_the_batch() {
+        assert_eq!(shard_count(10_000), 40);
+        assert_eq!(shard_len(10_000, 39), 10_000 - 39 * 256);
+        assert_eq!(shard_len(10, 0), 10);
+        assert_eq!(shard_of(255), 0);
+        assert_eq!(shard_of(256), 1);
+        let s = ShardCounts {
+            size: 10,
+            started: 4,
+            ended_unstarted: 1,
+            succeeded: 2,
+            cancelled: 1,
+            ..Default::default()
+        };
+        let c = task_counts(&[s]);
+        // 10 tasks: 4 started (2 succeeded, 2 running), 1 cancelled before starting, 5 queued.
+        assert_eq!(
+            (c.queued, c.running, c.succeeded, c.cancelled),
+            (5, 2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn retries_back_off_honour_retry_after_and_stop_at_the_deadline() {
+        assert_eq!(retry_delay_secs(0, None, 1.0, 60_000), Some(2));
+        assert_eq!(retry_delay_secs(10, None, 1.0, 600_000), Some(60));
+        assert_eq!(retry_delay_secs(0, Some(30), 0.1, 600_000), Some(30));
+        assert_eq!(retry_delay_secs(0, Some(3_600), 0.1, 600_000), Some(300));
+        assert_eq!(retry_delay_secs(3, Some(30), 1.0, 20_000), None);
+    }
+
+    #[test]
+    fn the_window_is_twice_the_concurrency() {
+        assert_eq!(dispatch_window(8, 10_000), 16);
+        assert_eq!(dispatch_window(8, 10), 10);
+        assert_eq!(dispatch_window(0, 10), 1);
+    }
+}

@@ -1,0 +1,68 @@
+//! Start-up shared by every function: JSON logs, configuration, and the pipeline with its
+//! provider credentials (Secrets Manager in AWS, the environment locally).
+
+use crate::adapters::Store;
+use crate::config::Config;
+use crate::providers::ProviderConfig;
+use crate::service::clock::SystemClock;
+use crate::service::pipeline::Pipeline;
+use crate::service::Services;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Chooses rustls's crypto provider for the process (HTTP clients panic without one).
+/// Idempotent.
+pub fn ensure_tls() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+pub fn init_logging() {
+    ensure_tls();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .try_init();
+}
+
+pub async fn services_from_env() -> Result<Services, BoxError> {
+    let config = Config::from_env()?;
+    let store = Store::from_env(config).await;
+    Ok(Services::new(store, Arc::new(SystemClock)))
+}
+
+/// Provider settings: the environment, overlaid with the JSON object in the Secrets Manager
+/// secret named by `PROVIDER_SECRET_ARN` (API keys never sit in the template).
+pub async fn providers_from_env() -> Result<ProviderConfig, BoxError> {
+    let mut secret: HashMap<String, String> = HashMap::new();
+    if let Some(arn) = std::env::var("PROVIDER_SECRET_ARN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let out = aws_sdk_secretsmanager::Client::new(&sdk)
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await?;
+        let text = out
+            .secret_string
+            .ok_or("the provider secret has no string value")?;
+        secret = serde_json::from_str(&text)?;
+    }
+    let get = move |k: &str| secret.get(k).cloned().or_else(|| std::env::var(k).ok());
+    Ok(ProviderConfig::from_lookup(&get)?)
+}
+
+pub async fn pipeline_from_env() -> Result<Pipeline, BoxError> {
+    Ok(Pipeline {
+        svc: services_from_env().await?,
+        providers: providers_from_env().await?,
+    })
+}

@@ -1,0 +1,75 @@
+//! Settlement: when every task of a batch has ended, exactly once, the rest of the hold
+//! becomes charges and the batch is `completed` with its settlement record; then the
+//! `batch.completed` event goes out. A closure that does not add up is refused and alarmed.
+
+use super::{Pipeline, PipelineError, SettleMessage};
+use crate::domain::money::Credits;
+use crate::domain::task::{settle, task_counts, ClosureError};
+use crate::service::views::BatchView;
+
+pub async fn handle(p: &Pipeline, body: &str) -> Result<(), PipelineError> {
+    let m: SettleMessage =
+        serde_json::from_str(body).map_err(|e| PipelineError::Malformed(e.to_string()))?;
+    settle_batch(p, &m.account_id, &m.batch_id).await
+}
+
+pub async fn settle_batch(
+    p: &Pipeline,
+    account_id: &str,
+    batch_id: &str,
+) -> Result<(), PipelineError> {
+    let store = &p.svc.store;
+    let Some(batch) = store.get_batch(account_id, batch_id).await? else {
+        return Ok(());
+    };
+    if batch.status != crate::domain::batch::BatchStatus::Completed {
+        let shards = store.get_progress(batch_id).await?;
+        let counts = task_counts(&shards.iter().map(|s| s.counts()).collect::<Vec<_>>());
+        match settle(
+            Credits(batch.unit_price),
+            batch.credits.held,
+            counts,
+            batch.credits.refunded,
+        ) {
+            Ok(st) => {
+                store.settle_batch(&batch, &st, p.svc.now_ms()).await?;
+                tracing::info!(
+                    batch_id,
+                    charged = st.charged.value(),
+                    refunded = st.refunded.value(),
+                    "batch settled"
+                );
+            }
+            Err(ClosureError::Unfinished(_)) => return Ok(()),
+            Err(e @ ClosureError::Mismatch { .. }) => {
+                // Embedded metric format: CloudWatch turns this line into the metric that
+                // SettlementMismatchAlarm watches.
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "_aws": {"Timestamp": p.svc.now_ms(), "CloudWatchMetrics": [{"Namespace": "VideoPlatform", "Dimensions": [[]], "Metrics": [{"Name": "SettlementMismatch", "Unit": "Count"}]}]},
+                        "SettlementMismatch": 1,
+                        "batch_id": batch_id,
+                        "account_id": account_id,
+                    })
+                );
+                tracing::error!(batch_id, error = %e, "settlement refused: the batch does not close");
+                return Ok(());
+            }
+        }
+    }
+    // At least once, with a stable id: consumers deduplicate on it.
+    if let Some(done) = store.get_batch(account_id, batch_id).await? {
+        let event = serde_json::json!({
+            "id": format!("evt_{batch_id}_completed"),
+            "type": "batch.completed",
+            "created_at": crate::domain::time::rfc3339_ms(done.completed_ms.unwrap_or_else(|| p.svc.now_ms())),
+            "account_id": account_id,
+            "data": BatchView::from(&done),
+        });
+        store
+            .send_one(&store.config().queues.events, event.to_string(), 0)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,520 @@
+//! The task pipeline end to end: real handlers fed by the SQS pump, the simulated provider,
+//! a manual clock. Every test ends with the invariants (conservation, closure, tallies).
+
+use integration_tests::{fail_once_at, tasks, TestApp};
+use serde_json::{json, Value};
+use shared::domain::batch::BatchStatus;
+use shared::providers::simulated::Simulated;
+
+fn sim(fail: f64, reject: f64) -> Simulated {
+    Simulated {
+        seed: 7,
+        latency_ms: 4_000,
+        fail_rate: fail,
+        reject_rate: reject,
+        throttle_rate: 0.0,
+        outage: false,
+    }
+}
+
+async fn submit(app: &TestApp, key: &str, model: &str, n: usize) -> String {
+    let r = app.post("/v1/batches", key, &json!({"request_id": format!("p-{}", rand::random::<u32>()), "model": model, "tasks": tasks(n)})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap_or_default().to_string()
+}
+
+async fn all_tasks(app: &TestApp, key: &str, batch: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut path = format!("/v1/batches/{batch}/tasks?limit=200");
+    loop {
+        let page = app.get(&path, key).await;
+        out.extend(page.body["data"].as_array().cloned().unwrap_or_default());
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/batches/{batch}/tasks?limit=200&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_runs_to_settlement_and_refunds_each_failure_in_real_time() {
+    let app = TestApp::spawn_sim(sim(0.3, 0.3)).await;
+    let (acct, key) = app.account_with(100_000).await;
+    let batch = submit(&app, &key, "sora-2", 30).await;
+    app.drive_to_settlement(&acct, &batch, 2_000, 10 * 60_000)
+        .await;
+
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(b["status"], "completed");
+    let c = &b["counts"];
+    let (ok, failed, rejected) = (
+        c["succeeded"].as_i64().unwrap_or(0),
+        c["failed"].as_i64().unwrap_or(0),
+        c["rejected"].as_i64().unwrap_or(0),
+    );
+    assert_eq!(ok + failed + rejected, 30);
+    assert!(
+        failed > 0 && rejected > 0 && ok > 0,
+        "the seed gives a mix: {c}"
+    );
+    assert_eq!(b["settlement"]["charged"], 49 * (ok + rejected));
+    assert_eq!(b["settlement"]["refunded"], 49 * failed);
+    let refunds = app.ledger_entries(&acct, "refund").await;
+    assert_eq!(refunds.len() as i64, failed, "one refund per failed task");
+    let credits = app.get("/v1/credits", &key).await.body;
+    assert_eq!(credits["balance"], 100_000 - 49 * (ok + rejected));
+    assert_eq!(credits["held"], 0);
+    assert_eq!(credits["lifetime_charged"], 49 * (ok + rejected));
+
+    // Task details: errors for failures and rejections, a working link for successes.
+    let tasks = all_tasks(&app, &key, &batch).await;
+    let failed_task = tasks
+        .iter()
+        .find(|t| t["status"] == "failed")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failed_task["error"]["code"], "model_error");
+    let rejected_task = tasks
+        .iter()
+        .find(|t| t["status"] == "rejected")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rejected_task["error"]["code"], "content_policy");
+    let done = tasks
+        .iter()
+        .find(|t| t["status"] == "succeeded")
+        .cloned()
+        .unwrap_or_default();
+    let one = app
+        .get(
+            &format!("/v1/tasks/{}", done["id"].as_str().unwrap_or("")),
+            &key,
+        )
+        .await
+        .body;
+    let url = one["download_url"]
+        .as_str()
+        .expect("a download link")
+        .to_string();
+    assert!(
+        url.contains("X-Amz-Expires=3600") && url.contains("/videos/"),
+        "{url}"
+    );
+    let mp4 = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(&mp4[4..8], b"ftyp", "a real MP4 container");
+
+    let events = app.drain_events().await;
+    // At least once, always with the same id (consumers deduplicate on it).
+    let completed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "batch.completed")
+        .collect();
+    assert!(!completed.is_empty());
+    assert!(completed.iter().all(|e| e["id"] == completed[0]["id"]));
+    assert_eq!(completed[0]["data"]["id"], batch.as_str());
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn every_message_twice_and_out_of_order_moves_money_once() {
+    let app = TestApp::spawn_sim(sim(0.4, 0.1)).await;
+    let (acct, key) = app.account_with(100_000).await;
+    let batch = submit(&app, &key, "sora-2", 24).await;
+    for _ in 0..200 {
+        app.run_until_idle_with(true).await;
+        let b = app
+            .svc
+            .store
+            .get_batch(&acct, &batch)
+            .await
+            .ok()
+            .flatten()
+            .expect("batch");
+        if b.status == BatchStatus::Completed {
+            break;
+        }
+        app.clock.advance_ms(2_000);
+    }
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(b["status"], "completed", "{b}");
+    let failed = b["counts"]["failed"].as_u64().unwrap_or(0);
+    assert!(failed > 0);
+    assert_eq!(
+        app.ledger_entries(&acct, "refund").await.len() as u64,
+        failed,
+        "no double refund"
+    );
+    let succeeded = all_tasks(&app, &key, &batch)
+        .await
+        .iter()
+        .filter(|t| t["status"] == "succeeded")
+        .count() as u64;
+    assert_eq!(
+        succeeded,
+        b["counts"]["succeeded"].as_u64().unwrap_or(0),
+        "no double success"
+    );
+    assert_eq!(
+        app.drain_events()
+            .await
+            .iter()
+            .filter(|e| e["type"] == "batch.completed")
+            .map(|e| e["id"].clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
+    for point in [
+        "worker.after_video",
+        "end.after_mark",
+        "worker.after_slot",
+        "dispatch.after_claim",
+    ] {
+        let app = TestApp::spawn_full(fail_once_at(point), sim(0.0, 0.0)).await;
+        let (acct, key) = app.account_with(10_000).await;
+        let batch = submit(&app, &key, "sora-2", 10).await;
+        // A lost dispatch is only found by the sweeper.
+        for _ in 0..100 {
+            app.run_until_idle().await;
+            if app
+                .svc
+                .store
+                .get_batch(&acct, &batch)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.status == BatchStatus::Completed)
+            {
+                break;
+            }
+            app.clock.advance_ms(60_000);
+            app.sweep().await;
+        }
+        let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+        assert_eq!(b["status"], "completed", "{point}: {b}");
+        assert_eq!(b["counts"]["succeeded"], 10, "{point}");
+        assert_eq!(app.account(&acct).await.balance, 10_000 - 490, "{point}");
+        app.assert_invariants().await;
+    }
+}
+
+#[tokio::test]
+async fn a_provider_outage_fails_the_whole_batch_and_refunds_every_task() {
+    let app = TestApp::spawn_sim(Simulated {
+        outage: true,
+        ..sim(0.0, 0.0)
+    })
+    .await;
+    let (acct, key) = app.account_with(10_000).await;
+    let batch = submit(&app, &key, "sora-2", 10).await;
+    app.drive_to_settlement(&acct, &batch, 30_000, 30 * 60_000)
+        .await;
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    // Tasks that held a slot retried until their deadline (failed: provider_unavailable);
+    // the ones waiting behind them passed theirs (timed_out). Both are refunded.
+    let failed = b["counts"]["failed"].as_u64().unwrap_or(0);
+    assert_eq!(
+        failed + b["counts"]["timed_out"].as_u64().unwrap_or(0),
+        10,
+        "{b}"
+    );
+    assert!(failed > 0, "{b}");
+    assert_eq!(b["settlement"]["refunded"], 490);
+    assert_eq!(
+        app.account(&acct).await.balance,
+        10_000,
+        "balance fully restored"
+    );
+    let tasks = all_tasks(&app, &key, &batch).await;
+    let t = tasks
+        .iter()
+        .find(|t| t["status"] == "failed")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(t["error"]["code"], "provider_unavailable");
+    assert_eq!(app.ledger_entries(&acct, "refund").await.len(), 10);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn past_the_deadline_a_task_times_out_refunded_and_a_late_success_changes_nothing() {
+    // The provider would take two hours; the sora-2 deadline is ten minutes.
+    let app = TestApp::spawn_sim(Simulated {
+        latency_ms: 2 * 3_600_000,
+        ..sim(0.0, 0.0)
+    })
+    .await;
+    let (acct, key) = app.account_with(10_000).await;
+    let batch = submit(&app, &key, "sora-2", 10).await;
+    app.run_until_idle().await;
+    let running = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(
+        running["counts"]["running"], 4,
+        "the account's concurrency: {running}"
+    );
+    // Past the deadline the sweeper times tasks out (workers may all be gone); waiting tasks
+    // then start, and time out in their turn.
+    let mut swept = 0;
+    for _ in 0..10 {
+        app.clock.advance_ms(11 * 60_000);
+        swept += app.sweep().await.timed_out;
+        app.run_until_idle().await;
+        if app
+            .svc
+            .store
+            .get_batch(&acct, &batch)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.status == BatchStatus::Completed)
+        {
+            break;
+        }
+    }
+    assert!(swept >= 4, "the sweeper enforced deadlines: {swept}");
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(
+        (b["status"].clone(), b["counts"]["timed_out"].clone()),
+        (json!("completed"), json!(10)),
+        "{b}"
+    );
+    assert_eq!(app.account(&acct).await.balance, 10_000);
+    // The provider finishes long after: nothing moves.
+    app.clock.advance_ms(3 * 3_600_000);
+    app.run_until_idle().await;
+    app.sweep().await;
+    app.run_until_idle().await;
+    assert_eq!(app.ledger_entries(&acct, "refund").await.len(), 10);
+    assert_eq!(
+        all_tasks(&app, &key, &batch)
+            .await
+            .iter()
+            .filter(|t| t["status"] == "timed_out")
+            .count(),
+        10
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn cancel_in_the_middle_charges_cancelled_tasks_and_keeps_finished_ones() {
+    let app = TestApp::spawn_sim(Simulated {
+        latency_ms: 20_000,
+        ..sim(0.0, 0.0)
+    })
+    .await;
+    let (acct, key) = app.account_with(10_000).await;
+    let batch = submit(&app, &key, "sora-2", 20).await;
+    // Concurrency 4 -> 8 in flight: run until some have finished.
+    for _ in 0..20 {
+        app.run_until_idle().await;
+        let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+        if b["counts"]["succeeded"].as_u64().unwrap_or(0) >= 4 {
+            break;
+        }
+        app.clock.advance_ms(5_000);
+    }
+    let body = json!({"request_id": "stop-it"});
+    let r = app
+        .post(&format!("/v1/batches/{batch}/cancel"), &key, &body)
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert!(r.body["note"].as_str().unwrap_or("").contains("2.2"));
+    assert_eq!(r.body["batch"]["cancel_requested"], true);
+    let again = app
+        .post(&format!("/v1/batches/{batch}/cancel"), &key, &body)
+        .await;
+    assert_eq!((again.status, again.replayed()), (202, true));
+    app.drive_to_settlement(&acct, &batch, 5_000, 10 * 60_000)
+        .await;
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    let ok = b["counts"]["succeeded"].as_i64().unwrap_or(0);
+    let cancelled = b["counts"]["cancelled"].as_i64().unwrap_or(0);
+    assert!(ok >= 4 && cancelled > 0 && ok + cancelled == 20, "{b}");
+    assert_eq!(
+        b["settlement"]["charged"], 980,
+        "cancelled tasks are charged"
+    );
+    assert_eq!(b["settlement"]["refunded"], 0);
+    assert!(app.ledger_entries(&acct, "refund").await.is_empty());
+    let late = app
+        .post(
+            &format!("/v1/batches/{batch}/cancel"),
+            &key,
+            &json!({"request_id": "too-late"}),
+        )
+        .await;
+    assert_eq!((late.status, late.code()), (409, "batch_completed"));
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_accounts_concurrency_cap_is_never_exceeded() {
+    let app = TestApp::spawn_sim(Simulated {
+        latency_ms: 10_000,
+        ..sim(0.0, 0.0)
+    })
+    .await;
+    let (acct, key) = app.account_with(100_000).await; // max_concurrency 4
+    let a = submit(&app, &key, "sora-2", 12).await;
+    let b = submit(&app, &key, "sora-2", 12).await;
+    let mut peak = 0;
+    for _ in 0..200 {
+        app.run_until_idle().await;
+        let mut running = 0;
+        for batch in [&a, &b] {
+            running += all_tasks(&app, &key, batch)
+                .await
+                .iter()
+                .filter(|t| t["status"] == "running")
+                .count();
+        }
+        assert!(
+            running <= 4,
+            "{running} tasks running at the provider at once"
+        );
+        assert!(app.account(&acct).await.running <= 4);
+        peak = peak.max(running);
+        let done = app
+            .svc
+            .store
+            .get_batch(&acct, &a)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|x| x.status == BatchStatus::Completed)
+            && app
+                .svc
+                .store
+                .get_batch(&acct, &b)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|x| x.status == BatchStatus::Completed);
+        if done {
+            break;
+        }
+        app.clock.advance_ms(5_000);
+    }
+    assert_eq!(peak, 4, "the cap is reached, not just respected");
+    assert_eq!(app.account(&acct).await.running, 0, "every slot released");
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn after_an_outage_every_unfinished_batch_settles() {
+    let app = TestApp::spawn_sim(Simulated {
+        latency_ms: 30_000,
+        ..sim(0.1, 0.0)
+    })
+    .await;
+    let (acct, key) = app.account_with(100_000).await;
+    let a = submit(&app, &key, "sora-2", 12).await;
+    let b = submit(&app, &key, "veo-pro", 10).await;
+    app.run_until_idle().await;
+    // Every worker stops; their messages are lost; an hour passes.
+    let q = app.svc.store.config().queues.clone();
+    aws_sdk_sqs_purge(&app, &q.tasks).await;
+    app.clock.advance_ms(3_600_000);
+    // Restart: the sweeper re-drives everything.
+    for _ in 0..100 {
+        app.sweep().await;
+        app.run_until_idle().await;
+        let mut settled = true;
+        for id in [&a, &b] {
+            settled &= app
+                .svc
+                .store
+                .get_batch(&acct, id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|x| x.status == BatchStatus::Completed);
+        }
+        if settled {
+            break;
+        }
+        app.clock.advance_ms(60_000);
+    }
+    for id in [&a, &b] {
+        let v = app.get(&format!("/v1/batches/{id}"), &key).await.body;
+        assert_eq!(v["status"], "completed", "{v}");
+    }
+    app.assert_invariants().await;
+}
+
+async fn aws_sdk_sqs_purge(app: &TestApp, url: &str) {
+    loop {
+        let msgs = app.svc.store.receive(url, 0).await.expect("receive");
+        if msgs.is_empty() {
+            return;
+        }
+        for (receipt, _) in msgs {
+            app.svc
+                .store
+                .delete_message(url, &receipt)
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_model_is_refused_before_any_charge() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(10_000).await;
+    let r = app
+        .send(
+            "PUT",
+            "/admin/v1/models/veo-pro",
+            Some(integration_tests::OPERATOR_TOKEN),
+            Some(
+                json!({"status": "unavailable", "reason": "upstream retired"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let models = app.get("/v1/models", &key).await.body;
+    let veo = models["data"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["id"] == "veo-pro"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (veo["status"].clone(), veo["unit_price"].clone()),
+        (json!("unavailable"), json!(599))
+    );
+    let refused = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "v", "model": "veo-pro", "tasks": tasks(10)}),
+        )
+        .await;
+    assert_eq!((refused.status, refused.code()), (503, "model_unavailable"));
+    assert_eq!(app.account(&acct).await.balance, 10_000);
+    let ok = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "s", "model": "sora-2", "tasks": tasks(10)}),
+        )
+        .await;
+    assert_eq!(ok.status, 201);
+    app.assert_invariants().await;
+}
