@@ -220,7 +220,7 @@ async fn a_provider_outage_fails_the_whole_batch_and_refunds_every_task() {
     .await;
     let (acct, key) = app.account_with(10_000).await;
     let batch = submit(&app, &key, "sora-2", 10).await;
-    app.drive_to_settlement(&acct, &batch, 30_000, 30 * 60_000)
+    app.drive_to_settlement(&acct, &batch, 30_000, 90 * 60_000)
         .await;
     let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
     // Tasks that held a slot retried until their deadline (failed: provider_unavailable);
