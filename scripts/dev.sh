@@ -50,6 +50,10 @@ set -a; . "$state/env"; set +a
 
 PORT=$port target/debug/api > "$state/api.log" 2>&1 &
 pids+=($!)
+# The task worker, settlement and the sweeper, fed from the emulator's queues with Lambda's
+# SQS semantics (and the sweeper every 20 s here, every minute in AWS).
+SWEEP_EVERY_SECS=20 target/debug/local-runner > "$state/runner.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "dev: the API did not start; see $state/api.log" >&2; exit 1; }
 
@@ -58,9 +62,11 @@ echo "Local stack is up."
 echo "  API:            http://127.0.0.1:$port   (OpenAPI: /openapi.json)"
 echo "  Emulator:       $AWS_ENDPOINT_URL        (environment in $state/env)"
 echo "  Operator token: $operator_token"
-echo "  Logs:           $state/api.log, $state/moto.log"
+echo "  Logs:           $state/api.log, $state/runner.log, $state/moto.log"
 echo
 target/debug/devstack demo --api "http://127.0.0.1:$port" --operator-token "$operator_token"
 echo
+echo "Batches run on the simulated provider (a few seconds a video; about 5 % fail and are"
+echo "refunded at once, 2 % are rejected for content). Watch: GET /v1/batches/{id}."
 echo "Ctrl-C stops everything."
 wait
