@@ -26,6 +26,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod fakes;
+
 pub const OPERATOR_TOKEN: &str = "op_test_token_for_the_suite";
 
 struct Emulator {

@@ -8,3 +8,4 @@ mod isolation;
 mod ledger;
 mod openapi;
 mod pipeline;
+mod providers;

@@ -1,0 +1,198 @@
+//! Our provider clients against fake servers that speak the providers' protocols, and the
+//! whole pipeline through them.
+
+use integration_tests::fakes::{self, Fake};
+use integration_tests::{tasks, TestApp};
+use serde_json::json;
+use shared::adapters::Faults;
+use shared::providers::google::GoogleVeo;
+use shared::providers::openai::OpenAiVideos;
+use shared::providers::{JobRequest, JobState, Provider, ProviderError, Video};
+
+fn req(prompt: &str, model: &str, seconds: u32) -> JobRequest {
+    JobRequest {
+        task_id: "task_x".into(),
+        provider_model: model.into(),
+        prompt: prompt.into(),
+        duration_seconds: seconds,
+        aspect_ratio: "16:9".into(),
+        resolution: "720p".into(),
+        attempt: 0,
+        now_ms: 0,
+    }
+}
+
+async fn finish(p: &Provider, job: &str) -> JobState {
+    for _ in 0..10 {
+        match p.poll(job, 0).await {
+            Ok(JobState::Running { .. }) => continue,
+            Ok(other) => return other,
+            Err(e) => panic!("poll failed: {e}"),
+        }
+    }
+    panic!("job {job} never finished")
+}
+
+#[tokio::test]
+async fn the_openai_client_speaks_the_videos_protocol() {
+    shared::runtime::ensure_tls();
+    let fake = Fake {
+        polls_to_finish: 2,
+        ..Default::default()
+    };
+    let base = fakes::serve(fakes::openai(fake.clone(), "sk-test")).await;
+    let p = Provider::OpenAi(OpenAiVideos::new(&base, "sk-test"));
+
+    let job = p
+        .submit(&req("a lighthouse", "sora-2", 8))
+        .await
+        .expect("submitted");
+    assert!(job.starts_with("video_"));
+    let JobState::Succeeded(video) = finish(&p, &job).await else {
+        panic!("expected success")
+    };
+    assert_eq!(video, Video::Url(format!("{base}/v1/videos/{job}/content")));
+    let bytes = p.download(&job, &video).await.expect("content");
+    assert_eq!(&bytes[4..8], b"ftyp");
+
+    let failed = p
+        .submit(&req("explode", "sora-2", 4))
+        .await
+        .expect("submitted");
+    assert!(
+        matches!(finish(&p, &failed).await, JobState::Failed { code, .. } if code == "video_generation_failed")
+    );
+    assert!(matches!(
+        p.submit(&req("forbidden scene", "sora-2", 4)).await,
+        Err(ProviderError::Rejected { .. })
+    ));
+    assert!(matches!(
+        p.submit(&req("busy hour", "sora-2", 4)).await,
+        Err(ProviderError::Retryable {
+            retry_after_secs: Some(7),
+            ..
+        })
+    ));
+    assert!(
+        p.submit(&req("busy hour", "sora-2", 4)).await.is_ok(),
+        "the second try goes through"
+    );
+    assert!(matches!(
+        p.submit(&req("x", "sora-2", 5)).await,
+        Err(ProviderError::Permanent { .. })
+    ));
+    assert!(
+        matches!(p.poll("video_nope", 0).await, Err(ProviderError::Permanent { code, .. }) if code == "not_found")
+    );
+    let wrong_key = Provider::OpenAi(OpenAiVideos::new(&base, "sk-wrong"));
+    assert!(
+        matches!(wrong_key.submit(&req("x", "sora-2", 4)).await, Err(ProviderError::Permanent { code, .. }) if code == "http_401")
+    );
+    // Nobody listening: retry later, not a failure.
+    let gone = Provider::OpenAi(OpenAiVideos::new("http://127.0.0.1:9", "k"));
+    assert!(matches!(
+        gone.submit(&req("x", "sora-2", 4)).await,
+        Err(ProviderError::Retryable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_google_clients_speak_vertex_and_gemini() {
+    shared::runtime::ensure_tls();
+    for flavour in ["vertex", "gemini"] {
+        let fake = Fake {
+            polls_to_finish: 2,
+            ..Default::default()
+        };
+        let base = fakes::serve(fakes::google(fake.clone(), flavour, "cred-1")).await;
+        let p = Provider::Google(match flavour {
+            "vertex" => GoogleVeo::vertex(&base, "proj", "us-central1", "cred-1"),
+            _ => GoogleVeo::gemini(&base, "cred-1"),
+        });
+        let job = p
+            .submit(&req("a lighthouse", "veo-3.1-generate-001", 8))
+            .await
+            .expect("submitted");
+        match flavour {
+            "vertex" => assert!(job.starts_with("projects/proj/locations/us-central1/publishers/google/models/veo-3.1-generate-001/operations/"), "{job}"),
+            _ => assert!(job.starts_with("models/veo-3.1-generate-001/operations/"), "{job}"),
+        }
+        let JobState::Succeeded(video) = finish(&p, &job).await else {
+            panic!("{flavour}: expected success")
+        };
+        let bytes = p.download(&job, &video).await.expect("video");
+        assert_eq!(&bytes[4..8], b"ftyp", "{flavour}");
+        let filtered = p
+            .submit(&req("forbidden scene", "veo-3.1-generate-001", 8))
+            .await
+            .expect("submitted");
+        assert!(
+            matches!(finish(&p, &filtered).await, JobState::Rejected { reason } if reason.contains("usage guidelines")),
+            "{flavour}"
+        );
+        let failed = p
+            .submit(&req("explode", "veo-3.1-generate-001", 8))
+            .await
+            .expect("submitted");
+        assert!(
+            matches!(finish(&p, &failed).await, JobState::Failed { .. }),
+            "{flavour}"
+        );
+        assert!(
+            matches!(
+                p.submit(&req("busy", "veo-3.1-generate-001", 8)).await,
+                Err(ProviderError::Retryable { .. })
+            ),
+            "{flavour}: RESOURCE_EXHAUSTED is retryable"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_through_the_openai_protocol_respects_the_concurrency_cap_at_the_provider() {
+    let fake = Fake {
+        polls_to_finish: 3,
+        ..Default::default()
+    };
+    let base = fakes::serve(fakes::openai(fake.clone(), "sk-test")).await;
+    let app = TestApp::spawn_routes(Faults::none(), |_| {
+        Provider::OpenAi(OpenAiVideos::new(&base, "sk-test"))
+    })
+    .await;
+    let (acct, key) = app.account_with(100_000).await; // max_concurrency 4
+    let mut ts = tasks(16);
+    if let Some(list) = ts.as_array_mut() {
+        list[3] = json!({"prompt": "a forbidden scene"});
+        list[5] = json!({"prompt": "explode please"});
+        list[7] = json!({"prompt": "busy street"});
+    }
+    let r = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "oa", "model": "sora-2", "tasks": ts}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let batch = r.body["id"].as_str().unwrap_or_default().to_string();
+    app.drive_to_settlement(&acct, &batch, 5_000, 30 * 60_000)
+        .await;
+    assert_eq!(
+        fake.peak_active(),
+        4,
+        "never more than the account's 4 jobs at the provider"
+    );
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(
+        (
+            b["counts"]["succeeded"].clone(),
+            b["counts"]["rejected"].clone(),
+            b["counts"]["failed"].clone()
+        ),
+        (json!(14), json!(1), json!(1)),
+        "{b}"
+    );
+    assert_eq!(b["settlement"]["charged"], 49 * 15);
+    assert_eq!(b["settlement"]["refunded"], 49);
+    app.assert_invariants().await;
+}
