@@ -39,25 +39,18 @@ impl Fake {
     pub fn submissions(&self) -> u32 {
         self.book.lock().map(|b| b.submissions).unwrap_or(0)
     }
-    fn create(&self, prompt: &str, prefix: &str) -> Result<String, Response> {
-        let mut b = self
-            .book
-            .lock()
-            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    /// The new job's id, or `None` when the fake is "busy" (the caller answers 429).
+    fn create(&self, prompt: &str, prefix: &str) -> Option<String> {
+        let mut b = self.book.lock().ok()?;
         if prompt.contains("busy") && b.busy_seen.insert(prompt.to_string()) {
-            return Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "7")],
-                "slow down",
-            )
-                .into_response());
+            return None;
         }
         b.submissions += 1;
         b.active += 1;
         b.peak_active = b.peak_active.max(b.active);
         let id = format!("{prefix}{}", b.submissions);
         b.jobs.insert(id.clone(), (prompt.to_string(), 0, false));
-        Ok(id)
+        Some(id)
     }
     /// Some(prompt, done) after counting a poll; None for an unknown job.
     fn poll(&self, id: &str) -> Option<(String, bool)> {
@@ -118,8 +111,8 @@ pub fn openai(fake: Fake, key: &'static str) -> Router {
                     return openai_error(StatusCode::BAD_REQUEST, "moderation_blocked", "Your request was blocked by our moderation system.");
                 }
                 match f.create(&prompt, "video_") {
-                    Ok(id) => Json(json!({"id": id, "object": "video", "model": "sora-2", "status": "queued", "progress": 0, "created_at": 1_790_000_000, "seconds": form.get("seconds"), "size": form.get("size")})).into_response(),
-                    Err(r) => r,
+                    Some(id) => Json(json!({"id": id, "object": "video", "model": "sora-2", "status": "queued", "progress": 0, "created_at": 1_790_000_000, "seconds": form.get("seconds"), "size": form.get("size")})).into_response(),
+                    None => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down").into_response(),
                 }
             }),
         )
@@ -221,10 +214,10 @@ pub fn google(fake: Fake, flavour: &'static str, credential: &'static str) -> Ro
                 );
             }
             return match f.create(&prompt, "op") {
-                Ok(id) => {
+                Some(id) => {
                     Json(json!({"name": format!("{model_path}/operations/{id}")})).into_response()
                 }
-                Err(_) => google_error(
+                None => google_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "RESOURCE_EXHAUSTED",
                     "Quota exceeded",
