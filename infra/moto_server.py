@@ -24,13 +24,39 @@ from moto.moto_server.werkzeug_app import (
 )
 
 _DYNAMODB_LOCK = threading.Lock()
+_COUNTS_LOCK = threading.Lock()
+_COUNTS: dict = {}
+
+
+def _operation(environ) -> str:
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        # "DynamoDB_20120810.GetItem" -> "dynamodb.GetItem"; "AmazonSQS.SendMessage" -> "sqs.SendMessage"
+        service, _, op = target.partition(".")
+        return ("dynamodb." if service.startswith("DynamoDB") else "sqs.") + op
+    return "s3." + environ.get("REQUEST_METHOD", "?")
 
 
 class SerialisedDynamoDB:
+    """Also counts requests per operation, for the benchmark (GET /_launcher/stats, and
+    POST /_launcher/stats to reset)."""
+
     def __init__(self, app):
         self.app = app
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_launcher/stats":
+            import json
+
+            with _COUNTS_LOCK:
+                body = json.dumps(_COUNTS).encode()
+                if environ.get("REQUEST_METHOD") == "POST":
+                    _COUNTS.clear()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        op = _operation(environ)
+        with _COUNTS_LOCK:
+            _COUNTS[op] = _COUNTS.get(op, 0) + 1
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if not target.startswith("DynamoDB_"):
             return self.app(environ, start_response)

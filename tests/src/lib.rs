@@ -41,6 +41,11 @@ fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The emulator's endpoint (one per test process).
+pub fn emulator_endpoint() -> &'static str {
+    emulator()
+}
+
 fn emulator() -> &'static str {
     static EMU: OnceLock<Emulator> = OnceLock::new();
     &EMU.get_or_init(|| {
@@ -110,6 +115,10 @@ impl Resp {
 
 pub struct TestApp {
     pub pipeline: Pipeline,
+    /// Handler calls made by `run_until_idle` (what Lambda would bill as invocations).
+    pub invocations: std::sync::atomic::AtomicUsize,
+    /// Task messages received before they were due: (receipt, due time), parked invisible.
+    parked: Mutex<Vec<(String, i64)>>,
     pub base: String,
     pub http: reqwest::Client,
     pub sdk: SdkConfig,
@@ -209,6 +218,8 @@ impl TestApp {
         });
         TestApp {
             pipeline,
+            invocations: Default::default(),
+            parked: Mutex::new(Vec::new()),
             base,
             http: reqwest::Client::new(),
             sdk,
@@ -260,6 +271,19 @@ impl TestApp {
         let mut total = 0;
         for _ in 0..500 {
             let now = self.clock.now_ms();
+            let due: Vec<String> = {
+                let mut parked = self.parked.lock().expect("parked");
+                let (due, later): (Vec<_>, Vec<_>) =
+                    parked.drain(..).partition(|(_, nb)| *nb <= now);
+                *parked = later;
+                due.into_iter().map(|(r, _)| r).collect()
+            };
+            for receipt in due {
+                store
+                    .release_message(&q.tasks, &receipt, 0)
+                    .await
+                    .expect("unpark");
+            }
             let p = &self.pipeline;
             let t = devstack::pump::pump_round(store, &q.tasks, now, true, 0, |ev| async move {
                 if !duplicate {
@@ -298,6 +322,9 @@ impl TestApp {
             })
             .await
             .expect("pump settle");
+            self.parked.lock().expect("parked").extend(t.deferred);
+            self.invocations
+                .fetch_add(t.invocations + s.invocations, Ordering::Relaxed);
             total += t.handled + s.handled;
             if t.handled + s.handled == 0 {
                 return total;
@@ -375,10 +402,19 @@ impl TestApp {
 
     /// A pay-as-you-go account with `credits` granted and one key. Returns (account, key).
     pub async fn account_with(&self, credits: i64) -> (String, String) {
+        self.account_with_concurrency(credits, 4).await
+    }
+
+    /// The same with the account's `max_concurrency` set.
+    pub async fn account_with_concurrency(
+        &self,
+        credits: i64,
+        max_concurrency: u32,
+    ) -> (String, String) {
         let r = self
             .admin_post(
                 "/admin/v1/accounts",
-                &json!({"request_id": format!("acct-{}", rand::random::<u64>()), "name": "Acme Films", "plan": "payg", "retention_days": 90, "max_concurrency": 4}),
+                &json!({"request_id": format!("acct-{}", rand::random::<u64>()), "name": "Acme Films", "plan": "payg", "retention_days": 90, "max_concurrency": max_concurrency}),
             )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);

@@ -13,10 +13,13 @@ use std::future::Future;
 pub struct Round {
     /// Messages handed to the handler.
     pub handled: usize,
+    /// Handler calls (Lambda invocations), up to ten messages each.
+    pub invocations: usize,
     /// Of those, reported failed.
     pub failed: usize,
-    /// Received but not yet due.
-    pub deferred: usize,
+    /// Received but not yet due: (receipt handle, due time). With manual time these are
+    /// parked invisible for 11 hours; the caller makes each visible again when it is due.
+    pub deferred: Vec<(String, i64)>,
 }
 
 fn not_before(body: &str) -> Option<i64> {
@@ -59,15 +62,16 @@ where
         .partition(|(_, body)| due(body, now_ms));
     let mut round = Round {
         handled: 0,
+        invocations: 0,
         failed: 0,
-        deferred: later.len(),
+        deferred: Vec::new(),
     };
     for (receipt, body) in &later {
         if retry_failed_now {
-            // Manual time: put it back as a fresh message, as a delayed send would have
-            // been, so being looked at early does not count towards the dead-letter limit.
-            store.send_one(queue_url, body.clone(), 0).await?;
-            store.delete_message(queue_url, receipt).await?;
+            store.release_message(queue_url, receipt, 40_000).await?;
+            round
+                .deferred
+                .push((receipt.clone(), not_before(body).unwrap_or(now_ms)));
         } else {
             let wait = not_before(body)
                 .map(|nb| ((nb - now_ms) / 1_000).clamp(1, 43_200))
@@ -103,6 +107,7 @@ where
             }
         }
         round.handled += chunk.len();
+        round.invocations += 1;
     }
     Ok(round)
 }

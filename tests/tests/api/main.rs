@@ -9,3 +9,4 @@ mod ledger;
 mod openapi;
 mod pipeline;
 mod providers;
+mod scale;
