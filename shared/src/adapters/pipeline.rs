@@ -481,11 +481,17 @@ impl Store {
         match res {
             Ok(_) => Ok(true),
             Err(e) => {
-                let cancelled = e
-                    .as_service_error()
-                    .map(|se| se.is_transaction_canceled_exception())
-                    .unwrap_or(false);
-                if cancelled {
+                // Only the batch's own condition failing means "settled already" (or its
+                // refunds moved meanwhile); a conflict on the account is retried.
+                let batch_condition_failed = match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(tc)) => tc
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed"),
+                    _ => false,
+                };
+                if batch_condition_failed {
                     Ok(false)
                 } else {
                     Err(dynamo_err("TransactWriteItems", e))

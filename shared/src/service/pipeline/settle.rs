@@ -59,7 +59,11 @@ pub async fn settle_batch(
         }
     }
     // At least once, with a stable id: consumers deduplicate on it.
-    if let Some(done) = store.get_batch(account_id, batch_id).await? {
+    let done = store
+        .get_batch(account_id, batch_id)
+        .await?
+        .filter(|b| b.status == crate::domain::batch::BatchStatus::Completed);
+    if let Some(done) = done {
         let event = serde_json::json!({
             "id": format!("evt_{batch_id}_completed"),
             "type": "batch.completed",
