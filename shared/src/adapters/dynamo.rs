@@ -314,12 +314,19 @@ impl Store {
 
     /// Writes task records; idempotent (a task's key and content are fixed by its batch).
     pub async fn put_tasks(&self, tasks: &[TaskRecord]) -> Result<(), StoreError> {
-        for chunk in tasks.chunks(25) {
+        let items = tasks.iter().map(to_item).collect::<Result<Vec<_>, _>>()?;
+        self.batch_put(&self.tables().tasks, items).await
+    }
+
+    /// Unconditional puts, 25 per `BatchWriteItem`, retrying what DynamoDB leaves
+    /// unprocessed with backoff. For records whose key and content are fixed (idempotent).
+    pub(crate) async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in items.chunks(25) {
             let mut requests = chunk
                 .iter()
-                .map(|t| {
+                .map(|item| {
                     let put = PutRequest::builder()
-                        .set_item(Some(to_item(t)?))
+                        .set_item(Some(item.clone()))
                         .build()
                         .map_err(|e| StoreError::Dynamo(e.to_string()))?;
                     Ok(WriteRequest::builder().put_request(put).build())
@@ -330,13 +337,13 @@ impl Store {
                 let out = self
                     .ddb
                     .batch_write_item()
-                    .request_items(&self.tables().tasks, requests)
+                    .request_items(table, requests)
                     .send()
                     .await
                     .map_err(|e| dynamo_err("BatchWriteItem", e))?;
                 requests = out
                     .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.tables().tasks))
+                    .and_then(|mut m| m.remove(table))
                     .unwrap_or_default();
                 if !requests.is_empty() {
                     attempt += 1;

@@ -6,15 +6,25 @@ use super::records::{BatchRecord, ShardRecord, TaskRecord};
 use super::{Store, StoreError};
 use crate::domain::batch::{BatchStatus, TaskStatus};
 use crate::domain::task::{shard_count, shard_len, shard_of, Outcome, Settlement};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 use std::collections::HashMap;
 
 fn is_ccf<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
     e: &aws_sdk_dynamodb::error::SdkError<E>,
 ) -> bool {
     e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// A conditional write's outcome: `true` if it applied, `false` if its condition failed.
+fn applied<T, E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug>(
+    res: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
+    op: &str,
+) -> Result<bool, StoreError> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if is_ccf(&e) => Ok(false),
+        Err(e) => Err(dynamo_err(op, e)),
+    }
 }
 
 fn build(u: aws_sdk_dynamodb::types::builders::UpdateBuilder) -> Result<Update, StoreError> {
@@ -66,46 +76,17 @@ impl Store {
                 n_cancelled: 0,
             })
             .collect();
-        for chunk in shards.chunks(25) {
-            let reqs = chunk
-                .iter()
-                .map(|sh| {
-                    let mut item = to_item(sh)?;
-                    // Empty maps must exist so that `SET started.#i` has a parent.
-                    item.insert("started".into(), AttributeValue::M(HashMap::new()));
-                    item.insert("ended".into(), AttributeValue::M(HashMap::new()));
-                    let put = PutRequest::builder()
-                        .set_item(Some(item))
-                        .build()
-                        .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let mut pending = reqs;
-            for attempt in 0..8u32 {
-                let out = self
-                    .ddb
-                    .batch_write_item()
-                    .request_items(&self.tables().progress, pending)
-                    .send()
-                    .await
-                    .map_err(|e| dynamo_err("BatchWriteItem", e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.tables().progress))
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(super::dynamo::backoff(attempt)).await;
-            }
-            if !pending.is_empty() {
-                return Err(StoreError::Dynamo(
-                    "progress shards left unprocessed".into(),
-                ));
-            }
-        }
-        Ok(())
+        let items = shards
+            .iter()
+            .map(|sh| {
+                let mut item = to_item(sh)?;
+                // Empty maps must exist so that `SET started.#i` has a parent.
+                item.insert("started".into(), AttributeValue::M(HashMap::new()));
+                item.insert("ended".into(), AttributeValue::M(HashMap::new()));
+                Ok(item)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.batch_put(&self.tables().progress, items).await
     }
 
     pub async fn get_progress(&self, batch_id: &str) -> Result<Vec<ShardRecord>, StoreError> {
@@ -157,11 +138,7 @@ impl Store {
             .expression_attribute_values(":one", n(1))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// The exactly-once mark of a task's end, as an update for a transaction (refunds).
@@ -202,11 +179,7 @@ impl Store {
             .set_expression_attribute_values(u.expression_attribute_values().cloned())
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Adds a refund to the batch's own tally (in the refund's transaction).
@@ -255,11 +228,7 @@ impl Store {
             .expression_attribute_values(":expected", to_status(expected))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("PutItem", e)),
-        }
+        applied(res, "PutItem")
     }
 
     /// Takes one of the account's concurrency slots if fewer than `max` are taken.
@@ -275,11 +244,7 @@ impl Store {
             .expression_attribute_values(":max", n(max))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     pub async fn release_slot(&self, account_id: &str) -> Result<(), StoreError> {
@@ -319,11 +284,7 @@ impl Store {
             .expression_attribute_values(":observed", n(observed))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Claims up to `n` more tasks of the batch for dispatch: the range `[from, to)`.
@@ -431,11 +392,7 @@ impl Store {
             .expression_attribute_values(":completed", s(BatchStatus::Completed.as_str()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_ccf(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Settlement, exactly once: the batch becomes `completed` with its settlement record and
