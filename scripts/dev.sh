@@ -44,6 +44,8 @@ operator_token="op_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
   echo "AWS_SECRET_ACCESS_KEY=test"
   echo "AWS_REGION=us-east-1"
   echo "S3_FORCE_PATH_STYLE=true"
+  # Local mode: webhooks may go to http:// and loopback receivers (never in the cloud).
+  echo "WEBHOOKS_ALLOW_PRIVATE=true"
   echo "OPERATOR_TOKEN_SHA256=$(printf %s "$operator_token" | sha256sum | cut -d' ' -f1)"
 } >> "$state/env"
 set -a; . "$state/env"; set +a

@@ -14,6 +14,9 @@ pub struct Tables {
     pub files: String,
     pub progress: String,
     pub models: String,
+    pub webhook_endpoints: String,
+    pub events: String,
+    pub deliveries: String,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +43,16 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// How long presigned upload and download links stay valid, in seconds.
     pub presign_ttl_secs: u64,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookConfig {
+    /// Local mode (`WEBHOOKS_ALLOW_PRIVATE=true`): plain HTTP and loopback/private receivers
+    /// are allowed. Never set in the cloud, where it would open the SSRF hole.
+    pub allow_private: bool,
+    /// How long one attempt may take before it counts as failed (`WEBHOOK_TIMEOUT_SECS`).
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +107,9 @@ impl Config {
                 files: required("FILES_TABLE")?,
                 progress: required("PROGRESS_TABLE")?,
                 models: required("MODELS_TABLE")?,
+                webhook_endpoints: required("WEBHOOK_ENDPOINTS_TABLE")?,
+                events: required("EVENTS_TABLE")?,
+                deliveries: required("DELIVERIES_TABLE")?,
             },
             queues: Queues {
                 tasks: required("TASKS_QUEUE_URL")?,
@@ -124,6 +140,26 @@ impl Config {
             operator_token_sha256,
             s3_force_path_style: get("S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true"),
             presign_ttl_secs,
+            webhooks: WebhookConfig {
+                allow_private: get("WEBHOOKS_ALLOW_PRIVATE").is_some_and(|v| v == "true"),
+                timeout_ms: match get("WEBHOOK_TIMEOUT_MS") {
+                    // Milliseconds, for tests that need a short timeout.
+                    Some(v) => v
+                        .parse()
+                        .ok()
+                        .filter(|n| (100..=30_000).contains(n))
+                        .ok_or(ConfigError::Invalid("WEBHOOK_TIMEOUT_MS", "100 to 30000"))?,
+                    None => match get("WEBHOOK_TIMEOUT_SECS") {
+                        Some(v) => v
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| (1..=30).contains(n))
+                            .map(|n| n * 1_000)
+                            .ok_or(ConfigError::Invalid("WEBHOOK_TIMEOUT_SECS", "1 to 30"))?,
+                        None => 15_000,
+                    },
+                },
+            },
         })
     }
 }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod fakes;
+pub mod receiver;
 
 pub const OPERATOR_TOKEN: &str = "op_test_token_for_the_suite";
 
@@ -117,8 +118,10 @@ pub struct TestApp {
     pub pipeline: Pipeline,
     /// Handler calls made by `run_until_idle` (what Lambda would bill as invocations).
     pub invocations: std::sync::atomic::AtomicUsize,
-    /// Task messages received before they were due: (receipt, due time), parked invisible.
-    parked: Mutex<Vec<(String, i64)>>,
+    /// Messages received before they were due: (queue, receipt, due time), parked invisible.
+    parked: Mutex<Vec<(String, String, i64)>>,
+    /// Webhook dispatch over the same (fault-injecting) services as the pipeline.
+    pub dispatcher: shared::service::webhooks::dispatch::Dispatcher,
     pub base: String,
     pub http: reqwest::Client,
     pub sdk: SdkConfig,
@@ -165,6 +168,24 @@ impl TestApp {
 
     /// An app whose models are served by the providers `route` gives.
     pub async fn spawn_routes(faults: Faults, route: impl Fn(Model) -> Provider) -> TestApp {
+        Self::spawn_inner(faults, route, &[]).await
+    }
+
+    /// An app configured as in the cloud for webhooks: HTTPS only, no private addresses.
+    pub async fn spawn_cloud_webhooks() -> TestApp {
+        Self::spawn_inner(
+            Faults::none(),
+            |_| Provider::Simulated(Simulated::default()),
+            &[("WEBHOOKS_ALLOW_PRIVATE", "false")],
+        )
+        .await
+    }
+
+    async fn spawn_inner(
+        faults: Faults,
+        route: impl Fn(Model) -> Provider,
+        extra_env: &[(&str, &str)],
+    ) -> TestApp {
         shared::runtime::ensure_tls();
         if std::env::var_os("TEST_LOG").is_some() {
             shared::runtime::init_logging();
@@ -183,6 +204,12 @@ impl TestApp {
         );
         env.insert("S3_FORCE_PATH_STYLE".into(), "true".into());
         env.insert("SQS_DELAYS".into(), "false".into());
+        env.insert("WEBHOOKS_ALLOW_PRIVATE".into(), "true".into());
+        // Short, so the slow-receiver test does not wait long for the timeout it proves.
+        env.insert("WEBHOOK_TIMEOUT_MS".into(), "3000".into());
+        for (k, v) in extra_env {
+            env.insert(k.to_string(), v.to_string());
+        }
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
         let clock = ManualClock::starting_now();
         let store = Store::new(&sdk, config);
@@ -208,6 +235,8 @@ impl TestApp {
             svc: faulty.clone(),
             providers: ProviderConfig { routes },
         };
+        let dispatcher = shared::service::webhooks::dispatch::Dispatcher::new(faulty.clone())
+            .expect("webhook client");
         let app = api::app(faulty);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -220,6 +249,7 @@ impl TestApp {
             pipeline,
             invocations: Default::default(),
             parked: Mutex::new(Vec::new()),
+            dispatcher,
             base,
             http: reqwest::Client::new(),
             sdk,
@@ -271,16 +301,16 @@ impl TestApp {
         let mut total = 0;
         for _ in 0..500 {
             let now = self.clock.now_ms();
-            let due: Vec<String> = {
+            let due: Vec<(String, String)> = {
                 let mut parked = self.parked.lock().expect("parked");
                 let (due, later): (Vec<_>, Vec<_>) =
-                    parked.drain(..).partition(|(_, nb)| *nb <= now);
+                    parked.drain(..).partition(|(_, _, nb)| *nb <= now);
                 *parked = later;
-                due.into_iter().map(|(r, _)| r).collect()
+                due.into_iter().map(|(q, r, _)| (q, r)).collect()
             };
-            for receipt in due {
+            for (queue, receipt) in due {
                 store
-                    .release_message(&q.tasks, &receipt, 0)
+                    .release_message(&queue, &receipt, 0)
                     .await
                     .expect("unpark");
             }
@@ -322,11 +352,29 @@ impl TestApp {
             })
             .await
             .expect("pump settle");
-            self.parked.lock().expect("parked").extend(t.deferred);
-            self.invocations
-                .fetch_add(t.invocations + s.invocations, Ordering::Relaxed);
-            total += t.handled + s.handled;
-            if t.handled + s.handled == 0 {
+            let d = &self.dispatcher;
+            let e = devstack::pump::pump_round(store, &q.events, now, true, 0, |ev| {
+                webhook_dispatch::handle_event(d, ev)
+            })
+            .await
+            .expect("pump events");
+            {
+                let mut parked = self.parked.lock().expect("parked");
+                for (queue, round) in [(&q.tasks, &t), (&q.events, &e)] {
+                    parked.extend(
+                        round
+                            .deferred
+                            .iter()
+                            .map(|(r, due)| (queue.clone(), r.clone(), *due)),
+                    );
+                }
+            }
+            self.invocations.fetch_add(
+                t.invocations + s.invocations + e.invocations,
+                Ordering::Relaxed,
+            );
+            total += t.handled + s.handled + e.handled;
+            if t.handled + s.handled + e.handled == 0 {
                 return total;
             }
         }
@@ -370,19 +418,24 @@ impl TestApp {
             .expect("sweep")
     }
 
-    /// Every event on the events queue so far (consumed).
-    pub async fn drain_events(&self) -> Vec<Value> {
-        let store = &self.svc.store;
-        let url = store.config().queues.events.clone();
+    /// Every event the account's event log holds (what webhook dispatch stored), newest first.
+    pub async fn events_of(&self, account: &str) -> Vec<Value> {
         let mut out = Vec::new();
+        let mut before = None;
         loop {
-            let msgs = store.receive(&url, 0).await.expect("receive events");
-            if msgs.is_empty() {
+            let (page, more) = self
+                .svc
+                .store
+                .list_events(account, None, 200, before.take())
+                .await
+                .expect("list events");
+            before = page.last().map(|e| (e.created_ms, e.event_id.clone()));
+            out.extend(
+                page.iter()
+                    .map(|e| serde_json::from_str(&e.body).unwrap_or(Value::Null)),
+            );
+            if !more {
                 return out;
-            }
-            for (receipt, body) in msgs {
-                out.push(serde_json::from_str(&body).unwrap_or(Value::Null));
-                store.delete_message(&url, &receipt).await.expect("delete");
             }
         }
     }

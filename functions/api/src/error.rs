@@ -15,11 +15,14 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         AccountTerminated => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        IdempotencyConflict | RequestInProgress | BatchCompleted => StatusCode::CONFLICT,
+        IdempotencyConflict | RequestInProgress | BatchCompleted | EndpointDisabled => {
+            StatusCode::CONFLICT
+        }
         PayloadTooLarge | InputFileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         InvalidRequestId | UnknownModel | InvalidTask | BatchTooSmall | BatchTooLarge
         | InvalidMetadata | InvalidInputFile | InputFileNotUploaded | InvalidAccountTerms
-        | InvalidGrant | InvalidModelStatus => StatusCode::UNPROCESSABLE_ENTITY,
+        | InvalidGrant | InvalidModelStatus | InvalidWebhookUrl | WebhookUrlForbidden
+        | InvalidEventTypes | EndpointLimitReached => StatusCode::UNPROCESSABLE_ENTITY,
         OperatorApiDisabled | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -37,6 +37,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/models"),
     ("post", "/v1/files"),
     ("get", "/v1/files/{file_id}"),
+    ("get", "/v1/account"),
+    ("patch", "/v1/account"),
+    ("post", "/v1/webhook-endpoints"),
+    ("get", "/v1/webhook-endpoints"),
+    ("get", "/v1/webhook-endpoints/{endpoint_id}"),
+    ("patch", "/v1/webhook-endpoints/{endpoint_id}"),
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}"),
+    ("post", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
+    ("get", "/v1/webhook-endpoints/{endpoint_id}/deliveries"),
+    ("post", "/v1/webhook-endpoints/{endpoint_id}/recover"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/{event_id}"),
+    ("post", "/v1/events/{event_id}/redeliver"),
     ("post", "/admin/v1/accounts"),
     ("get", "/admin/v1/accounts/{account_id}"),
     ("post", "/admin/v1/accounts/{account_id}/api-keys"),
@@ -51,7 +64,7 @@ pub struct AppState {
 }
 
 pub fn app(svc: Services) -> Router {
-    use routes::{admin, customer};
+    use routes::{admin, customer, webhooks};
     Router::new()
         .route(
             "/health",
@@ -74,6 +87,35 @@ pub fn app(svc: Services) -> Router {
         .route("/v1/models", get(customer::list_models))
         .route("/v1/files", post(customer::create_file))
         .route("/v1/files/{file_id}", get(customer::get_file))
+        .route(
+            "/v1/account",
+            get(customer::get_account).patch(customer::update_account),
+        )
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route(
+            "/v1/webhook-endpoints/{endpoint_id}",
+            get(webhooks::get_endpoint)
+                .patch(webhooks::update_endpoint)
+                .delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{endpoint_id}/recover",
+            post(webhooks::recover),
+        )
+        .route("/v1/events", get(webhooks::list_events))
+        .route("/v1/events/{event_id}", get(webhooks::get_event))
+        .route("/v1/events/{event_id}/redeliver", post(webhooks::redeliver))
         .route("/admin/v1/accounts", post(admin::create_account))
         .route("/admin/v1/accounts/{account_id}", get(admin::get_account))
         .route(

@@ -207,6 +207,7 @@ impl Store {
             Table::Batches => (&self.tables().batches, "account_id"),
             Table::Requests => (&self.tables().requests, "account_id"),
             Table::Files => (&self.tables().files, "account_id"),
+            Table::WebhookEndpoints => (&self.tables().webhook_endpoints, "account_id"),
         };
         NewItem::new(name, record, key_attr)
     }
@@ -218,6 +219,20 @@ impl Store {
             .map(put_new)
             .collect::<Result<Vec<_>, _>>()?;
         self.transact(items, 0).await
+    }
+
+    /// One conditional update and the records it implies (an idempotency record, say), all
+    /// or nothing. A failed update condition is `Stale`; an existing record, `Duplicate(i)`.
+    pub async fn update_and_create(
+        &self,
+        update: Update,
+        creates: Vec<NewItem>,
+    ) -> Result<(), CommitError> {
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        for c in creates {
+            items.push(put_new(c)?);
+        }
+        self.transact(items, 1).await
     }
 
     /// The money path. See [`MoneyMove`].
@@ -595,6 +610,7 @@ pub enum Table {
     Batches,
     Requests,
     Files,
+    WebhookEndpoints,
 }
 
 /// The key of a record stored under its account: (`account_id`, `sort_attr`).

@@ -6,6 +6,7 @@ pub mod faults;
 pub mod pipeline;
 pub mod queue;
 pub mod records;
+pub mod webhooks;
 
 use crate::config::Config;
 use aws_sdk_dynamodb::Client as DynamoClient;

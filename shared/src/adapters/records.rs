@@ -31,6 +31,9 @@ pub struct AccountRecord {
     /// Tasks of this account holding a provider slot now (at most `max_concurrency`).
     #[serde(default)]
     pub running: u32,
+    /// Below this balance a `credits.low_balance` event goes out (None: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_balance_threshold: Option<i64>,
     /// The sweeper's last "running:counted" observation of a slot surplus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_audit: Option<String>,
@@ -225,5 +228,116 @@ pub struct FileRecord {
     pub created_ms: i64,
     pub upload_expires_ms: i64,
     /// DynamoDB TTL (epoch seconds): the file record follows the account's retention.
+    pub expires_at: i64,
+}
+
+/// A customer's webhook endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub account_id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Event types it receives; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<Vec<String>>,
+    pub enabled: bool,
+    /// Why it is disabled: `manual`, `gone` (the receiver answered 410), `failing` (no
+    /// success for 5 days), `account_terminated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_ms: Option<i64>,
+    /// Newest first; during a rotation the replaced secret carries its retirement time.
+    pub secrets: Vec<crate::domain::webhook::SigningSecret>,
+    /// Bumped by every rotation; a rotation conditions on it.
+    #[serde(default)]
+    pub secrets_version: u64,
+    /// Set by the first failed attempt after a success; cleared by the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_ms: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// An event as first emitted. `body` is the exact JSON every delivery of it sends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub account_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub created_ms: i64,
+    pub body: String,
+    /// DynamoDB TTL (epoch seconds): the account's retention.
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Attempts remain (or one is in flight).
+    Pending,
+    Succeeded,
+    /// The schedule ran out, the receiver answered 410, or the endpoint was disabled.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One POST to an endpoint: the delivery log's line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    /// 1-based over the delivery's whole life (redeliveries continue the count).
+    pub n: u32,
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    /// The receiver's response body, cut to 1 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// No response: timeout, connection refused, TLS, DNS, a forbidden address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `schedule` or `redeliver`.
+    pub trigger: String,
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub account_id: String,
+    pub event_type: String,
+    pub created_ms: i64,
+    pub status: DeliveryStatus,
+    /// Attempts claimed so far; attempt `n` is claimed by moving this from `n - 1` to `n`.
+    pub attempts_made: u32,
+    /// Attempts whose result is in `attempts`; equal to `attempts_made` unless one is in
+    /// flight (or its claimer died).
+    #[serde(default)]
+    pub recorded: u32,
+    /// `attempts_made` when the current schedule began (0, or at the last redelivery).
+    #[serde(default)]
+    pub schedule_base: u32,
+    /// Until when the claimed attempt belongs to its claimer; after, anyone may retake it.
+    #[serde(default)]
+    pub claim_until_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<i64>,
+    #[serde(default)]
+    pub attempts: Vec<AttemptLog>,
     pub expires_at: i64,
 }

@@ -15,6 +15,8 @@ pub enum Scope {
     Grant,
     CreateAccount,
     CancelBatch,
+    CreateEndpoint,
+    RotateSecret,
 }
 
 impl Scope {
@@ -25,6 +27,8 @@ impl Scope {
             Scope::Grant => "grant",
             Scope::CreateAccount => "account",
             Scope::CancelBatch => "cancel",
+            Scope::CreateEndpoint => "endpoint",
+            Scope::RotateSecret => "rotate",
         }
     }
 }

@@ -11,3 +11,4 @@ pub mod money;
 pub mod pricing;
 pub mod task;
 pub mod time;
+pub mod webhook;

@@ -46,6 +46,7 @@ pub async fn create_account(
                     created_ms: now,
                     running: 0,
                     slot_audit: None,
+                    low_balance_threshold: None,
                 };
                 Ok(Creation {
                     reply: Reply {
@@ -107,6 +108,35 @@ pub async fn issue_key(
     };
     svc.store.put_api_key(&rec).await?;
     Ok(ApiKeyView::new(&rec, Some(secret)))
+}
+
+/// What a customer may change about their own account.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// Credits; below this a `credits.low_balance` event goes out. `null` turns it off.
+    pub low_balance_threshold: Option<i64>,
+}
+
+pub async fn update_settings(
+    svc: &Services,
+    account_id: &str,
+    s: AccountSettings,
+) -> Result<AccountView, ServiceError> {
+    if s.low_balance_threshold
+        .is_some_and(|t| !(1..=1_000_000_000_000).contains(&t))
+    {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidRequest,
+            "low_balance_threshold must be a positive number of credits, or null",
+        ));
+    }
+    let account = svc
+        .store
+        .set_low_balance_threshold(account_id, s.low_balance_threshold)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))?;
+    Ok(AccountView::from(&account))
 }
 
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, ServiceError> {

@@ -294,6 +294,14 @@ async fn hold(
                     tasks = plan.task_count,
                     "batch accepted"
                 );
+                warn_low_balance(
+                    svc,
+                    account,
+                    next.balance_after.value(),
+                    next.seq,
+                    plan.hold,
+                )
+                .await;
                 return Ok(Held::Created(Box::new(batch), reply));
             }
             // The idempotency record exists: the same request_id won a race with us.
@@ -329,6 +337,31 @@ async fn hold(
         ErrorCode::RequestInProgress,
         "the account is busy; retry with the same request_id",
     ))
+}
+
+/// `credits.low_balance` when this hold took the balance below the account's threshold.
+/// Notification only: the batch stands whether or not it goes out.
+async fn warn_low_balance(
+    svc: &Services,
+    before: &crate::adapters::records::AccountRecord,
+    balance_after: i64,
+    seq: u64,
+    hold: crate::domain::money::Credits,
+) {
+    let Some(threshold) = before.low_balance_threshold else {
+        return;
+    };
+    if !(before.balance >= threshold && balance_after < threshold) {
+        return;
+    }
+    let mut after = before.clone();
+    after.balance = balance_after;
+    after.held += hold.value();
+    after.ledger_seq = seq;
+    let event = super::events::low_balance(&after, threshold, svc.now_ms());
+    if let Err(e) = super::events::emit(svc, &[event]).await {
+        tracing::warn!(error = %e, "credits.low_balance event not sent");
+    }
 }
 
 /// A replay of an earlier submission; finishes its task records if their writer died.

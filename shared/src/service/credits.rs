@@ -121,6 +121,7 @@ pub async fn grant(
             &crate::domain::ledger::entry_id(next.seq),
             now,
         );
+        let granted = entry.clone();
         let mv = MoneyMove {
             account_id: account.account_id.clone(),
             expected: account.book(),
@@ -134,7 +135,15 @@ pub async fn grant(
             updates: vec![],
         };
         match svc.store.commit_money(mv).await {
-            Ok(()) => return Ok(reply),
+            Ok(()) => {
+                // Notification only: the grant stands whether or not this goes out.
+                if let Err(e) =
+                    super::events::emit(svc, &[super::events::credits_granted(&granted)]).await
+                {
+                    tracing::warn!(error = %e, "credits.granted event not sent");
+                }
+                return Ok(reply);
+            }
             Err(CommitError::Duplicate(_)) => continue,
             Err(CommitError::Stale) => {
                 tokio::time::sleep(backoff(attempt)).await;

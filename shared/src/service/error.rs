@@ -49,6 +49,11 @@ error_codes! {
     ModelUnavailable => "model_unavailable",
     BatchCompleted => "batch_completed",
     InvalidModelStatus => "invalid_model_status",
+    InvalidWebhookUrl => "invalid_webhook_url",
+    WebhookUrlForbidden => "webhook_url_forbidden",
+    InvalidEventTypes => "invalid_event_types",
+    EndpointLimitReached => "endpoint_limit_reached",
+    EndpointDisabled => "endpoint_disabled",
     InternalError => "internal_error",
 }
 

@@ -6,11 +6,13 @@ pub mod batches;
 pub mod clock;
 pub mod credits;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod idempotency;
 pub mod models;
 pub mod pipeline;
 pub mod views;
+pub mod webhooks;
 
 use crate::adapters::Store;
 use clock::Clock;

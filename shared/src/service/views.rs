@@ -22,6 +22,8 @@ pub struct AccountView {
     pub min_batch_size: u32,
     pub created_at: String,
     pub credits: CreditsView,
+    /// Below this balance a `credits.low_balance` event goes out; null: never.
+    pub low_balance_threshold: Option<i64>,
 }
 
 impl From<&AccountRecord> for AccountView {
@@ -36,6 +38,7 @@ impl From<&AccountRecord> for AccountView {
             min_batch_size: a.min_batch_size,
             created_at: rfc3339_ms(a.created_ms),
             credits: CreditsView::from(a),
+            low_balance_threshold: a.low_balance_threshold,
         }
     }
 }
@@ -299,6 +302,115 @@ impl ApiKeyView {
             enabled: k.enabled,
             created_at: rfc3339_ms(k.created_ms),
             secret,
+        }
+    }
+}
+
+/// A webhook endpoint. The secret appears only when it was just made (creation, rotation).
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    /// `null`: every event type.
+    pub event_types: Option<Vec<String>>,
+    pub enabled: bool,
+    /// `manual`, `gone` (the receiver answered 410), `failing` (no success for 5 days),
+    /// `account_terminated`.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<String>,
+    /// Deliveries have failed since then without a success.
+    pub failing_since: Option<String>,
+    pub last_success_at: Option<String>,
+    /// When the secret replaced by the last rotation stops signing (null: no overlap now).
+    pub previous_secret_retires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl EndpointView {
+    pub fn new(
+        e: &crate::adapters::records::EndpointRecord,
+        secret: Option<String>,
+        now_ms: i64,
+    ) -> Self {
+        let retiring = crate::domain::webhook::active_secrets(&e.secrets, now_ms)
+            .iter()
+            .filter_map(|s| s.retires_ms)
+            .max();
+        EndpointView {
+            id: e.endpoint_id.clone(),
+            url: e.url.clone(),
+            description: e.description.clone(),
+            event_types: e.event_types.clone(),
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason.clone(),
+            disabled_at: e.disabled_ms.map(rfc3339_ms),
+            failing_since: e.failing_since_ms.map(rfc3339_ms),
+            last_success_at: e.last_success_ms.map(rfc3339_ms),
+            previous_secret_retires_at: retiring.map(rfc3339_ms),
+            created_at: rfc3339_ms(e.created_ms),
+            updated_at: rfc3339_ms(e.updated_ms),
+            secret,
+        }
+    }
+}
+
+/// One event's delivery to one endpoint, with every attempt.
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: String,
+    pub status: crate::adapters::records::DeliveryStatus,
+    pub created_at: String,
+    pub attempts_made: u32,
+    pub next_attempt_at: Option<String>,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub at: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub trigger: String,
+}
+
+impl From<&crate::adapters::records::DeliveryRecord> for DeliveryView {
+    fn from(d: &crate::adapters::records::DeliveryRecord) -> Self {
+        use crate::adapters::records::DeliveryStatus;
+        DeliveryView {
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+            status: d.status,
+            created_at: rfc3339_ms(d.created_ms),
+            attempts_made: d.recorded,
+            next_attempt_at: if d.status == DeliveryStatus::Pending {
+                d.next_attempt_ms.map(rfc3339_ms)
+            } else {
+                None
+            },
+            attempts: d
+                .attempts
+                .iter()
+                .rev()
+                .map(|a| AttemptView {
+                    attempt: a.n,
+                    at: rfc3339_ms(a.at_ms),
+                    status_code: a.status_code,
+                    latency_ms: a.latency_ms,
+                    response_body: a.response_body.clone(),
+                    error: a.error.clone(),
+                    trigger: a.trigger.clone(),
+                })
+                .collect(),
         }
     }
 }

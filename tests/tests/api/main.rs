@@ -10,3 +10,4 @@ mod openapi;
 mod pipeline;
 mod providers;
 mod scale;
+mod webhooks;

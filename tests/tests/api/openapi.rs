@@ -207,6 +207,42 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
     assert_eq!(e.status, 402);
     assert_valid(&d, "Error", &e.body);
 
+    // Webhooks: an endpoint, a delivered event, its log.
+    let rx = integration_tests::receiver::Receiver::start(
+        integration_tests::receiver::Behaviour::FailFirst { n: 1, status: 500 },
+    )
+    .await;
+    let ep = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"request_id": "w", "url": rx.url, "description": "finance"}),
+        )
+        .await;
+    assert_valid(&d, "WebhookEndpoint", &ep.body);
+    let ep_id = ep.body["id"].as_str().unwrap_or_default();
+    app.run_until_idle().await;
+    assert_valid(
+        &d,
+        "WebhookEndpointPage",
+        &app.get("/v1/webhook-endpoints", &key).await.body,
+    );
+    let events = app.get("/v1/events", &key).await.body;
+    assert_valid(&d, "EventPage", &events);
+    let event_id = events["data"][0]["id"].as_str().unwrap_or_default();
+    assert_valid(
+        &d,
+        "Event",
+        &app.get(&format!("/v1/events/{event_id}"), &key).await.body,
+    );
+    let log = app
+        .get(&format!("/v1/webhook-endpoints/{ep_id}/deliveries"), &key)
+        .await
+        .body;
+    assert_valid(&d, "DeliveryPage", &log);
+    assert!(!log["data"].as_array().map(Vec::is_empty).unwrap_or(true));
+    assert_valid(&d, "Account", &app.get("/v1/account", &key).await.body);
+
     let served = app.send("GET", "/openapi.json", None, None).await;
     assert_eq!(served.body, d);
     app.assert_invariants().await;

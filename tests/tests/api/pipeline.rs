@@ -111,7 +111,7 @@ async fn a_batch_runs_to_settlement_and_refunds_each_failure_in_real_time() {
         .expect("bytes");
     assert_eq!(&mp4[4..8], b"ftyp", "a real MP4 container");
 
-    let events = app.drain_events().await;
+    let events = app.events_of(&acct).await;
     // At least once, always with the same id (consumers deduplicate on it).
     let completed: Vec<&Value> = events
         .iter()
@@ -163,7 +163,7 @@ async fn every_message_twice_and_out_of_order_moves_money_once() {
         "no double success"
     );
     assert_eq!(
-        app.drain_events()
+        app.events_of(&acct)
             .await
             .iter()
             .filter(|e| e["type"] == "batch.completed")

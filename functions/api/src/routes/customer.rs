@@ -7,8 +7,10 @@ use crate::AppState;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use shared::service::views::{BatchView, CreditsView, FileView, LedgerEntryView, TaskView};
-use shared::service::{batches, credits, files, models, Page};
+use shared::service::views::{
+    AccountView, BatchView, CreditsView, FileView, LedgerEntryView, TaskView,
+};
+use shared::service::{accounts, batches, credits, files, models, Page};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -120,4 +122,18 @@ pub async fn get_file(
     Id(id): Id,
 ) -> Result<Json<FileView>> {
     Ok(Json(files::get(&s.svc, &c, &id).await?))
+}
+
+pub async fn get_account(Customer(c): Customer) -> Json<AccountView> {
+    Json(AccountView::from(&c.account))
+}
+
+pub async fn update_account(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<accounts::AccountSettings>,
+) -> Result<Json<AccountView>> {
+    Ok(Json(
+        accounts::update_settings(&s.svc, &c.account.account_id, body.value).await?,
+    ))
 }

@@ -1,4 +1,4 @@
-//! Runs the task worker, settlement and the sweeper locally against the emulator, with
+//! Runs the task worker, settlement, webhook dispatch and the sweeper locally against the emulator, with
 //! Lambda's event semantics (see `devstack::pump`): an SQS poller per queue handing batches
 //! of up to ten messages to the functions' own handlers, and the sweeper on a timer.
 //! Configured by the same environment as the functions (scripts/dev.sh writes it).
@@ -17,7 +17,7 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
         .unwrap_or(60u64);
     tracing::info!(
         sweep_every,
-        "local runner: task worker, settlement, sweeper"
+        "local runner: task worker, settlement, webhook dispatch, sweeper"
     );
 
     let tasks = {
@@ -54,6 +54,22 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
             }
         })
     };
+    let dispatcher = shared::service::webhooks::dispatch::Dispatcher::new(p.svc.clone())?;
+    let events = tokio::spawn(async move {
+        let d = &dispatcher;
+        let url = d.svc.store.config().queues.events.clone();
+        loop {
+            let now = d.svc.now_ms();
+            if let Err(e) = pump_round(&d.svc.store, &url, now, false, 5, |ev| {
+                webhook_dispatch::handle_event(d, ev)
+            })
+            .await
+            {
+                tracing::error!(error = %e, "events poller");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(sweep_every));
         loop {
@@ -67,6 +83,7 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
         _ = tokio::signal::ctrl_c() => {}
         r = tasks => tracing::error!(?r, "tasks poller ended"),
         r = settle => tracing::error!(?r, "settle poller ended"),
+        r = events => tracing::error!(?r, "events poller ended"),
         r = sweep => tracing::error!(?r, "sweeper ended"),
     }
     Ok(())

@@ -5,7 +5,6 @@
 use super::{Pipeline, PipelineError, SettleMessage};
 use crate::domain::money::Credits;
 use crate::domain::task::{settle, task_counts, ClosureError};
-use crate::service::views::BatchView;
 
 pub async fn handle(p: &Pipeline, body: &str) -> Result<(), PipelineError> {
     let m: SettleMessage =
@@ -64,16 +63,8 @@ pub async fn settle_batch(
         .await?
         .filter(|b| b.status == crate::domain::batch::BatchStatus::Completed);
     if let Some(done) = done {
-        let event = serde_json::json!({
-            "id": format!("evt_{batch_id}_completed"),
-            "type": "batch.completed",
-            "created_at": crate::domain::time::rfc3339_ms(done.completed_ms.unwrap_or_else(|| p.svc.now_ms())),
-            "account_id": account_id,
-            "data": BatchView::from(&done),
-        });
-        store
-            .send_one(&store.config().queues.events, event.to_string(), 0)
-            .await?;
+        let event = crate::service::events::batch_completed(&done, p.svc.now_ms());
+        crate::service::events::emit(&p.svc, &[event]).await?;
     }
     Ok(())
 }

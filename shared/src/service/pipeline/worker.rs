@@ -441,6 +441,20 @@ pub async fn end(
     if video_key.is_some() {
         done.video_key = video_key;
     }
+    // Before the task record: a crash after this re-runs `end` (the record is not terminal
+    // yet) and re-emits the same ids, which dispatch deduplicates.
+    let ended_ms = done.ended_ms.unwrap_or(now);
+    let mut events = vec![crate::service::events::task_ended(&done, outcome, ended_ms)];
+    if outcome.refunded() {
+        events.push(crate::service::events::credits_refunded(
+            &done,
+            outcome,
+            batch.unit_price,
+            ended_ms,
+        ));
+    }
+    crate::service::events::emit(&p.svc, &events).await?;
+    store.faults.check("end.after_events")?;
     if store.save_task(&done, task.status).await? && task.slot {
         store.release_slot(&task.account_id).await?;
     }

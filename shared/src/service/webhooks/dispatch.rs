@@ -1,0 +1,350 @@
+//! Webhook dispatch, the `webhook-dispatch` function's logic. Two kinds of message arrive on
+//! the events queue:
+//!
+//! - an **event**: stored once (its first body is the one every attempt sends), then one
+//!   delivery per enabled, subscribed endpoint, each attempted at once;
+//! - an **attempt** of one delivery, due at `not_before_ms`: claimed, signed, POSTed,
+//!   recorded, and the next attempt scheduled as a delayed message when the verdict says so.
+//!
+//! Every step re-reads and writes conditionally, so a duplicate message, a second dispatcher
+//! or a crash between any two steps repeats at most one POST and never loses the schedule.
+//! The attempts of one invocation run concurrently: a slow receiver holds up nobody else.
+
+use super::super::events::{self, Event, EventsMessage};
+use super::super::pipeline::PipelineError;
+use super::super::Services;
+use crate::adapters::records::{
+    AttemptLog, DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord,
+};
+use crate::adapters::webhooks::WebhookClient;
+use crate::adapters::StoreError;
+use crate::domain::time::parse_rfc3339_ms;
+use crate::domain::webhook::{
+    active_secrets, decode_secret, judge, signature_header, subscribed, AttemptResult, Verdict,
+    DISABLE_AFTER_FAILING_MS,
+};
+use futures_util::future::join_all;
+
+/// What dispatch needs: the store and clock, and the outbound HTTP client.
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub svc: Services,
+    pub client: WebhookClient,
+}
+
+impl Dispatcher {
+    pub fn new(svc: Services) -> Result<Self, StoreError> {
+        let client = WebhookClient::new(svc.store.config().webhooks)?;
+        Ok(Dispatcher { svc, client })
+    }
+}
+
+pub async fn handle(d: &Dispatcher, body: &str) -> Result<(), PipelineError> {
+    let msg: EventsMessage =
+        serde_json::from_str(body).map_err(|e| PipelineError::Malformed(e.to_string()))?;
+    match msg {
+        EventsMessage::Event(ev) => fan_out(d, ev).await,
+        EventsMessage::Attempt {
+            account_id,
+            endpoint_id,
+            event_id,
+            attempt: n,
+            not_before_ms,
+        } => {
+            if not_before_ms > d.svc.now_ms() + 1_000 {
+                // Early (SQS caps delays at 15 minutes): go round again.
+                return schedule(
+                    &d.svc,
+                    &account_id,
+                    &endpoint_id,
+                    &event_id,
+                    n,
+                    not_before_ms,
+                )
+                .await
+                .map_err(Into::into);
+            }
+            attempt(d, &account_id, &endpoint_id, &event_id, n, None, None).await
+        }
+    }
+}
+
+/// Sends the message for attempt `n`, due at `at_ms`.
+pub async fn schedule(
+    svc: &Services,
+    account_id: &str,
+    endpoint_id: &str,
+    event_id: &str,
+    n: u32,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let msg = EventsMessage::Attempt {
+        account_id: account_id.to_string(),
+        endpoint_id: endpoint_id.to_string(),
+        event_id: event_id.to_string(),
+        attempt: n,
+        not_before_ms: at_ms,
+    };
+    let body = serde_json::to_string(&msg).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let delay = u64::try_from((at_ms - svc.now_ms()).max(0) / 1_000).unwrap_or(0);
+    let store = &svc.store;
+    store
+        .send_one(&store.config().queues.events, body, delay)
+        .await
+}
+
+/// A fresh delivery of `event` to `endpoint`, pending its first attempt.
+pub fn new_delivery(event: &EventRecord, endpoint_id: &str, now_ms: i64) -> DeliveryRecord {
+    DeliveryRecord {
+        endpoint_id: endpoint_id.to_string(),
+        event_id: event.event_id.clone(),
+        account_id: event.account_id.clone(),
+        event_type: event.event_type.clone(),
+        created_ms: event.created_ms,
+        status: DeliveryStatus::Pending,
+        attempts_made: 0,
+        recorded: 0,
+        schedule_base: 0,
+        claim_until_ms: 0,
+        next_attempt_ms: Some(now_ms),
+        attempts: Vec::new(),
+        expires_at: event.expires_at,
+    }
+}
+
+async fn fan_out(d: &Dispatcher, ev: Event) -> Result<(), PipelineError> {
+    let store = &d.svc.store;
+    let Some(account) = store.get_account(&ev.account_id).await? else {
+        return Ok(());
+    };
+    let now = d.svc.now_ms();
+    let created_ms = parse_rfc3339_ms(&ev.created_at).unwrap_or(now);
+    let body = serde_json::to_string(&ev).map_err(|e| PipelineError::Other(e.to_string()))?;
+    let rec = EventRecord {
+        account_id: ev.account_id.clone(),
+        event_id: ev.id.clone(),
+        event_type: ev.event_type.clone(),
+        created_ms,
+        body,
+        expires_at: created_ms / 1_000 + i64::from(account.retention_days) * 86_400,
+    };
+    // The first body wins: a re-emitted event is delivered as it was first stored.
+    let stored = store.put_event_once(&rec).await?;
+    store.faults.check("dispatch.after_event")?;
+    let endpoints: Vec<EndpointRecord> = store
+        .list_endpoints(&ev.account_id)
+        .await?
+        .into_iter()
+        .filter(|e| e.enabled && subscribed(e.event_types.as_deref(), &stored.event_type))
+        .collect();
+    let results = join_all(endpoints.into_iter().map(|ep| {
+        let stored = &stored;
+        async move {
+            store
+                .create_delivery(&new_delivery(stored, &ep.endpoint_id, now))
+                .await?;
+            // Created now or by an earlier run that died before attempting: attempt 1 is
+            // claimed once whoever gets here.
+            let (account_id, endpoint_id) = (ep.account_id.clone(), ep.endpoint_id.clone());
+            attempt(
+                d,
+                &account_id,
+                &endpoint_id,
+                &stored.event_id,
+                1,
+                Some(ep),
+                Some(stored.clone()),
+            )
+            .await
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+/// Attempt `n` of one delivery. `endpoint` and `event` save a read when the caller has them.
+async fn attempt(
+    d: &Dispatcher,
+    account_id: &str,
+    endpoint_id: &str,
+    event_id: &str,
+    n: u32,
+    endpoint: Option<EndpointRecord>,
+    event: Option<EventRecord>,
+) -> Result<(), PipelineError> {
+    let store = &d.svc.store;
+    let Some(del) = store.get_delivery(endpoint_id, event_id).await? else {
+        return Ok(());
+    };
+    if del.account_id != account_id || del.status != DeliveryStatus::Pending {
+        return Ok(());
+    }
+    if del.recorded >= n {
+        // Already done; a crash may have eaten the message for the next one: send it again
+        // (its claim makes a duplicate harmless).
+        if del.recorded == n && del.attempts_made == n {
+            if let Some(next_ms) = del.next_attempt_ms {
+                schedule(&d.svc, account_id, endpoint_id, event_id, n + 1, next_ms).await?;
+            }
+        }
+        return Ok(());
+    }
+    let endpoint = match endpoint {
+        Some(e) => Some(e),
+        None => store.get_endpoint(account_id, endpoint_id).await?,
+    };
+    let Some(ep) = endpoint else {
+        // Deleted: nothing to deliver to.
+        return Ok(());
+    };
+    let now = d.svc.now_ms();
+    let timeout_ms = i64::try_from(store.config().webhooks.timeout_ms).unwrap_or(30_000);
+    if !store
+        .claim_attempt(endpoint_id, event_id, n, now, now + timeout_ms + 60_000)
+        .await?
+    {
+        return Ok(());
+    }
+    store.faults.check("dispatch.after_claim")?;
+    let trigger = if del.schedule_base > 0 && n == del.schedule_base + 1 {
+        "redeliver"
+    } else {
+        "schedule"
+    };
+    let event = match event {
+        Some(e) => Some(e),
+        None => store.get_event(account_id, event_id).await?,
+    };
+    let failed_without_post = |why: &str| AttemptLog {
+        n,
+        at_ms: now,
+        status_code: None,
+        latency_ms: 0,
+        response_body: None,
+        error: Some(why.to_string()),
+        trigger: trigger.to_string(),
+    };
+    let (Some(event), true) = (event, ep.enabled) else {
+        let why = if ep.enabled {
+            "the event is past its retention"
+        } else {
+            "the endpoint is disabled"
+        };
+        store
+            .record_attempt(
+                endpoint_id,
+                event_id,
+                &failed_without_post(why),
+                DeliveryStatus::Failed,
+                None,
+            )
+            .await?;
+        return Ok(());
+    };
+
+    let keys: Vec<Vec<u8>> = active_secrets(&ep.secrets, now)
+        .iter()
+        .filter_map(|s| decode_secret(&s.secret).ok())
+        .collect();
+    let timestamp = now.div_euclid(1_000);
+    let headers = [
+        ("webhook-id", event.event_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            signature_header(&keys, &event.event_id, timestamp, event.body.as_bytes()),
+        ),
+    ];
+    let out = d
+        .client
+        .post(&ep.url, &headers, event.body.clone().into_bytes())
+        .await;
+    let verdict = judge(n - del.schedule_base, out.result);
+    let (status, next_ms) = match verdict {
+        Verdict::Delivered => (DeliveryStatus::Succeeded, None),
+        Verdict::Retry { after_secs } => (
+            DeliveryStatus::Pending,
+            Some(now + i64::try_from(after_secs).unwrap_or(i64::MAX / 4) * 1_000),
+        ),
+        Verdict::Failed | Verdict::Gone => (DeliveryStatus::Failed, None),
+    };
+    let status_code = match out.result {
+        AttemptResult::Status { code, .. } => Some(code),
+        AttemptResult::NoResponse => None,
+    };
+    tracing::info!(
+        endpoint_id,
+        event_id,
+        attempt = n,
+        status_code,
+        latency_ms = out.latency_ms,
+        outcome = status.as_str(),
+        "webhook attempt"
+    );
+    let log = AttemptLog {
+        n,
+        at_ms: now,
+        status_code,
+        latency_ms: out.latency_ms,
+        response_body: out.body,
+        error: out.error,
+        trigger: trigger.to_string(),
+    };
+    store.faults.check("dispatch.before_record")?;
+    if !store
+        .record_attempt(endpoint_id, event_id, &log, status, next_ms)
+        .await?
+    {
+        return Ok(());
+    }
+    endpoint_health(d, &ep, verdict, now).await?;
+    if let Some(at) = next_ms {
+        schedule(&d.svc, account_id, endpoint_id, event_id, n + 1, at).await?;
+    }
+    Ok(())
+}
+
+/// The endpoint's failure clock: started by a failure, stopped by a success; five days of
+/// nothing but failures, or one 410, disable it, and the account is told by an event.
+async fn endpoint_health(
+    d: &Dispatcher,
+    ep: &EndpointRecord,
+    verdict: Verdict,
+    now: i64,
+) -> Result<(), PipelineError> {
+    let store = &d.svc.store;
+    let (account_id, endpoint_id) = (ep.account_id.as_str(), ep.endpoint_id.as_str());
+    let disable_for = match verdict {
+        Verdict::Delivered => {
+            if ep.failing_since_ms.is_some()
+                || ep.last_success_ms.is_none_or(|t| now - t > 3_600_000)
+            {
+                store
+                    .mark_endpoint_healthy(account_id, endpoint_id, now)
+                    .await?;
+            }
+            None
+        }
+        Verdict::Gone => Some("gone"),
+        Verdict::Retry { .. } | Verdict::Failed => match ep.failing_since_ms {
+            None => {
+                store
+                    .mark_endpoint_failing(account_id, endpoint_id, now)
+                    .await?;
+                None
+            }
+            Some(since) if now - since >= DISABLE_AFTER_FAILING_MS => Some("failing"),
+            Some(_) => None,
+        },
+    };
+    if let Some(reason) = disable_for {
+        if let Some(disabled) = store
+            .disable_endpoint(account_id, endpoint_id, reason, now)
+            .await?
+        {
+            tracing::warn!(endpoint_id, reason, "webhook endpoint disabled");
+            events::emit(&d.svc, &[events::endpoint_disabled(&disabled)]).await?;
+        }
+    }
+    Ok(())
+}
