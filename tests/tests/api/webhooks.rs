@@ -653,3 +653,79 @@ async fn low_balance_is_announced_once_when_a_hold_crosses_the_threshold() {
     assert_eq!(got[0].json()["data"]["balance"], 510);
     assert_eq!(got[0].json()["data"]["low_balance_threshold"], 600);
 }
+
+#[tokio::test]
+async fn a_crash_between_any_two_dispatch_writes_loses_no_delivery() {
+    for point in [
+        "dispatch.after_event",
+        "dispatch.after_claim",
+        "dispatch.before_record",
+    ] {
+        let app = TestApp::spawn_with(integration_tests::fail_once_at(point)).await;
+        let (acct, key) = app.account_with(0).await;
+        let rx = Receiver::start(Behaviour::Ok).await;
+        let (ep, _) = endpoint(&app, &key, &rx.url, None).await;
+        app.grant(&acct, 100).await;
+        app.run_until_idle().await;
+        // A claim whose holder died runs out (timeout + a minute); then it is retaken.
+        app.clock.advance_ms(120_000);
+        app.run_until_idle().await;
+        let got = rx.received();
+        // Dying after the POST and before recording it is the one place a receiver can
+        // see the same webhook-id twice.
+        let most = if point == "dispatch.before_record" {
+            2
+        } else {
+            1
+        };
+        assert!(
+            (1..=most).contains(&got.len()),
+            "{point}: {} requests",
+            got.len()
+        );
+        assert!(got
+            .iter()
+            .all(|r| r.header("webhook-id") == got[0].header("webhook-id")));
+        let log = deliveries(&app, &key, &ep).await;
+        assert_eq!(log.len(), 1, "{point}");
+        assert_eq!(log[0]["status"], "succeeded", "{point}");
+        assert_eq!(
+            log[0]["attempts"].as_array().map(Vec::len),
+            Some(1),
+            "{point}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_worker_dying_after_it_emitted_a_task_event_still_delivers_each_event_once() {
+    let app = TestApp::spawn_with(integration_tests::fail_once_at("end.after_events")).await;
+    let (acct, key) = app.account_with(10_000).await;
+    let rx = Receiver::start(Behaviour::Ok).await;
+    endpoint(&app, &key, &rx.url, None).await;
+    let r = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "crash-ev", "model": "sora-2", "tasks": tasks(10)}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let batch = r.body["id"].as_str().unwrap_or_default().to_string();
+    app.drive_to_settlement(&acct, &batch, 5_000, 600_000).await;
+    app.run_until_idle().await;
+    let ids: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        ids.len(),
+        distinct.len(),
+        "no event delivered twice: {ids:?}"
+    );
+    // Ten tasks, the batch, and the grant that opened the account.
+    assert_eq!(ids.len(), 12, "{ids:?}");
+    app.assert_invariants().await;
+}

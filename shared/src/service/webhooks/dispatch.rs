@@ -199,10 +199,18 @@ async fn attempt(
     };
     let now = d.svc.now_ms();
     let timeout_ms = i64::try_from(store.config().webhooks.timeout_ms).unwrap_or(30_000);
+    let claim_until = now + timeout_ms + 60_000;
     if !store
-        .claim_attempt(endpoint_id, event_id, n, now, now + timeout_ms + 60_000)
+        .claim_attempt(endpoint_id, event_id, n, now, claim_until)
         .await?
     {
+        // Someone holds the claim. If they die, it runs out: look again then.
+        if let Some(cur) = store.get_delivery(endpoint_id, event_id).await? {
+            if cur.status == DeliveryStatus::Pending && cur.recorded < n && cur.attempts_made == n {
+                let at = cur.claim_until_ms.max(now) + 1_000;
+                schedule(&d.svc, account_id, endpoint_id, event_id, n, at).await?;
+            }
+        }
         return Ok(());
     }
     store.faults.check("dispatch.after_claim")?;
