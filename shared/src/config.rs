@@ -17,6 +17,8 @@ pub struct Tables {
     pub webhook_endpoints: String,
     pub events: String,
     pub deliveries: String,
+    pub rate_limits: String,
+    pub api_usage: String,
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +112,8 @@ impl Config {
                 webhook_endpoints: required("WEBHOOK_ENDPOINTS_TABLE")?,
                 events: required("EVENTS_TABLE")?,
                 deliveries: required("DELIVERIES_TABLE")?,
+                rate_limits: required("RATE_LIMITS_TABLE")?,
+                api_usage: required("API_USAGE_TABLE")?,
             },
             queues: Queues {
                 tasks: required("TASKS_QUEUE_URL")?,

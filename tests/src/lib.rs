@@ -123,6 +123,10 @@ pub struct TestApp {
     /// Webhook dispatch over the same (fault-injecting) services as the pipeline.
     pub dispatcher: shared::service::webhooks::dispatch::Dispatcher,
     pub base: String,
+    /// The same API on IPv6 loopback, where the machine has it.
+    pub base_v6: Option<String>,
+    /// Every request `send` made: (x-request-id, method, path, status), for the usage check.
+    sent: Mutex<Vec<(String, String, String, u16)>>,
     pub http: reqwest::Client,
     pub sdk: SdkConfig,
     pub env: BTreeMap<String, String>,
@@ -238,12 +242,31 @@ impl TestApp {
         let dispatcher = shared::service::webhooks::dispatch::Dispatcher::new(faulty.clone())
             .expect("webhook client");
         let app = api::app(faulty);
+        let base_v6 = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(l6) => {
+                let url = l6.local_addr().ok().map(|a| format!("http://{a}"));
+                let app6 = app.clone();
+                tokio::spawn(async move {
+                    let _ = axum::serve(
+                        l6,
+                        app6.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    )
+                    .await;
+                });
+                url
+            }
+            Err(_) => None,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
         });
         TestApp {
             pipeline,
@@ -251,6 +274,8 @@ impl TestApp {
             parked: Mutex::new(Vec::new()),
             dispatcher,
             base,
+            base_v6,
+            sent: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
             sdk,
             env,
@@ -267,8 +292,15 @@ impl TestApp {
         auth: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Resp {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let request_id = format!("req_t{}", N.fetch_add(1, Ordering::SeqCst));
+        let method_name = method.to_string();
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-request-id", &request_id)
+            .header("user-agent", "integration-tests/1");
         if let Some(a) = auth {
             req = req.bearer_auth(a);
         }
@@ -277,6 +309,10 @@ impl TestApp {
         }
         let resp = req.send().await.expect("request reaches the API");
         let status = resp.status().as_u16();
+        self.sent
+            .lock()
+            .expect("sent")
+            .push((request_id, method_name, path.to_string(), status));
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -551,10 +587,64 @@ impl TestApp {
             .collect()
     }
 
+    /// Every `/v1` and `/admin/v1` request this app's `send` made is in `enterprise_api_usage`
+    /// with its method, route template (matching the path), status and request id.
+    pub async fn assert_usage_logged(&self) {
+        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let mut logged = std::collections::HashMap::new();
+        let mut start = None;
+        loop {
+            let page = ddb
+                .scan()
+                .table_name(&self.env["API_USAGE_TABLE"])
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan usage");
+            for item in page.items.unwrap_or_default() {
+                let u: shared::adapters::records::UsageRecord =
+                    serde_dynamo::from_item(item).expect("usage record");
+                logged.insert(u.request_id.clone(), u);
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        let sent = self.sent.lock().expect("sent").clone();
+        for (id, method, path, status) in sent {
+            let path = path.split('?').next().unwrap_or("");
+            if !(path.starts_with("/v1/") || path.starts_with("/admin/")) {
+                continue;
+            }
+            let u = logged
+                .get(&id)
+                .unwrap_or_else(|| panic!("{method} {path} ({id}) is not in the usage log"));
+            assert_eq!(
+                (u.method.as_str(), u.status),
+                (method.as_str(), status),
+                "{path}"
+            );
+            let (r, p): (Vec<&str>, Vec<&str>) =
+                (u.route.split('/').collect(), path.split('/').collect());
+            assert!(
+                r.len() == p.len() && r.iter().zip(&p).all(|(a, b)| a.starts_with('{') || a == b),
+                "route {} does not describe {path}",
+                u.route
+            );
+            assert_eq!(u.source_ip.as_deref(), Some("127.0.0.1"), "{path}");
+            assert_eq!(u.user_agent.as_deref(), Some("integration-tests/1"));
+            if path.starts_with("/admin/") {
+                assert_eq!(u.account_id, "_operator");
+            }
+        }
+    }
+
     /// The invariants of DESIGN.md section 3 that hold at rest, for every account of this
     /// test: conservation (balance == sum(ledger), balance >= 0, the ledger is gap-free) and
     /// holds (held == what unsettled batches still hold).
     pub async fn assert_invariants(&self) {
+        self.assert_usage_logged().await;
         let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
         let scan = ddb
             .scan()

@@ -10,7 +10,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
         InvalidJson | InvalidRequest | InvalidParameter | InvalidCursor => StatusCode::BAD_REQUEST,
-        Unauthorized | KeyDisabled => StatusCode::UNAUTHORIZED,
+        Unauthorized | KeyDisabled | KeyRevoked | KeyExpired => StatusCode::UNAUTHORIZED,
+        RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        IpNotAllowed | IpBlocked | InsufficientScope => StatusCode::FORBIDDEN,
         InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
         AccountTerminated => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,
@@ -19,10 +21,22 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
             StatusCode::CONFLICT
         }
         PayloadTooLarge | InputFileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        InvalidRequestId | UnknownModel | InvalidTask | BatchTooSmall | BatchTooLarge
-        | InvalidMetadata | InvalidInputFile | InputFileNotUploaded | InvalidAccountTerms
-        | InvalidGrant | InvalidModelStatus | InvalidWebhookUrl | WebhookUrlForbidden
-        | InvalidEventTypes | EndpointLimitReached => StatusCode::UNPROCESSABLE_ENTITY,
+        InvalidRequestId
+        | UnknownModel
+        | InvalidTask
+        | BatchTooSmall
+        | BatchTooLarge
+        | InvalidMetadata
+        | InvalidInputFile
+        | InputFileNotUploaded
+        | InvalidAccountTerms
+        | InvalidGrant
+        | InvalidModelStatus
+        | InvalidWebhookUrl
+        | WebhookUrlForbidden
+        | InvalidEventTypes
+        | EndpointLimitReached
+        | InvalidApiKeySettings => StatusCode::UNPROCESSABLE_ENTITY,
         OperatorApiDisabled | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -30,6 +44,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
 
 #[derive(Debug)]
 pub struct ApiError(pub ServiceError);
+
+/// The `error.code` of a response, for the usage log (set on every error response).
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCodeExt(pub &'static str);
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
@@ -65,6 +83,8 @@ impl IntoResponse for ApiError {
         if let Some(d) = details {
             error["details"] = d;
         }
-        (status, Json(serde_json::json!({ "error": error }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": error }))).into_response();
+        resp.extensions_mut().insert(ErrorCodeExt(code.as_str()));
+        resp
     }
 }

@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use shared::domain::idempotency::fingerprint;
-use shared::service::auth::{authenticate, authenticate_operator, Caller};
+use shared::service::auth::{authenticate_operator, Caller};
 use shared::service::ErrorCode;
 
 /// A JSON body: parsed strictly (unknown fields, wrong types: 400), with the fingerprint of
@@ -87,6 +87,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// Two path parameters (`/admin/v1/accounts/{account_id}/api-keys/{key_id}`).
+pub struct Ids(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ids {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|p| Ids(p.0 .0, p.0 .1))
+            .map_err(|_| ApiError::new(ErrorCode::NotFound, "not found"))
+    }
+}
+
 fn authorization(parts: &Parts) -> Option<&str> {
     parts
         .headers
@@ -94,18 +108,19 @@ fn authorization(parts: &Parts) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// A customer authenticated by API key.
+/// A customer, as the access guard (`crate::access`) authenticated and admitted them.
 pub struct Customer(pub Caller);
 
 impl FromRequestParts<AppState> for Customer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(&state.svc, authorization(parts)).await?;
-        tracing::Span::current().record("account_id", caller.account.account_id.as_str());
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing or unknown API key; send Authorization: Bearer <key>",
+            )
+        })?;
         Ok(Customer(caller))
     }
 }

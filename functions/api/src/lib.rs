@@ -1,6 +1,7 @@
 //! The HTTP API as one axum `Router`: served by Lambda (API Gateway HTTP API) in the cloud,
 //! by `axum::serve` on 127.0.0.1 locally and in tests. Same code either way.
 
+mod access;
 pub mod error;
 pub mod extract;
 pub mod reply;
@@ -38,6 +39,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/files"),
     ("get", "/v1/files/{file_id}"),
     ("get", "/v1/account"),
+    ("post", "/v1/api-keys"),
+    ("get", "/v1/api-keys"),
+    ("get", "/v1/api-keys/{key_id}"),
+    ("patch", "/v1/api-keys/{key_id}"),
+    ("delete", "/v1/api-keys/{key_id}"),
+    ("get", "/v1/usage"),
     ("patch", "/v1/account"),
     ("post", "/v1/webhook-endpoints"),
     ("get", "/v1/webhook-endpoints"),
@@ -53,6 +60,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/accounts"),
     ("get", "/admin/v1/accounts/{account_id}"),
     ("post", "/admin/v1/accounts/{account_id}/api-keys"),
+    ("get", "/admin/v1/accounts/{account_id}/api-keys"),
+    ("patch", "/admin/v1/accounts/{account_id}/api-keys/{key_id}"),
+    (
+        "delete",
+        "/admin/v1/accounts/{account_id}/api-keys/{key_id}",
+    ),
+    (
+        "post",
+        "/admin/v1/accounts/{account_id}/api-keys/{key_id}/lift-throttle",
+    ),
+    ("post", "/admin/v1/accounts/{account_id}/terminate"),
+    ("post", "/admin/v1/accounts/{account_id}/reinstate"),
+    ("get", "/admin/v1/accounts/{account_id}/usage"),
+    ("delete", "/admin/v1/ip-blocks/{ip}"),
     ("post", "/admin/v1/accounts/{account_id}/grants"),
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
     ("put", "/admin/v1/models/{model}"),
@@ -65,6 +86,7 @@ pub struct AppState {
 
 pub fn app(svc: Services) -> Router {
     use routes::{admin, customer, webhooks};
+    let state = AppState { svc };
     Router::new()
         .route(
             "/health",
@@ -91,6 +113,17 @@ pub fn app(svc: Services) -> Router {
             "/v1/account",
             get(customer::get_account).patch(customer::update_account),
         )
+        .route(
+            "/v1/api-keys",
+            post(customer::create_key).get(customer::list_keys),
+        )
+        .route(
+            "/v1/api-keys/{key_id}",
+            get(customer::get_key)
+                .patch(customer::update_key)
+                .delete(customer::revoke_key),
+        )
+        .route("/v1/usage", get(customer::usage))
         .route(
             "/v1/webhook-endpoints",
             post(webhooks::create_endpoint).get(webhooks::list_endpoints),
@@ -120,7 +153,31 @@ pub fn app(svc: Services) -> Router {
         .route("/admin/v1/accounts/{account_id}", get(admin::get_account))
         .route(
             "/admin/v1/accounts/{account_id}/api-keys",
-            post(admin::issue_key),
+            post(admin::issue_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/api-keys/{key_id}",
+            axum::routing::patch(admin::update_key).delete(admin::revoke_key),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/api-keys/{key_id}/lift-throttle",
+            post(admin::lift_throttle),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/terminate",
+            post(admin::terminate),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/reinstate",
+            post(admin::reinstate),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/usage",
+            get(admin::account_usage),
+        )
+        .route(
+            "/admin/v1/ip-blocks/{ip}",
+            axum::routing::delete(admin::unblock_ip),
         )
         .route("/admin/v1/accounts/{account_id}/grants", post(admin::grant))
         .route(
@@ -138,9 +195,13 @@ pub fn app(svc: Services) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
         .layer(axum::middleware::from_fn(telemetry::request_span))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { svc })
+        .with_state(state)
 }
 
 async fn openapi() -> impl IntoResponse {

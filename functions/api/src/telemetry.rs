@@ -30,8 +30,13 @@ fn request_id(req: &Request) -> String {
         })
 }
 
-pub async fn request_span(req: Request, next: Next) -> Response {
+/// The request's id, for the handlers and the usage log.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+pub async fn request_span(mut req: Request, next: Next) -> Response {
     let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
     let route = req
         .extensions()
         .get::<MatchedPath>()

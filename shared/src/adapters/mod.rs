@@ -1,5 +1,6 @@
 //! Adapters: DynamoDB and S3. The only place that knows table layouts and SDK calls.
 
+pub mod access;
 pub mod blobs;
 pub mod dynamo;
 pub mod faults;

@@ -59,6 +59,71 @@ pub struct ApiKeyRecord {
     pub last4: String,
     pub enabled: bool,
     pub created_ms: i64,
+    /// `read`, `batches:write`, `admin`. Keys from before scopes existed hold all three.
+    #[serde(default = "all_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_min: Option<u32>,
+    /// CIDR blocks; empty: any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allowlist: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    /// Set once, for good: a revoked key never works again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<i64>,
+    /// Why it is disabled (`manual`, `account_terminated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// An anomaly rule lowered this key's limit until `until_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
+    #[serde(default)]
+    pub updated_ms: i64,
+}
+
+fn all_scopes() -> Vec<String> {
+    crate::domain::access::KeyScope::ALL
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throttle {
+    pub limit: u32,
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub reason: String,
+}
+
+/// One line of `enterprise_api_usage`: an API call, or an action the anomaly rules took.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The caller's account; `_unauthenticated` for calls without a valid key, `_operator`
+    /// for the operator API.
+    pub account_id: String,
+    /// `{at_ms, 13 digits}#{request_id}`: sorts by time.
+    pub usage_id: String,
+    pub at_ms: i64,
+    /// `request` or `anomaly`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub method: String,
+    /// The route template (`/v1/batches/{batch_id}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The error code answered, or the anomaly rule that fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub expires_at: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

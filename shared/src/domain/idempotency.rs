@@ -17,6 +17,7 @@ pub enum Scope {
     CancelBatch,
     CreateEndpoint,
     RotateSecret,
+    CreateKey,
 }
 
 impl Scope {
@@ -29,6 +30,7 @@ impl Scope {
             Scope::CancelBatch => "cancel",
             Scope::CreateEndpoint => "endpoint",
             Scope::RotateSecret => "rotate",
+            Scope::CreateKey => "key",
         }
     }
 }

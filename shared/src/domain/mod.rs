@@ -1,5 +1,6 @@
 //! Pure domain: the contract's rules, with no I/O.
 
+pub mod access;
 pub mod account;
 pub mod api_key;
 pub mod batch;

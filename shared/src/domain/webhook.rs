@@ -350,6 +350,10 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "the balance fell below the account's threshold; data is the credits summary",
     ),
     (
+        "api_key.throttled",
+        "an anomaly rule lowered an API key's rate limit for a while; data is the key",
+    ),
+    (
         "webhook_endpoint.disabled",
         "an endpoint was disabled (410 Gone, or failing for 5 days); data is the endpoint",
     ),

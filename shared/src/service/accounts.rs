@@ -1,12 +1,11 @@
 //! Operator use cases: open an account, issue an API key.
 
 use super::idempotency::{create_once, Creation};
-use super::views::{AccountView, ApiKeyView};
+use super::views::AccountView;
 use super::{ErrorCode, Reply, ServiceError, Services};
 use crate::adapters::dynamo::Table;
-use crate::adapters::records::{AccountRecord, ApiKeyRecord};
+use crate::adapters::records::AccountRecord;
 use crate::domain::account::{AccountStatus, AccountTerms};
-use crate::domain::api_key::{display_parts, generate_secret, hash_secret};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 
@@ -73,42 +72,40 @@ pub async fn get_account(svc: &Services, account_id: &str) -> Result<AccountReco
         .ok_or_else(|| ServiceError::not_found("account"))
 }
 
-/// Issues a key. The secret is in this response only; we keep its hash.
-pub async fn issue_key(
-    svc: &Services,
-    account_id: &str,
-    name: Option<String>,
-) -> Result<ApiKeyView, ServiceError> {
-    let account = get_account(svc, account_id).await?;
-    if account.status != AccountStatus::Active {
-        return Err(ServiceError::reject(
-            ErrorCode::AccountTerminated,
-            "cannot issue keys for a terminated account",
-        ));
-    }
-    let name = name.unwrap_or_else(|| "default".to_string());
-    if name.trim().is_empty() || name.chars().count() > 100 {
-        return Err(ServiceError::reject(
-            ErrorCode::InvalidRequest,
-            "name must be 1 to 100 characters",
-        ));
-    }
+/// Contract 6.1: a terminated account's keys and webhook endpoints are disabled; batches
+/// already running finish and settle; the balance stays. Repeating it changes nothing.
+pub async fn terminate(svc: &Services, account_id: &str) -> Result<AccountView, ServiceError> {
+    get_account(svc, account_id).await?;
     let now = svc.now_ms();
-    let secret = generate_secret();
-    let (prefix, last4) = display_parts(&secret);
-    let rec = ApiKeyRecord {
-        key_hash: hash_secret(&secret),
-        key_id: ids::generate("key", now),
-        account_id: account.account_id,
-        name,
-        prefix,
-        last4,
-        enabled: true,
-        created_ms: now,
-    };
-    svc.store.put_api_key(&rec).await?;
-    Ok(ApiKeyView::new(&rec, Some(secret)))
+    svc.store
+        .set_account_status(account_id, "terminated")
+        .await?;
+    // Status first: from here no key works, whatever the loops below have reached.
+    svc.store
+        .set_keys_for_account(account_id, false, TERMINATED, now)
+        .await?;
+    svc.store
+        .set_endpoints_for_account(account_id, false, TERMINATED, now)
+        .await?;
+    Ok(AccountView::from(&get_account(svc, account_id).await?))
 }
+
+/// Undoes a termination: the account is active again and what termination disabled (and
+/// only that) is enabled again.
+pub async fn reinstate(svc: &Services, account_id: &str) -> Result<AccountView, ServiceError> {
+    get_account(svc, account_id).await?;
+    let now = svc.now_ms();
+    svc.store
+        .set_keys_for_account(account_id, true, TERMINATED, now)
+        .await?;
+    svc.store
+        .set_endpoints_for_account(account_id, true, TERMINATED, now)
+        .await?;
+    svc.store.set_account_status(account_id, "active").await?;
+    Ok(AccountView::from(&get_account(svc, account_id).await?))
+}
+
+const TERMINATED: &str = "account_terminated";
 
 /// What a customer may change about their own account.
 #[derive(Debug, serde::Deserialize)]

@@ -10,6 +10,29 @@ use crate::domain::api_key::{hash_secret, hashes_match, looks_like_key};
 pub struct Caller {
     pub account: AccountRecord,
     pub key_id: String,
+    pub key: crate::adapters::records::ApiKeyRecord,
+}
+
+/// A refused key, with the key when one was found (the usage log records whose it was).
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub error: ServiceError,
+    pub key: Option<crate::adapters::records::ApiKeyRecord>,
+}
+
+impl From<ServiceError> for AuthFailure {
+    fn from(error: ServiceError) -> Self {
+        AuthFailure { error, key: None }
+    }
+}
+
+impl From<crate::adapters::StoreError> for AuthFailure {
+    fn from(e: crate::adapters::StoreError) -> Self {
+        AuthFailure {
+            error: e.into(),
+            key: None,
+        }
+    }
 }
 
 fn bearer(header: Option<&str>) -> Option<&str> {
@@ -30,10 +53,10 @@ fn unauthorized() -> ServiceError {
 pub async fn authenticate(
     svc: &Services,
     authorization: Option<&str>,
-) -> Result<Caller, ServiceError> {
+) -> Result<Caller, AuthFailure> {
     let secret = bearer(authorization).ok_or_else(unauthorized)?;
     if !looks_like_key(secret) {
-        return Err(unauthorized());
+        return Err(unauthorized().into());
     }
     let presented = hash_secret(secret);
     let key = svc
@@ -42,11 +65,25 @@ pub async fn authenticate(
         .await?
         .filter(|k| hashes_match(&k.key_hash, &presented))
         .ok_or_else(unauthorized)?;
-    if !key.enabled {
-        return Err(ServiceError::reject(
-            ErrorCode::KeyDisabled,
-            "this API key is disabled",
+    let now = svc.now_ms();
+    let refused = |code, message: &str| AuthFailure {
+        error: ServiceError::reject(code, message),
+        key: Some(key.clone()),
+    };
+    if key.revoked_ms.is_some() {
+        return Err(refused(ErrorCode::KeyRevoked, "this API key was revoked"));
+    }
+    if key.expires_ms.is_some_and(|t| t <= now) {
+        return Err(refused(ErrorCode::KeyExpired, "this API key has expired"));
+    }
+    if !key.enabled && key.disabled_reason.as_deref() == Some("account_terminated") {
+        return Err(refused(
+            ErrorCode::AccountTerminated,
+            "this account's contract has ended; its API keys no longer work",
         ));
+    }
+    if !key.enabled {
+        return Err(refused(ErrorCode::KeyDisabled, "this API key is disabled"));
     }
     let account = svc
         .store
@@ -54,14 +91,15 @@ pub async fn authenticate(
         .await?
         .ok_or_else(|| ServiceError::Internal(format!("key {} has no account", key.key_id)))?;
     if account.status != AccountStatus::Active {
-        return Err(ServiceError::reject(
+        return Err(refused(
             ErrorCode::AccountTerminated,
             "this account's contract has ended; its API keys no longer work",
         ));
     }
     Ok(Caller {
         account,
-        key_id: key.key_id,
+        key_id: key.key_id.clone(),
+        key,
     })
 }
 

@@ -122,6 +122,18 @@ pub fn endpoint_disabled(ep: &crate::adapters::records::EndpointRecord) -> Event
     }
 }
 
+/// An anomaly rule lowered a key's limit.
+pub fn key_throttled(key: &crate::adapters::records::ApiKeyRecord, now_ms: i64) -> Event {
+    let since = key.throttle.as_ref().map_or(now_ms, |t| t.since_ms);
+    Event {
+        id: format!("evt_{}_throttled_{since}", key.key_id),
+        event_type: "api_key.throttled".into(),
+        created_at: rfc3339_ms(since),
+        account_id: key.account_id.clone(),
+        data: snapshot(&super::views::ApiKeyView::at(key, None, now_ms)),
+    }
+}
+
 /// Puts events on the events queue.
 pub async fn emit(svc: &Services, events: &[Event]) -> Result<(), StoreError> {
     let bodies = events

@@ -1,5 +1,6 @@
 //! Use cases. Handlers call these; each one is where its crash and retry story lives.
 
+pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod batches;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod idempotency;
+pub mod keys;
 pub mod models;
 pub mod pipeline;
 pub mod views;

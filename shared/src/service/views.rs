@@ -284,24 +284,111 @@ pub struct ApiKeyView {
     pub name: String,
     pub prefix: String,
     pub last4: String,
+    /// `active`, `disabled`, `expired` or `revoked`.
+    pub status: &'static str,
     pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub scopes: Vec<String>,
+    pub rate_limit_per_min: u32,
+    pub ip_allowlist: Vec<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    /// An anomaly rule's lowered limit while it is in force.
+    pub throttle: Option<ThrottleView>,
     pub created_at: String,
     /// Only in the response that created the key; never stored, never shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct ThrottleView {
+    pub limit: u32,
+    pub reason: String,
+    pub since: String,
+    pub until: String,
+}
+
 impl ApiKeyView {
     pub fn new(k: &ApiKeyRecord, secret: Option<String>) -> Self {
+        Self::at(k, secret, i64::MAX)
+    }
+
+    /// The key as of `now_ms` (expiry and throttles depend on the time).
+    pub fn at(k: &ApiKeyRecord, secret: Option<String>, now_ms: i64) -> Self {
+        let status = if k.revoked_ms.is_some() {
+            "revoked"
+        } else if k.expires_ms.is_some_and(|t| t <= now_ms) {
+            "expired"
+        } else if !k.enabled {
+            "disabled"
+        } else {
+            "active"
+        };
         ApiKeyView {
             id: k.key_id.clone(),
             account_id: k.account_id.clone(),
             name: k.name.clone(),
             prefix: k.prefix.clone(),
             last4: k.last4.clone(),
+            status,
             enabled: k.enabled,
+            disabled_reason: k.disabled_reason.clone(),
+            scopes: k.scopes.clone(),
+            rate_limit_per_min: k
+                .rate_limit_per_min
+                .unwrap_or(crate::domain::access::DEFAULT_RATE_LIMIT_PER_MIN),
+            ip_allowlist: k.ip_allowlist.clone(),
+            expires_at: k.expires_ms.map(rfc3339_ms),
+            revoked_at: k.revoked_ms.map(rfc3339_ms),
+            throttle: k
+                .throttle
+                .as_ref()
+                .filter(|t| t.until_ms > now_ms || now_ms == i64::MAX)
+                .map(|t| ThrottleView {
+                    limit: t.limit,
+                    reason: t.reason.clone(),
+                    since: rfc3339_ms(t.since_ms),
+                    until: rfc3339_ms(t.until_ms),
+                }),
             created_at: rfc3339_ms(k.created_ms),
             secret,
+        }
+    }
+}
+
+/// One line of `enterprise_api_usage`.
+#[derive(Debug, Serialize)]
+pub struct UsageView {
+    pub id: String,
+    pub kind: String,
+    pub at: String,
+    pub key_id: Option<String>,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub code: Option<String>,
+    pub latency_ms: u64,
+    pub source_ip: Option<String>,
+    pub request_id: String,
+    pub user_agent: Option<String>,
+}
+
+impl From<&crate::adapters::records::UsageRecord> for UsageView {
+    fn from(u: &crate::adapters::records::UsageRecord) -> Self {
+        UsageView {
+            id: u.usage_id.clone(),
+            kind: u.kind.clone(),
+            at: rfc3339_ms(u.at_ms),
+            key_id: u.key_id.clone(),
+            method: u.method.clone(),
+            route: u.route.clone(),
+            status: u.status,
+            code: u.code.clone(),
+            latency_ms: u.latency_ms,
+            source_ip: u.source_ip.clone(),
+            request_id: u.request_id.clone(),
+            user_agent: u.user_agent.clone(),
         }
     }
 }

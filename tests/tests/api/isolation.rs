@@ -74,3 +74,110 @@ async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
     assert_eq!(app.account(&acct_b).await.balance, 10_000 - 490);
     app.assert_invariants().await;
 }
+
+/// Every id-taking `/v1` route, with account B's key on account A's objects, answers exactly
+/// as it does for an id that does not exist: same status, same body, byte for byte.
+#[tokio::test]
+async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
+    let app = TestApp::spawn().await;
+    let (_, key_a) = app.account_with(10_000).await;
+    let (_, key_b) = app.account_with(10_000).await;
+    let batch = app
+        .post(
+            "/v1/batches",
+            &key_a,
+            &json!({"request_id": "m", "model": "sora-2", "tasks": tasks(10)}),
+        )
+        .await;
+    let batch_id = batch.body["id"].as_str().unwrap_or_default().to_string();
+    let file = app
+        .post("/v1/files", &key_a, &json!({"request_id": "m"}))
+        .await;
+    let ep = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key_a,
+            &json!({"request_id": "m", "url": "http://127.0.0.1:9/h"}),
+        )
+        .await;
+    let key = app
+        .post("/v1/api-keys", &key_a, &json!({"request_id": "m"}))
+        .await;
+    app.run_until_idle().await;
+    let events = app.get("/v1/events", &key_a).await;
+    let ids =
+        |field: &str, v: &serde_json::Value| v[field].as_str().unwrap_or_default().to_string();
+    let theirs = [
+        (
+            "{batch_id}",
+            batch_id.clone(),
+            "bat_01M87QK0NREPX2ZHGKMMS7YBB3",
+        ),
+        (
+            "{task_id}",
+            format!("task_{}_00000", &batch_id[4..]),
+            "task_01M87QK0NREPX2ZHGKMMS7YBB3_00000",
+        ),
+        (
+            "{file_id}",
+            ids("id", &file.body),
+            "file_01M87QK0NREPX2ZHGKMMS7YBB3",
+        ),
+        (
+            "{endpoint_id}",
+            ids("id", &ep.body),
+            "we_01M87QK0NREPX2ZHGKMMS7YBB3",
+        ),
+        (
+            "{event_id}",
+            ids("id", &events.body["data"][0]),
+            "evt_01M87QK0NREPX2ZHGKMMS7YBB3_x",
+        ),
+        (
+            "{key_id}",
+            ids("id", &key.body),
+            "key_01M87QK0NREPX2ZHGKMMS7YBB3",
+        ),
+    ];
+    let mut checked = 0;
+    for (method, route) in api::ROUTES {
+        if !route.starts_with("/v1/") || !route.contains('{') {
+            continue;
+        }
+        let (param, real, missing) = theirs
+            .iter()
+            .find(|(p, _, _)| route.contains(p))
+            .unwrap_or_else(|| panic!("no object for {route}"));
+        assert!(!real.is_empty(), "{route}");
+        let body = match (*method, *route) {
+            ("get" | "delete", _) => None,
+            (_, r) if r.ends_with("/cancel") || r.ends_with("/rotate-secret") => {
+                Some(json!({"request_id": "x"}))
+            }
+            (_, r) if r.ends_with("/recover") => Some(json!({"since": "2020-01-01T00:00:00Z"})),
+            (_, r) if r.ends_with("/redeliver") => Some(json!({})),
+            ("patch", _) => Some(json!({"name": "x"}))
+                .filter(|_| route.contains("api-keys"))
+                .or(Some(json!({"enabled": true}))),
+            _ => Some(json!({})),
+        };
+        let (app, key_b) = (&app, &key_b);
+        let send = |id: &str| {
+            let path = route.replace(param, id);
+            let body = body.as_ref().map(|b| b.to_string().into_bytes());
+            async move {
+                app.send(&method.to_uppercase(), &path, Some(key_b), body)
+                    .await
+            }
+        };
+        let (a, b) = (send(real).await, send(missing).await);
+        assert_eq!(a.status, 404, "{method} {route}: {:?}", a.body);
+        assert_eq!(
+            a.body, b.body,
+            "{method} {route} leaks nothing a missing id would not"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "{checked} routes");
+    app.assert_invariants().await;
+}

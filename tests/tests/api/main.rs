@@ -1,5 +1,6 @@
 //! Integration tests: the API over HTTP against the emulator. One test binary (one link).
 
+mod access;
 mod bad_input;
 mod batches;
 mod crash;

@@ -242,6 +242,24 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
     assert_valid(&d, "DeliveryPage", &log);
     assert!(!log["data"].as_array().map(Vec::is_empty).unwrap_or(true));
     assert_valid(&d, "Account", &app.get("/v1/account", &key).await.body);
+    assert_valid(&d, "ApiKeyPage", &app.get("/v1/api-keys", &key).await.body);
+    assert_valid(&d, "UsagePage", &app.get("/v1/usage", &key).await.body);
+    let limited = app
+        .post(
+            "/v1/api-keys",
+            &key,
+            &json!({"request_id": "lim", "rate_limit_per_min": 1, "ip_allowlist": ["127.0.0.1/32", "::1"]}),
+        )
+        .await;
+    assert_valid(&d, "ApiKey", &limited.body);
+    let lk = limited.body["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    app.get("/v1/credits", &lk).await;
+    let refused = app.get("/v1/credits", &lk).await;
+    assert_eq!(refused.status, 429);
+    assert_valid(&d, "Error", &refused.body);
 
     let served = app.send("GET", "/openapi.json", None, None).await;
     assert_eq!(served.body, d);

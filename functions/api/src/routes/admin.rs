@@ -1,17 +1,17 @@
 //! `/admin/v1`: the operator API, guarded by the operator token.
 
 use crate::error::ApiError;
-use crate::extract::{Id, JsonBody, Operator, Params};
+use crate::extract::{Id, Ids, JsonBody, Operator, Params};
 use crate::reply::reply;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
+use shared::domain::access::KeyScope;
 use shared::domain::account::{AccountTerms, Plan};
 use shared::service::views::{AccountView, ApiKeyView, LedgerEntryView};
-use shared::service::{accounts, credits, ErrorCode, Page, ServiceError};
+use shared::service::{accounts, credits, keys, ErrorCode, Page, ServiceError};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -54,21 +54,97 @@ pub async fn get_account(
     Ok(Json(AccountView::from(&a)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueKey {
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
+/// The operator's keys get every scope unless told otherwise: an account's first key must
+/// be able to manage the others.
 pub async fn issue_key(
     State(s): State<AppState>,
     _: Operator,
     Id(id): Id,
-    body: JsonBody<IssueKey>,
-) -> Result<(StatusCode, Json<ApiKeyView>)> {
-    let k = accounts::issue_key(&s.svc, &id, body.value.name).await?;
-    Ok((StatusCode::CREATED, Json(k)))
+    body: JsonBody<keys::CreateKey>,
+) -> Result<Response> {
+    accounts::get_account(&s.svc, &id).await?;
+    let r = keys::create(&s.svc, &id, body.value, &body.fingerprint, &KeyScope::ALL).await?;
+    Ok(reply(r))
+}
+
+pub async fn list_keys(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+) -> Result<Json<Page<ApiKeyView>>> {
+    accounts::get_account(&s.svc, &id).await?;
+    Ok(Json(keys::list(&s.svc, &id).await?))
+}
+
+pub async fn update_key(
+    State(s): State<AppState>,
+    _: Operator,
+    Ids(id, key): Ids,
+    body: JsonBody<keys::UpdateKey>,
+) -> Result<Json<ApiKeyView>> {
+    Ok(Json(keys::update(&s.svc, &id, &key, body.value).await?))
+}
+
+pub async fn revoke_key(
+    State(s): State<AppState>,
+    _: Operator,
+    Ids(id, key): Ids,
+) -> Result<Json<ApiKeyView>> {
+    Ok(Json(keys::revoke(&s.svc, &id, &key).await?))
+}
+
+pub async fn lift_throttle(
+    State(s): State<AppState>,
+    _: Operator,
+    Ids(id, key): Ids,
+) -> Result<Json<ApiKeyView>> {
+    Ok(Json(keys::lift_throttle(&s.svc, &id, &key).await?))
+}
+
+pub async fn unblock_ip(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(ip): Id,
+) -> Result<Json<serde_json::Value>> {
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, "not an IP address"))?;
+    let ip = shared::domain::access::canonical_ip(addr).to_string();
+    let was = s
+        .svc
+        .store
+        .unblock_ip(&ip)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok(Json(serde_json::json!({ "ip": ip, "was_blocked": was })))
+}
+
+pub async fn terminate(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+) -> Result<Json<AccountView>> {
+    Ok(Json(accounts::terminate(&s.svc, &id).await?))
+}
+
+pub async fn reinstate(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+) -> Result<Json<AccountView>> {
+    Ok(Json(accounts::reinstate(&s.svc, &id).await?))
+}
+
+pub async fn account_usage(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+    Params(p): Params<keys::UsageParams>,
+) -> Result<Json<Page<shared::service::views::UsageView>>> {
+    if id != shared::service::access::UNAUTHENTICATED {
+        accounts::get_account(&s.svc, &id).await?;
+    }
+    Ok(Json(keys::usage(&s.svc, &id, &p).await?))
 }
 
 pub async fn grant(

@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use shared::service::views::{
-    AccountView, BatchView, CreditsView, FileView, LedgerEntryView, TaskView,
+    AccountView, ApiKeyView, BatchView, CreditsView, FileView, LedgerEntryView, TaskView, UsageView,
 };
-use shared::service::{accounts, batches, credits, files, models, Page};
+use shared::service::{accounts, batches, credits, files, keys, models, Page};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -136,4 +136,65 @@ pub async fn update_account(
     Ok(Json(
         accounts::update_settings(&s.svc, &c.account.account_id, body.value).await?,
     ))
+}
+
+pub async fn create_key(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<keys::CreateKey>,
+) -> Result<Response> {
+    use shared::domain::access::KeyScope;
+    let r = keys::create(
+        &s.svc,
+        &c.account.account_id,
+        body.value,
+        &body.fingerprint,
+        &[KeyScope::Read, KeyScope::BatchesWrite],
+    )
+    .await?;
+    Ok(reply(r))
+}
+
+pub async fn list_keys(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+) -> Result<Json<Page<ApiKeyView>>> {
+    Ok(Json(keys::list(&s.svc, &c.account.account_id).await?))
+}
+
+pub async fn get_key(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<ApiKeyView>> {
+    Ok(Json(keys::get(&s.svc, &c.account.account_id, &id).await?))
+}
+
+pub async fn update_key(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+    body: JsonBody<keys::UpdateKey>,
+) -> Result<Json<ApiKeyView>> {
+    Ok(Json(
+        keys::update(&s.svc, &c.account.account_id, &id, body.value).await?,
+    ))
+}
+
+pub async fn revoke_key(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<ApiKeyView>> {
+    Ok(Json(
+        keys::revoke(&s.svc, &c.account.account_id, &id).await?,
+    ))
+}
+
+pub async fn usage(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Params(p): Params<keys::UsageParams>,
+) -> Result<Json<Page<UsageView>>> {
+    Ok(Json(keys::usage(&s.svc, &c.account.account_id, &p).await?))
 }

@@ -1,0 +1,142 @@
+//! The access guard: every `/v1` request is admitted (address, key, allowlist, scope, rate
+//! limit) before its handler runs, and every `/v1` and `/admin/v1` call is written to
+//! `enterprise_api_usage` before its response leaves. The rules are in
+//! `shared::service::access`; this is the HTTP side of them.
+
+use crate::error::{ApiError, ErrorCodeExt};
+use crate::telemetry::RequestId;
+use crate::AppState;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use shared::domain::access::RateState;
+use shared::service::access::{authorize, record, AccessRequest, Answered, UNAUTHENTICATED};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Where the request came from: API Gateway's `sourceIp` in Lambda, the TCP peer locally.
+/// Never `X-Forwarded-For` or any other header the client controls.
+fn source_ip(req: &Request) -> Option<IpAddr> {
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() {
+        return ctx.http.source_ip.as_deref().and_then(|s| s.parse().ok());
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn set_rate_headers(h: &mut HeaderMap, rate: &RateState) {
+    for (name, value) in [
+        ("x-ratelimit-limit", u64::from(rate.limit)),
+        ("x-ratelimit-remaining", rate.remaining),
+        ("x-ratelimit-reset", rate.reset_secs),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            h.insert(name, v);
+        }
+    }
+}
+
+pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let customer = route.starts_with("/v1/");
+    let operator = route.starts_with("/admin/");
+    if !customer && !operator {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    let started_ms = s.svc.now_ms();
+    let method = req.method().as_str().to_string();
+    let ip = source_ip(&req);
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let (resp, account_id, retention, key, admitted) = if operator {
+        let resp = next.run(req).await;
+        (resp, "_operator".to_string(), 365, None, false)
+    } else {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let decision = authorize(
+            &s.svc,
+            AccessRequest {
+                authorization: authorization.as_deref(),
+                method: &method,
+                route: &route,
+                source_ip: ip,
+            },
+        )
+        .await;
+        match decision {
+            Ok(granted) => {
+                let caller = granted.caller;
+                tracing::Span::current().record("account_id", caller.account.account_id.as_str());
+                req.extensions_mut().insert(caller.clone());
+                let mut resp = next.run(req).await;
+                set_rate_headers(resp.headers_mut(), &granted.rate);
+                (
+                    resp,
+                    caller.account.account_id.clone(),
+                    caller.account.retention_days,
+                    Some(caller.key),
+                    true,
+                )
+            }
+            Err(refused) => {
+                let mut resp = ApiError(refused.error).into_response();
+                if let Some(rate) = &refused.rate {
+                    set_rate_headers(resp.headers_mut(), rate);
+                }
+                if let Some(secs) = refused.retry_after_secs {
+                    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                        resp.headers_mut().insert(header::RETRY_AFTER, v);
+                    }
+                }
+                let account = refused
+                    .key
+                    .as_ref()
+                    .map(|k| k.account_id.clone())
+                    .unwrap_or_else(|| UNAUTHENTICATED.to_string());
+                (resp, account, 90, refused.key, false)
+            }
+        }
+    };
+    let code = resp.extensions().get::<ErrorCodeExt>().map(|c| c.0);
+    record(
+        &s.svc,
+        Answered {
+            account_id: &account_id,
+            retention_days: retention,
+            key: key.as_ref().map(|k| (k, admitted)),
+            method: &method,
+            route: &route,
+            status: resp.status().as_u16(),
+            code,
+            latency_ms: started.elapsed().as_millis() as u64,
+            source_ip: ip,
+            request_id: &request_id,
+            user_agent: user_agent.as_deref(),
+            started_ms,
+        },
+    )
+    .await;
+    resp
+}

@@ -1,0 +1,352 @@
+//! Who may call, how often, from where: the checks every `/v1` request passes before its
+//! handler runs (address block, key, allowlist, scope, rate limit), and what is written after
+//! it answered (the `enterprise_api_usage` record, the anomaly counters).
+//!
+//! A refused request stops here: it reaches no handler, so it consumes no `request_id` and
+//! no credits.
+
+use super::auth::{authenticate, Caller};
+use super::{ErrorCode, ServiceError, Services};
+use crate::adapters::records::{ApiKeyRecord, Throttle, UsageRecord};
+use crate::domain::access::{
+    allowed, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly, rate_state,
+    required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope, RateState,
+    DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
+
+/// The account under which calls without a valid key are logged.
+pub const UNAUTHENTICATED: &str = "_unauthenticated";
+
+pub struct AccessRequest<'a> {
+    pub authorization: Option<&'a str>,
+    pub method: &'a str,
+    /// The route template, e.g. `/v1/batches/{batch_id}`.
+    pub route: &'a str,
+    /// API Gateway's `sourceIp` (locally, the TCP peer); never a client-supplied header.
+    pub source_ip: Option<IpAddr>,
+}
+
+pub struct Granted {
+    pub caller: Caller,
+    pub rate: RateState,
+}
+
+pub struct Refused {
+    pub error: ServiceError,
+    pub rate: Option<RateState>,
+    pub retry_after_secs: Option<u64>,
+    pub key: Option<ApiKeyRecord>,
+}
+
+impl Refused {
+    fn new(error: ServiceError) -> Box<Self> {
+        Box::new(Refused {
+            error,
+            rate: None,
+            retry_after_secs: None,
+            key: None,
+        })
+    }
+}
+
+/// The key's limit now: its own, or a throttle's while one is in force.
+pub fn effective_limit(key: &ApiKeyRecord, now_ms: i64) -> u32 {
+    let own = key.rate_limit_per_min.unwrap_or(DEFAULT_RATE_LIMIT_PER_MIN);
+    match &key.throttle {
+        Some(t) if t.until_ms > now_ms => own.min(t.limit),
+        _ => own,
+    }
+}
+
+pub fn scopes_of(key: &ApiKeyRecord) -> Vec<KeyScope> {
+    key.scopes
+        .iter()
+        .filter_map(|s| KeyScope::parse(s))
+        .collect()
+}
+
+/// A finished window's count never changes again (give stragglers two seconds), so each
+/// instance reads it once.
+fn previous_cache() -> &'static Mutex<HashMap<(String, i64), u64>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, i64), u64>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+async fn previous_count(
+    svc: &Services,
+    key_id: &str,
+    prev_window: i64,
+    elapsed_ms: i64,
+) -> Result<u64, ServiceError> {
+    let k = (key_id.to_string(), prev_window);
+    if let Some(v) = previous_cache()
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&k).copied())
+    {
+        return Ok(v);
+    }
+    let v = svc.store.window_count(key_id, prev_window).await?;
+    if elapsed_ms >= 2_000 {
+        if let Ok(mut c) = previous_cache().lock() {
+            c.retain(|(_, w), _| *w >= prev_window);
+            c.insert(k, v);
+        }
+    }
+    Ok(v)
+}
+
+pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, Box<Refused>> {
+    let now = svc.now_ms();
+    let ip = r.source_ip.map(canonical_ip);
+    if let Some(ip) = ip {
+        let blocked = svc
+            .store
+            .ip_block(&ip.to_string(), now)
+            .await
+            .map_err(|e| Refused::new(e.into()))?;
+        if let Some((until, reason)) = blocked {
+            let mut refused = Refused::new(ServiceError::reject_with(
+                ErrorCode::IpBlocked,
+                "requests from this address are blocked for a while after an unusual pattern",
+                serde_json::json!({ "reason": reason }),
+            ));
+            refused.retry_after_secs =
+                Some(u64::try_from((until - now).max(1_000) / 1_000).unwrap_or(1));
+            return Err(refused);
+        }
+    }
+    let caller = match authenticate(svc, r.authorization).await {
+        Ok(c) => c,
+        Err(f) => {
+            if f.error.code() == ErrorCode::Unauthorized {
+                if let Some(ip) = ip {
+                    note_auth_failure(svc, ip, now).await;
+                }
+            }
+            let mut refused = Refused::new(f.error);
+            refused.key = f.key;
+            return Err(refused);
+        }
+    };
+    let key = &caller.key;
+    let refuse = |error: ServiceError| {
+        let mut r = Refused::new(error);
+        r.key = Some(key.clone());
+        r
+    };
+    let allowlist: Vec<Cidr> = key
+        .ip_allowlist
+        .iter()
+        .filter_map(|c| Cidr::parse(c).ok())
+        .collect();
+    if !ip_allowed(&allowlist, ip) {
+        return Err(refuse(ServiceError::reject(
+            ErrorCode::IpNotAllowed,
+            "this API key may not be used from this address",
+        )));
+    }
+    let needed = required_scope(r.method, r.route);
+    if !allowed(&scopes_of(key), needed) {
+        return Err(refuse(ServiceError::reject_with(
+            ErrorCode::InsufficientScope,
+            format!("this API key lacks the {} scope", needed.as_str()),
+            serde_json::json!({ "required_scope": needed.as_str() }),
+        )));
+    }
+    let limit = effective_limit(key, now);
+    let (window, elapsed) = window_of(now);
+    let prev = previous_count(svc, &key.key_id, window - WINDOW_MS, elapsed)
+        .await
+        .map_err(&refuse)?;
+    let cap = current_window_cap(limit, prev, elapsed);
+    match svc
+        .store
+        .rate_admit(&key.key_id, window, cap)
+        .await
+        .map_err(|e| refuse(e.into()))?
+    {
+        Some(curr) => Ok(Granted {
+            rate: rate_state(limit, prev, curr, elapsed),
+            caller,
+        }),
+        None => {
+            let curr = svc
+                .store
+                .window_count(&key.key_id, window)
+                .await
+                .map_err(|e| refuse(e.into()))?;
+            let mut refused = refuse(ServiceError::reject_with(
+                ErrorCode::RateLimited,
+                format!("this API key may make {limit} requests a minute; slow down"),
+                serde_json::json!({ "limit": limit }),
+            ));
+            let mut state = rate_state(limit, prev, curr, elapsed);
+            state.remaining = 0;
+            refused.rate = Some(state);
+            refused.retry_after_secs = Some(retry_after_secs(limit, prev, curr, elapsed));
+            Err(refused)
+        }
+    }
+}
+
+/// Counts a failed authentication from `ip`; too many in a minute block the address.
+async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
+    let (window, _) = window_of(now);
+    let ip = ip.to_string();
+    let result = async {
+        let failures = svc.store.count_auth_failure(&ip, window).await?;
+        if let Some(rule) = ip_anomaly(failures) {
+            if svc
+                .store
+                .block_ip(&ip, rule.as_str(), now, now + THROTTLE_MS)
+                .await?
+            {
+                tracing::warn!(ip, rule = rule.as_str(), "address blocked");
+                let rec = anomaly_record(UNAUTHENTICATED, None, &ip, rule.as_str(), now, 30);
+                svc.store.put_usage(&rec).await?;
+            }
+        }
+        Ok::<_, crate::adapters::StoreError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not count a failed authentication");
+    }
+}
+
+fn anomaly_record(
+    account_id: &str,
+    key_id: Option<&str>,
+    ip: &str,
+    rule: &str,
+    now: i64,
+    retention_days: u32,
+) -> UsageRecord {
+    let id = crate::domain::ids::generate("anom", now);
+    UsageRecord {
+        account_id: account_id.to_string(),
+        usage_id: format!("{now:013}#{id}"),
+        at_ms: now,
+        kind: "anomaly".into(),
+        key_id: key_id.map(str::to_string),
+        method: "-".into(),
+        route: "-".into(),
+        status: 0,
+        latency_ms: 0,
+        source_ip: Some(ip.to_string()),
+        request_id: id,
+        user_agent: None,
+        code: Some(rule.to_string()),
+        expires_at: now / 1_000 + i64::from(retention_days) * 86_400,
+    }
+}
+
+/// One answered call, for the usage log.
+pub struct Answered<'a> {
+    pub account_id: &'a str,
+    pub retention_days: u32,
+    /// The key, and whether the request got past the checks to a handler.
+    pub key: Option<(&'a ApiKeyRecord, bool)>,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub code: Option<&'a str>,
+    pub latency_ms: u64,
+    pub source_ip: Option<IpAddr>,
+    pub request_id: &'a str,
+    pub user_agent: Option<&'a str>,
+    pub started_ms: i64,
+}
+
+/// Writes the usage record before the response leaves (a Lambda may be frozen right after
+/// it), then feeds the anomaly rules. A record that cannot be written after three tries goes
+/// to the log in full, so nothing is lost silently.
+pub async fn record(svc: &Services, a: Answered<'_>) {
+    let rec = UsageRecord {
+        account_id: a.account_id.to_string(),
+        usage_id: format!("{:013}#{}", a.started_ms.max(0), a.request_id),
+        at_ms: a.started_ms,
+        kind: "request".into(),
+        key_id: a.key.map(|(k, _)| k.key_id.clone()),
+        method: a.method.to_string(),
+        route: a.route.to_string(),
+        status: a.status,
+        latency_ms: a.latency_ms,
+        source_ip: a.source_ip.map(|ip| canonical_ip(ip).to_string()),
+        request_id: a.request_id.to_string(),
+        user_agent: a.user_agent.map(|u| u.chars().take(256).collect()),
+        code: a.code.map(str::to_string),
+        expires_at: a.started_ms / 1_000 + i64::from(a.retention_days) * 86_400,
+    };
+    let mut written = false;
+    for attempt in 0..3 {
+        match svc.store.put_usage(&rec).await {
+            Ok(()) => {
+                written = true;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "usage record not written yet");
+                tokio::time::sleep(crate::adapters::dynamo::backoff(attempt)).await;
+            }
+        }
+    }
+    if !written {
+        tracing::error!(usage = %serde_json::to_string(&rec).unwrap_or_default(), "usage record kept in the log only");
+    }
+    if let Some((key, true)) = a.key {
+        let client_error = (400..500).contains(&a.status) && a.status != 429;
+        if client_error {
+            if let Err(e) =
+                judge_key(svc, key, a.status == 402, a.started_ms, a.retention_days).await
+            {
+                tracing::error!(error = %e, "anomaly check failed");
+            }
+        }
+    }
+}
+
+async fn judge_key(
+    svc: &Services,
+    key: &ApiKeyRecord,
+    payment_required: bool,
+    now: i64,
+    retention_days: u32,
+) -> Result<(), ServiceError> {
+    let (window, _) = window_of(now);
+    let minute = svc
+        .store
+        .count_key_errors(&key.key_id, window, true, payment_required)
+        .await?;
+    let Some(rule) = key_anomaly(minute) else {
+        return Ok(());
+    };
+    let own = key.rate_limit_per_min.unwrap_or(DEFAULT_RATE_LIMIT_PER_MIN);
+    let t = Throttle {
+        limit: throttled_limit(own),
+        since_ms: now,
+        until_ms: now + THROTTLE_MS,
+        reason: rule.as_str().to_string(),
+    };
+    if !svc.store.throttle_key(&key.key_hash, &t).await? {
+        return Ok(());
+    }
+    tracing::warn!(key_id = %key.key_id, rule = rule.as_str(), limit = t.limit, "API key throttled");
+    let rec = anomaly_record(
+        &key.account_id,
+        Some(&key.key_id),
+        "-",
+        rule.as_str(),
+        now,
+        retention_days,
+    );
+    svc.store.put_usage(&rec).await?;
+    let mut throttled = key.clone();
+    throttled.throttle = Some(t);
+    super::events::emit(svc, &[super::events::key_throttled(&throttled, now)]).await?;
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! API key management for one account: the customer's `/v1/api-keys` (admin scope) and the
+//! operator's `/admin/v1/accounts/{id}/api-keys` run the same code. Secrets are shown once and
+//! stored only as a SHA-256 hash; an idempotent replay returns the key without its secret.
+
+use super::accounts::json;
+use super::idempotency::{check_request_id, record, replay};
+use super::views::{ApiKeyView, UsageView};
+use super::{ErrorCode, Page, Reply, ServiceError, Services};
+use crate::adapters::access::KeyPatch;
+use crate::adapters::dynamo::{CommitError, NewItem, Table};
+use crate::adapters::records::ApiKeyRecord;
+use crate::domain::access::{Cidr, KeyScope, MAX_ALLOWLIST, MAX_RATE_LIMIT_PER_MIN};
+use crate::domain::api_key::{display_parts, generate_secret, hash_secret};
+use crate::domain::idempotency::Scope;
+use crate::domain::ids;
+use crate::domain::time::parse_rfc3339_ms;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_limit_per_min: Option<u32>,
+    #[serde(default)]
+    pub ip_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub rate_limit_per_min: Option<u32>,
+    #[serde(default)]
+    pub ip_allowlist: Option<Vec<String>>,
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::reject(ErrorCode::InvalidApiKeySettings, message)
+}
+
+fn check_name(name: &str) -> Result<(), ServiceError> {
+    if name.trim().is_empty() || name.chars().count() > 100 {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidRequest,
+            "name must be 1 to 100 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: u32) -> Result<(), ServiceError> {
+    if !(1..=MAX_RATE_LIMIT_PER_MIN).contains(&limit) {
+        return Err(invalid(format!(
+            "rate_limit_per_min must be 1 to {MAX_RATE_LIMIT_PER_MIN}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validated and normalised CIDR blocks.
+fn check_allowlist(list: &[String]) -> Result<Vec<String>, ServiceError> {
+    if list.len() > MAX_ALLOWLIST {
+        return Err(invalid(format!(
+            "ip_allowlist holds at most {MAX_ALLOWLIST} blocks"
+        )));
+    }
+    list.iter()
+        .map(|c| {
+            Cidr::parse(c)
+                .map(|c| c.to_string())
+                .map_err(|e| invalid(format!("ip_allowlist: {e}")))
+        })
+        .collect()
+}
+
+fn check_scopes(scopes: &[String]) -> Result<Vec<String>, ServiceError> {
+    if scopes.is_empty() {
+        return Err(invalid(
+            "scopes: name at least one of read, batches:write, admin",
+        ));
+    }
+    let mut out: Vec<KeyScope> = Vec::new();
+    for s in scopes {
+        let k = KeyScope::parse(s).ok_or_else(|| {
+            invalid(format!(
+                "scopes: unknown scope {s:?}; use read, batches:write or admin"
+            ))
+        })?;
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out.sort();
+    Ok(out.iter().map(|k| k.as_str().to_string()).collect())
+}
+
+/// Creates a key. `default_scopes` is what a request without `scopes` gets (the operator's
+/// first key of an account must be able to manage the others).
+pub async fn create(
+    svc: &Services,
+    account_id: &str,
+    req: CreateKey,
+    fingerprint: &str,
+    default_scopes: &[KeyScope],
+) -> Result<Reply, ServiceError> {
+    if let Some(rid) = &req.request_id {
+        check_request_id(rid)?;
+        if let Some((reply, _)) =
+            replay(svc, account_id, Scope::CreateKey, rid, fingerprint).await?
+        {
+            return Ok(reply);
+        }
+    }
+    let account = super::accounts::get_account(svc, account_id).await?;
+    if account.status != crate::domain::account::AccountStatus::Active {
+        return Err(ServiceError::reject(
+            ErrorCode::AccountTerminated,
+            "cannot issue keys for a terminated account",
+        ));
+    }
+    let name = req.name.clone().unwrap_or_else(|| "default".to_string());
+    check_name(&name)?;
+    let scopes = match &req.scopes {
+        Some(s) => check_scopes(s)?,
+        None => default_scopes
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+    };
+    if let Some(l) = req.rate_limit_per_min {
+        check_limit(l)?;
+    }
+    let ip_allowlist = check_allowlist(req.ip_allowlist.as_deref().unwrap_or_default())?;
+    let now = svc.now_ms();
+    let expires_ms = match &req.expires_at {
+        Some(t) => {
+            let ms = parse_rfc3339_ms(t)
+                .ok_or_else(|| invalid("expires_at must be an RFC 3339 timestamp"))?;
+            if ms <= now {
+                return Err(invalid("expires_at must be in the future"));
+            }
+            Some(ms)
+        }
+        None => None,
+    };
+    let secret = generate_secret();
+    let (prefix, last4) = display_parts(&secret);
+    let rec = ApiKeyRecord {
+        key_hash: hash_secret(&secret),
+        key_id: ids::generate("key", now),
+        account_id: account.account_id.clone(),
+        name,
+        prefix,
+        last4,
+        enabled: true,
+        created_ms: now,
+        scopes,
+        rate_limit_per_min: req.rate_limit_per_min,
+        ip_allowlist,
+        expires_ms,
+        revoked_ms: None,
+        disabled_reason: None,
+        throttle: None,
+        updated_ms: now,
+    };
+    let shown = ApiKeyView::at(&rec, Some(secret), now);
+    let Some(rid) = &req.request_id else {
+        svc.store.put_api_key(&rec).await?;
+        return Ok(Reply {
+            status: 201,
+            body: json(&shown)?,
+            replayed: false,
+        });
+    };
+    // The stored reply is the key without its secret: a replay cannot reveal it.
+    let stored = Reply {
+        status: 201,
+        body: json(&ApiKeyView::at(&rec, None, now))?,
+        replayed: false,
+    };
+    let req_rec = record(
+        account_id,
+        Scope::CreateKey,
+        rid,
+        fingerprint,
+        &stored,
+        &rec.key_id,
+        now,
+    );
+    let creates = vec![
+        NewItem::new(&svc.store.config().tables.api_keys, &rec, "key_hash")?,
+        svc.store.new_item(Table::Requests, &req_rec)?,
+    ];
+    match svc.store.create_all(creates).await {
+        Ok(()) => Ok(Reply {
+            status: 201,
+            body: json(&shown)?,
+            replayed: false,
+        }),
+        Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => {
+            match replay(svc, account_id, Scope::CreateKey, rid, fingerprint).await? {
+                Some((reply, _)) => Ok(reply),
+                None => Err(ServiceError::reject(
+                    ErrorCode::RequestInProgress,
+                    "a request with this request_id is being processed; retry shortly",
+                )),
+            }
+        }
+        Err(CommitError::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn find(
+    svc: &Services,
+    account_id: &str,
+    key_id: &str,
+) -> Result<ApiKeyRecord, ServiceError> {
+    if !ids::is_valid("key", key_id) {
+        return Err(ServiceError::not_found("API key"));
+    }
+    svc.store
+        .find_key(account_id, key_id)
+        .await?
+        .filter(|k| k.account_id == account_id)
+        .ok_or_else(|| ServiceError::not_found("API key"))
+}
+
+pub async fn list(svc: &Services, account_id: &str) -> Result<Page<ApiKeyView>, ServiceError> {
+    let now = svc.now_ms();
+    let mut keys = svc.store.list_keys(account_id).await?;
+    keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    Ok(Page {
+        data: keys.iter().map(|k| ApiKeyView::at(k, None, now)).collect(),
+        has_more: false,
+        next_cursor: None,
+    })
+}
+
+pub async fn get(
+    svc: &Services,
+    account_id: &str,
+    key_id: &str,
+) -> Result<ApiKeyView, ServiceError> {
+    let k = find(svc, account_id, key_id).await?;
+    Ok(ApiKeyView::at(&k, None, svc.now_ms()))
+}
+
+pub async fn update(
+    svc: &Services,
+    account_id: &str,
+    key_id: &str,
+    req: UpdateKey,
+) -> Result<ApiKeyView, ServiceError> {
+    let k = find(svc, account_id, key_id).await?;
+    if let Some(n) = &req.name {
+        check_name(n)?;
+    }
+    if let Some(l) = req.rate_limit_per_min {
+        check_limit(l)?;
+    }
+    let ip_allowlist = req
+        .ip_allowlist
+        .as_deref()
+        .map(check_allowlist)
+        .transpose()?;
+    let patch = KeyPatch {
+        name: req.name,
+        enabled: req.enabled,
+        rate_limit_per_min: req.rate_limit_per_min,
+        ip_allowlist,
+    };
+    let now = svc.now_ms();
+    let updated = svc
+        .store
+        .patch_key(&k.key_hash, &patch, now)
+        .await?
+        .ok_or_else(|| invalid("a revoked key cannot be changed"))?;
+    Ok(ApiKeyView::at(&updated, None, now))
+}
+
+/// Revokes for good. Revoking a revoked key answers with it as it is.
+pub async fn revoke(
+    svc: &Services,
+    account_id: &str,
+    key_id: &str,
+) -> Result<ApiKeyView, ServiceError> {
+    let k = find(svc, account_id, key_id).await?;
+    let now = svc.now_ms();
+    let rec = match svc.store.revoke_key(&k.key_hash, now).await? {
+        Some(r) => r,
+        None => find(svc, account_id, key_id).await?,
+    };
+    Ok(ApiKeyView::at(&rec, None, now))
+}
+
+/// Operators: ends an anomaly throttle early.
+pub async fn lift_throttle(
+    svc: &Services,
+    account_id: &str,
+    key_id: &str,
+) -> Result<ApiKeyView, ServiceError> {
+    let k = find(svc, account_id, key_id).await?;
+    svc.store.lift_throttle(&k.key_hash).await?;
+    get(svc, account_id, key_id).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub key_id: Option<String>,
+    pub route: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/usage`: the account's `enterprise_api_usage` records, newest first.
+pub async fn usage(
+    svc: &Services,
+    account_id: &str,
+    p: &UsageParams,
+) -> Result<Page<UsageView>, ServiceError> {
+    let limit = super::credits::parse_limit(p.limit.as_deref())?;
+    let time = |v: &Option<String>, name: &str, default: i64| match v {
+        None => Ok(default),
+        Some(t) => parse_rfc3339_ms(t).ok_or_else(|| {
+            ServiceError::reject(
+                ErrorCode::InvalidParameter,
+                format!("{name} must be an RFC 3339 timestamp"),
+            )
+        }),
+    };
+    let from = time(&p.from, "from", 0)?;
+    let to = time(&p.to, "to", 9_999_999_999_999)?;
+    let mut filters: Vec<(&str, AttributeValue)> = Vec::new();
+    if let Some(k) = &p.key_id {
+        filters.push(("key_id", AttributeValue::S(k.clone())));
+    }
+    if let Some(r) = &p.route {
+        filters.push(("route", AttributeValue::S(r.clone())));
+    }
+    if let Some(s) = &p.status {
+        let code: u16 = s
+            .parse()
+            .ok()
+            .filter(|c| (100..600).contains(c))
+            .ok_or_else(|| {
+                ServiceError::reject(
+                    ErrorCode::InvalidParameter,
+                    "status must be an HTTP status code",
+                )
+            })?;
+        filters.push(("status", AttributeValue::N(code.to_string())));
+    }
+    if let Some(k) = &p.kind {
+        if k != "request" && k != "anomaly" {
+            return Err(ServiceError::reject(
+                ErrorCode::InvalidParameter,
+                "kind must be request or anomaly",
+            ));
+        }
+        filters.push(("kind", AttributeValue::S(k.clone())));
+    }
+    let before = match &p.cursor {
+        None => None,
+        Some(c) => Some(crate::domain::cursor::decode::<String>(c).ok_or_else(|| {
+            ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
+        })?),
+    };
+    let (recs, more) = svc
+        .store
+        .list_usage(account_id, (from, to), &filters, limit, before)
+        .await?;
+    let next_cursor = match (more, recs.last()) {
+        (true, Some(last)) => Some(crate::domain::cursor::encode(&last.usage_id)),
+        _ => None,
+    };
+    Ok(Page {
+        data: recs.iter().map(UsageView::from).collect(),
+        has_more: more,
+        next_cursor,
+    })
+}

@@ -1,0 +1,461 @@
+//! API keys and access security: key management, the per-key rate limit, IP allowlists, the
+//! usage log, anomaly throttling, termination.
+
+use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
+use serde_json::{json, Value};
+use shared::domain::access::{current_window_cap, window_of, WINDOW_MS};
+use shared::service::clock::Clock;
+
+async fn new_key(app: &TestApp, admin: &str, body: Value) -> (String, String) {
+    let r = app.post("/v1/api-keys", admin, &body).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    (
+        r.body["id"].as_str().unwrap_or_default().to_string(),
+        r.body["secret"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+async fn patch(app: &TestApp, path: &str, key: &str, body: Value) -> integration_tests::Resp {
+    app.send(
+        "PATCH",
+        path,
+        Some(key),
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn keys_are_managed_shown_once_and_stop_working_at_once() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.account_with(1_000).await;
+    let r = app
+        .post(
+            "/v1/api-keys",
+            &admin,
+            &json!({"request_id": "k1", "name": "ci", "scopes": ["read"], "rate_limit_per_min": 100}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let secret = r.body["secret"].as_str().unwrap_or_default().to_string();
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+    assert!(secret.starts_with("vgk_") && secret.len() >= 4 + 43);
+    assert_eq!(r.body["scopes"], json!(["read"]));
+    // The same request_id: the same key, never its secret again.
+    let again = app
+        .post(
+            "/v1/api-keys",
+            &admin,
+            &json!({"request_id": "k1", "name": "ci", "scopes": ["read"], "rate_limit_per_min": 100}),
+        )
+        .await;
+    assert!(again.replayed());
+    assert_eq!(again.body["id"], id.as_str());
+    assert!(again.body.get("secret").is_none());
+    let listed = app.get("/v1/api-keys", &admin).await;
+    let shown = listed.body["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|k| k["id"] == id.as_str()).cloned())
+        .unwrap_or_default();
+    assert!(shown.get("secret").is_none());
+    assert!(secret.starts_with(shown["prefix"].as_str().unwrap_or("?")));
+    assert!(secret.ends_with(shown["last4"].as_str().unwrap_or("?")));
+
+    // Scopes: a read key reads but cannot spend or manage.
+    assert_eq!(app.get("/v1/credits", &secret).await.status, 200);
+    let w = app
+        .post(
+            "/v1/batches",
+            &secret,
+            &json!({"request_id": "nope", "model": "sora-2", "tasks": tasks(10)}),
+        )
+        .await;
+    assert_eq!((w.status, w.code()), (403, "insufficient_scope"));
+    assert_eq!(
+        app.get("/v1/api-keys", &secret).await.code(),
+        "insufficient_scope"
+    );
+
+    // Disabled while requests are in flight: the next request after the change is refused.
+    let path = format!("/v1/api-keys/{id}");
+    let in_flight = futures_util::future::join_all((0..8).map(|_| app.get("/v1/credits", &secret)));
+    let (answers, disabled) = tokio::join!(
+        in_flight,
+        patch(&app, &path, &admin, json!({"enabled": false}))
+    );
+    assert_eq!(disabled.status, 200, "{:?}", disabled.body);
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 || a.code() == "key_disabled"));
+    let after = app.get("/v1/credits", &secret).await;
+    assert_eq!((after.status, after.code()), (401, "key_disabled"));
+    let back = patch(&app, &path, &admin, json!({"enabled": true})).await;
+    assert_eq!(back.body["status"], "active");
+    assert_eq!(app.get("/v1/credits", &secret).await.status, 200);
+
+    // Revoked: for good.
+    let gone = app.send("DELETE", &path, Some(&admin), None).await;
+    assert_eq!(gone.body["status"], "revoked");
+    let after = app.get("/v1/credits", &secret).await;
+    assert_eq!((after.status, after.code()), (401, "key_revoked"));
+    let r = patch(&app, &path, &admin, json!({"enabled": true})).await;
+    assert_eq!((r.status, r.code()), (422, "invalid_api_key_settings"));
+
+    // Expired: at its time, not a minute later.
+    let expires = shared::domain::time::rfc3339_ms(app.clock.now_ms() + 3_600_000);
+    let (_, short) = new_key(
+        &app,
+        &admin,
+        json!({"request_id": "k2", "expires_at": expires}),
+    )
+    .await;
+    assert_eq!(app.get("/v1/credits", &short).await.status, 200);
+    app.clock.advance_ms(3_600_000);
+    let r = app.get("/v1/credits", &short).await;
+    assert_eq!((r.status, r.code()), (401, "key_expired"));
+
+    for (body, code) in [
+        (json!({"scopes": ["root"]}), "invalid_api_key_settings"),
+        (json!({"scopes": []}), "invalid_api_key_settings"),
+        (json!({"rate_limit_per_min": 0}), "invalid_api_key_settings"),
+        (
+            json!({"ip_allowlist": ["10.0.0.0/33"]}),
+            "invalid_api_key_settings",
+        ),
+        (
+            json!({"expires_at": "2001-01-01T00:00:00Z"}),
+            "invalid_api_key_settings",
+        ),
+        (json!({"name": ""}), "invalid_request"),
+    ] {
+        let r = app.post("/v1/api-keys", &admin, &body).await;
+        assert_eq!(r.code(), code, "{body}");
+    }
+    app.assert_invariants().await;
+}
+
+/// Sends `n` requests one after another; returns (successes, the first refusal).
+async fn burst(app: &TestApp, key: &str, n: usize) -> (usize, Option<integration_tests::Resp>) {
+    let mut ok = 0;
+    let mut refused = None;
+    for _ in 0..n {
+        let r = app.get("/v1/credits", key).await;
+        match r.status {
+            200 => ok += 1,
+            429 => {
+                refused.get_or_insert(r);
+            }
+            other => panic!("unexpected {other}: {:?}", r.body),
+        }
+    }
+    (ok, refused)
+}
+
+#[tokio::test]
+async fn three_keys_above_their_limits_each_get_exactly_their_own_rate() {
+    let app = TestApp::spawn().await;
+    let (acct, admin) = app.account_with(10_000).await;
+    let limits = [5u32, 10, 20];
+    let mut keys = Vec::new();
+    for (i, l) in limits.iter().enumerate() {
+        let (_, k) = new_key(
+            &app,
+            &admin,
+            json!({"request_id": format!("rl-{i}"), "scopes": ["batches:write"], "rate_limit_per_min": l}),
+        )
+        .await;
+        keys.push(k);
+    }
+    // One client per key, all at once, each asking for three times its limit.
+    let (a, b, c) = tokio::join!(
+        burst(&app, &keys[0], 15),
+        burst(&app, &keys[1], 30),
+        burst(&app, &keys[2], 60)
+    );
+    for ((ok, refused), limit) in [a, b, c].into_iter().zip(limits) {
+        assert_eq!(ok as u32, limit, "exactly the limit within one window");
+        let r = refused.expect("refused past the limit");
+        assert_eq!(r.code(), "rate_limited");
+        let h = |n: &str| {
+            r.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(h("x-ratelimit-limit"), limit.to_string());
+        assert_eq!(h("x-ratelimit-remaining"), "0");
+        assert!(h("retry-after").parse::<u64>().unwrap_or(0) >= 1);
+        assert!(!h("x-ratelimit-reset").is_empty());
+    }
+
+    // A refused request spends nothing and uses up no request_id.
+    let batch = json!({"request_id": "limited", "model": "sora-2", "tasks": tasks(10)});
+    let r = app.post("/v1/batches", &keys[0], &batch).await;
+    assert_eq!(r.code(), "rate_limited");
+    assert_eq!(app.account(&acct).await.balance, 10_000);
+
+    // A minute on, the previous minute still weighs in (sliding window).
+    app.clock.advance_ms(WINDOW_MS);
+    let (_, elapsed) = window_of(app.clock.now_ms());
+    let expected = current_window_cap(limits[2], u64::from(limits[2]), elapsed);
+    let (ok, _) = burst(&app, &keys[2], 40).await;
+    assert_eq!(
+        ok as u64, expected,
+        "sliding estimate at {elapsed} ms into the window"
+    );
+
+    app.clock.advance_ms(2 * WINDOW_MS);
+    let r = app.post("/v1/batches", &keys[0], &batch).await;
+    assert_eq!((r.status, r.replayed()), (201, false), "{:?}", r.body);
+    assert_eq!(app.account(&acct).await.balance, 10_000 - 490);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn ip_allowlists_match_v4_and_v6_and_ignore_forwarded_headers() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.account_with(0).await;
+    let (_, elsewhere) = new_key(
+        &app,
+        &admin,
+        json!({"request_id": "a1", "ip_allowlist": ["10.0.0.0/8", "2001:db8::/32"]}),
+    )
+    .await;
+    let (_, local4) = new_key(
+        &app,
+        &admin,
+        json!({"request_id": "a2", "ip_allowlist": ["127.0.0.0/8"]}),
+    )
+    .await;
+    let (_, local6) = new_key(
+        &app,
+        &admin,
+        json!({"request_id": "a3", "ip_allowlist": ["::1/128"]}),
+    )
+    .await;
+
+    let spoofed = app
+        .http
+        .get(format!("{}/v1/credits", app.base))
+        .bearer_auth(&elsewhere)
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-real-ip", "10.1.2.3")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(spoofed.status().as_u16(), 403);
+    let body: Value = spoofed.json().await.unwrap_or_default();
+    assert_eq!(body["error"]["code"], "ip_not_allowed");
+    assert_eq!(app.get("/v1/credits", &local4).await.status, 200);
+    assert_eq!(
+        app.get("/v1/credits", &local6).await.code(),
+        "ip_not_allowed"
+    );
+
+    // Over IPv6 loopback the v6 block matches and the v4 one does not.
+    if let Some(v6) = &app.base_v6 {
+        let get = |key: &str| {
+            app.http
+                .get(format!("{v6}/v1/credits"))
+                .bearer_auth(key.to_string())
+                .send()
+        };
+        assert_eq!(
+            get(&local6).await.map(|r| r.status().as_u16()).ok(),
+            Some(200)
+        );
+        assert_eq!(
+            get(&local4).await.map(|r| r.status().as_u16()).ok(),
+            Some(403)
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_call_is_in_the_usage_log_with_its_fields() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(1_000).await;
+    assert_eq!(app.get("/v1/credits", &key).await.status, 200);
+    assert_eq!(
+        app.get("/v1/batches/bat_01M87QK0NREPX2ZHGKMMS7YBB3", &key)
+            .await
+            .status,
+        404
+    );
+    let bad = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "u", "model": "nope", "tasks": tasks(10)}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(
+        app.get("/v1/credits", "vgk_not_a_real_key").await.status,
+        401
+    );
+    app.assert_usage_logged().await;
+
+    let usage = app.get("/v1/usage?limit=200", &key).await;
+    assert_eq!(usage.status, 200, "{:?}", usage.body);
+    let rows = usage.body["data"].as_array().cloned().unwrap_or_default();
+    let missing = rows
+        .iter()
+        .find(|u| u["route"] == "/v1/batches/{batch_id}")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["code"], "not_found");
+    assert_eq!(missing["method"], "GET");
+    assert_eq!(missing["source_ip"], "127.0.0.1");
+    assert!(missing["key_id"].as_str().unwrap_or("").starts_with("key_"));
+    assert!(missing["request_id"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("req_"));
+    assert!(missing["user_agent"].is_string());
+    let only_422 = app.get("/v1/usage?status=422", &key).await;
+    assert_eq!(only_422.body["data"].as_array().map(Vec::len), Some(1));
+    // The unauthenticated call is in the operator's view.
+    let anon = app
+        .send(
+            "GET",
+            "/admin/v1/accounts/_unauthenticated/usage",
+            Some(OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(anon.body["data"][0]["status"], 401);
+    assert!(app.account(&acct).await.balance == 1_000);
+}
+
+#[tokio::test]
+async fn anomalies_throttle_a_key_or_block_an_address_until_lifted() {
+    let app = TestApp::spawn().await;
+    let (acct, admin) = app.account_with(0).await;
+    let (key_id, key) = new_key(
+        &app,
+        &admin,
+        json!({"request_id": "an", "rate_limit_per_min": 100}),
+    )
+    .await;
+    // Thirty requests for things that do not exist: half or more refused, so throttled.
+    for _ in 0..30 {
+        assert_eq!(
+            app.get("/v1/batches/bat_01M87QK0NREPX2ZHGKMMS7YBB3", &key)
+                .await
+                .status,
+            404
+        );
+    }
+    let shown = app.get(&format!("/v1/api-keys/{key_id}"), &admin).await;
+    assert_eq!(
+        shown.body["throttle"]["reason"], "error_rate",
+        "{:?}",
+        shown.body
+    );
+    assert_eq!(shown.body["throttle"]["limit"], 10);
+    let r = app.get("/v1/credits", &key).await;
+    assert_eq!(r.code(), "rate_limited", "over the lowered limit");
+    let anomalies = app.get("/v1/usage?kind=anomaly", &admin).await;
+    assert_eq!(anomalies.body["data"][0]["code"], "error_rate");
+    app.run_until_idle().await;
+    let ev = app.get("/v1/events?type=api_key.throttled", &admin).await;
+    assert_eq!(ev.body["data"][0]["data"]["id"], key_id.as_str());
+    // The operator lifts it.
+    let lifted = app
+        .admin_post(
+            &format!("/admin/v1/accounts/{acct}/api-keys/{key_id}/lift-throttle"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(lifted.status, 200, "{:?}", lifted.body);
+    assert!(lifted.body["throttle"].is_null());
+    assert_eq!(app.get("/v1/credits", &key).await.status, 200);
+
+    // Twenty failed authentications from one address block it, valid keys included.
+    for _ in 0..20 {
+        assert_eq!(app.get("/v1/credits", "vgk_guessing").await.status, 401);
+    }
+    let blocked = app.get("/v1/credits", &admin).await;
+    assert_eq!((blocked.status, blocked.code()), (403, "ip_blocked"));
+    // A block lifts by itself after 15 minutes, or at once when an operator says so.
+    let r = app
+        .send(
+            "DELETE",
+            "/admin/v1/ip-blocks/127.0.0.1",
+            Some(OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["was_blocked"], true);
+    assert_eq!(app.get("/v1/credits", &admin).await.status, 200);
+    for _ in 0..20 {
+        app.get("/v1/credits", "vgk_guessing").await;
+    }
+    assert_eq!(app.get("/v1/credits", &admin).await.code(), "ip_blocked");
+    app.clock.advance_ms(15 * 60_000);
+    assert_eq!(app.get("/v1/credits", &admin).await.status, 200);
+}
+
+#[tokio::test]
+async fn termination_disables_keys_and_endpoints_but_running_batches_settle_and_credits_stay() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(10_000).await;
+    let ep = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"request_id": "t", "url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    let ep_id = ep.body["id"].as_str().unwrap_or_default().to_string();
+    let b = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "t1", "model": "sora-2", "tasks": tasks(10)}),
+        )
+        .await;
+    let batch = b.body["id"].as_str().unwrap_or_default().to_string();
+    let t = app
+        .admin_post(&format!("/admin/v1/accounts/{acct}/terminate"), &json!({}))
+        .await;
+    assert_eq!(
+        (t.status, t.body["status"].clone()),
+        (200, json!("terminated"))
+    );
+    let r = app.get("/v1/credits", &key).await;
+    assert_eq!((r.status, r.code()), (403, "account_terminated"));
+    app.drive_to_settlement(&acct, &batch, 5_000, 600_000).await;
+    let a = app.account(&acct).await;
+    assert_eq!(
+        a.balance,
+        10_000 - 490,
+        "charged for its videos, the rest stays"
+    );
+    let eps = app
+        .svc
+        .store
+        .list_endpoints(&acct)
+        .await
+        .expect("endpoints");
+    assert!(eps
+        .iter()
+        .all(|e| !e.enabled && e.disabled_reason.as_deref() == Some("account_terminated")));
+
+    let back = app
+        .admin_post(&format!("/admin/v1/accounts/{acct}/reinstate"), &json!({}))
+        .await;
+    assert_eq!(back.body["status"], "active");
+    assert_eq!(
+        app.get("/v1/credits", &key).await.body["balance"],
+        10_000 - 490
+    );
+    let e = app
+        .get(&format!("/v1/webhook-endpoints/{ep_id}"), &key)
+        .await;
+    assert_eq!(e.body["enabled"], true);
+    app.assert_invariants().await;
+}
