@@ -41,14 +41,21 @@ fn set_rate_headers(h: &mut HeaderMap, rate: &RateState) {
 }
 
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req
+    let matched = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+        .map(|p| p.as_str().to_string());
+    let path = req.uri().path();
+    let api_path = path.starts_with("/v1/") || path.starts_with("/admin/");
+    let route = match matched {
+        Some(r) => r,
+        // No such route: answered 404 without looking at the key, but still logged.
+        None if api_path => "unmatched".to_string(),
+        None => return next.run(req).await,
+    };
     let customer = route.starts_with("/v1/");
     let operator = route.starts_with("/admin/");
-    if !customer && !operator {
+    if !customer && !operator && route != "unmatched" {
         return next.run(req).await;
     }
     let started = Instant::now();
@@ -69,6 +76,9 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     let (resp, account_id, retention, key, admitted) = if operator {
         let resp = next.run(req).await;
         (resp, "_operator".to_string(), 365, None, false)
+    } else if !customer {
+        let resp = next.run(req).await;
+        (resp, UNAUTHENTICATED.to_string(), 90, None, false)
     } else {
         let authorization = req
             .headers()
