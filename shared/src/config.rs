@@ -19,6 +19,7 @@ pub struct Tables {
     pub deliveries: String,
     pub rate_limits: String,
     pub api_usage: String,
+    pub exports: String,
 }
 
 #[derive(Clone, Debug)]
@@ -26,6 +27,7 @@ pub struct Queues {
     pub tasks: String,
     pub settle: String,
     pub events: String,
+    pub exports: String,
     pub tasks_dlq: Option<String>,
     pub settle_dlq: Option<String>,
 }
@@ -114,11 +116,13 @@ impl Config {
                 deliveries: required("DELIVERIES_TABLE")?,
                 rate_limits: required("RATE_LIMITS_TABLE")?,
                 api_usage: required("API_USAGE_TABLE")?,
+                exports: required("EXPORTS_TABLE")?,
             },
             queues: Queues {
                 tasks: required("TASKS_QUEUE_URL")?,
                 settle: required("SETTLE_QUEUE_URL")?,
                 events: required("EVENTS_QUEUE_URL")?,
+                exports: required("EXPORTS_QUEUE_URL")?,
                 tasks_dlq: get("TASKS_DLQ_URL").filter(|v| !v.is_empty()),
                 settle_dlq: get("SETTLE_DLQ_URL").filter(|v| !v.is_empty()),
             },

@@ -394,6 +394,12 @@ impl TestApp {
             })
             .await
             .expect("pump events");
+            let svc = &self.pipeline.svc;
+            let x = devstack::pump::pump_round(store, &q.exports, now, true, 0, |ev| {
+                export::handle_event(svc, ev)
+            })
+            .await
+            .expect("pump exports");
             {
                 let mut parked = self.parked.lock().expect("parked");
                 for (queue, round) in [(&q.tasks, &t), (&q.events, &e)] {
@@ -406,11 +412,12 @@ impl TestApp {
                 }
             }
             self.invocations.fetch_add(
-                t.invocations + s.invocations + e.invocations,
+                t.invocations + s.invocations + e.invocations + x.invocations,
                 Ordering::Relaxed,
             );
-            total += t.handled + s.handled + e.handled;
-            if t.handled + s.handled + e.handled == 0 {
+            let handled = t.handled + s.handled + e.handled + x.handled;
+            total += handled;
+            if handled == 0 {
                 return total;
             }
         }

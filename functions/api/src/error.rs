@@ -36,7 +36,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | WebhookUrlForbidden
         | InvalidEventTypes
         | EndpointLimitReached
-        | InvalidApiKeySettings => StatusCode::UNPROCESSABLE_ENTITY,
+        | InvalidApiKeySettings
+        | InvalidExport => StatusCode::UNPROCESSABLE_ENTITY,
         OperatorApiDisabled | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }

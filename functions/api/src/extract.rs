@@ -32,6 +32,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {e}"))
             }
         })?;
+        // No body at all reads as `{}` (POST .../redeliver, .../lift-throttle).
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidJson,

@@ -45,6 +45,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/api-keys/{key_id}"),
     ("delete", "/v1/api-keys/{key_id}"),
     ("get", "/v1/usage"),
+    ("post", "/v1/exports"),
+    ("get", "/v1/exports"),
+    ("get", "/v1/exports/{export_id}"),
     ("patch", "/v1/account"),
     ("post", "/v1/webhook-endpoints"),
     ("get", "/v1/webhook-endpoints"),
@@ -124,6 +127,11 @@ pub fn app(svc: Services) -> Router {
                 .delete(customer::revoke_key),
         )
         .route("/v1/usage", get(customer::usage))
+        .route(
+            "/v1/exports",
+            post(customer::create_export).get(customer::list_exports),
+        )
+        .route("/v1/exports/{export_id}", get(customer::get_export))
         .route(
             "/v1/webhook-endpoints",
             post(webhooks::create_endpoint).get(webhooks::list_endpoints),

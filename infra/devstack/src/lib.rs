@@ -509,6 +509,7 @@ Resources:
                     "TasksQueue",
                     "SettleQueue",
                     "EventsQueue",
+                    "ExportsQueue",
                     "TasksDeadLetterQueue",
                     "SettleDeadLetterQueue",
                 ] {

@@ -40,6 +40,8 @@ pub struct KeyPatch {
     pub enabled: Option<bool>,
     pub rate_limit_per_min: Option<u32>,
     pub ip_allowlist: Option<Vec<String>>,
+    /// An operator's change: a key an operator disabled only an operator enables again.
+    pub by_operator: bool,
 }
 
 impl Store {
@@ -207,6 +209,8 @@ impl Store {
             .put_item()
             .table_name(&self.tables().api_usage)
             .set_item(Some(to_item(rec)?))
+            .condition_expression("attribute_not_exists(usage_id) OR kind = :anomaly")
+            .expression_attribute_values(":anomaly", s("anomaly"))
             .send()
             .await
             .map_err(|e| dynamo_err("PutItem", e))?;
@@ -348,9 +352,24 @@ impl Store {
                 set.push("enabled = :f".into());
                 set.push("disabled_reason = :manual".into());
                 values.insert(":f".into(), AttributeValue::Bool(false));
-                values.insert(":manual".into(), s("manual"));
+                values.insert(
+                    ":manual".into(),
+                    s(if patch.by_operator {
+                        "operator"
+                    } else {
+                        "manual"
+                    }),
+                );
             }
             None => {}
+        }
+        let mut condition =
+            "attribute_exists(key_hash) AND attribute_not_exists(revoked_ms)".to_string();
+        if !patch.by_operator {
+            condition.push_str(
+                " AND (attribute_not_exists(disabled_reason) OR disabled_reason = :byuser)",
+            );
+            values.insert(":byuser".into(), s("manual"));
         }
         if let Some(limit) = patch.rate_limit_per_min {
             set.push("rate_limit_per_min = :rl".into());
@@ -377,7 +396,7 @@ impl Store {
             .table_name(&self.tables().api_keys)
             .key("key_hash", s(key_hash))
             .update_expression(expr)
-            .condition_expression("attribute_exists(key_hash) AND attribute_not_exists(revoked_ms)")
+            .condition_expression(condition)
             .set_expression_attribute_names(
                 patch
                     .name

@@ -116,3 +116,97 @@ impl Store {
         })
     }
 }
+
+/// An S3 multipart upload in progress: parts go up as they fill, so an export of any size
+/// holds at most one part in memory.
+pub struct Multipart {
+    pub key: String,
+    pub upload_id: String,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+}
+
+impl Multipart {
+    pub fn parts_len(&self) -> usize {
+        self.parts.len()
+    }
+}
+
+impl Store {
+    pub async fn start_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        tags: &str,
+    ) -> Result<Multipart, StoreError> {
+        let out = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .content_type(content_type)
+            .tagging(tags)
+            .send()
+            .await
+            .map_err(|e| s3_err("CreateMultipartUpload", e))?;
+        let upload_id = out
+            .upload_id
+            .ok_or_else(|| StoreError::S3("CreateMultipartUpload: no upload id".into()))?;
+        Ok(Multipart {
+            key: key.to_string(),
+            upload_id,
+            parts: Vec::new(),
+        })
+    }
+
+    pub async fn upload_part(&self, m: &mut Multipart, body: Vec<u8>) -> Result<(), StoreError> {
+        let number = i32::try_from(m.parts.len() + 1).unwrap_or(i32::MAX);
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.config.bucket)
+            .key(&m.key)
+            .upload_id(&m.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_err("UploadPart", e))?;
+        m.parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .set_e_tag(out.e_tag)
+                .part_number(number)
+                .build(),
+        );
+        Ok(())
+    }
+
+    pub async fn complete_multipart(&self, m: Multipart) -> Result<(), StoreError> {
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(&m.key)
+            .upload_id(&m.upload_id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(m.parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_err("CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+
+    /// Gives up an upload (a crashed export's leftovers also expire by lifecycle rule).
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.s3
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| s3_err("AbortMultipartUpload", e))?;
+        Ok(())
+    }
+}

@@ -208,6 +208,7 @@ impl Store {
             Table::Requests => (&self.tables().requests, "account_id"),
             Table::Files => (&self.tables().files, "account_id"),
             Table::WebhookEndpoints => (&self.tables().webhook_endpoints, "account_id"),
+            Table::Exports => (&self.tables().exports, "account_id"),
         };
         NewItem::new(name, record, key_attr)
     }
@@ -611,6 +612,7 @@ pub enum Table {
     Requests,
     Files,
     WebhookEndpoints,
+    Exports,
 }
 
 /// The key of a record stored under its account: (`account_id`, `sort_attr`).

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod blobs;
 pub mod dynamo;
+pub mod exports;
 pub mod faults;
 pub mod pipeline;
 pub mod queue;

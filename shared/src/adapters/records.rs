@@ -406,3 +406,39 @@ pub struct DeliveryRecord {
     pub attempts: Vec<AttemptLog>,
     pub expires_at: i64,
 }
+
+/// A requested export and, once written, its manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportRecord {
+    pub account_id: String,
+    pub export_id: String,
+    pub request_id: String,
+    pub dataset: crate::domain::export::Dataset,
+    pub format: crate::domain::export::Format,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// `queued`, `running`, `completed`, `failed`.
+    pub status: String,
+    #[serde(default)]
+    pub rows_written: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub s3_key: String,
+    pub manifest_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    /// Bumped by every run; a run only writes while the record still carries its number.
+    #[serde(default)]
+    pub run: u32,
+    pub created_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The largest amount of file data the run held in memory at once (bytes).
+    #[serde(default)]
+    pub peak_buffer_bytes: u64,
+    pub expires_at: i64,
+}

@@ -536,9 +536,15 @@ impl Store {
             .update_expression(
                 "SET #status = :pending, schedule_base = attempts_made, next_attempt_ms = :now",
             )
-            .condition_expression("attribute_exists(event_id) AND #status <> :pending")
+            .condition_expression(
+                "attribute_exists(event_id) AND #status <> :pending AND attempts_made < :max",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(
+                ":max",
+                n(crate::domain::webhook::MAX_ATTEMPTS_PER_DELIVERY),
+            )
             .expression_attribute_values(":now", n(now_ms))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -621,9 +627,9 @@ pub async fn check_public_name(host: &str, port: Option<u16>) -> Result<(), Stri
         return Err(format!("{host} does not resolve"));
     }
     if let Some(bad) = addrs.iter().find(|a| forbidden_ip(a.ip())) {
+        let _ = bad;
         return Err(format!(
-            "{host} resolves to {}, a loopback, private, link-local or metadata address",
-            bad.ip()
+            "{host} resolves to a loopback, private, link-local or metadata address"
         ));
     }
     Ok(())

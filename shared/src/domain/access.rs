@@ -41,7 +41,10 @@ pub fn required_scope(method: &str, route: &str) -> KeyScope {
         || route == "/v1/account"
         || route.starts_with("/v1/usage")
         || route.ends_with("/redeliver");
-    let reads = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD");
+    // Asking for an export reads data, whatever the method.
+    let reads = method.eq_ignore_ascii_case("GET")
+        || method.eq_ignore_ascii_case("HEAD")
+        || route == "/v1/exports";
     match (admin_area, reads) {
         // Listing keys or endpoints shows configuration: admin too.
         (true, _) if route != "/v1/account" => KeyScope::Admin,

@@ -18,6 +18,7 @@ pub enum Scope {
     CreateEndpoint,
     RotateSecret,
     CreateKey,
+    CreateExport,
 }
 
 impl Scope {
@@ -31,6 +32,7 @@ impl Scope {
             Scope::CreateEndpoint => "endpoint",
             Scope::RotateSecret => "rotate",
             Scope::CreateKey => "key",
+            Scope::CreateExport => "export",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod account;
 pub mod api_key;
 pub mod batch;
 pub mod cursor;
+pub mod export;
 pub mod idempotency;
 pub mod ids;
 pub mod ledger;

@@ -256,6 +256,8 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
         || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
         || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64 can reach private IPv4
+        || seg[0] == 0x2002 // 6to4 embeds an IPv4 address
+        || (seg[0..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0) // IPv4-translated
         || (seg[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible (deprecated)
 }
 
@@ -308,8 +310,18 @@ pub fn judge(n: u32, result: AttemptResult) -> Verdict {
 /// Cuts a response body for the log at a character boundary.
 pub fn truncate_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(LOGGED_BODY_BYTES)]);
-    text.trim_end_matches('\u{FFFD}').to_string()
+    let text = text.trim_end_matches('\u{FFFD}');
+    // Replacement characters take three bytes: cut again, by bytes, at a char boundary.
+    let mut end = text.len().min(LOGGED_BODY_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
+
+/// A delivery keeps at most this many attempts (about 110 KB of log, well under DynamoDB's
+/// item limit); redelivery beyond it is refused.
+pub const MAX_ATTEMPTS_PER_DELIVERY: u32 = 100;
 
 /// Every event type a customer can subscribe to, with what it carries.
 pub const EVENT_TYPES: &[(&str, &str)] = &[

@@ -226,7 +226,8 @@ fn anomaly_record(
     now: i64,
     retention_days: u32,
 ) -> UsageRecord {
-    let id = crate::domain::ids::generate("anom", now);
+    // Derived from what happened, so recording it again (after a crash) overwrites itself.
+    let id = format!("anom_{}_{rule}_{now}", key_id.unwrap_or(ip));
     UsageRecord {
         account_id: account_id.to_string(),
         usage_id: format!("{now:013}#{id}"),
@@ -268,7 +269,12 @@ pub struct Answered<'a> {
 pub async fn record(svc: &Services, a: Answered<'_>) {
     let rec = UsageRecord {
         account_id: a.account_id.to_string(),
-        usage_id: format!("{:013}#{}", a.started_ms.max(0), a.request_id),
+        // Our own random id: the request id comes from a client header and may repeat.
+        usage_id: format!(
+            "{:013}#{}",
+            a.started_ms.max(0),
+            crate::domain::ids::generate("use", a.started_ms)
+        ),
         at_ms: a.started_ms,
         kind: "request".into(),
         key_id: a.key.map(|(k, _)| k.key_id.clone()),
@@ -332,9 +338,22 @@ async fn judge_key(
         until_ms: now + THROTTLE_MS,
         reason: rule.as_str().to_string(),
     };
-    if !svc.store.throttle_key(&key.key_hash, &t).await? {
-        return Ok(());
-    }
+    let t = if svc.store.throttle_key(&key.key_hash, &t).await? {
+        t
+    } else {
+        // Throttled already: if by this rule, a crash may have cut the notices short; they
+        // are idempotent, so send them again. Otherwise nothing to do.
+        match svc
+            .store
+            .get_api_key(&key.key_hash)
+            .await?
+            .and_then(|k| k.throttle)
+        {
+            Some(cur) if cur.reason == t.reason && cur.until_ms > now => cur,
+            _ => return Ok(()),
+        }
+    };
+    let now = t.since_ms;
     tracing::warn!(key_id = %key.key_id, rule = rule.as_str(), limit = t.limit, "API key throttled");
     let rec = anomaly_record(
         &key.account_id,

@@ -111,8 +111,14 @@ const TERMINATED: &str = "account_terminated";
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
-    /// Credits; below this a `credits.low_balance` event goes out. `null` turns it off.
-    pub low_balance_threshold: Option<i64>,
+    /// Credits; below this a `credits.low_balance` event goes out. `null` turns it off;
+    /// leaving it out leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    pub low_balance_threshold: Option<Option<i64>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    <Option<i64> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 pub async fn update_settings(
@@ -120,9 +126,10 @@ pub async fn update_settings(
     account_id: &str,
     s: AccountSettings,
 ) -> Result<AccountView, ServiceError> {
-    if s.low_balance_threshold
-        .is_some_and(|t| !(1..=1_000_000_000_000).contains(&t))
-    {
+    let Some(threshold) = s.low_balance_threshold else {
+        return Ok(AccountView::from(&get_account(svc, account_id).await?));
+    };
+    if threshold.is_some_and(|t| !(1..=1_000_000_000_000).contains(&t)) {
         return Err(ServiceError::reject(
             ErrorCode::InvalidRequest,
             "low_balance_threshold must be a positive number of credits, or null",
@@ -130,7 +137,7 @@ pub async fn update_settings(
     }
     let account = svc
         .store
-        .set_low_balance_threshold(account_id, s.low_balance_threshold)
+        .set_low_balance_threshold(account_id, threshold)
         .await?
         .ok_or_else(|| ServiceError::not_found("account"))?;
     Ok(AccountView::from(&account))

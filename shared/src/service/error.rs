@@ -35,6 +35,7 @@ error_codes! {
     IpBlocked => "ip_blocked",
     InsufficientScope => "insufficient_scope",
     InvalidApiKeySettings => "invalid_api_key_settings",
+    InvalidExport => "invalid_export",
     AccountTerminated => "account_terminated",
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",

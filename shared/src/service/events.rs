@@ -212,13 +212,9 @@ pub async fn list(
     })
 }
 
-pub async fn get(
-    svc: &Services,
-    account_id: &str,
-    event_id: &str,
-) -> Result<serde_json::Value, ServiceError> {
-    let rec = find(svc, account_id, event_id).await?;
-    parse(&rec)
+/// The event's body exactly as it was delivered (the bytes its signatures cover).
+pub async fn get(svc: &Services, account_id: &str, event_id: &str) -> Result<String, ServiceError> {
+    Ok(find(svc, account_id, event_id).await?.body)
 }
 
 pub(crate) async fn find(

@@ -263,6 +263,7 @@ pub async fn update(
     account_id: &str,
     key_id: &str,
     req: UpdateKey,
+    by_operator: bool,
 ) -> Result<ApiKeyView, ServiceError> {
     let k = find(svc, account_id, key_id).await?;
     if let Some(n) = &req.name {
@@ -281,13 +282,16 @@ pub async fn update(
         enabled: req.enabled,
         rate_limit_per_min: req.rate_limit_per_min,
         ip_allowlist,
+        by_operator,
     };
     let now = svc.now_ms();
     let updated = svc
         .store
         .patch_key(&k.key_hash, &patch, now)
         .await?
-        .ok_or_else(|| invalid("a revoked key cannot be changed"))?;
+        .ok_or_else(|| {
+            invalid("a revoked key, or one disabled by the operator or by termination, cannot be changed here")
+        })?;
     Ok(ApiKeyView::at(&updated, None, now))
 }
 

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod credits;
 pub mod error;
 pub mod events;
+pub mod exports;
 pub mod files;
 pub mod idempotency;
 pub mod keys;

@@ -103,6 +103,13 @@ async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
     let key = app
         .post("/v1/api-keys", &key_a, &json!({"request_id": "m"}))
         .await;
+    let export = app
+        .post(
+            "/v1/exports",
+            &key_a,
+            &json!({"request_id": "m", "dataset": "ledger"}),
+        )
+        .await;
     app.run_until_idle().await;
     let events = app.get("/v1/events", &key_a).await;
     let ids =
@@ -137,6 +144,11 @@ async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
             "{key_id}",
             ids("id", &key.body),
             "key_01M87QK0NREPX2ZHGKMMS7YBB3",
+        ),
+        (
+            "{export_id}",
+            ids("id", &export.body),
+            "exp_01M87QK0NREPX2ZHGKMMS7YBB3",
         ),
     ];
     let mut checked = 0;

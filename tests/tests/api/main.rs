@@ -4,6 +4,7 @@ mod access;
 mod bad_input;
 mod batches;
 mod crash;
+mod exports;
 mod files;
 mod isolation;
 mod ledger;

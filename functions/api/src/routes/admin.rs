@@ -82,7 +82,9 @@ pub async fn update_key(
     Ids(id, key): Ids,
     body: JsonBody<keys::UpdateKey>,
 ) -> Result<Json<ApiKeyView>> {
-    Ok(Json(keys::update(&s.svc, &id, &key, body.value).await?))
+    Ok(Json(
+        keys::update(&s.svc, &id, &key, body.value, true).await?,
+    ))
 }
 
 pub async fn revoke_key(

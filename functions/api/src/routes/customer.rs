@@ -10,7 +10,7 @@ use axum::Json;
 use shared::service::views::{
     AccountView, ApiKeyView, BatchView, CreditsView, FileView, LedgerEntryView, TaskView, UsageView,
 };
-use shared::service::{accounts, batches, credits, files, keys, models, Page};
+use shared::service::{accounts, batches, credits, exports, files, keys, models, Page};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -177,7 +177,7 @@ pub async fn update_key(
     body: JsonBody<keys::UpdateKey>,
 ) -> Result<Json<ApiKeyView>> {
     Ok(Json(
-        keys::update(&s.svc, &c.account.account_id, &id, body.value).await?,
+        keys::update(&s.svc, &c.account.account_id, &id, body.value, false).await?,
     ))
 }
 
@@ -197,4 +197,33 @@ pub async fn usage(
     Params(p): Params<keys::UsageParams>,
 ) -> Result<Json<Page<UsageView>>> {
     Ok(Json(keys::usage(&s.svc, &c.account.account_id, &p).await?))
+}
+
+pub async fn create_export(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<exports::CreateExport>,
+) -> Result<Response> {
+    let r = exports::create(&s.svc, &c.account.account_id, body.value, &body.fingerprint).await?;
+    Ok(reply(r))
+}
+
+pub async fn list_exports(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Params(p): Params<exports::ListParams>,
+) -> Result<Json<Page<exports::ExportView>>> {
+    Ok(Json(
+        exports::list(&s.svc, &c.account.account_id, &p).await?,
+    ))
+}
+
+pub async fn get_export(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<exports::ExportView>> {
+    Ok(Json(
+        exports::get(&s.svc, &c.account.account_id, &id).await?,
+    ))
 }

@@ -111,8 +111,13 @@ pub async fn get_event(
     State(s): State<AppState>,
     Customer(c): Customer,
     Id(id): Id,
-) -> Result<Json<serde_json::Value>> {
-    Ok(Json(events::get(&s.svc, &c.account.account_id, &id).await?))
+) -> Result<Response> {
+    let body = events::get(&s.svc, &c.account.account_id, &id).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 pub async fn redeliver(

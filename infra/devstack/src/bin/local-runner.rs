@@ -70,6 +70,23 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
             }
         }
     });
+    let exports = {
+        let svc = p.svc.clone();
+        tokio::spawn(async move {
+            let url = svc.store.config().queues.exports.clone();
+            loop {
+                let now = svc.now_ms();
+                if let Err(e) = pump_round(&svc.store, &url, now, false, 5, |ev| {
+                    export::handle_event(&svc, ev)
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "exports poller");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    };
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(sweep_every));
         loop {
@@ -84,6 +101,7 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
         r = tasks => tracing::error!(?r, "tasks poller ended"),
         r = settle => tracing::error!(?r, "settle poller ended"),
         r = events => tracing::error!(?r, "events poller ended"),
+        r = exports => tracing::error!(?r, "exports poller ended"),
         r = sweep => tracing::error!(?r, "sweeper ended"),
     }
     Ok(())

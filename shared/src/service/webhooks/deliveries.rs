@@ -103,6 +103,16 @@ async fn restart(
             .restart_delivery(&ep.endpoint_id, &event.event_id, now)
             .await?
     };
+    // Still pending: its next attempt's message may have been lost (a crash between the
+    // write and the send, or the DLQ). Send it again; the claim makes a duplicate harmless.
+    let n = match n {
+        Some(n) => Some(n),
+        None => store
+            .get_delivery(&ep.endpoint_id, &event.event_id)
+            .await?
+            .filter(|d| d.status == DeliveryStatus::Pending && d.recorded == d.attempts_made)
+            .map(|d| d.attempts_made + 1),
+    };
     match n {
         Some(n) => {
             schedule(
@@ -216,7 +226,8 @@ pub async fn recover(
     let mut restarted = 0usize;
     let mut before = None;
     let mut more = true;
-    while more && restarted < MAX_RECOVER {
+    let mut cut_short = false;
+    while more && !cut_short {
         let (page, has_more) = svc
             .store
             .list_deliveries(
@@ -231,6 +242,7 @@ pub async fn recover(
         before = page.last().map(|d| (d.created_ms, d.event_id.clone()));
         for d in page.iter().filter(|d| d.account_id == account_id) {
             if restarted == MAX_RECOVER {
+                cut_short = true;
                 break;
             }
             if let Some(event) = svc.store.get_event(account_id, &d.event_id).await? {
@@ -243,6 +255,6 @@ pub async fn recover(
     Ok(serde_json::json!({
         "endpoint_id": endpoint_id,
         "redelivering": restarted,
-        "has_more": more && restarted == MAX_RECOVER,
+        "has_more": cut_short,
     }))
 }

@@ -346,12 +346,23 @@ async fn endpoint_health(
         },
     };
     if let Some(reason) = disable_for {
-        if let Some(disabled) = store
+        let disabled = match store
             .disable_endpoint(account_id, endpoint_id, reason, now)
             .await?
         {
-            tracing::warn!(endpoint_id, reason, "webhook endpoint disabled");
-            events::emit(&d.svc, &[events::endpoint_disabled(&disabled)]).await?;
+            Some(rec) => {
+                tracing::warn!(endpoint_id, reason, "webhook endpoint disabled");
+                Some(rec)
+            }
+            // Disabled already, for this reason: a crash may have lost the notice. Its id is
+            // derived from the disable time, so sending it again is deduplicated.
+            None => store
+                .get_endpoint(account_id, endpoint_id)
+                .await?
+                .filter(|e| !e.enabled && e.disabled_reason.as_deref() == Some(reason)),
+        };
+        if let Some(rec) = disabled {
+            events::emit(&d.svc, &[events::endpoint_disabled(&rec)]).await?;
         }
     }
     Ok(())

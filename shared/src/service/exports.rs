@@ -1,0 +1,768 @@
+//! Exports (contract 2.3, 4.3): an account's ledger, batches, tasks, usage log or webhook
+//! deliveries as CSV or JSON Lines, or everything as one GDPR archive. The API records the
+//! request; the export function streams the rows into an S3 multipart upload (at most one
+//! part in memory, whatever the size), writes a manifest (rows, SHA-256, range) and marks
+//! the export completed. Finance fetches the file by a presigned link made fresh on each read.
+
+use super::accounts::json;
+use super::idempotency::{create_once, Creation};
+use super::views::{ApiKeyView, EndpointView, LedgerEntryView, TaskView, UsageView};
+use super::{ErrorCode, Page, Reply, ServiceError, Services};
+use crate::adapters::blobs::Multipart;
+use crate::adapters::dynamo::{from_item, Item, Table};
+use crate::adapters::exports::PageQuery;
+use crate::adapters::records::{
+    BatchRecord, DeliveryRecord, ExportRecord, LedgerRecord, TaskRecord, UsageRecord,
+};
+use crate::adapters::StoreError;
+use crate::domain::export::{
+    csv_header, csv_line, usd, Cell, Dataset, Format, PART_BYTES, UTF8_BOM,
+};
+use crate::domain::idempotency::Scope;
+use crate::domain::ids;
+use crate::domain::time::{parse_rfc3339_ms, rfc3339_ms};
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{json as j, Value};
+use sha2::{Digest, Sha256};
+
+/// `to_ms` of an export without an end: it takes everything there is when it runs.
+pub const OPEN_END: i64 = i64::MAX;
+
+fn end_time(to_ms: i64, generated: Option<i64>) -> Option<String> {
+    if to_ms == OPEN_END {
+        generated.map(rfc3339_ms)
+    } else {
+        Some(rfc3339_ms(to_ms))
+    }
+}
+
+/// Export records (and the files, by lifecycle rule) are kept this long.
+pub const EXPORT_KEEP_DAYS: i64 = 30;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateExport {
+    pub request_id: String,
+    pub dataset: Dataset,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// RFC 3339; default: the beginning.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// RFC 3339; default: open-ended (everything up to when the export runs).
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+fn default_format() -> Format {
+    Format::Csv
+}
+
+/// A message on the exports queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportMessage {
+    pub account_id: String,
+    pub export_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportView {
+    pub id: String,
+    pub request_id: String,
+    pub dataset: Dataset,
+    pub format: Format,
+    pub from: String,
+    /// Null for an open-ended export until it has run.
+    pub to: Option<String>,
+    pub status: String,
+    pub rows_written: u64,
+    pub bytes: u64,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+    pub error: Option<String>,
+    /// When completed: the manifest (also stored beside the file).
+    pub manifest: Option<Value>,
+    /// When completed: a fresh presigned HTTPS link on every read.
+    pub download_url: Option<String>,
+    pub download_expires_at: Option<String>,
+}
+
+fn manifest(rec: &ExportRecord) -> Value {
+    j!({
+        "export_id": rec.export_id,
+        "account_id": rec.account_id,
+        "dataset": rec.dataset.as_str(),
+        "format": rec.format,
+        "rows": rec.rows_written,
+        "bytes": rec.bytes,
+        "sha256": rec.sha256,
+        "from": rfc3339_ms(rec.from_ms),
+        "to": end_time(rec.to_ms, rec.completed_ms),
+        "generated_at": rec.completed_ms.map(rfc3339_ms),
+        "file": rec.s3_key.rsplit('/').next(),
+    })
+}
+
+async fn view(svc: &Services, rec: &ExportRecord) -> Result<ExportView, ServiceError> {
+    let done = rec.status == "completed";
+    let link = if done {
+        let name = rec.s3_key.rsplit('/').next().unwrap_or("export");
+        Some(svc.store.presign_get(&rec.s3_key, name).await?)
+    } else {
+        None
+    };
+    let now = svc.now_ms();
+    Ok(ExportView {
+        id: rec.export_id.clone(),
+        request_id: rec.request_id.clone(),
+        dataset: rec.dataset,
+        format: rec.format,
+        from: rfc3339_ms(rec.from_ms),
+        to: end_time(rec.to_ms, rec.completed_ms),
+        status: rec.status.clone(),
+        rows_written: rec.rows_written,
+        bytes: rec.bytes,
+        created_at: rfc3339_ms(rec.created_ms),
+        completed_at: rec.completed_ms.map(rfc3339_ms),
+        error: rec.error.clone(),
+        manifest: done.then(|| manifest(rec)),
+        download_expires_at: link
+            .as_ref()
+            .map(|l| rfc3339_ms(now + i64::try_from(l.expires_in_secs).unwrap_or(3_600) * 1_000)),
+        download_url: link.map(|l| l.url),
+    })
+}
+
+async fn enqueue(svc: &Services, account_id: &str, export_id: &str) -> Result<(), ServiceError> {
+    let body = serde_json::to_string(&ExportMessage {
+        account_id: account_id.to_string(),
+        export_id: export_id.to_string(),
+    })
+    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let store = &svc.store;
+    store
+        .send_one(&store.config().queues.exports, body, 0)
+        .await?;
+    Ok(())
+}
+
+pub async fn create(
+    svc: &Services,
+    account_id: &str,
+    req: CreateExport,
+    fingerprint: &str,
+) -> Result<Reply, ServiceError> {
+    if req.dataset == Dataset::AccountArchive && req.format != Format::Json {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidExport,
+            "the account archive is JSON Lines only: use format json",
+        ));
+    }
+    let time = |v: &Option<String>, name: &str, default: i64| match v {
+        None => Ok(default),
+        Some(t) => parse_rfc3339_ms(t).ok_or_else(|| {
+            ServiceError::reject(
+                ErrorCode::InvalidExport,
+                format!("{name} must be an RFC 3339 timestamp"),
+            )
+        }),
+    };
+    let from = time(&req.from, "from", 0)?;
+    let to = time(&req.to, "to", OPEN_END)?;
+    if to < from {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidExport,
+            "to is before from",
+        ));
+    }
+    let (dataset, format, rid) = (req.dataset, req.format, req.request_id.as_str());
+    let reply = create_once(
+        svc,
+        account_id,
+        Scope::CreateExport,
+        rid,
+        fingerprint,
+        |now| async move {
+            let export_id = ids::generate("exp", now);
+            let name = format!("{}-{export_id}.{}", dataset.as_str(), format.extension());
+            let rec = ExportRecord {
+                account_id: account_id.to_string(),
+                export_id: export_id.clone(),
+                request_id: rid.to_string(),
+                dataset,
+                format,
+                from_ms: from,
+                to_ms: to,
+                status: "queued".into(),
+                rows_written: 0,
+                bytes: 0,
+                sha256: None,
+                s3_key: format!("accounts/{account_id}/exports/{name}"),
+                manifest_key: format!("accounts/{account_id}/exports/{name}.manifest.json"),
+                upload_id: None,
+                run: 0,
+                created_ms: now,
+                completed_ms: None,
+                error: None,
+                peak_buffer_bytes: 0,
+                expires_at: now / 1_000 + EXPORT_KEEP_DAYS * 86_400,
+            };
+            Ok(Creation {
+                reply: Reply {
+                    status: 202,
+                    body: json(&view(svc, &rec).await?)?,
+                    replayed: false,
+                },
+                resource_id: export_id,
+                creates: vec![svc.store.new_item(Table::Exports, &rec)?],
+            })
+        },
+    )
+    .await?;
+    // Sent after the record commits; a retry with the same request_id sends it again, and
+    // reading a stuck export does too, so a crash in between delays it but cannot lose it.
+    if let Ok(v) = serde_json::from_str::<Value>(&reply.body) {
+        if let (Some(id), Some("queued")) = (v["id"].as_str(), v["status"].as_str()) {
+            enqueue(svc, account_id, id).await?;
+        }
+    }
+    Ok(reply)
+}
+
+pub async fn get(
+    svc: &Services,
+    account_id: &str,
+    export_id: &str,
+) -> Result<ExportView, ServiceError> {
+    if !ids::is_valid("exp", export_id) {
+        return Err(ServiceError::not_found("export"));
+    }
+    let rec = svc
+        .store
+        .get_export(account_id, export_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("export"))?;
+    if rec.status == "queued" && svc.now_ms() - rec.created_ms > 60_000 {
+        enqueue(svc, account_id, export_id).await?;
+    }
+    view(svc, &rec).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub async fn list(
+    svc: &Services,
+    account_id: &str,
+    p: &ListParams,
+) -> Result<Page<ExportView>, ServiceError> {
+    let limit = super::credits::parse_limit(p.limit.as_deref())?;
+    let before = match &p.cursor {
+        None => None,
+        Some(c) => Some(
+            crate::domain::cursor::decode::<String>(c)
+                .filter(|id| ids::is_valid("exp", id))
+                .ok_or_else(|| {
+                    ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
+                })?,
+        ),
+    };
+    let (recs, more) = svc.store.list_exports(account_id, limit, before).await?;
+    let mut data = Vec::new();
+    for r in &recs {
+        data.push(view(svc, r).await?);
+    }
+    Ok(Page {
+        next_cursor: match (more, recs.last()) {
+            (true, Some(l)) => Some(crate::domain::cursor::encode(&l.export_id)),
+            _ => None,
+        },
+        has_more: more,
+        data,
+    })
+}
+
+/// Where the file's bytes go: a buffer flushed part by part, and the running checksum.
+struct Sink<'a> {
+    svc: &'a Services,
+    rec: &'a ExportRecord,
+    run: u32,
+    upload: Multipart,
+    buf: Vec<u8>,
+    hasher: Sha256,
+    rows: u64,
+    bytes: u64,
+    peak: u64,
+    columns: &'static [&'static str],
+}
+
+impl Sink<'_> {
+    async fn line(&mut self, text: &str) -> Result<(), StoreError> {
+        self.hasher.update(text.as_bytes());
+        self.buf.extend_from_slice(text.as_bytes());
+        self.bytes += text.len() as u64;
+        self.peak = self.peak.max(self.buf.len() as u64);
+        if self.buf.len() >= PART_BYTES {
+            let part = std::mem::take(&mut self.buf);
+            self.svc.store.upload_part(&mut self.upload, part).await?;
+            self.svc
+                .store
+                .export_progress(self.rec, self.run, self.rows, self.bytes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A row: an object whose keys are the dataset's columns.
+    async fn row(&mut self, v: &Value) -> Result<(), StoreError> {
+        self.rows += 1;
+        let text = match self.rec.format {
+            Format::Json => {
+                let mut s = v.to_string();
+                s.push('\n');
+                s
+            }
+            Format::Csv => {
+                let cells: Vec<Cell> = self
+                    .columns
+                    .iter()
+                    .map(|c| match &v[*c] {
+                        Value::String(s) if c.ends_with("_usd") => Cell::money(s),
+                        Value::String(s) => Cell::Text(s.clone()),
+                        Value::Number(n) => n.as_i64().map_or(Cell::Text(n.to_string()), Cell::Int),
+                        Value::Bool(b) => Cell::Text(b.to_string()),
+                        Value::Null => Cell::Null,
+                        other => Cell::Text(other.to_string()),
+                    })
+                    .collect();
+                csv_line(&cells)
+            }
+        };
+        self.line(&text).await
+    }
+}
+
+const LEDGER_COLUMNS: &[&str] = &[
+    "id",
+    "seq",
+    "created_at",
+    "kind",
+    "amount",
+    "amount_usd",
+    "balance_after",
+    "balance_after_usd",
+    "batch_id",
+    "task_id",
+    "request_id",
+    "reason",
+    "actor",
+    "pack",
+    "price_paid_usd",
+];
+const BATCH_COLUMNS: &[&str] = &[
+    "id",
+    "request_id",
+    "created_at",
+    "status",
+    "model",
+    "unit_price",
+    "task_count",
+    "succeeded",
+    "failed",
+    "rejected",
+    "timed_out",
+    "cancelled",
+    "held",
+    "charged",
+    "refunded",
+    "held_usd",
+    "charged_usd",
+    "refunded_usd",
+    "completed_at",
+];
+const TASK_COLUMNS: &[&str] = &[
+    "id",
+    "batch_id",
+    "index",
+    "status",
+    "model",
+    "prompt",
+    "duration_seconds",
+    "aspect_ratio",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "error_code",
+    "error_message",
+];
+const USAGE_COLUMNS: &[&str] = &[
+    "id",
+    "kind",
+    "at",
+    "key_id",
+    "method",
+    "route",
+    "status",
+    "code",
+    "latency_ms",
+    "source_ip",
+    "request_id",
+    "user_agent",
+];
+const DELIVERY_COLUMNS: &[&str] = &[
+    "endpoint_id",
+    "event_id",
+    "event_type",
+    "created_at",
+    "status",
+    "attempts",
+    "last_attempt_at",
+    "last_status_code",
+    "last_error",
+];
+
+fn columns(d: Dataset) -> &'static [&'static str] {
+    match d {
+        Dataset::Ledger => LEDGER_COLUMNS,
+        Dataset::Batches => BATCH_COLUMNS,
+        Dataset::Tasks => TASK_COLUMNS,
+        Dataset::Usage => USAGE_COLUMNS,
+        Dataset::WebhookDeliveries => DELIVERY_COLUMNS,
+        Dataset::AccountArchive => &[],
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn ledger_row(e: &LedgerRecord) -> Value {
+    let mut v = to_value(&LedgerEntryView::from(e));
+    v["amount_usd"] = j!(usd(e.amount));
+    v["balance_after_usd"] = j!(usd(e.balance_after));
+    v
+}
+
+fn batch_row(b: &BatchRecord) -> Value {
+    let (charged, refunded) = match &b.settlement {
+        Some(s) => (s.charged.value(), s.refunded.value()),
+        None => (0, b.credits.refunded.value()),
+    };
+    let c = b.settlement.map(|s| s.counts).unwrap_or_default();
+    j!({
+        "id": b.batch_id, "request_id": b.request_id, "created_at": rfc3339_ms(b.created_ms),
+        "status": b.status.as_str(), "model": b.model, "unit_price": b.unit_price,
+        "task_count": b.task_count, "succeeded": c.succeeded, "failed": c.failed,
+        "rejected": c.rejected, "timed_out": c.timed_out, "cancelled": c.cancelled,
+        "held": b.credits.held.value(), "charged": charged, "refunded": refunded,
+        "held_usd": usd(b.credits.held.value()), "charged_usd": usd(charged),
+        "refunded_usd": usd(refunded), "completed_at": b.completed_ms.map(rfc3339_ms),
+    })
+}
+
+fn task_row(t: &TaskRecord) -> Value {
+    let v = to_value(&TaskView::from(t));
+    j!({
+        "id": v["id"], "batch_id": v["batch_id"], "index": v["index"], "status": v["status"],
+        "model": v["model"], "prompt": v["prompt"], "duration_seconds": v["duration_seconds"],
+        "aspect_ratio": v["aspect_ratio"], "created_at": v["created_at"],
+        "started_at": v["started_at"], "ended_at": v["ended_at"],
+        "error_code": v["error"]["code"], "error_message": v["error"]["message"],
+    })
+}
+
+fn delivery_row(d: &DeliveryRecord) -> Value {
+    let last = d.attempts.last();
+    j!({
+        "endpoint_id": d.endpoint_id, "event_id": d.event_id, "event_type": d.event_type,
+        "created_at": rfc3339_ms(d.created_ms), "status": d.status.as_str(), "attempts": d.recorded,
+        "last_attempt_at": last.map(|a| rfc3339_ms(a.at_ms)),
+        "last_status_code": last.and_then(|a| a.status_code),
+        "last_error": last.and_then(|a| a.error.clone()),
+    })
+}
+
+fn parse_all<T: serde::de::DeserializeOwned>(items: Vec<Item>) -> Result<Vec<T>, StoreError> {
+    items.into_iter().map(from_item).collect()
+}
+
+fn tagged(record: &str, mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.insert("record".into(), j!(record));
+    }
+    v
+}
+
+/// Writes `dataset`'s rows into the sink, oldest first; `tag` labels archive lines.
+async fn write_dataset(sink: &mut Sink<'_>, dataset: Dataset, tag: bool) -> Result<(), StoreError> {
+    let store = &sink.svc.store;
+    let t = store.config().tables.clone();
+    let rec = sink.rec.clone();
+    let a = AttributeValue::S(rec.account_id.clone());
+    let (from, to) = (rec.from_ms, rec.to_ms);
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    match dataset {
+        Dataset::Ledger => {
+            let q = PageQuery {
+                table: &t.ledger,
+                index: Some("by_time"),
+                key_condition: "account_id = :a AND created_ms BETWEEN :f AND :t",
+                values: vec![(":a", a), (":f", n(from)), (":t", n(to))],
+            };
+            let mut start = None;
+            loop {
+                let (items, next) = store.query_page(&q, start).await?;
+                for e in parse_all::<LedgerRecord>(items)? {
+                    let v = ledger_row(&e);
+                    sink.row(&if tag { tagged("ledger_entry", v) } else { v })
+                        .await?;
+                }
+                match next {
+                    Some(k) => start = Some(k),
+                    None => break,
+                }
+            }
+        }
+        Dataset::Batches | Dataset::Tasks => {
+            let q = PageQuery {
+                table: &t.batches,
+                index: None,
+                key_condition: "account_id = :a",
+                values: vec![(":a", a)],
+            };
+            let mut start = None;
+            loop {
+                let (items, next) = store.query_page(&q, start).await?;
+                let batches: Vec<BatchRecord> = parse_all(items)?;
+                for b in batches
+                    .iter()
+                    .filter(|b| (from..=to).contains(&b.created_ms))
+                {
+                    if dataset == Dataset::Batches {
+                        let v = batch_row(b);
+                        sink.row(&if tag { tagged("batch", v) } else { v }).await?;
+                        continue;
+                    }
+                    let tq = PageQuery {
+                        table: &t.tasks,
+                        index: None,
+                        key_condition: "batch_id = :b",
+                        values: vec![(":b", AttributeValue::S(b.batch_id.clone()))],
+                    };
+                    let mut ts = None;
+                    loop {
+                        let (items, next) = store.query_page(&tq, ts).await?;
+                        for task in parse_all::<TaskRecord>(items)? {
+                            if task.account_id != rec.account_id {
+                                continue;
+                            }
+                            let v = task_row(&task);
+                            sink.row(&if tag { tagged("task", v) } else { v }).await?;
+                        }
+                        match next {
+                            Some(k) => ts = Some(k),
+                            None => break,
+                        }
+                    }
+                }
+                match next {
+                    Some(k) => start = Some(k),
+                    None => break,
+                }
+            }
+        }
+        Dataset::Usage => {
+            let q = PageQuery {
+                table: &t.api_usage,
+                index: None,
+                key_condition: "account_id = :a AND usage_id BETWEEN :lo AND :hi",
+                values: vec![
+                    (":a", a),
+                    (":lo", AttributeValue::S(format!("{:013}", from.max(0)))),
+                    (":hi", AttributeValue::S(format!("{:013}~", to.max(0)))),
+                ],
+            };
+            let mut start = None;
+            loop {
+                let (items, next) = store.query_page(&q, start).await?;
+                for u in parse_all::<UsageRecord>(items)? {
+                    let v = to_value(&UsageView::from(&u));
+                    sink.row(&if tag { tagged("api_usage", v) } else { v })
+                        .await?;
+                }
+                match next {
+                    Some(k) => start = Some(k),
+                    None => break,
+                }
+            }
+        }
+        Dataset::WebhookDeliveries => {
+            for ep in store.list_endpoints(&rec.account_id).await? {
+                let q = PageQuery {
+                    table: &t.deliveries,
+                    index: Some("by_time"),
+                    key_condition: "endpoint_id = :e AND created_ms BETWEEN :f AND :t",
+                    values: vec![
+                        (":e", AttributeValue::S(ep.endpoint_id.clone())),
+                        (":f", n(from)),
+                        (":t", n(to)),
+                    ],
+                };
+                let mut start = None;
+                loop {
+                    let (items, next) = store.query_page(&q, start).await?;
+                    for d in parse_all::<DeliveryRecord>(items)? {
+                        if d.account_id != rec.account_id {
+                            continue;
+                        }
+                        let v = delivery_row(&d);
+                        sink.row(&if tag {
+                            tagged("webhook_delivery", v)
+                        } else {
+                            v
+                        })
+                        .await?;
+                    }
+                    match next {
+                        Some(k) => start = Some(k),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Dataset::AccountArchive => {
+            let now = sink.svc.now_ms();
+            if let Some(acct) = store.get_account(&rec.account_id).await? {
+                let v = to_value(&super::views::AccountView::from(&acct));
+                sink.row(&tagged("account", v)).await?;
+            }
+            for k in store.list_keys(&rec.account_id).await? {
+                let v = to_value(&ApiKeyView::at(&k, None, now));
+                sink.row(&tagged("api_key", v)).await?;
+            }
+            for ep in store.list_endpoints(&rec.account_id).await? {
+                let v = to_value(&EndpointView::new(&ep, None, now));
+                sink.row(&tagged("webhook_endpoint", v)).await?;
+            }
+            for d in [
+                Dataset::Ledger,
+                Dataset::Batches,
+                Dataset::Tasks,
+                Dataset::Usage,
+                Dataset::WebhookDeliveries,
+            ] {
+                Box::pin(write_dataset(sink, d, true)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The export function's work for one message. Safe to repeat: a newer run supersedes an
+/// older one, a completed export is left alone.
+pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<(), ServiceError> {
+    let store = &svc.store;
+    let Some(rec) = store.get_export(account_id, export_id).await? else {
+        return Ok(());
+    };
+    if rec.status == "completed" {
+        return Ok(());
+    }
+    let run = rec.run + 1;
+    let upload = store
+        .start_multipart(&rec.s3_key, rec.format.content_type(), "kind=export")
+        .await?;
+    if !store.start_export_run(&rec, run, &upload.upload_id).await? {
+        store
+            .abort_multipart(&rec.s3_key, &upload.upload_id)
+            .await?;
+        return Ok(());
+    }
+    if let Some(old) = &rec.upload_id {
+        // A run that died left its upload open; the bucket's lifecycle rule would too.
+        let _ = store.abort_multipart(&rec.s3_key, old).await;
+    }
+    let mut sink = Sink {
+        svc,
+        rec: &rec,
+        run,
+        upload,
+        buf: Vec::new(),
+        hasher: Sha256::new(),
+        rows: 0,
+        bytes: 0,
+        peak: 0,
+        columns: columns(rec.dataset),
+    };
+    let result = async {
+        if rec.format == Format::Csv {
+            let header = format!("{UTF8_BOM}{}", csv_header(columns(rec.dataset)));
+            sink.line(&header).await?;
+        }
+        write_dataset(&mut sink, rec.dataset, false).await?;
+        store.faults.check("export.before_complete")?;
+        let last = std::mem::take(&mut sink.buf);
+        if !last.is_empty() || sink.upload.parts_len() == 0 {
+            store.upload_part(&mut sink.upload, last).await?;
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = store
+            .finish_export(
+                &rec,
+                run,
+                "failed",
+                sink.rows,
+                sink.bytes,
+                None,
+                sink.peak,
+                Some(&e.to_string()),
+                svc.now_ms(),
+            )
+            .await;
+        return Err(e.into());
+    }
+    let Sink {
+        upload,
+        hasher,
+        rows,
+        bytes,
+        peak,
+        ..
+    } = sink;
+    store.complete_multipart(upload).await?;
+    let sha = hex::encode(hasher.finalize());
+    let now = svc.now_ms();
+    let mut done = rec.clone();
+    done.rows_written = rows;
+    done.bytes = bytes;
+    done.sha256 = Some(sha.clone());
+    done.completed_ms = Some(now);
+    let m = serde_json::to_vec_pretty(&manifest(&done))
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    store
+        .put_object(&rec.manifest_key, m, "application/json")
+        .await?;
+    store
+        .finish_export(
+            &rec,
+            run,
+            "completed",
+            rows,
+            bytes,
+            Some(&sha),
+            peak,
+            None,
+            now,
+        )
+        .await?;
+    tracing::info!(export_id, rows, bytes, "export completed");
+    Ok(())
+}

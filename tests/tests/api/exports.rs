@@ -1,0 +1,385 @@
+//! Exports: the export function's real handler fed by the SQS pump, files in the emulator's
+//! S3, downloaded through their presigned links, parsed by Python's standard csv module.
+
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use integration_tests::{tasks, TestApp};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use shared::adapters::records::LedgerRecord;
+use shared::domain::ledger::EntryKind;
+
+async fn export(app: &TestApp, key: &str, body: Value) -> Value {
+    let r = app.post("/v1/exports", key, &body).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+    app.run_until_idle().await;
+    let done = app.get(&format!("/v1/exports/{id}"), key).await;
+    assert_eq!(done.body["status"], "completed", "{:?}", done.body);
+    done.body
+}
+
+async fn download(app: &TestApp, e: &Value) -> Vec<u8> {
+    let url = e["download_url"].as_str().unwrap_or_default();
+    assert!(url.contains("X-Amz-Expires=3600"), "{url}");
+    app.http
+        .get(url)
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("bytes")
+        .to_vec()
+}
+
+/// Rows of a CSV file as Python's csv module reads it (utf-8-sig drops the BOM).
+fn python_csv(bytes: &[u8]) -> Vec<Vec<String>> {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var("MOTO_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("infra/.venv/bin/python"));
+    let script = "import csv,io,json,sys\n\
+        text = sys.stdin.buffer.read().decode('utf-8-sig')\n\
+        print(json.dumps(list(csv.reader(io.StringIO(text, newline='')))))";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("rows")
+}
+
+#[tokio::test]
+async fn an_export_of_100000_ledger_rows_matches_the_ledger_with_bounded_memory() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    // Seed the ledger directly (a transaction per entry would take the emulator an hour).
+    let n: u64 = 100_000;
+    let ddb = aws_sdk_dynamodb::Client::new(&app.sdk);
+    let table = app.env["LEDGER_TABLE"].clone();
+    let t0 = app.account(&acct).await.created_ms;
+    let mut expected_sum = 0i64;
+    let mut writers = Vec::new();
+    let chunks: Vec<Vec<LedgerRecord>> = (0..n)
+        .map(|i| {
+            let amount = if i % 3 == 0 { 500 } else { -49 };
+            LedgerRecord {
+                account_id: acct.clone(),
+                seq: 1_000 + i,
+                created_ms: t0 + 1 + i as i64,
+                kind: if amount > 0 {
+                    EntryKind::Grant
+                } else {
+                    EntryKind::PreDeduct
+                },
+                amount,
+                balance_after: 0,
+                batch_id: None,
+                task_id: None,
+                request_id: Some(format!("seed-{i}")),
+                reason: Some("=seeded, \"quoted\"".into()),
+                actor: None,
+                pack: None,
+                price_paid_usd_cents: None,
+            }
+        })
+        .collect::<Vec<_>>()
+        .chunks(25)
+        .map(<[LedgerRecord]>::to_vec)
+        .collect();
+    for c in &chunks {
+        expected_sum += c.iter().map(|e| e.amount).sum::<i64>();
+    }
+    for part in chunks.chunks(chunks.len().div_ceil(8)) {
+        let (ddb, table, part) = (ddb.clone(), table.clone(), part.to_vec());
+        writers.push(tokio::spawn(async move {
+            for c in part {
+                let mut reqs: Vec<WriteRequest> = c
+                    .iter()
+                    .map(|e| {
+                        let put = PutRequest::builder()
+                            .set_item(Some(serde_dynamo::to_item(e).expect("item")))
+                            .build()
+                            .expect("put");
+                        WriteRequest::builder().put_request(put).build()
+                    })
+                    .collect();
+                while !reqs.is_empty() {
+                    let out = ddb
+                        .batch_write_item()
+                        .request_items(&table, reqs)
+                        .send()
+                        .await
+                        .expect("seed");
+                    reqs = out
+                        .unprocessed_items
+                        .and_then(|mut m| m.remove(&table))
+                        .unwrap_or_default();
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+
+    let e = export(
+        &app,
+        &key,
+        json!({"request_id": "big", "dataset": "ledger", "format": "csv"}),
+    )
+    .await;
+    let m = &e["manifest"];
+    assert_eq!(m["rows"], n);
+    assert_eq!(e["rows_written"], n);
+    let bytes = download(&app, &e).await;
+    assert_eq!(m["bytes"], bytes.len() as u64);
+    assert_eq!(
+        m["sha256"],
+        hex::encode(Sha256::digest(&bytes)).as_str(),
+        "the link serves the file the manifest describes"
+    );
+    let rows = python_csv(&bytes);
+    assert_eq!(rows.len() as u64, n + 1, "a header and one row per entry");
+    let amount_col = rows[0]
+        .iter()
+        .position(|c| c == "amount")
+        .expect("amount column");
+    let reason_col = rows[0]
+        .iter()
+        .position(|c| c == "reason")
+        .expect("reason column");
+    let sum: i64 = rows[1..]
+        .iter()
+        .map(|r| r[amount_col].parse::<i64>().unwrap_or(0))
+        .sum();
+    assert_eq!(sum, expected_sum, "the file adds up to the ledger");
+    assert_eq!(rows[1][reason_col], "'=seeded, \"quoted\"");
+    // Memory: the export held at most one part (8 MiB) plus one row at a time.
+    let rec = app
+        .svc
+        .store
+        .get_export(&acct, e["id"].as_str().unwrap_or(""))
+        .await
+        .expect("read")
+        .expect("export");
+    assert!(rec.peak_buffer_bytes > 0);
+    assert!(
+        rec.peak_buffer_bytes <= 8 * 1024 * 1024 + 64 * 1024,
+        "peak buffer {} bytes",
+        rec.peak_buffer_bytes
+    );
+    assert!(
+        bytes.len() as u64 > rec.peak_buffer_bytes,
+        "bigger than what was held"
+    );
+    app.assert_usage_logged().await;
+}
+
+#[tokio::test]
+async fn csv_and_json_round_trip_with_unicode_and_formula_cells_neutralised() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(10_000).await;
+    let prompts = [
+        "=HYPERLINK(\"http://evil.example\",\"click\")",
+        "+SUM(1,2)",
+        "-2+3",
+        "@cmd",
+        "日本語の灯台、夕暮れ «quotes» \"double\", comma",
+        "Ünïcödé emoji 🎬 plain",
+    ];
+    let mut t: Vec<Value> = prompts.iter().map(|p| json!({"prompt": p})).collect();
+    t.extend(tasks(4).as_array().cloned().unwrap_or_default());
+    let r = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "csv", "model": "sora-2", "tasks": t}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    let e = export(
+        &app,
+        &key,
+        json!({"request_id": "t-csv", "dataset": "tasks", "format": "csv"}),
+    )
+    .await;
+    let bytes = download(&app, &e).await;
+    assert!(
+        bytes.starts_with("\u{feff}".as_bytes()),
+        "BOM for spreadsheets"
+    );
+    let rows = python_csv(&bytes);
+    assert_eq!(rows.len(), 11);
+    let col = rows[0]
+        .iter()
+        .position(|c| c == "prompt")
+        .expect("prompt column");
+    let got: Vec<&str> = rows[1..].iter().map(|r| r[col].as_str()).collect();
+    for p in &prompts[..4] {
+        assert!(
+            got.contains(&format!("'{p}").as_str()),
+            "{p} neutralised: {got:?}"
+        );
+    }
+    for p in &prompts[4..] {
+        assert!(got.contains(p), "{p} intact");
+    }
+
+    let j = export(
+        &app,
+        &key,
+        json!({"request_id": "t-json", "dataset": "tasks", "format": "json"}),
+    )
+    .await;
+    let text = String::from_utf8(download(&app, &j).await).expect("utf-8");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 10);
+    assert!(
+        lines.iter().any(|l| l["prompt"] == prompts[0]),
+        "JSON keeps values as they are"
+    );
+
+    let l = export(
+        &app,
+        &key,
+        json!({"request_id": "l-csv", "dataset": "ledger", "format": "csv"}),
+    )
+    .await;
+    let rows = python_csv(&download(&app, &l).await);
+    let amount = rows[0].iter().position(|c| c == "amount").expect("amount");
+    let usd = rows[0]
+        .iter()
+        .position(|c| c == "amount_usd")
+        .expect("amount_usd");
+    let hold = rows
+        .iter()
+        .find(|r| r[amount] == "-490")
+        .expect("the hold, a plain negative number");
+    assert_eq!(hold[usd], "-4.90");
+
+    // The same request_id: the same export, with a fresh link.
+    let again = app
+        .post(
+            "/v1/exports",
+            &key,
+            &json!({"request_id": "l-csv", "dataset": "ledger", "format": "csv"}),
+        )
+        .await;
+    assert!(again.replayed());
+    assert_eq!(again.body["id"], l["id"]);
+    let bad = app
+        .post(
+            "/v1/exports",
+            &key,
+            &json!({"request_id": "x", "dataset": "account_archive", "format": "csv"}),
+        )
+        .await;
+    assert_eq!((bad.status, bad.code()), (422, "invalid_export"));
+    let _ = acct;
+}
+
+#[tokio::test]
+async fn no_export_holds_another_accounts_rows_and_the_archive_holds_everything_of_ours() {
+    let app = TestApp::spawn().await;
+    let (acct_a, key_a) = app.account_with(10_000).await;
+    let (_, key_b) = app.account_with(10_000).await;
+    for (key, rid) in [(&key_a, "a"), (&key_b, "b")] {
+        let r = app
+            .post(
+                "/v1/batches",
+                key,
+                &json!({"request_id": rid, "model": "sora-2", "tasks": tasks(10)}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let ep = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key_a,
+            &json!({"request_id": "w", "url": "http://127.0.0.1:9/h"}),
+        )
+        .await;
+    assert_eq!(ep.status, 201);
+    let theirs = app.get("/v1/batches", &key_b).await.body["data"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ours = app.get("/v1/batches", &key_a).await.body["data"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for dataset in ["ledger", "batches", "tasks", "usage"] {
+        let e = export(
+            &app,
+            &key_a,
+            json!({"request_id": format!("x-{dataset}"), "dataset": dataset, "format": "json"}),
+        )
+        .await;
+        let text = String::from_utf8(download(&app, &e).await).unwrap_or_default();
+        assert!(!text.is_empty(), "{dataset}");
+        assert!(
+            !text.contains(&theirs),
+            "{dataset} export leaks another account's batch"
+        );
+    }
+    let e = export(
+        &app,
+        &key_a,
+        json!({"request_id": "gdpr", "dataset": "account_archive", "format": "json"}),
+    )
+    .await;
+    let text = String::from_utf8(download(&app, &e).await).unwrap_or_default();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let kinds: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l["record"].as_str()).collect();
+    for k in [
+        "account",
+        "api_key",
+        "webhook_endpoint",
+        "ledger_entry",
+        "batch",
+        "task",
+        "api_usage",
+    ] {
+        assert!(kinds.contains(k), "the archive has {k}: {kinds:?}");
+    }
+    assert!(
+        !text.contains("whsec_") && !text.contains("\"secret\""),
+        "no secrets in the archive"
+    );
+    assert!(text.contains(&ours) && !text.contains(&theirs));
+    assert_eq!(
+        lines
+            .iter()
+            .find(|l| l["record"] == "account")
+            .map(|l| l["id"].clone()),
+        Some(json!(acct_a))
+    );
+    // Another account's export id is not found, exactly like a missing one.
+    let id = e["id"].as_str().unwrap_or_default();
+    let r = app.get(&format!("/v1/exports/{id}"), &key_b).await;
+    let missing = app
+        .get("/v1/exports/exp_01M87QK0NREPX2ZHGKMMS7YBB3", &key_b)
+        .await;
+    assert_eq!((r.status, &r.body), (404, &missing.body));
+    app.assert_invariants().await;
+}
