@@ -37,7 +37,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | InvalidEventTypes
         | EndpointLimitReached
         | InvalidApiKeySettings
-        | InvalidExport => StatusCode::UNPROCESSABLE_ENTITY,
+        | InvalidExport
+        | InvalidAdjustment => StatusCode::UNPROCESSABLE_ENTITY,
         OperatorApiDisabled | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }

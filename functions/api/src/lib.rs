@@ -29,6 +29,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("get", "/v1/credits"),
     ("get", "/v1/credits/ledger"),
+    ("get", "/v1/credits/reconcile"),
+    ("get", "/v1/statements/{month}"),
     ("post", "/v1/batches"),
     ("get", "/v1/batches"),
     ("get", "/v1/batches/{batch_id}"),
@@ -78,6 +80,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/accounts/{account_id}/usage"),
     ("delete", "/admin/v1/ip-blocks/{ip}"),
     ("post", "/admin/v1/accounts/{account_id}/grants"),
+    ("post", "/admin/v1/accounts/{account_id}/adjustments"),
+    ("patch", "/admin/v1/accounts/{account_id}"),
+    ("get", "/admin/v1/reconcile"),
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
     ("put", "/admin/v1/models/{model}"),
 ];
@@ -98,6 +103,8 @@ pub fn app(svc: Services) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/credits", get(customer::get_credits))
         .route("/v1/credits/ledger", get(customer::list_ledger))
+        .route("/v1/credits/reconcile", get(customer::reconcile))
+        .route("/v1/statements/{month}", get(customer::statement))
         .route(
             "/v1/batches",
             post(customer::create_batch).get(customer::list_batches),
@@ -158,7 +165,10 @@ pub fn app(svc: Services) -> Router {
         .route("/v1/events/{event_id}", get(webhooks::get_event))
         .route("/v1/events/{event_id}/redeliver", post(webhooks::redeliver))
         .route("/admin/v1/accounts", post(admin::create_account))
-        .route("/admin/v1/accounts/{account_id}", get(admin::get_account))
+        .route(
+            "/admin/v1/accounts/{account_id}",
+            get(admin::get_account).patch(admin::update_account),
+        )
         .route(
             "/admin/v1/accounts/{account_id}/api-keys",
             post(admin::issue_key).get(admin::list_keys),
@@ -188,6 +198,11 @@ pub fn app(svc: Services) -> Router {
             axum::routing::delete(admin::unblock_ip),
         )
         .route("/admin/v1/accounts/{account_id}/grants", post(admin::grant))
+        .route(
+            "/admin/v1/accounts/{account_id}/adjustments",
+            post(admin::adjust),
+        )
+        .route("/admin/v1/reconcile", get(admin::reconcile_all))
         .route(
             "/admin/v1/accounts/{account_id}/ledger",
             get(admin::account_ledger),

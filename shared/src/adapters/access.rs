@@ -566,6 +566,43 @@ impl Store {
         Ok(changed)
     }
 
+    /// Changes an account's retention and concurrency; `None` leaves a field.
+    pub async fn change_account_terms(
+        &self,
+        account_id: &str,
+        retention_days: Option<u32>,
+        max_concurrency: Option<u32>,
+    ) -> Result<Option<super::records::AccountRecord>, StoreError> {
+        let mut set = Vec::new();
+        let mut u = self
+            .ddb
+            .update_item()
+            .table_name(&self.tables().accounts)
+            .key("account_id", s(account_id))
+            .condition_expression("attribute_exists(account_id)")
+            .return_values(ReturnValue::AllNew);
+        if let Some(r) = retention_days {
+            set.push("retention_days = :r");
+            u = u.expression_attribute_values(":r", n(r));
+        }
+        if let Some(m) = max_concurrency {
+            set.push("max_concurrency = :m");
+            u = u.expression_attribute_values(":m", n(m));
+        }
+        if set.is_empty() {
+            return self.get_account(account_id).await;
+        }
+        match u
+            .update_expression(format!("SET {}", set.join(", ")))
+            .send()
+            .await
+        {
+            Ok(out) => out.attributes.map(from_item).transpose(),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(dynamo_err("UpdateItem", e)),
+        }
+    }
+
     /// Sets an account's status (`active`/`terminated`); false if it already had it.
     pub async fn set_account_status(
         &self,

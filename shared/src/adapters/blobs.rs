@@ -34,6 +34,27 @@ impl Store {
         Ok(())
     }
 
+    /// The same, with S3 object tags (`k=v&k2=v2`) for lifecycle rules.
+    pub async fn put_object_tagged(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        tags: &str,
+    ) -> Result<(), StoreError> {
+        self.s3
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .content_type(content_type)
+            .tagging(tags)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_err("PutObject", e))?;
+        Ok(())
+    }
+
     /// Size of an object, or `None` when it does not exist.
     pub async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError> {
         match self

@@ -566,6 +566,46 @@ impl Store {
         Ok((out, true))
     }
 
+    /// The newest entry before `ms` (a statement's opening balance).
+    pub async fn last_entry_before(
+        &self,
+        account_id: &str,
+        ms: i64,
+    ) -> Result<Option<LedgerRecord>, StoreError> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.tables().ledger)
+            .index_name("by_time")
+            .key_condition_expression("account_id = :a AND created_ms < :t")
+            .expression_attribute_values(":a", s(account_id))
+            .expression_attribute_values(":t", n(ms))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(from_item)
+            .transpose()
+    }
+
+    pub async fn get_ledger_entry(
+        &self,
+        account_id: &str,
+        seq: u64,
+    ) -> Result<Option<LedgerRecord>, StoreError> {
+        let key = HashMap::from([
+            ("account_id".to_string(), s(account_id)),
+            ("seq".to_string(), n(seq)),
+        ]);
+        self.get(&self.tables().ledger, key).await
+    }
+
     /// Sum and count of an account's ledger entries, read in full (reconciliation, tests).
     pub async fn ledger_totals(&self, account_id: &str) -> Result<(i64, u64), StoreError> {
         let mut sum = 0i64;

@@ -44,6 +44,29 @@ impl Store {
         Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 
+    /// One page of every account (operator reconciliation).
+    pub async fn scan_accounts(
+        &self,
+        start: Option<Item>,
+    ) -> Result<(Vec<super::records::AccountRecord>, Option<Item>), StoreError> {
+        let out = self
+            .ddb
+            .scan()
+            .table_name(&self.tables().accounts)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Scan", e))?;
+        let accounts = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_, _>>()?;
+        Ok((accounts, out.last_evaluated_key))
+    }
+
     fn export_key(account_id: &str, export_id: &str) -> Item {
         HashMap::from([
             ("account_id".to_string(), s(account_id)),

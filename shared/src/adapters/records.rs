@@ -148,6 +148,9 @@ pub struct LedgerRecord {
     pub pack: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_paid_usd_cents: Option<i64>,
+    /// The entry an adjustment settles (a dispute), as its id `le_...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refers_to: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -185,6 +188,19 @@ pub struct BatchRecord {
     pub completed_ms: Option<i64>,
     #[serde(default)]
     pub last_progress_ms: i64,
+    /// The account's retention when the batch was made: its tasks and videos keep it.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+fn default_retention() -> u32 {
+    90
+}
+
+/// When a batch's task records expire: retention counted from creation, plus a week for the
+/// longest a batch can still be running (queue and run deadlines).
+pub fn task_expiry(created_ms: i64, retention_days: u32) -> i64 {
+    created_ms / 1_000 + (i64::from(retention_days) + 7) * 86_400
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -225,6 +241,10 @@ pub struct TaskRecord {
     pub error_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_key: Option<String>,
+    /// DynamoDB TTL (epoch seconds): the account's retention, counted from the batch's
+    /// creation plus the longest a batch can run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// One progress shard of a batch (see `domain::task::SHARD_SIZE`).

@@ -19,6 +19,7 @@ pub enum Scope {
     RotateSecret,
     CreateKey,
     CreateExport,
+    Adjustment,
 }
 
 impl Scope {
@@ -33,6 +34,7 @@ impl Scope {
             Scope::RotateSecret => "rotate",
             Scope::CreateKey => "key",
             Scope::CreateExport => "export",
+            Scope::Adjustment => "adjust",
         }
     }
 }

@@ -107,6 +107,42 @@ pub async fn reinstate(svc: &Services, account_id: &str) -> Result<AccountView, 
 
 const TERMINATED: &str = "account_terminated";
 
+/// What an operator may change on an open account.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountTermsChange {
+    /// 30, 90 or 180. Applies to data written from now on (see docs/OPERATIONS.md).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+}
+
+pub async fn change_terms(
+    svc: &Services,
+    account_id: &str,
+    c: AccountTermsChange,
+) -> Result<AccountView, ServiceError> {
+    let bad = |m: &str| ServiceError::reject(ErrorCode::InvalidAccountTerms, m);
+    if c.retention_days
+        .is_some_and(|r| !crate::domain::account::RETENTION_CHOICES.contains(&r))
+    {
+        return Err(bad("retention_days must be one of 30, 90 or 180"));
+    }
+    if c.max_concurrency
+        .is_some_and(|m| !(1..=10_000).contains(&m))
+    {
+        return Err(bad("max_concurrency must be between 1 and 10000"));
+    }
+    get_account(svc, account_id).await?;
+    let a = svc
+        .store
+        .change_account_terms(account_id, c.retention_days, c.max_concurrency)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))?;
+    Ok(AccountView::from(&a))
+}
+
 /// What a customer may change about their own account.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

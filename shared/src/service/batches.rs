@@ -153,7 +153,12 @@ pub async fn submit(
     tracing::Span::current().record("batch_id", batch_id.as_str());
     let input_key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
     svc.store
-        .put_object(&input_key, to_jsonl(&specs)?, files::INPUT_CONTENT_TYPE)
+        .put_object_tagged(
+            &input_key,
+            to_jsonl(&specs)?,
+            files::INPUT_CONTENT_TYPE,
+            &format!("retention-days={}", account.retention_days),
+        )
         .await?;
     svc.store.faults.check("submit.after_input")?;
 
@@ -241,6 +246,7 @@ async fn hold(
             settlement: None,
             completed_ms: None,
             last_progress_ms: now,
+            retention_days: account.retention_days,
         };
         let reply = Reply {
             status: 201,
@@ -261,6 +267,7 @@ async fn hold(
             actor: None,
             pack: None,
             price_paid_usd_cents: None,
+            refers_to: None,
         };
         let req_rec = record(
             &account_id,
@@ -457,6 +464,10 @@ async fn materialize(
                 error_code: None,
                 error_message: None,
                 video_key: None,
+                expires_at: Some(crate::adapters::records::task_expiry(
+                    batch.created_ms,
+                    batch.retention_days,
+                )),
             }
         })
         .collect();

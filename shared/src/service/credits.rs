@@ -72,36 +72,83 @@ pub async fn grant(
             ))
         }
     };
-    // Grants are scoped per account so that two accounts may use the same request_id.
+    post(
+        svc,
+        account_id,
+        Scope::Grant,
+        &req.request_id,
+        fingerprint,
+        Posting {
+            kind: EntryKind::Grant,
+            amount,
+            reason: req.reason.trim().to_string(),
+            actor: req.actor.trim().to_string(),
+            pack,
+            refers_to: None,
+        },
+    )
+    .await
+}
+
+/// What an operator writes into an account's ledger.
+struct Posting {
+    kind: EntryKind,
+    amount: Credits,
+    reason: String,
+    actor: String,
+    pack: Option<Pack>,
+    refers_to: Option<String>,
+}
+
+/// An operator's ledger entry (grant, adjustment, compensation): one entry, idempotent by
+/// request_id, retried on a conflicting write to the account.
+async fn post(
+    svc: &Services,
+    account_id: &str,
+    scope: Scope,
+    request_id: &str,
+    fingerprint: &str,
+    p: Posting,
+) -> Result<Reply, ServiceError> {
+    // Scoped per account so that two accounts may use the same request_id.
     let owner = format!("{OPERATOR}#{account_id}");
     let mut account = get_account(svc, account_id).await?;
+    let code = if p.kind == EntryKind::Grant {
+        ErrorCode::InvalidGrant
+    } else {
+        ErrorCode::InvalidAdjustment
+    };
     for attempt in 0..MAX_COMMIT_ATTEMPTS {
-        if let Some((reply, _)) =
-            replay(svc, &owner, Scope::Grant, &req.request_id, fingerprint).await?
-        {
+        if let Some((reply, _)) = replay(svc, &owner, scope, request_id, fingerprint).await? {
             return Ok(reply);
         }
         let now = svc.now_ms();
-        let next = next_entry(account.book(), amount, now)
-            .map_err(|e| ServiceError::reject(ErrorCode::InvalidGrant, e.to_string()))?;
+        let next = next_entry(account.book(), p.amount, now)
+            .map_err(|e| ServiceError::reject(code, e.to_string()))?;
         let entry = LedgerRecord {
             account_id: account.account_id.clone(),
             seq: next.seq,
             created_ms: next.created_ms,
-            kind: EntryKind::Grant,
-            amount: amount.value(),
+            kind: p.kind,
+            amount: p.amount.value(),
             balance_after: next.balance_after.value(),
             batch_id: None,
             task_id: None,
-            request_id: Some(req.request_id.clone()),
-            reason: Some(req.reason.trim().to_string()),
-            actor: Some(req.actor.trim().to_string()),
-            pack: pack.map(|p| p.id().to_string()),
-            price_paid_usd_cents: pack.map(Pack::price_usd_cents),
+            request_id: Some(request_id.to_string()),
+            reason: Some(p.reason.clone()),
+            actor: Some(p.actor.clone()),
+            pack: p.pack.map(|k| k.id().to_string()),
+            price_paid_usd_cents: p.pack.map(Pack::price_usd_cents),
+            refers_to: p.refers_to.clone(),
+        };
+        let granted = if p.kind == EntryKind::Grant {
+            p.amount.value()
+        } else {
+            0
         };
         let mut after = account.clone();
         after.balance = next.balance_after.value();
-        after.lifetime_granted += amount.value();
+        after.lifetime_granted += granted;
         after.ledger_seq = next.seq;
         let body = json(&GrantReply {
             entry: LedgerEntryView::from(&entry),
@@ -114,21 +161,21 @@ pub async fn grant(
         };
         let req_rec = record(
             &owner,
-            Scope::Grant,
-            &req.request_id,
+            scope,
+            request_id,
             fingerprint,
             &reply,
             &crate::domain::ledger::entry_id(next.seq),
             now,
         );
-        let granted = entry.clone();
+        let posted = entry.clone();
         let mv = MoneyMove {
             account_id: account.account_id.clone(),
             expected: account.book(),
             require_active: false,
             entry,
             held_delta: 0,
-            granted_delta: amount.value(),
+            granted_delta: granted,
             charged_delta: 0,
             refunded_delta: 0,
             creates: vec![svc.store.new_item(Table::Requests, &req_rec)?],
@@ -136,11 +183,13 @@ pub async fn grant(
         };
         match svc.store.commit_money(mv).await {
             Ok(()) => {
-                // Notification only: the grant stands whether or not this goes out.
-                if let Err(e) =
-                    super::events::emit(svc, &[super::events::credits_granted(&granted)]).await
-                {
-                    tracing::warn!(error = %e, "credits.granted event not sent");
+                if p.kind == EntryKind::Grant {
+                    // Notification only: the grant stands whether or not this goes out.
+                    if let Err(e) =
+                        super::events::emit(svc, &[super::events::credits_granted(&posted)]).await
+                    {
+                        tracing::warn!(error = %e, "credits.granted event not sent");
+                    }
                 }
                 return Ok(reply);
             }
@@ -153,8 +202,92 @@ pub async fn grant(
         }
     }
     Err(ServiceError::Internal(
-        "grant: too much contention on the account".into(),
+        "ledger entry: too much contention on the account".into(),
     ))
+}
+
+/// How long after an entry a customer may dispute it (contract 7.1); adjustments that refer
+/// to an older entry are refused.
+pub const DISPUTE_WINDOW_DAYS: i64 = 30;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    pub request_id: String,
+    /// Credits, positive (in the customer's favour) or negative; never zero.
+    pub amount: i64,
+    pub reason: String,
+    pub actor: String,
+    /// `adjustment` (default) or `compensation` (SLA credits).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The disputed ledger entry (`le_...`), if this settles a dispute.
+    #[serde(default)]
+    pub refers_to: Option<String>,
+}
+
+/// Operators: a correction is a new ledger entry, never an edit of an old one.
+pub async fn adjust(
+    svc: &Services,
+    account_id: &str,
+    req: AdjustRequest,
+    fingerprint: &str,
+) -> Result<Reply, ServiceError> {
+    check_request_id(&req.request_id)?;
+    let bad = |m: String| ServiceError::reject(ErrorCode::InvalidAdjustment, m);
+    bounded("reason", &req.reason, 500)
+        .map_err(|_| bad("reason must be 1 to 500 characters".into()))?;
+    bounded("actor", &req.actor, 200)
+        .map_err(|_| bad("actor must be 1 to 200 characters".into()))?;
+    if req.amount == 0 || req.amount.abs() > MAX_GRANT {
+        return Err(bad(format!(
+            "amount must be non-zero and at most {MAX_GRANT} credits either way"
+        )));
+    }
+    let kind = match req.kind.as_deref() {
+        None | Some("adjustment") => EntryKind::Adjustment,
+        Some("compensation") if req.amount > 0 => EntryKind::Compensation,
+        Some("compensation") => return Err(bad("compensation credits are positive".into())),
+        Some(other) => {
+            return Err(bad(format!(
+                "kind must be adjustment or compensation, not {other:?}"
+            )))
+        }
+    };
+    if let Some(r) = &req.refers_to {
+        let seq = crate::domain::ledger::parse_entry_id(r)
+            .ok_or_else(|| bad(format!("refers_to {r:?} is not a ledger entry id")))?;
+        let disputed = svc
+            .store
+            .get_ledger_entry(account_id, seq)
+            .await?
+            .ok_or_else(|| {
+                bad(format!(
+                    "refers_to {r}: no such entry in this account's ledger"
+                ))
+            })?;
+        if svc.now_ms() - disputed.created_ms > DISPUTE_WINDOW_DAYS * 86_400_000 {
+            return Err(bad(format!(
+                "{r} is older than the {DISPUTE_WINDOW_DAYS}-day dispute window"
+            )));
+        }
+    }
+    post(
+        svc,
+        account_id,
+        Scope::Adjustment,
+        &req.request_id,
+        fingerprint,
+        Posting {
+            kind,
+            amount: Credits(req.amount),
+            reason: req.reason.trim().to_string(),
+            actor: req.actor.trim().to_string(),
+            pack: None,
+            refers_to: req.refers_to.clone(),
+        },
+    )
+    .await
 }
 
 pub fn summary(account: &AccountRecord) -> CreditsView {

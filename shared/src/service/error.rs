@@ -36,6 +36,7 @@ error_codes! {
     InsufficientScope => "insufficient_scope",
     InvalidApiKeySettings => "invalid_api_key_settings",
     InvalidExport => "invalid_export",
+    InvalidAdjustment => "invalid_adjustment",
     AccountTerminated => "account_terminated",
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",

@@ -14,6 +14,8 @@ pub mod idempotency;
 pub mod keys;
 pub mod models;
 pub mod pipeline;
+pub mod reconcile;
+pub mod statements;
 pub mod views;
 pub mod webhooks;
 

@@ -90,6 +90,8 @@ pub struct LedgerEntryView {
     pub pack: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_paid_usd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refers_to: Option<String>,
 }
 
 impl From<&LedgerRecord> for LedgerEntryView {
@@ -110,6 +112,7 @@ impl From<&LedgerRecord> for LedgerEntryView {
             price_paid_usd: e
                 .price_paid_usd_cents
                 .map(|c| crate::domain::money::Credits(c).usd()),
+            refers_to: e.refers_to.clone(),
         }
     }
 }

@@ -91,6 +91,7 @@ async fn an_export_of_100000_ledger_rows_matches_the_ledger_with_bounded_memory(
                 actor: None,
                 pack: None,
                 price_paid_usd_cents: None,
+                refers_to: None,
             }
         })
         .collect::<Vec<_>>()

@@ -153,7 +153,8 @@ async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
     ];
     let mut checked = 0;
     for (method, route) in api::ROUTES {
-        if !route.starts_with("/v1/") || !route.contains('{') {
+        // `{month}` names a period of the caller's own account, not an object.
+        if !route.starts_with("/v1/") || !route.contains('{') || route.contains("{month}") {
             continue;
         }
         let (param, real, missing) = theirs

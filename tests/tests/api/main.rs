@@ -6,6 +6,7 @@ mod batches;
 mod crash;
 mod exports;
 mod files;
+mod finance;
 mod isolation;
 mod ledger;
 mod openapi;

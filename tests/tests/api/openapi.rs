@@ -261,6 +261,30 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
     assert_eq!(refused.status, 429);
     assert_valid(&d, "Error", &refused.body);
 
+    assert_valid(
+        &d,
+        "Reconciliation",
+        &app.get("/v1/credits/reconcile", &key).await.body,
+    );
+    let month = shared::domain::time::rfc3339_ms(shared::service::clock::Clock::now_ms(&app.clock));
+    assert_valid(
+        &d,
+        "Statement",
+        &app.get(&format!("/v1/statements/{}", &month[..7]), &key)
+            .await
+            .body,
+    );
+    let x = app
+        .post(
+            "/v1/exports",
+            &key,
+            &json!({"request_id": "x", "dataset": "batches"}),
+        )
+        .await;
+    assert_valid(&d, "Export", &x.body);
+    app.run_until_idle().await;
+    assert_valid(&d, "ExportPage", &app.get("/v1/exports", &key).await.body);
+
     let served = app.send("GET", "/openapi.json", None, None).await;
     assert_eq!(served.body, d);
     app.assert_invariants().await;

@@ -179,3 +179,29 @@ pub async fn set_model_status(
         shared::service::models::set_status(&s.svc, &model, body.value).await?,
     ))
 }
+
+pub async fn adjust(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+    body: JsonBody<credits::AdjustRequest>,
+) -> Result<Response> {
+    let r = credits::adjust(&s.svc, &id, body.value, &body.fingerprint).await?;
+    Ok(reply(r))
+}
+
+pub async fn reconcile_all(
+    State(s): State<AppState>,
+    _: Operator,
+) -> Result<Json<shared::service::reconcile::Summary>> {
+    Ok(Json(shared::service::reconcile::all(&s.svc).await?))
+}
+
+pub async fn update_account(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+    body: JsonBody<accounts::AccountTermsChange>,
+) -> Result<Json<AccountView>> {
+    Ok(Json(accounts::change_terms(&s.svc, &id, body.value).await?))
+}

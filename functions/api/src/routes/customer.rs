@@ -227,3 +227,24 @@ pub async fn get_export(
         exports::get(&s.svc, &c.account.account_id, &id).await?,
     ))
 }
+
+pub async fn reconcile(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+) -> Result<Json<shared::service::reconcile::Report>> {
+    Ok(Json(
+        shared::service::reconcile::account(&s.svc, &c.account).await?,
+    ))
+}
+
+pub async fn statement(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(month): Id,
+    Params(p): Params<shared::service::statements::Params>,
+) -> Result<Response> {
+    use axum::response::IntoResponse;
+    let (content_type, body) =
+        shared::service::statements::render(&s.svc, &c.account, &month, &p).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}

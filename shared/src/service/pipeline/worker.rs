@@ -271,7 +271,12 @@ async fn poll(
                 "accounts/{}/videos/{}/{}.mp4",
                 task.account_id, task.batch_id, task.task_id
             );
-            p.svc.store.put_object(&key, bytes, "video/mp4").await?;
+            // Tagged with the retention the bucket's lifecycle rules expire it by.
+            let tags = format!("retention-days={}", batch.retention_days);
+            p.svc
+                .store
+                .put_object_tagged(&key, bytes, "video/mp4", &tags)
+                .await?;
             p.svc.store.faults.check("worker.after_video")?;
             end(p, batch, task, Outcome::Succeeded, None, Some(key)).await
         }
@@ -522,6 +527,7 @@ async fn refund(
             actor: None,
             pack: None,
             price_paid_usd_cents: None,
+            refers_to: None,
         };
         let mv = MoneyMove {
             account_id: task.account_id.clone(),

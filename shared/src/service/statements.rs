@@ -1,0 +1,430 @@
+//! Monthly statements (contract 8.2): opening balance, what moved in the month by kind,
+//! invoices for packs bought, usage by model, one line per batch, closing balance. Everything
+//! is computed from the ledger (and the batches it names), so the closing balance of a month
+//! is the ledger's running balance at its end and the opening balance of the next.
+
+use super::{ErrorCode, ServiceError, Services};
+use crate::adapters::dynamo::from_item;
+use crate::adapters::exports::PageQuery;
+use crate::adapters::records::{AccountRecord, BatchRecord, LedgerRecord};
+use crate::domain::export::{csv_line, Cell};
+use crate::domain::ledger::{entry_id, EntryKind};
+use crate::domain::money::Credits;
+use crate::domain::time::rfc3339_ms;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// `json` (default), `csv` or `html` (printable).
+    pub format: Option<String>,
+}
+
+/// `YYYY-MM` as [start, end) in epoch milliseconds, UTC.
+pub fn month_range(month: &str) -> Option<(i64, i64)> {
+    let (y, m) = month.split_once('-')?;
+    if y.len() != 4 || m.len() != 2 {
+        return None;
+    }
+    let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
+    let start = |y: i32, m: u8| -> Option<i64> {
+        let month = time::Month::try_from(m).ok()?;
+        let d = time::Date::from_calendar_date(y, month, 1).ok()?;
+        let t = d.midnight().assume_utc();
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    };
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    Some((start(y, m)?, start(ny, nm)?))
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Movements {
+    pub grants: i64,
+    pub pre_deducts: i64,
+    pub refunds: i64,
+    pub adjustments: i64,
+    pub compensation: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Invoice {
+    pub entry_id: String,
+    pub date: String,
+    pub pack: Option<String>,
+    pub credits: i64,
+    /// What the customer paid (packs carry a discount against 1 credit = US$0.01).
+    pub amount_paid_usd: Option<String>,
+    pub list_value_usd: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct ModelUsage {
+    pub model: String,
+    pub batches_settled: u64,
+    pub videos_succeeded: u64,
+    pub unit_price: i64,
+    /// videos_succeeded x unit price.
+    pub succeeded_value: i64,
+    pub charged: i64,
+    pub refunded: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchLine {
+    pub batch_id: String,
+    pub model: String,
+    pub unit_price: i64,
+    pub task_count: u32,
+    pub status: String,
+    pub pre_deducted_in_month: i64,
+    pub refunded_in_month: i64,
+    /// Once settled: charged + refunded == held.
+    pub charged: Option<i64>,
+    pub settled_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Statement {
+    pub account_id: String,
+    pub account_name: String,
+    pub month: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub opening_balance: i64,
+    pub closing_balance: i64,
+    pub opening_balance_usd: String,
+    pub closing_balance_usd: String,
+    pub movements: Movements,
+    pub entries: u64,
+    pub invoices: Vec<Invoice>,
+    pub usage_by_model: Vec<ModelUsage>,
+    pub batches: Vec<BatchLine>,
+    pub generated_at: String,
+}
+
+pub async fn build(
+    svc: &Services,
+    account: &AccountRecord,
+    month: &str,
+) -> Result<Statement, ServiceError> {
+    let (start, end) = month_range(month).ok_or_else(|| {
+        ServiceError::reject(
+            ErrorCode::NotFound,
+            "statement not found: months are YYYY-MM",
+        )
+    })?;
+    let store = &svc.store;
+    let t = store.config().tables.clone();
+    let a = AttributeValue::S(account.account_id.clone());
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let opening = store
+        .last_entry_before(&account.account_id, start)
+        .await?
+        .map_or(0, |e| e.balance_after);
+
+    let q = PageQuery {
+        table: &t.ledger,
+        index: Some("by_time"),
+        key_condition: "account_id = :a AND created_ms BETWEEN :f AND :t",
+        values: vec![(":a", a.clone()), (":f", n(start)), (":t", n(end - 1))],
+    };
+    let mut mv = Movements::default();
+    let mut invoices = Vec::new();
+    let mut per_batch: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let (mut closing, mut count, mut sum) = (opening, 0u64, 0i64);
+    let mut page_start = None;
+    loop {
+        let (items, next) = store.query_page(&q, page_start).await?;
+        for item in items {
+            let e: LedgerRecord = from_item(item)?;
+            count += 1;
+            sum += e.amount;
+            closing = e.balance_after;
+            match e.kind {
+                EntryKind::Grant => {
+                    mv.grants += e.amount;
+                    invoices.push(Invoice {
+                        entry_id: entry_id(e.seq),
+                        date: rfc3339_ms(e.created_ms),
+                        pack: e.pack.clone(),
+                        credits: e.amount,
+                        amount_paid_usd: e.price_paid_usd_cents.map(|c| Credits(c).usd()),
+                        list_value_usd: Credits(e.amount).usd(),
+                    });
+                }
+                EntryKind::PreDeduct => mv.pre_deducts += e.amount,
+                EntryKind::Refund => mv.refunds += e.amount,
+                EntryKind::Adjustment => mv.adjustments += e.amount,
+                EntryKind::Compensation => mv.compensation += e.amount,
+            }
+            if let Some(b) = &e.batch_id {
+                let line = per_batch.entry(b.clone()).or_default();
+                match e.kind {
+                    EntryKind::PreDeduct => line.0 += e.amount,
+                    EntryKind::Refund => line.1 += e.amount,
+                    _ => {}
+                }
+            }
+        }
+        match next {
+            Some(k) => page_start = Some(k),
+            None => break,
+        }
+    }
+    if opening + sum != closing {
+        return Err(ServiceError::Internal(format!(
+            "statement {month} of {} does not add up: {opening} + {sum} != {closing}",
+            account.account_id
+        )));
+    }
+
+    // Batches active in the month: named by its entries, or settled in it.
+    let bq = PageQuery {
+        table: &t.batches,
+        index: None,
+        key_condition: "account_id = :a",
+        values: vec![(":a", a)],
+    };
+    let mut usage: BTreeMap<String, ModelUsage> = BTreeMap::new();
+    let mut lines = Vec::new();
+    let mut page_start = None;
+    loop {
+        let (items, next) = store.query_page(&bq, page_start).await?;
+        for item in items {
+            let b: BatchRecord = from_item(item)?;
+            let settled_here = b.completed_ms.is_some_and(|c| (start..end).contains(&c));
+            let moved = per_batch.get(&b.batch_id).copied();
+            if !settled_here && moved.is_none() {
+                continue;
+            }
+            let model = serde_json::to_value(b.model)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if settled_here {
+                if let Some(s) = &b.settlement {
+                    let u = usage.entry(model.clone()).or_insert_with(|| ModelUsage {
+                        model: model.clone(),
+                        unit_price: b.unit_price,
+                        ..Default::default()
+                    });
+                    u.batches_settled += 1;
+                    u.videos_succeeded += u64::from(s.counts.succeeded);
+                    u.succeeded_value += i64::from(s.counts.succeeded) * b.unit_price;
+                    u.charged += s.charged.value();
+                    u.refunded += s.refunded.value();
+                }
+            }
+            let (pre, refunded) = moved.unwrap_or_default();
+            lines.push(BatchLine {
+                batch_id: b.batch_id.clone(),
+                model,
+                unit_price: b.unit_price,
+                task_count: b.task_count,
+                status: b.status.as_str().to_string(),
+                pre_deducted_in_month: pre,
+                refunded_in_month: refunded,
+                charged: b.settlement.map(|s| s.charged.value()),
+                settled_at: b.completed_ms.map(rfc3339_ms),
+            });
+        }
+        match next {
+            Some(k) => page_start = Some(k),
+            None => break,
+        }
+    }
+    Ok(Statement {
+        account_id: account.account_id.clone(),
+        account_name: account.name.clone(),
+        month: month.to_string(),
+        period_start: rfc3339_ms(start),
+        period_end: rfc3339_ms(end),
+        opening_balance: opening,
+        closing_balance: closing,
+        opening_balance_usd: Credits(opening).usd(),
+        closing_balance_usd: Credits(closing).usd(),
+        movements: mv,
+        entries: count,
+        invoices,
+        usage_by_model: usage.into_values().collect(),
+        batches: lines,
+        generated_at: rfc3339_ms(svc.now_ms()),
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn csv(s: &Statement) -> String {
+    let mut out = String::from(crate::domain::export::UTF8_BOM);
+    let row = |cells: Vec<Cell>| csv_line(&cells);
+    out.push_str(&row(vec![
+        "section".into(),
+        "item".into(),
+        "credits".into(),
+        "usd".into(),
+        "detail".into(),
+    ]));
+    let money = |sec: &str, item: &str, v: i64, detail: String| {
+        row(vec![
+            sec.into(),
+            item.into(),
+            Cell::Int(v),
+            Cell::money(&Credits(v).usd()),
+            detail.into(),
+        ])
+    };
+    out.push_str(&money(
+        "balance",
+        "opening",
+        s.opening_balance,
+        s.period_start.clone(),
+    ));
+    let m = &s.movements;
+    for (k, v) in [
+        ("grants", m.grants),
+        ("pre_deducts", m.pre_deducts),
+        ("refunds", m.refunds),
+        ("adjustments", m.adjustments),
+        ("compensation", m.compensation),
+    ] {
+        out.push_str(&money("movement", k, v, String::new()));
+    }
+    for i in &s.invoices {
+        out.push_str(&money(
+            "invoice",
+            &i.entry_id,
+            i.credits,
+            format!(
+                "{} paid US${}",
+                i.pack.clone().unwrap_or_else(|| "grant".into()),
+                i.amount_paid_usd.clone().unwrap_or_else(|| "0.00".into())
+            ),
+        ));
+    }
+    for u in &s.usage_by_model {
+        out.push_str(&money(
+            "usage",
+            &u.model,
+            u.succeeded_value,
+            format!("{} videos x {}", u.videos_succeeded, u.unit_price),
+        ));
+    }
+    for b in &s.batches {
+        out.push_str(&money(
+            "batch",
+            &b.batch_id,
+            b.pre_deducted_in_month + b.refunded_in_month,
+            format!("{} {} tasks, {}", b.model, b.task_count, b.status),
+        ));
+    }
+    out.push_str(&money(
+        "balance",
+        "closing",
+        s.closing_balance,
+        s.period_end.clone(),
+    ));
+    out
+}
+
+fn html(s: &Statement) -> String {
+    let mut rows = String::new();
+    let mut add = |a: &str, b: &str, v: i64| {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>\n",
+            esc(a),
+            esc(b),
+            v,
+            Credits(v).usd()
+        ));
+    };
+    add("Opening balance", &s.period_start, s.opening_balance);
+    let m = &s.movements;
+    add("Credits purchased / granted", "", m.grants);
+    add("Pre-deducted for batches", "", m.pre_deducts);
+    add("Refunded (failed, timed out)", "", m.refunds);
+    add("Adjustments", "", m.adjustments);
+    add("Compensation", "", m.compensation);
+    for i in &s.invoices {
+        add(
+            &format!("Invoice {}", i.entry_id),
+            i.pack.as_deref().unwrap_or("grant"),
+            i.credits,
+        );
+    }
+    for u in &s.usage_by_model {
+        add(
+            &format!("Usage {}", u.model),
+            &format!("{} videos x {}", u.videos_succeeded, u.unit_price),
+            u.succeeded_value,
+        );
+    }
+    for b in &s.batches {
+        add(
+            &format!("Batch {}", b.batch_id),
+            &b.status,
+            b.pre_deducted_in_month + b.refunded_in_month,
+        );
+    }
+    add("Closing balance", &s.period_end, s.closing_balance);
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Statement {m} — {n}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #999;padding:4px 8px}}.n{{text-align:right}}</style></head><body>\
+         <h1>Statement {m}</h1><p>{n} ({id}) — 1 credit = US$0.01 — generated {g}</p>\
+         <table><tr><th>Item</th><th>Detail</th><th>Credits</th><th>US$</th></tr>\n{rows}</table></body></html>",
+        m = esc(&s.month),
+        n = esc(&s.account_name),
+        id = esc(&s.account_id),
+        g = esc(&s.generated_at),
+    )
+}
+
+/// The statement in the asked format: (content type, body).
+pub async fn render(
+    svc: &Services,
+    account: &AccountRecord,
+    month: &str,
+    p: &Params,
+) -> Result<(&'static str, String), ServiceError> {
+    let format = p.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "csv" | "html") {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidParameter,
+            "format must be json, csv or html",
+        ));
+    }
+    let s = build(svc, account, month).await?;
+    Ok(match format {
+        "csv" => ("text/csv; charset=utf-8", csv(&s)),
+        "html" => ("text/html; charset=utf-8", html(&s)),
+        _ => (
+            "application/json",
+            serde_json::to_string(&s).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::month_range;
+
+    #[test]
+    fn months_are_utc_and_roll_over_the_year() {
+        assert_eq!(
+            month_range("2026-11"),
+            Some((1_793_491_200_000, 1_796_083_200_000))
+        );
+        let dec = month_range("2026-12");
+        assert_eq!(dec.map(|d| d.1), month_range("2027-01").map(|j| j.0));
+        assert_eq!(month_range("2026-13"), None);
+        assert_eq!(month_range("26-11"), None);
+        assert_eq!(month_range("2026-1"), None);
+    }
+}
