@@ -5,4 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export MOTO_PYTHON="$PWD/infra/.venv/bin/python"
-cargo test -p integration-tests --test api bench_pipeline -- --ignored --nocapture 2>&1 | grep '^BENCH'
+# BENCH=export: export throughput and memory for EXPORT_ROWS ledger rows (default 1,000,000).
+case "${BENCH:-pipeline}" in
+  export) test=bench_export ;;
+  *) test=bench_pipeline ;;
+esac
+cargo test -p integration-tests --test api "$test" -- --ignored --nocapture 2>&1 | grep '^BENCH'

@@ -59,22 +59,19 @@ fn python_csv(bytes: &[u8]) -> Vec<Vec<String>> {
     serde_json::from_slice(&out.stdout).expect("rows")
 }
 
-#[tokio::test]
-async fn an_export_of_100000_ledger_rows_matches_the_ledger_with_bounded_memory() {
-    let app = TestApp::spawn().await;
-    let (acct, key) = app.account_with(0).await;
-    // Seed the ledger directly (a transaction per entry would take the emulator an hour).
-    let n: u64 = 100_000;
+/// Writes `n` ledger entries for `acct` straight into the table (a transaction per entry
+/// would take the emulator an hour); returns their sum.
+async fn seed_ledger(app: &TestApp, acct: &str, n: u64) -> i64 {
     let ddb = aws_sdk_dynamodb::Client::new(&app.sdk);
     let table = app.env["LEDGER_TABLE"].clone();
-    let t0 = app.account(&acct).await.created_ms;
+    let t0 = app.account(acct).await.created_ms;
     let mut expected_sum = 0i64;
     let mut writers = Vec::new();
     let chunks: Vec<Vec<LedgerRecord>> = (0..n)
         .map(|i| {
             let amount = if i % 3 == 0 { 500 } else { -49 };
             LedgerRecord {
-                account_id: acct.clone(),
+                account_id: acct.to_string(),
                 seq: 1_000 + i,
                 created_ms: t0 + 1 + i as i64,
                 kind: if amount > 0 {
@@ -133,6 +130,15 @@ async fn an_export_of_100000_ledger_rows_matches_the_ledger_with_bounded_memory(
     for w in writers {
         w.await.expect("writer");
     }
+    expected_sum
+}
+
+#[tokio::test]
+async fn an_export_of_100000_ledger_rows_matches_the_ledger_with_bounded_memory() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let n: u64 = 100_000;
+    let expected_sum = seed_ledger(&app, &acct, n).await;
 
     let e = export(
         &app,
@@ -383,4 +389,79 @@ async fn no_export_holds_another_accounts_rows_and_the_archive_holds_everything_
         .await;
     assert_eq!((r.status, &r.body), (404, &missing.body));
     app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_export_that_dies_before_it_completes_is_run_again_and_completes_once() {
+    let app = TestApp::spawn_with(integration_tests::fail_once_at("export.before_complete")).await;
+    let (acct, key) = app.account_with(10_000).await;
+    app.grant(&acct, 5).await;
+    let e = export(
+        &app,
+        &key,
+        json!({"request_id": "crash", "dataset": "ledger", "format": "csv"}),
+    )
+    .await;
+    assert_eq!(e["rows_written"], 2);
+    let rec = app
+        .svc
+        .store
+        .get_export(&acct, e["id"].as_str().unwrap_or(""))
+        .await
+        .expect("read")
+        .expect("export");
+    assert_eq!(rec.run, 2, "the first run died, the second finished");
+    let rows = python_csv(&download(&app, &e).await);
+    assert_eq!(rows.len(), 3);
+    app.assert_invariants().await;
+}
+
+/// Benchmark (scripts/bench.sh with BENCH=export): export throughput and the memory held,
+/// for EXPORT_ROWS ledger rows (default 1,000,000).
+#[tokio::test]
+#[ignore = "benchmark: run with BENCH=export scripts/bench.sh"]
+async fn bench_export() {
+    let n: u64 = std::env::var("EXPORT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let seeded = std::time::Instant::now();
+    seed_ledger(&app, &acct, n).await;
+    println!(
+        "BENCH seeded {n} rows in {:.1} s",
+        seeded.elapsed().as_secs_f64()
+    );
+    let started = std::time::Instant::now();
+    let e = export(
+        &app,
+        &key,
+        json!({"request_id": "bench", "dataset": "ledger", "format": "csv"}),
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let rec = app
+        .svc
+        .store
+        .get_export(&acct, e["id"].as_str().unwrap_or(""))
+        .await
+        .expect("read")
+        .expect("export");
+    assert_eq!(rec.rows_written, n);
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("")
+        .to_string();
+    println!(
+        "BENCH export rows={n} bytes={} seconds={secs:.1} rows_per_s={:.0}",
+        rec.bytes,
+        n as f64 / secs
+    );
+    println!(
+        "BENCH peak_buffer_bytes={} (one part) process {hwm}",
+        rec.peak_buffer_bytes
+    );
 }
