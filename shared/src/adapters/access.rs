@@ -2,20 +2,12 @@
 //! (`enterprise_api_usage`) and API key management. All shared across Lambda instances; none
 //! of it is cached beyond one finished rate-limit window.
 
-use super::dynamo::{dynamo_err, from_item, n, s, to_item};
+use super::dynamo::{applied, condition_failed, dynamo_err, from_item, n, s, to_item, updated};
 use super::records::{ApiKeyRecord, Throttle, UsageRecord};
 use super::{Store, StoreError};
 use crate::domain::access::{KeyMinute, WINDOW_MS};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::collections::HashMap;
-
-fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
 
 fn num(item: &HashMap<String, AttributeValue>, k: &str) -> u64 {
     match item.get(k) {
@@ -159,11 +151,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("PutItem", e)),
-        }
+        applied(res, "PutItem")
     }
 
     /// The block on an address, if one is in force at `now_ms`: (until, reason).
@@ -407,11 +395,7 @@ impl Store {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        updated(res)
     }
 
     /// Revokes a key for good. `None` if it was already revoked or is gone.
@@ -432,11 +416,7 @@ impl Store {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        updated(res)
     }
 
     /// Throttles a key unless a throttle is already in force. True when this call did it.
@@ -454,11 +434,7 @@ impl Store {
             .expression_attribute_values(":now", n(t.since_ms))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     pub async fn lift_throttle(&self, key_hash: &str) -> Result<bool, StoreError> {
@@ -471,11 +447,7 @@ impl Store {
             .condition_expression("attribute_exists(throttle)")
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Termination and reinstatement: disables the account's enabled keys with `reason`, or
@@ -620,10 +592,6 @@ impl Store {
             .expression_attribute_values(":s", s(status))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 }

@@ -35,6 +35,38 @@ pub(crate) fn dynamo_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     StoreError::Dynamo(format!("{op}: {detail}"))
 }
 
+/// True when a write was refused by its condition (not an error: the caller's answer).
+pub(crate) fn condition_failed<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// A conditional write's outcome: `true` if it applied, `false` if its condition failed.
+pub(crate) fn applied<T, E: ProvideErrorMetadata + std::fmt::Debug>(
+    res: Result<T, SdkError<E>>,
+    op: &str,
+) -> Result<bool, StoreError> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(dynamo_err(op, e)),
+    }
+}
+
+/// A conditional `UpdateItem` with `ReturnValues`: the item as written, or `None` if the
+/// condition failed.
+pub(crate) fn updated<T: DeserializeOwned>(
+    res: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+) -> Result<Option<T>, StoreError> {
+    match res {
+        Ok(out) => out.attributes.map(from_item).transpose(),
+        Err(e) if condition_failed(&e) => Ok(None),
+        Err(e) => Err(dynamo_err("UpdateItem", e)),
+    }
+}
+
 pub(crate) fn to_item<T: Serialize>(v: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -1,18 +1,10 @@
 //! Export records and the ascending, page-at-a-time reads an export streams from.
 
-use super::dynamo::{dynamo_err, from_item, n, s, Item};
+use super::dynamo::{applied, dynamo_err, from_item, n, s, Item};
 use super::records::ExportRecord;
 use super::{Store, StoreError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
-
-fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
 
 /// One Query, oldest first: a page of items and where the next page starts.
 pub struct PageQuery<'a> {
@@ -142,11 +134,7 @@ impl Store {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     pub async fn export_progress(
@@ -171,11 +159,7 @@ impl Store {
             .expression_attribute_values(":running", s("running"))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Marks run `run` done (completed with its manifest, or failed with an error).
@@ -221,10 +205,6 @@ impl Store {
                 .expression_attribute_values(":e", s(e));
         }
         let res = req.update_expression(set).send().await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 }

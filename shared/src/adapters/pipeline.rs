@@ -1,31 +1,13 @@
 //! DynamoDB access of the task pipeline: progress shards, task state, concurrency slots,
 //! dispatch claims, cancellation and settlement.
 
-use super::dynamo::{dynamo_err, from_item, n, s, to_item, Item};
+use super::dynamo::{applied, condition_failed, dynamo_err, from_item, n, s, to_item, Item};
 use super::records::{BatchRecord, ShardRecord, TaskRecord};
 use super::{Store, StoreError};
 use crate::domain::batch::{BatchStatus, TaskStatus};
 use crate::domain::task::{shard_count, shard_len, shard_of, Outcome, Settlement};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 use std::collections::HashMap;
-
-fn is_ccf<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E>,
-) -> bool {
-    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
-}
-
-/// A conditional write's outcome: `true` if it applied, `false` if its condition failed.
-fn applied<T, E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug>(
-    res: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
-    op: &str,
-) -> Result<bool, StoreError> {
-    match res {
-        Ok(_) => Ok(true),
-        Err(e) if is_ccf(&e) => Ok(false),
-        Err(e) => Err(dynamo_err(op, e)),
-    }
-}
 
 fn build(u: aws_sdk_dynamodb::types::builders::UpdateBuilder) -> Result<Update, StoreError> {
     u.build().map_err(|e| StoreError::Dynamo(e.to_string()))
@@ -261,7 +243,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_ccf(&e) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(dynamo_err("UpdateItem", e)),
         }
     }
@@ -314,7 +296,7 @@ impl Store {
                 .await;
             match res {
                 Ok(_) => return Ok(Some((cur, to))),
-                Err(e) if is_ccf(&e) => {
+                Err(e) if condition_failed(&e) => {
                     match self.get_batch(&batch.account_id, &batch.batch_id).await? {
                         Some(b) => cur = b.next_dispatch,
                         None => return Ok(None),
@@ -365,7 +347,7 @@ impl Store {
             .await
             .map(|_| ())
             .or_else(|e| {
-                if is_ccf(&e) {
+                if condition_failed(&e) {
                     Ok(())
                 } else {
                     Err(dynamo_err("UpdateItem", e))

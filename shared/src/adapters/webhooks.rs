@@ -5,7 +5,9 @@
 //! duplicate message or a second dispatcher can neither send attempt `n` twice at once nor
 //! record it twice.
 
-use super::dynamo::{dynamo_err, from_item, n, s, to_item, Item};
+use super::dynamo::{
+    applied, condition_failed, dynamo_err, from_item, n, s, to_item, updated, Item,
+};
 use super::records::{AttemptLog, DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord};
 use super::{Store, StoreError};
 use crate::domain::webhook::{forbidden_ip, AttemptResult, SigningSecret};
@@ -13,15 +15,6 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Update};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn is_condition_failure<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
 
 /// The fields of an endpoint a customer may change.
 #[derive(Clone, Debug, Default)]
@@ -162,11 +155,7 @@ impl Store {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        updated(res)
     }
 
     pub async fn delete_endpoint(
@@ -182,11 +171,7 @@ impl Store {
             .condition_expression("attribute_exists(endpoint_id)")
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("DeleteItem", e)),
-        }
+        applied(res, "DeleteItem")
     }
 
     /// The update that replaces an endpoint's secrets, if nobody rotated since `rec` was read.
@@ -234,7 +219,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(dynamo_err("UpdateItem", e)),
         }
     }
@@ -258,7 +243,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(dynamo_err("UpdateItem", e)),
         }
     }
@@ -288,11 +273,7 @@ impl Store {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        updated(res)
     }
 
     /// Stores an event the first time it is seen; returns the stored one either way, so every
@@ -308,7 +289,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(rec.clone()),
-            Err(e) if is_condition_failure(&e) => self
+            Err(e) if condition_failed(&e) => self
                 .get_event(&rec.account_id, &rec.event_id)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("event {} vanished", rec.event_id))),
@@ -416,11 +397,7 @@ impl Store {
             .condition_expression("attribute_not_exists(event_id)")
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("PutItem", e)),
-        }
+        applied(res, "PutItem")
     }
 
     pub async fn get_delivery(
@@ -463,11 +440,7 @@ impl Store {
             .expression_attribute_values(":until", n(until_ms))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Records attempt `n`'s result and the delivery's new state. False if it was recorded
@@ -512,11 +485,7 @@ impl Store {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        applied(res, "UpdateItem")
     }
 
     /// Starts a new schedule for a finished delivery (a redelivery). Returns the attempt
@@ -554,7 +523,7 @@ impl Store {
                 let rec: Option<DeliveryRecord> = out.attributes.map(from_item).transpose()?;
                 Ok(rec.map(|r| r.attempts_made + 1))
             }
-            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(dynamo_err("UpdateItem", e)),
         }
     }
@@ -611,7 +580,7 @@ impl Store {
         };
         match u.send().await {
             Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(dynamo_err("UpdateItem", e)),
         }
     }
