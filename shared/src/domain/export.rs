@@ -195,6 +195,47 @@ mod tests {
         assert_eq!(csv_header(&["id", "amount"]), "id,amount\r\n");
     }
 
+    /// Benchmark of our side of an export (encoding and hashing), apart from the store:
+    /// `cargo test -p shared --release encode_a_million -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark"]
+    fn encode_a_million_ledger_rows() {
+        use sha2::Digest;
+        let started = std::time::Instant::now();
+        let mut hasher = sha2::Sha256::new();
+        let (mut buf, mut peak, mut bytes) = (Vec::new(), 0usize, 0usize);
+        for i in 0..1_000_000i64 {
+            let cells = [
+                Cell::from(format!("le_{i:012}")),
+                Cell::Int(i),
+                Cell::from("2026-11-24T21:15:08.123Z"),
+                Cell::from("pre_deduct"),
+                Cell::Int(-490),
+                Cell::money(&usd(-490)),
+                Cell::Int(100_000 - i),
+                Cell::money(&usd(100_000 - i)),
+                Cell::from("bat_01M87QK0NREPX2ZHGKMMS7YBB3"),
+                Cell::Null,
+                Cell::from(format!("req-{i}")),
+            ];
+            let line = csv_line(&cells);
+            hasher.update(line.as_bytes());
+            buf.extend_from_slice(line.as_bytes());
+            bytes += line.len();
+            peak = peak.max(buf.len());
+            if buf.len() >= PART_BYTES {
+                buf.clear();
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let _ = hasher.finalize();
+        println!(
+            "BENCH encode rows=1000000 bytes={bytes} seconds={secs:.2} rows_per_s={:.0} peak_buffer={peak}",
+            1e6 / secs
+        );
+        assert!(peak <= PART_BYTES + 1_024);
+    }
+
     #[test]
     fn json_lines_keep_types() {
         let line = json_line(
