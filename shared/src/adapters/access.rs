@@ -2,12 +2,22 @@
 //! (`enterprise_api_usage`) and API key management. All shared across Lambda instances; none
 //! of it is cached beyond one finished rate-limit window.
 
-use super::dynamo::{applied, condition_failed, dynamo_err, from_item, n, s, to_item, updated};
+use super::dynamo::{
+    applied, condition_failed, dynamo_err, from_item, n, s, to_item, updated, Item,
+};
 use super::records::{ApiKeyRecord, Throttle, UsageRecord};
 use super::{Store, StoreError};
 use crate::domain::access::{KeyMinute, WINDOW_MS};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::collections::HashMap;
+
+/// How termination disables, and reinstatement re-enables, the items of one table.
+struct Toggle<'a> {
+    table: &'a str,
+    enable_condition: &'static str,
+    enable: &'static str,
+    disable: &'static str,
+}
 
 fn num(item: &HashMap<String, AttributeValue>, k: &str) -> u64 {
     match item.get(k) {
@@ -265,28 +275,14 @@ impl Store {
 
     /// All of an account's keys (by_account index), oldest first.
     pub async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .ddb
-                .query()
-                .table_name(&self.tables().api_keys)
-                .index_name("by_account")
-                .key_condition_expression("account_id = :a")
-                .expression_attribute_values(":a", s(account_id))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_err("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+        let q = super::exports::PageQuery {
+            table: &self.tables().api_keys,
+            index: Some("by_account"),
+            key_condition: "account_id = :a",
+            values: vec![(":a", s(account_id))],
+        };
+        // A global index: eventually consistent by nature.
+        self.query_all(&q, false).await
     }
 
     /// One key of an account by its id; `None` for another account's key or none at all.
@@ -451,7 +447,7 @@ impl Store {
     }
 
     /// Termination and reinstatement: disables the account's enabled keys with `reason`, or
-    /// re-enables the ones disabled for `reason`.
+    /// re-enables the ones disabled for `reason` (a revoked key stays revoked).
     pub async fn set_keys_for_account(
         &self,
         account_id: &str,
@@ -459,39 +455,19 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        let mut changed = 0;
-        for k in self.list_keys(account_id).await? {
-            let (cond, expr) = if enable {
-                (
-                    "disabled_reason = :r AND attribute_not_exists(revoked_ms)",
-                    "SET enabled = :on, updated_ms = :now REMOVE disabled_reason",
-                )
-            } else {
-                (
-                    "enabled = :on",
-                    "SET enabled = :off, disabled_reason = :r, updated_ms = :now",
-                )
-            };
-            let mut u = self
-                .ddb
-                .update_item()
-                .table_name(&self.tables().api_keys)
-                .key("key_hash", s(&k.key_hash))
-                .update_expression(expr)
-                .condition_expression(cond)
-                .expression_attribute_values(":on", AttributeValue::Bool(true))
-                .expression_attribute_values(":r", s(reason))
-                .expression_attribute_values(":now", n(now_ms));
-            if !enable {
-                u = u.expression_attribute_values(":off", AttributeValue::Bool(false));
-            }
-            match u.send().await {
-                Ok(_) => changed += 1,
-                Err(e) if condition_failed(&e) => {}
-                Err(e) => return Err(dynamo_err("UpdateItem", e)),
-            }
-        }
-        Ok(changed)
+        let keys = self
+            .list_keys(account_id)
+            .await?
+            .into_iter()
+            .map(|k| HashMap::from([("key_hash".to_string(), s(k.key_hash))]))
+            .collect();
+        let t = Toggle {
+            table: &self.tables().api_keys,
+            enable_condition: "disabled_reason = :r AND attribute_not_exists(revoked_ms)",
+            enable: "SET enabled = :on, updated_ms = :now REMOVE disabled_reason",
+            disable: "SET enabled = :off, disabled_reason = :r, updated_ms = :now",
+        };
+        self.toggle_all(&t, keys, enable, reason, now_ms).await
     }
 
     /// The same for webhook endpoints.
@@ -502,37 +478,59 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        let endpoints = self
+            .list_endpoints(account_id)
+            .await?
+            .into_iter()
+            .map(|e| {
+                HashMap::from([
+                    ("account_id".to_string(), s(account_id)),
+                    ("endpoint_id".to_string(), s(e.endpoint_id)),
+                ])
+            })
+            .collect();
+        let t = Toggle {
+            table: &self.tables().webhook_endpoints,
+            enable_condition: "disabled_reason = :r",
+            enable: "SET enabled = :on, updated_ms = :now REMOVE disabled_reason, disabled_ms",
+            disable:
+                "SET enabled = :off, disabled_reason = :r, disabled_ms = :now, updated_ms = :now",
+        };
+        self.toggle_all(&t, endpoints, enable, reason, now_ms).await
+    }
+
+    /// Disables every enabled item (with `reason`) or re-enables those disabled for
+    /// `reason`; returns how many changed.
+    async fn toggle_all(
+        &self,
+        t: &Toggle<'_>,
+        keys: Vec<Item>,
+        enable: bool,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let (condition, expr) = if enable {
+            (t.enable_condition, t.enable)
+        } else {
+            ("enabled = :on", t.disable)
+        };
         let mut changed = 0;
-        for ep in self.list_endpoints(account_id).await? {
-            let (cond, expr) = if enable {
-                (
-                    "disabled_reason = :r",
-                    "SET enabled = :on, updated_ms = :now REMOVE disabled_reason, disabled_ms",
-                )
-            } else {
-                (
-                    "enabled = :on",
-                    "SET enabled = :off, disabled_reason = :r, disabled_ms = :now, updated_ms = :now",
-                )
-            };
+        for key in keys {
             let mut u = self
                 .ddb
                 .update_item()
-                .table_name(&self.tables().webhook_endpoints)
-                .key("account_id", s(account_id))
-                .key("endpoint_id", s(&ep.endpoint_id))
+                .table_name(t.table)
+                .set_key(Some(key))
                 .update_expression(expr)
-                .condition_expression(cond)
+                .condition_expression(condition)
                 .expression_attribute_values(":on", AttributeValue::Bool(true))
                 .expression_attribute_values(":r", s(reason))
                 .expression_attribute_values(":now", n(now_ms));
             if !enable {
                 u = u.expression_attribute_values(":off", AttributeValue::Bool(false));
             }
-            match u.send().await {
-                Ok(_) => changed += 1,
-                Err(e) if condition_failed(&e) => {}
-                Err(e) => return Err(dynamo_err("UpdateItem", e)),
+            if applied(u.send().await, "UpdateItem")? {
+                changed += 1;
             }
         }
         Ok(changed)
@@ -564,15 +562,11 @@ impl Store {
         if set.is_empty() {
             return self.get_account(account_id).await;
         }
-        match u
-            .update_expression(format!("SET {}", set.join(", ")))
-            .send()
-            .await
-        {
-            Ok(out) => out.attributes.map(from_item).transpose(),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
-        }
+        updated(
+            u.update_expression(format!("SET {}", set.join(", ")))
+                .send()
+                .await,
+        )
     }
 
     /// Sets an account's status (`active`/`terminated`); false if it already had it.

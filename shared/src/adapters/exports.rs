@@ -20,6 +20,36 @@ impl Store {
         q: &PageQuery<'_>,
         start: Option<Item>,
     ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        self.query_page_with(q, start, false).await
+    }
+
+    /// Every item the query matches, read page by page (for small sets: an account's keys
+    /// or endpoints, a batch's progress shards). `consistent` is for tables, not GSIs.
+    pub(crate) async fn query_all<T: serde::de::DeserializeOwned>(
+        &self,
+        q: &PageQuery<'_>,
+        consistent: bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.query_page_with(q, start, consistent).await?;
+            for item in items {
+                out.push(from_item(item)?);
+            }
+            match next {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn query_page_with(
+        &self,
+        q: &PageQuery<'_>,
+        start: Option<Item>,
+        consistent: bool,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let mut req = self
             .ddb
             .query()
@@ -27,6 +57,7 @@ impl Store {
             .set_index_name(q.index.map(str::to_string))
             .key_condition_expression(q.key_condition)
             .scan_index_forward(true)
+            .consistent_read(consistent)
             .limit(1_000)
             .set_exclusive_start_key(start);
         for (k, v) in &q.values {

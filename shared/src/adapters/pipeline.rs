@@ -72,28 +72,13 @@ impl Store {
     }
 
     pub async fn get_progress(&self, batch_id: &str) -> Result<Vec<ShardRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .ddb
-                .query()
-                .table_name(&self.tables().progress)
-                .key_condition_expression("batch_id = :b")
-                .expression_attribute_values(":b", s(batch_id))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_err("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+        let q = super::exports::PageQuery {
+            table: &self.tables().progress,
+            index: None,
+            key_condition: "batch_id = :b",
+            values: vec![(":b", s(batch_id))],
+        };
+        self.query_all(&q, true).await
     }
 
     pub async fn get_shard(

@@ -60,28 +60,13 @@ impl Store {
         &self,
         account_id: &str,
     ) -> Result<Vec<EndpointRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .ddb
-                .query()
-                .table_name(&self.tables().webhook_endpoints)
-                .key_condition_expression("account_id = :a")
-                .expression_attribute_values(":a", s(account_id))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_err("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+        let q = super::exports::PageQuery {
+            table: &self.tables().webhook_endpoints,
+            index: None,
+            key_condition: "account_id = :a",
+            values: vec![(":a", s(account_id))],
+        };
+        self.query_all(&q, true).await
     }
 
     /// Applies a customer's change; `None` when the endpoint does not exist.

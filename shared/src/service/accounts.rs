@@ -149,12 +149,8 @@ pub async fn change_terms(
 pub struct AccountSettings {
     /// Credits; below this a `credits.low_balance` event goes out. `null` turns it off;
     /// leaving it out leaves it as it is.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     pub low_balance_threshold: Option<Option<i64>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    <Option<i64> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 pub async fn update_settings(

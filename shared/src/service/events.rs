@@ -7,7 +7,7 @@
 //! keeps the first.
 
 use super::views::{BatchView, EndpointView, TaskView};
-use super::{ErrorCode, Page, ServiceError, Services};
+use super::{decode_cursor, ErrorCode, Page, ServiceError, Services, TimeCursor};
 use crate::adapters::records::{AccountRecord, BatchRecord, EventRecord, LedgerRecord, TaskRecord};
 use crate::adapters::StoreError;
 use crate::domain::cursor;
@@ -43,7 +43,7 @@ pub enum EventsMessage {
     },
 }
 
-fn snapshot<T: Serialize>(v: &T) -> serde_json::Value {
+pub(crate) fn snapshot<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
@@ -160,13 +160,6 @@ pub struct ListParams {
     pub event_type: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventCursor {
-    t: i64,
-    e: String,
-}
-
 fn parse(rec: &EventRecord) -> Result<serde_json::Value, ServiceError> {
     serde_json::from_str(&rec.body).map_err(|e| ServiceError::Internal(e.to_string()))
 }
@@ -185,21 +178,13 @@ pub async fn list(
             ));
         }
     }
-    let before = match p.cursor.as_deref() {
-        None => None,
-        Some(c) => {
-            let c = cursor::decode::<EventCursor>(c).ok_or_else(|| {
-                ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
-            })?;
-            Some((c.t, c.e))
-        }
-    };
+    let before = decode_cursor::<TimeCursor>(p.cursor.as_deref())?.map(|c| (c.t, c.e));
     let (recs, more) = svc
         .store
         .list_events(account_id, p.event_type.as_deref(), limit, before)
         .await?;
     let next_cursor = match (more, recs.last()) {
-        (true, Some(last)) => Some(cursor::encode(&EventCursor {
+        (true, Some(last)) => Some(cursor::encode(&TimeCursor {
             t: last.created_ms,
             e: last.event_id.clone(),
         })),

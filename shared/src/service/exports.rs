@@ -262,16 +262,16 @@ pub async fn list(
     p: &ListParams,
 ) -> Result<Page<ExportView>, ServiceError> {
     let limit = super::credits::parse_limit(p.limit.as_deref())?;
-    let before = match &p.cursor {
-        None => None,
-        Some(c) => Some(
-            crate::domain::cursor::decode::<String>(c)
-                .filter(|id| ids::is_valid("exp", id))
-                .ok_or_else(|| {
-                    ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
-                })?,
-        ),
-    };
+    let before = super::decode_cursor::<String>(p.cursor.as_deref())?;
+    if before
+        .as_deref()
+        .is_some_and(|id| !ids::is_valid("exp", id))
+    {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidCursor,
+            "cursor is not valid",
+        ));
+    }
     let (recs, more) = svc.store.list_exports(account_id, limit, before).await?;
     let mut data = Vec::new();
     for r in &recs {
@@ -437,12 +437,8 @@ fn columns(d: Dataset) -> &'static [&'static str] {
     }
 }
 
-fn to_value<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
 fn ledger_row(e: &LedgerRecord) -> Value {
-    let mut v = to_value(&LedgerEntryView::from(e));
+    let mut v = super::events::snapshot(&LedgerEntryView::from(e));
     v["amount_usd"] = j!(usd(e.amount));
     v["balance_after_usd"] = j!(usd(e.balance_after));
     v
@@ -466,7 +462,7 @@ fn batch_row(b: &BatchRecord) -> Value {
 }
 
 fn task_row(t: &TaskRecord) -> Value {
-    let v = to_value(&TaskView::from(t));
+    let v = super::events::snapshot(&TaskView::from(t));
     j!({
         "id": v["id"], "batch_id": v["batch_id"], "index": v["index"], "status": v["status"],
         "model": v["model"], "prompt": v["prompt"], "duration_seconds": v["duration_seconds"],
@@ -591,7 +587,7 @@ async fn write_dataset(sink: &mut Sink<'_>, dataset: Dataset, tag: bool) -> Resu
             loop {
                 let (items, next) = store.query_page(&q, start).await?;
                 for u in parse_all::<UsageRecord>(items)? {
-                    let v = to_value(&UsageView::from(&u));
+                    let v = super::events::snapshot(&UsageView::from(&u));
                     sink.row(&if tag { tagged("api_usage", v) } else { v })
                         .await?;
                 }
@@ -638,15 +634,15 @@ async fn write_dataset(sink: &mut Sink<'_>, dataset: Dataset, tag: bool) -> Resu
         Dataset::AccountArchive => {
             let now = sink.svc.now_ms();
             if let Some(acct) = store.get_account(&rec.account_id).await? {
-                let v = to_value(&super::views::AccountView::from(&acct));
+                let v = super::events::snapshot(&super::views::AccountView::from(&acct));
                 sink.row(&tagged("account", v)).await?;
             }
             for k in store.list_keys(&rec.account_id).await? {
-                let v = to_value(&ApiKeyView::at(&k, None, now));
+                let v = super::events::snapshot(&ApiKeyView::at(&k, None, now));
                 sink.row(&tagged("api_key", v)).await?;
             }
             for ep in store.list_endpoints(&rec.account_id).await? {
-                let v = to_value(&EndpointView::new(&ep, None, now));
+                let v = super::events::snapshot(&EndpointView::new(&ep, None, now));
                 sink.row(&tagged("webhook_endpoint", v)).await?;
             }
             for d in [

@@ -381,12 +381,7 @@ pub async fn usage(
         }
         filters.push(("kind", AttributeValue::S(k.clone())));
     }
-    let before = match &p.cursor {
-        None => None,
-        Some(c) => Some(crate::domain::cursor::decode::<String>(c).ok_or_else(|| {
-            ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
-        })?),
-    };
+    let before = super::decode_cursor::<String>(p.cursor.as_deref())?;
     let (recs, more) = svc
         .store
         .list_usage(account_id, (from, to), &filters, limit, before)

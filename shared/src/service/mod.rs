@@ -21,6 +21,7 @@ pub mod webhooks;
 
 use crate::adapters::Store;
 use clock::Clock;
+use serde::Deserialize;
 use std::sync::Arc;
 
 pub use error::{ErrorCode, ServiceError};
@@ -58,6 +59,38 @@ pub struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
     pub next_cursor: Option<String>,
+}
+
+/// An opaque cursor from a query string, decoded; 400 `invalid_cursor` for anything we did
+/// not make.
+pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned>(
+    cursor: Option<&str>,
+) -> Result<Option<T>, ServiceError> {
+    cursor
+        .map(|c| {
+            crate::domain::cursor::decode::<T>(c).ok_or_else(|| {
+                ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
+            })
+        })
+        .transpose()
+}
+
+/// Where a newest-first, time-ordered list resumes: (created_ms, sort key).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TimeCursor {
+    pub t: i64,
+    pub e: String,
+}
+
+/// For `Option<Option<T>>` fields: present-and-null is `Some(None)`, absent is `None`
+/// (`#[serde(default, deserialize_with = "present")]`).
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// How many times a use case re-reads and retries after losing a race on the account.

@@ -4,14 +4,14 @@
 
 use super::super::events;
 use super::super::views::DeliveryView;
-use super::super::{ErrorCode, Page, ServiceError, Services};
+use super::super::{decode_cursor, ErrorCode, Page, ServiceError, Services, TimeCursor};
 use super::dispatch::{new_delivery, schedule};
 use super::find;
 use crate::adapters::records::{DeliveryStatus, EndpointRecord, EventRecord};
 use crate::domain::cursor;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::domain::webhook::subscribed;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// How many failed deliveries one recover call restarts; call again for more.
 pub const MAX_RECOVER: usize = 1_000;
@@ -22,13 +22,6 @@ pub struct ListParams {
     pub limit: Option<String>,
     pub cursor: Option<String>,
     pub status: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeliveryCursor {
-    t: i64,
-    e: String,
 }
 
 fn parse_status(s: Option<&str>) -> Result<Option<DeliveryStatus>, ServiceError> {
@@ -53,21 +46,13 @@ pub async fn list(
     find(svc, account_id, endpoint_id).await?;
     let limit = super::super::credits::parse_limit(p.limit.as_deref())?;
     let status = parse_status(p.status.as_deref())?;
-    let before = match p.cursor.as_deref() {
-        None => None,
-        Some(c) => {
-            let c = cursor::decode::<DeliveryCursor>(c).ok_or_else(|| {
-                ServiceError::reject(ErrorCode::InvalidCursor, "cursor is not valid")
-            })?;
-            Some((c.t, c.e))
-        }
-    };
+    let before = decode_cursor::<TimeCursor>(p.cursor.as_deref())?.map(|c| (c.t, c.e));
     let (recs, more) = svc
         .store
         .list_deliveries(endpoint_id, (0, i64::MAX), status, limit, before)
         .await?;
     let next_cursor = match (more, recs.last()) {
-        (true, Some(last)) => Some(cursor::encode(&DeliveryCursor {
+        (true, Some(last)) => Some(cursor::encode(&TimeCursor {
             t: last.created_ms,
             e: last.event_id.clone(),
         })),

@@ -17,7 +17,7 @@ use crate::domain::ids;
 use crate::domain::webhook::{
     check_url, generate_secret, is_event_type, rotate, SigningSecret, UrlError, UrlPolicy,
 };
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// Endpoints per account: each event fans out to all of them, so the number is bounded.
 pub const MAX_ENDPOINTS: usize = 20;
@@ -34,19 +34,14 @@ pub struct CreateEndpoint {
     pub description: Option<String>,
 }
 
-/// Present-and-null is not absent: `"description": null` clears it.
-fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpoint {
     #[serde(default)]
     pub url: Option<String>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, deserialize_with = "crate::service::present")]
     pub event_types: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, deserialize_with = "crate::service::present")]
     pub description: Option<Option<String>>,
     #[serde(default)]
     pub enabled: Option<bool>,
