@@ -32,6 +32,8 @@ pub struct Queues {
     pub settle_dlq: Option<String>,
 }
 
+/// Everything a deployment configures: where the AWS resources are (for the adapters) and
+/// the settings the use cases read.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: Tables,
@@ -40,14 +42,33 @@ pub struct Config {
     /// Use SQS `DelaySeconds` for delayed re-checks. Off in tests, whose clock is manual:
     /// delayed messages carry their due time and the test pump honours it.
     pub sqs_delays: bool,
-    pub deadlines: crate::domain::task::Deadlines,
-    /// Hex SHA-256 of the operator token; `None` turns the operator API off.
-    pub operator_token_sha256: Option<String>,
     /// Path-style S3 addressing: needed by the emulator, harmless on AWS.
     pub s3_force_path_style: bool,
     /// How long presigned upload and download links stay valid, in seconds.
     pub presign_ttl_secs: u64,
+    pub settings: Settings,
+}
+
+/// What the use cases read from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub deadlines: crate::domain::task::Deadlines,
+    /// Hex SHA-256 of the operator token; `None` turns the operator API off.
+    pub operator_token_sha256: Option<String>,
     pub webhooks: WebhookConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            deadlines: crate::domain::task::Deadlines::default(),
+            operator_token_sha256: None,
+            webhooks: WebhookConfig {
+                allow_private: true,
+                timeout_ms: 15_000,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -127,44 +148,46 @@ impl Config {
                 settle_dlq: get("SETTLE_DLQ_URL").filter(|v| !v.is_empty()),
             },
             sqs_delays: get("SQS_DELAYS").is_none_or(|v| v != "false"),
-            deadlines: {
-                let d = crate::domain::task::Deadlines::default();
-                let ms = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
-                    get(name).map_or(Ok(default), |v| {
-                        v.parse::<i64>()
-                            .ok()
-                            .filter(|s| *s > 0)
-                            .map(|s| s * 1_000)
-                            .ok_or(ConfigError::Invalid(name, "a positive number of seconds"))
-                    })
-                };
-                crate::domain::task::Deadlines {
-                    sora_2_ms: ms("SORA_2_DEADLINE_SECS", d.sora_2_ms)?,
-                    veo_pro_ms: ms("VEO_PRO_DEADLINE_SECS", d.veo_pro_ms)?,
-                    queue_ms: ms("QUEUE_DEADLINE_SECS", d.queue_ms)?,
-                }
-            },
             bucket: required("DATA_BUCKET")?,
-            operator_token_sha256,
             s3_force_path_style: get("S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true"),
             presign_ttl_secs,
-            webhooks: WebhookConfig {
-                allow_private: get("WEBHOOKS_ALLOW_PRIVATE").is_some_and(|v| v == "true"),
-                timeout_ms: match get("WEBHOOK_TIMEOUT_MS") {
-                    // Milliseconds, for tests that need a short timeout.
-                    Some(v) => v
-                        .parse()
-                        .ok()
-                        .filter(|n| (100..=30_000).contains(n))
-                        .ok_or(ConfigError::Invalid("WEBHOOK_TIMEOUT_MS", "100 to 30000"))?,
-                    None => match get("WEBHOOK_TIMEOUT_SECS") {
+            settings: Settings {
+                deadlines: {
+                    let d = crate::domain::task::Deadlines::default();
+                    let ms = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+                        get(name).map_or(Ok(default), |v| {
+                            v.parse::<i64>()
+                                .ok()
+                                .filter(|s| *s > 0)
+                                .map(|s| s * 1_000)
+                                .ok_or(ConfigError::Invalid(name, "a positive number of seconds"))
+                        })
+                    };
+                    crate::domain::task::Deadlines {
+                        sora_2_ms: ms("SORA_2_DEADLINE_SECS", d.sora_2_ms)?,
+                        veo_pro_ms: ms("VEO_PRO_DEADLINE_SECS", d.veo_pro_ms)?,
+                        queue_ms: ms("QUEUE_DEADLINE_SECS", d.queue_ms)?,
+                    }
+                },
+                operator_token_sha256,
+                webhooks: WebhookConfig {
+                    allow_private: get("WEBHOOKS_ALLOW_PRIVATE").is_some_and(|v| v == "true"),
+                    timeout_ms: match get("WEBHOOK_TIMEOUT_MS") {
+                        // Milliseconds, for tests that need a short timeout.
                         Some(v) => v
-                            .parse::<u64>()
+                            .parse()
                             .ok()
-                            .filter(|n| (1..=30).contains(n))
-                            .map(|n| n * 1_000)
-                            .ok_or(ConfigError::Invalid("WEBHOOK_TIMEOUT_SECS", "1 to 30"))?,
-                        None => 15_000,
+                            .filter(|n| (100..=30_000).contains(n))
+                            .ok_or(ConfigError::Invalid("WEBHOOK_TIMEOUT_MS", "100 to 30000"))?,
+                        None => match get("WEBHOOK_TIMEOUT_SECS") {
+                            Some(v) => v
+                                .parse::<u64>()
+                                .ok()
+                                .filter(|n| (1..=30).contains(n))
+                                .map(|n| n * 1_000)
+                                .ok_or(ConfigError::Invalid("WEBHOOK_TIMEOUT_SECS", "1 to 30"))?,
+                            None => 15_000,
+                        },
                     },
                 },
             },

@@ -1,10 +1,10 @@
-//! Start-up shared by every function: JSON logs, configuration, and the pipeline with its
-//! provider credentials (Secrets Manager in AWS, the environment locally).
+//! Start-up shared by every function: JSON logs, configuration, and the wiring of adapters to
+//! ports (provider credentials from Secrets Manager in AWS, from the environment locally).
 
-use crate::adapters::Store;
+use crate::adapters::clock::{OsRandom, SystemClock};
+use crate::adapters::providers::routes_from_lookup;
 use crate::config::Config;
-use crate::providers::ProviderConfig;
-use crate::service::clock::SystemClock;
+use crate::ports::provider::Routes;
 use crate::service::pipeline::Pipeline;
 use crate::service::Services;
 use std::collections::HashMap;
@@ -12,11 +12,7 @@ use std::sync::Arc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Chooses rustls's crypto provider for the process (HTTP clients panic without one).
-/// Idempotent.
-pub fn ensure_tls() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
+pub use crate::adapters::ensure_tls;
 
 pub fn init_logging() {
     ensure_tls();
@@ -31,15 +27,17 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// The use cases over AWS, configured from the environment.
 pub async fn services_from_env() -> Result<Services, BoxError> {
     let config = Config::from_env()?;
-    let store = Store::from_env(config).await;
-    Ok(Services::new(store, Arc::new(SystemClock)))
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ports = crate::adapters::aws(&sdk, &config, Arc::new(SystemClock), Arc::new(OsRandom))?;
+    Ok(Services::new(ports))
 }
 
 /// Provider settings: the environment, overlaid with the JSON object in the Secrets Manager
 /// secret named by `PROVIDER_SECRET_ARN` (API keys never sit in the template).
-pub async fn providers_from_env() -> Result<ProviderConfig, BoxError> {
+pub async fn providers_from_env() -> Result<Routes, BoxError> {
     let mut secret: HashMap<String, String> = HashMap::new();
     if let Some(arn) = std::env::var("PROVIDER_SECRET_ARN")
         .ok()
@@ -57,7 +55,7 @@ pub async fn providers_from_env() -> Result<ProviderConfig, BoxError> {
         secret = serde_json::from_str(&text)?;
     }
     let get = move |k: &str| secret.get(k).cloned().or_else(|| std::env::var(k).ok());
-    Ok(ProviderConfig::from_lookup(&get)?)
+    Ok(routes_from_lookup(&get)?)
 }
 
 pub async fn pipeline_from_env() -> Result<Pipeline, BoxError> {

@@ -137,7 +137,7 @@ pub fn openai(fake: Fake, key: &'static str) -> Router {
                 if !authed(&h, bearer) {
                     return openai_error(StatusCode::UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided");
                 }
-                ([("content-type", "video/mp4")], shared::providers::mp4::tiny_mp4(4, id.len() as u64)).into_response()
+                ([("content-type", "video/mp4")], shared::adapters::providers::mp4::tiny_mp4(4, id.len() as u64)).into_response()
             }),
         )
         .with_state(fake)
@@ -171,8 +171,9 @@ fn veo_done(flavour: &str, base: &str, prompt: &str, name: &str) -> Value {
             json!({"name": name, "done": true, "response": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse", "generateVideoResponse": {"generatedSamples": [{"video": {"uri": format!("{base}/v1beta/files/{}:download?alt=media", name.rsplit('/').next().unwrap_or("x"))}}]}}})
         }
         _ => {
-            let b64 = base64::engine::general_purpose::STANDARD
-                .encode(shared::providers::mp4::tiny_mp4(8, name.len() as u64));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(
+                shared::adapters::providers::mp4::tiny_mp4(8, name.len() as u64),
+            );
             json!({"name": name, "done": true, "response": {"@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse", "videos": [{"bytesBase64Encoded": b64, "mimeType": "video/mp4"}]}})
         }
     }
@@ -248,7 +249,7 @@ pub fn google(fake: Fake, flavour: &'static str, credential: &'static str) -> Ro
         if rest.starts_with("files/") {
             return (
                 [("content-type", "video/mp4")],
-                shared::providers::mp4::tiny_mp4(8, 3),
+                shared::adapters::providers::mp4::tiny_mp4(8, 3),
             )
                 .into_response();
         }

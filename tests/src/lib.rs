@@ -10,14 +10,16 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use shared::adapters::records::{AccountRecord, BatchRecord};
-use shared::adapters::{Faults, Store};
+use shared::adapters::clock::{ManualClock, OsRandom};
+use shared::adapters::providers::simulated::Simulated;
 use shared::config::Config;
 use shared::domain::batch::BatchStatus;
+use shared::domain::money::Credits;
 use shared::domain::pricing::Model;
-use shared::providers::simulated::Simulated;
-use shared::providers::{Provider, ProviderConfig, Route};
-use shared::service::clock::{Clock, ManualClock};
+use shared::ports::provider::{Route, Routes};
+use shared::ports::queue::QueueName;
+use shared::ports::records::{AccountRecord, BatchRecord};
+use shared::ports::{Clock, Faults, Provider};
 use shared::service::pipeline::Pipeline;
 use shared::service::Services;
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod contract;
 pub mod fakes;
 pub mod receiver;
 
@@ -93,6 +96,72 @@ fn unique_prefix() -> String {
     format!("t{}-{n}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
+/// Fresh AWS-backed ports on the emulator: their own tables, queues and bucket, created from
+/// template.yaml. Returns the ports and the environment the functions would see.
+pub async fn aws_ports(
+    clock: ManualClock,
+    extra_env: &[(&str, &str)],
+) -> (shared::ports::Ports, SdkConfig, BTreeMap<String, String>) {
+    shared::runtime::ensure_tls();
+    let endpoint = emulator();
+    let sdk = devstack::emulator_sdk_config(endpoint).await;
+    let yaml =
+        std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template.yaml");
+    let template = devstack::Template::parse(&yaml).expect("template parses");
+    let mut env = devstack::create_all(&sdk, &template, &unique_prefix())
+        .await
+        .expect("bootstrap");
+    env.insert(
+        "OPERATOR_TOKEN_SHA256".into(),
+        shared::domain::api_key::hash_secret(OPERATOR_TOKEN),
+    );
+    env.insert("S3_FORCE_PATH_STYLE".into(), "true".into());
+    env.insert("SQS_DELAYS".into(), "false".into());
+    env.insert("WEBHOOKS_ALLOW_PRIVATE".into(), "true".into());
+    // Short, so the slow-receiver test does not wait long for the timeout it proves.
+    env.insert("WEBHOOK_TIMEOUT_MS".into(), "3000".into());
+    for (k, v) in extra_env {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
+    let ports =
+        shared::adapters::aws(&sdk, &config, Arc::new(clock), Arc::new(OsRandom)).expect("ports");
+    (ports, sdk, env)
+}
+
+/// Fresh in-memory ports (the twins), on `clock`, with the real webhook client (local mode).
+pub fn memory_ports(clock: ManualClock) -> shared::ports::Ports {
+    memory_parts(clock).0
+}
+
+/// The same, with the store itself (its switches: stale reads, replicas catching up).
+pub fn memory_parts(
+    clock: ManualClock,
+) -> (shared::ports::Ports, shared::adapters::memory::Memory) {
+    use shared::adapters::memory::{Memory, MemoryBlobs, MemoryQueue};
+    shared::runtime::ensure_tls();
+    let settings = shared::config::Settings {
+        operator_token_sha256: Some(shared::domain::api_key::hash_secret(OPERATOR_TOKEN)),
+        ..Default::default()
+    };
+    let sender =
+        shared::adapters::webhook_client::WebhookClient::new(shared::config::WebhookConfig {
+            allow_private: true,
+            timeout_ms: 3_000,
+        })
+        .expect("webhook client");
+    let memory = Memory::new();
+    let ports = memory.ports(
+        Arc::new(MemoryQueue::new(Arc::new(clock.clone()), false)),
+        Arc::new(MemoryBlobs::default()),
+        Arc::new(sender),
+        Arc::new(clock),
+        Arc::new(OsRandom),
+        settings,
+    );
+    (ports, memory)
+}
+
 /// A response: status, headers and JSON body (Null when the body is not JSON).
 #[derive(Debug)]
 pub struct Resp {
@@ -119,9 +188,7 @@ pub struct TestApp {
     /// Handler calls made by `run_until_idle` (what Lambda would bill as invocations).
     pub invocations: std::sync::atomic::AtomicUsize,
     /// Messages received before they were due: (queue, receipt, due time), parked invisible.
-    parked: Mutex<Vec<(String, String, i64)>>,
-    /// Webhook dispatch over the same (fault-injecting) services as the pipeline.
-    pub dispatcher: shared::service::webhooks::dispatch::Dispatcher,
+    parked: Mutex<Vec<(QueueName, String, i64)>>,
     pub base: String,
     /// The same API on IPv6 loopback, where the machine has it.
     pub base_v6: Option<String>,
@@ -167,11 +234,14 @@ impl TestApp {
     }
 
     pub async fn spawn_full(faults: Faults, sim: Simulated) -> TestApp {
-        Self::spawn_routes(faults, |_| Provider::Simulated(sim.clone())).await
+        Self::spawn_routes(faults, |_| Arc::new(sim.clone()) as Arc<dyn Provider>).await
     }
 
     /// An app whose models are served by the providers `route` gives.
-    pub async fn spawn_routes(faults: Faults, route: impl Fn(Model) -> Provider) -> TestApp {
+    pub async fn spawn_routes(
+        faults: Faults,
+        route: impl Fn(Model) -> Arc<dyn Provider>,
+    ) -> TestApp {
         Self::spawn_inner(faults, route, &[]).await
     }
 
@@ -179,7 +249,7 @@ impl TestApp {
     pub async fn spawn_cloud_webhooks() -> TestApp {
         Self::spawn_inner(
             Faults::none(),
-            |_| Provider::Simulated(Simulated::default()),
+            |_| Arc::new(Simulated::default()) as Arc<dyn Provider>,
             &[("WEBHOOKS_ALLOW_PRIVATE", "false")],
         )
         .await
@@ -187,38 +257,16 @@ impl TestApp {
 
     async fn spawn_inner(
         faults: Faults,
-        route: impl Fn(Model) -> Provider,
+        route: impl Fn(Model) -> Arc<dyn Provider>,
         extra_env: &[(&str, &str)],
     ) -> TestApp {
-        shared::runtime::ensure_tls();
         if std::env::var_os("TEST_LOG").is_some() {
             shared::runtime::init_logging();
         }
-        let endpoint = emulator();
-        let sdk = devstack::emulator_sdk_config(endpoint).await;
-        let yaml =
-            std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template.yaml");
-        let template = devstack::Template::parse(&yaml).expect("template parses");
-        let mut env = devstack::create_all(&sdk, &template, &unique_prefix())
-            .await
-            .expect("bootstrap");
-        env.insert(
-            "OPERATOR_TOKEN_SHA256".into(),
-            shared::domain::api_key::hash_secret(OPERATOR_TOKEN),
-        );
-        env.insert("S3_FORCE_PATH_STYLE".into(), "true".into());
-        env.insert("SQS_DELAYS".into(), "false".into());
-        env.insert("WEBHOOKS_ALLOW_PRIVATE".into(), "true".into());
-        // Short, so the slow-receiver test does not wait long for the timeout it proves.
-        env.insert("WEBHOOK_TIMEOUT_MS".into(), "3000".into());
-        for (k, v) in extra_env {
-            env.insert(k.to_string(), v.to_string());
-        }
-        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
         let clock = ManualClock::starting_now();
-        let store = Store::new(&sdk, config);
-        let svc = Services::new(store.clone(), Arc::new(clock.clone()));
-        let faulty = Services::new(store.with_faults(faults), Arc::new(clock.clone()));
+        let (ports, sdk, env) = aws_ports(clock.clone(), extra_env).await;
+        let svc = Services::new(ports);
+        let faulty = svc.with_faults(faults);
         let routes = Model::ALL
             .into_iter()
             .map(|m| {
@@ -237,10 +285,8 @@ impl TestApp {
             .collect();
         let pipeline = Pipeline {
             svc: faulty.clone(),
-            providers: ProviderConfig { routes },
+            providers: Routes { routes },
         };
-        let dispatcher = shared::service::webhooks::dispatch::Dispatcher::new(faulty.clone())
-            .expect("webhook client");
         let app = api::app(faulty);
         let base_v6 = match tokio::net::TcpListener::bind("[::1]:0").await {
             Ok(l6) => {
@@ -272,7 +318,6 @@ impl TestApp {
             pipeline,
             invocations: Default::default(),
             parked: Mutex::new(Vec::new()),
-            dispatcher,
             base,
             base_v6,
             sent: Mutex::new(Vec::new()),
@@ -332,82 +377,84 @@ impl TestApp {
     /// The same; with `duplicate`, every task message is delivered twice (concurrently, in
     /// reversed order), as a standard queue may.
     pub async fn run_until_idle_with(&self, duplicate: bool) -> usize {
-        let store = &self.pipeline.svc.store;
-        let q = store.config().queues.clone();
+        let queue = self.pipeline.svc.queue.as_ref();
         let mut total = 0;
         for _ in 0..500 {
             let now = self.clock.now_ms();
-            let due: Vec<(String, String)> = {
+            let due: Vec<(QueueName, String)> = {
                 let mut parked = self.parked.lock().expect("parked");
                 let (due, later): (Vec<_>, Vec<_>) =
                     parked.drain(..).partition(|(_, _, nb)| *nb <= now);
                 *parked = later;
                 due.into_iter().map(|(q, r, _)| (q, r)).collect()
             };
-            for (queue, receipt) in due {
-                store
-                    .release_message(&queue, &receipt, 0)
-                    .await
-                    .expect("unpark");
+            for (name, receipt) in due {
+                queue.release(name, &receipt, 0).await.expect("unpark");
             }
             let p = &self.pipeline;
-            let t = devstack::pump::pump_round(store, &q.tasks, now, true, 0, |ev| async move {
-                if !duplicate {
-                    return task_worker::handle_event(p, ev).await;
-                }
-                let n = ev.records.len();
-                let mut doubled = ev.clone();
-                doubled.records.extend(ev.records.iter().cloned());
-                doubled.records.reverse();
-                for (i, r) in doubled.records.iter_mut().enumerate() {
-                    // Copy i of original k sits at 2n-1-k or n-1-k: name it by k.
-                    r.message_id = Some(format!("{}#{i}", (2 * n - 1 - i) % n));
-                }
-                let resp = task_worker::handle_event(p, doubled).await;
-                let mut out = SqsBatchResponse::default();
-                let mut seen = std::collections::HashSet::new();
-                for f in resp.batch_item_failures {
-                    let k = f
-                        .item_identifier
-                        .split('#')
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    if seen.insert(k.clone()) {
-                        let mut g = BatchItemFailure::default();
-                        g.item_identifier = k;
-                        out.batch_item_failures.push(g);
+            let t = devstack::pump::pump_round(
+                queue,
+                QueueName::Tasks,
+                now,
+                true,
+                0,
+                |ev| async move {
+                    if !duplicate {
+                        return task_worker::handle_event(p, ev).await;
                     }
-                }
-                out
-            })
+                    let n = ev.records.len();
+                    let mut doubled = ev.clone();
+                    doubled.records.extend(ev.records.iter().cloned());
+                    doubled.records.reverse();
+                    for (i, r) in doubled.records.iter_mut().enumerate() {
+                        // Copy i of original k sits at 2n-1-k or n-1-k: name it by k.
+                        r.message_id = Some(format!("{}#{i}", (2 * n - 1 - i) % n));
+                    }
+                    let resp = task_worker::handle_event(p, doubled).await;
+                    let mut out = SqsBatchResponse::default();
+                    let mut seen = std::collections::HashSet::new();
+                    for f in resp.batch_item_failures {
+                        let k = f
+                            .item_identifier
+                            .split('#')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        if seen.insert(k.clone()) {
+                            let mut g = BatchItemFailure::default();
+                            g.item_identifier = k;
+                            out.batch_item_failures.push(g);
+                        }
+                    }
+                    out
+                },
+            )
             .await
             .expect("pump tasks");
-            let s = devstack::pump::pump_round(store, &q.settle, now, true, 0, |ev| {
+            let s = devstack::pump::pump_round(queue, QueueName::Settle, now, true, 0, |ev| {
                 settlement::handle_event(p, ev)
             })
             .await
             .expect("pump settle");
-            let d = &self.dispatcher;
-            let e = devstack::pump::pump_round(store, &q.events, now, true, 0, |ev| {
-                webhook_dispatch::handle_event(d, ev)
+            let svc = &self.pipeline.svc;
+            let e = devstack::pump::pump_round(queue, QueueName::Events, now, true, 0, |ev| {
+                webhook_dispatch::handle_event(svc, ev)
             })
             .await
             .expect("pump events");
-            let svc = &self.pipeline.svc;
-            let x = devstack::pump::pump_round(store, &q.exports, now, true, 0, |ev| {
+            let x = devstack::pump::pump_round(queue, QueueName::Exports, now, true, 0, |ev| {
                 export::handle_event(svc, ev)
             })
             .await
             .expect("pump exports");
             {
                 let mut parked = self.parked.lock().expect("parked");
-                for (queue, round) in [(&q.tasks, &t), (&q.events, &e)] {
+                for (name, round) in [(QueueName::Tasks, &t), (QueueName::Events, &e)] {
                     parked.extend(
                         round
                             .deferred
                             .iter()
-                            .map(|(r, due)| (queue.clone(), r.clone(), *due)),
+                            .map(|(r, due)| (name, r.clone(), *due)),
                     );
                 }
             }
@@ -438,8 +485,8 @@ impl TestApp {
             self.run_until_idle().await;
             let b = self
                 .svc
-                .store
-                .get_batch(account, batch_id)
+                .batches
+                .get(account, batch_id)
                 .await
                 .expect("read batch")
                 .expect("batch exists");
@@ -468,8 +515,8 @@ impl TestApp {
         loop {
             let (page, more) = self
                 .svc
-                .store
-                .list_events(account, None, 200, before.take())
+                .events
+                .list(account, None, 200, before.take())
                 .await
                 .expect("list events");
             before = page.last().map(|e| (e.created_ms, e.event_id.clone()));
@@ -541,8 +588,8 @@ impl TestApp {
 
     pub async fn account(&self, id: &str) -> AccountRecord {
         self.svc
-            .store
-            .get_account(id)
+            .accounts
+            .get(id)
             .await
             .expect("read")
             .expect("account exists")
@@ -554,14 +601,38 @@ impl TestApp {
         loop {
             let (page, more) = self
                 .svc
-                .store
-                .list_batches(account, None, 200, cursor.take())
+                .batches
+                .list(account, None, 200, cursor.take())
                 .await
                 .expect("list");
             cursor = page.last().map(|b| b.batch_id.clone());
             all.extend(page);
             if !more {
                 return all;
+            }
+        }
+    }
+
+    /// The ledger of an account walked in full through the `Ledger` port (the one checked
+    /// sum): its total, count and anything out of sequence.
+    pub async fn ledger_tally(&self, account: &str) -> shared::domain::ledger::Tally {
+        let mut tally = shared::domain::ledger::Tally::from_start();
+        let mut after = None;
+        loop {
+            let page = self
+                .svc
+                .ledger
+                .page(account, shared::ports::TimeRange::ALL, after.take())
+                .await
+                .expect("ledger page");
+            for e in &page.items {
+                tally
+                    .add(e.seq, e.amount, e.balance_after)
+                    .expect("ledger sum in range");
+            }
+            match page.next {
+                Some(t) => after = Some(t),
+                None => return tally,
             }
         }
     }
@@ -609,7 +680,7 @@ impl TestApp {
                 .await
                 .expect("scan usage");
             for item in page.items.unwrap_or_default() {
-                let u: shared::adapters::records::UsageRecord =
+                let u: shared::ports::records::UsageRecord =
                     serde_dynamo::from_item(item).expect("usage record");
                 logged.insert(u.request_id.clone(), u);
             }
@@ -663,28 +734,29 @@ impl TestApp {
             .expect("scan accounts");
         for item in scan.items.unwrap_or_default() {
             let a: AccountRecord = serde_dynamo::from_item(item).expect("account record");
-            let (sum, count) = self
-                .svc
-                .store
-                .ledger_totals(&a.account_id)
-                .await
-                .expect("ledger totals");
+            let tally = self.ledger_tally(&a.account_id).await;
+            assert!(tally.is_clean(), "{}: {:?}", a.account_id, tally.findings);
+            let (sum, count) = (tally.sum, tally.count);
             assert_eq!(
                 a.balance, sum,
                 "conservation: balance == sum(ledger) for {}",
                 a.account_id
             );
-            assert!(a.balance >= 0, "balance of {} is negative", a.account_id);
+            assert!(
+                a.balance >= Credits::ZERO,
+                "balance of {} is negative",
+                a.account_id
+            );
             assert_eq!(
                 count, a.ledger_seq,
                 "ledger of {} has gaps or extras",
                 a.account_id
             );
             let batches = self.batches_of(&a.account_id).await;
-            let open: i64 = batches
+            let open: Credits = batches
                 .iter()
                 .filter(|b| b.status != BatchStatus::Completed)
-                .map(|b| b.credits.held.value() - b.credits.refunded.value())
+                .map(|b| b.credits.held - b.credits.refunded)
                 .sum();
             assert_eq!(
                 a.held, open,
@@ -717,13 +789,13 @@ impl TestApp {
                 );
                 assert_eq!(
                     st.charged.value(),
-                    b.unit_price * i64::from(c.succeeded + c.cancelled + c.rejected),
+                    b.unit_price.value() * i64::from(c.succeeded + c.cancelled + c.rejected),
                     "{}",
                     b.batch_id
                 );
                 assert_eq!(
                     st.refunded.value(),
-                    b.unit_price * i64::from(c.failed + c.timed_out),
+                    b.unit_price.value() * i64::from(c.failed + c.timed_out),
                     "{}",
                     b.batch_id
                 );

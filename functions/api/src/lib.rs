@@ -222,7 +222,10 @@ pub fn app(svc: Services) -> Router {
             state.clone(),
             access::guard,
         ))
-        .layer(axum::middleware::from_fn(telemetry::request_span))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::request_span,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

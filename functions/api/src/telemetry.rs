@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-fn request_id(req: &Request) -> String {
+fn request_id(svc: &shared::service::Services, req: &Request) -> String {
     req.headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -21,21 +21,19 @@ fn request_id(req: &Request) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_string)
-        .unwrap_or_else(|| {
-            let ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            shared::domain::ids::generate("req", ms)
-        })
+        .unwrap_or_else(|| svc.new_id("req"))
 }
 
 /// The request's id, for the handlers and the usage log.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-pub async fn request_span(mut req: Request, next: Next) -> Response {
-    let id = request_id(&req);
+pub async fn request_span(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let id = request_id(&s.svc, &req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let route = req
         .extensions()

@@ -1,26 +1,10 @@
-//! The settlement Lambda handler: a batch of up to ten SQS messages, processed
-//! concurrently; the ones that fail are reported back (partial batch response) and only they
-//! are retried after their visibility timeout.
+//! The settlement Lambda handler: up to ten "this batch may be finished" messages, settled
+//! concurrently; failures go back to SQS (partial batch response) and only they are retried.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use futures_util::future::join_all;
-use shared::service::pipeline::{settle, Pipeline};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::adapters::lambda::sqs_batch;
+use shared::service::pipeline::{settle, Pipeline, SettleMessage};
 
 pub async fn handle_event(p: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
-    let results = join_all(event.records.into_iter().map(|m| async move {
-        let id = m.message_id.clone().unwrap_or_default();
-        let result = settle::handle(p, m.body.as_deref().unwrap_or("")).await;
-        (id, result)
-    }))
-    .await;
-    let mut resp = SqsBatchResponse::default();
-    for (id, result) in results {
-        if let Err(e) = result {
-            tracing::warn!(message_id = %id, error = %e, "settle message failed; it will be retried");
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            resp.batch_item_failures.push(f);
-        }
-    }
-    resp
+    sqs_batch("settle", event, |m: SettleMessage| settle::handle(p, m)).await
 }

@@ -1,26 +1,10 @@
-//! The task worker's Lambda handler: a batch of up to ten SQS messages, processed
-//! concurrently; the ones that fail are reported back (partial batch response) and only they
-//! are retried after their visibility timeout.
+//! The task worker's Lambda handler: up to ten task messages, each advanced concurrently;
+//! failures go back to SQS (partial batch response) and only they are retried.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use futures_util::future::join_all;
-use shared::service::pipeline::{worker, Pipeline};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::adapters::lambda::sqs_batch;
+use shared::service::pipeline::{worker, Pipeline, TaskMessage};
 
 pub async fn handle_event(p: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
-    let results = join_all(event.records.into_iter().map(|m| async move {
-        let id = m.message_id.clone().unwrap_or_default();
-        let result = worker::handle(p, m.body.as_deref().unwrap_or("")).await;
-        (id, result)
-    }))
-    .await;
-    let mut resp = SqsBatchResponse::default();
-    for (id, result) in results {
-        if let Err(e) = result {
-            tracing::warn!(message_id = %id, error = %e, "task message failed; it will be retried");
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            resp.batch_item_failures.push(f);
-        }
-    }
-    resp
+    sqs_batch("tasks", event, |m: TaskMessage| worker::handle(p, m)).await
 }

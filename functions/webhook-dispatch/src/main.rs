@@ -1,15 +1,13 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use shared::service::webhooks::dispatch::Dispatcher;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::runtime::init_logging();
     let svc = shared::runtime::services_from_env().await?;
-    let dispatcher = Dispatcher::new(svc)?;
-    let d = &dispatcher;
+    let s = &svc;
     lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(webhook_dispatch::handle_event(d, e.payload).await)
+        Ok::<_, lambda_runtime::Error>(webhook_dispatch::handle_event(s, e.payload).await)
     }))
     .await
 }

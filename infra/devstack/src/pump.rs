@@ -7,7 +7,8 @@
 //! run with SQS delays off and move a manual clock instead of sleeping.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use shared::adapters::{Store, StoreError};
+use shared::ports::queue::QueueName;
+use shared::ports::{Queue, StoreError};
 use std::future::Future;
 
 pub struct Round {
@@ -36,8 +37,8 @@ fn due(body: &str, now_ms: i64) -> bool {
 /// `retry_failed_now`: make failed messages visible again at once (tests), instead of after
 /// the queue's visibility timeout (Lambda).
 pub async fn pump_round<F, Fut>(
-    store: &Store,
-    queue_url: &str,
+    queue: &dyn Queue,
+    name: QueueName,
     now_ms: i64,
     retry_failed_now: bool,
     wait_secs: i32,
@@ -49,13 +50,13 @@ where
 {
     let mut received = Vec::new();
     for i in 0..1_000 {
-        let batch = store
-            .receive(queue_url, if i == 0 { wait_secs } else { 0 })
+        let batch = queue
+            .receive(name, if i == 0 { wait_secs } else { 0 })
             .await?;
         if batch.is_empty() {
             break;
         }
-        received.extend(batch);
+        received.extend(batch.into_iter().map(|m| (m.receipt, m.body)));
     }
     let (ready, later): (Vec<_>, Vec<_>) = received
         .into_iter()
@@ -68,7 +69,7 @@ where
     };
     for (receipt, body) in &later {
         if retry_failed_now {
-            store.release_message(queue_url, receipt, 40_000).await?;
+            queue.release(name, receipt, 40_000).await?;
             round
                 .deferred
                 .push((receipt.clone(), not_before(body).unwrap_or(now_ms)));
@@ -76,9 +77,7 @@ where
             let wait = not_before(body)
                 .map(|nb| ((nb - now_ms) / 1_000).clamp(1, 43_200))
                 .unwrap_or(1);
-            store
-                .release_message(queue_url, receipt, wait as i32)
-                .await?;
+            queue.release(name, receipt, wait as i32).await?;
         }
     }
     for chunk in ready.chunks(10) {
@@ -100,10 +99,10 @@ where
             if failed.contains(&i.to_string()) {
                 round.failed += 1;
                 if retry_failed_now {
-                    store.release_message(queue_url, receipt, 0).await?;
+                    queue.release(name, receipt, 0).await?;
                 }
             } else {
-                store.delete_message(queue_url, receipt).await?;
+                queue.delete(name, receipt).await?;
             }
         }
         round.handled += chunk.len();

@@ -1,74 +1,77 @@
-//! Adapters: DynamoDB and S3. The only place that knows table layouts and SDK calls.
+//! Adapters: the only code that knows DynamoDB tables, SQS queues, S3 and the outbound HTTP
+//! protocols. Each implements ports of `crate::ports`:
+//!
+//! | port | cloud adapter | in-memory twin |
+//! |---|---|---|
+//! | `Money`, `Ledger`, `Accounts`, `Batches`, `Tasks`, `Progress`, `Requests`, `Files`, `Models`, `Keys`, `RateWindows`, `Usage`, `Endpoints`, `Events`, `Deliveries`, `Exports` | [`dynamo`] (one file per table family) | [`memory`] |
+//! | `Queue` | [`sqs`] | [`memory`] |
+//! | `Blobs` | [`s3`] | [`memory`] |
+//! | `WebhookSender` | [`webhook_client`] | tests' receivers |
+//! | `Provider` | [`providers`] (OpenAI protocol, Google Veo, simulated) | [`providers::simulated`] |
+//! | `Clock`, `Random` | [`clock`] | [`clock`] (manual, seeded) |
+//!
+//! [`lambda`] is the edge of the SQS-triggered functions (one batch loop for all four).
 
-pub mod access;
-pub mod blobs;
+pub mod clock;
 pub mod dynamo;
-pub mod exports;
-pub mod faults;
-pub mod pipeline;
-pub mod queue;
-pub mod records;
-pub mod webhooks;
+pub mod lambda;
+pub mod memory;
+pub mod providers;
+pub mod s3;
+pub mod sqs;
+pub mod webhook_client;
 
 use crate::config::Config;
-use aws_sdk_dynamodb::Client as DynamoClient;
-use aws_sdk_s3::Client as S3Client;
-use aws_sdk_sqs::Client as SqsClient;
-pub use faults::Faults;
+use crate::ports::{Clock, Ports, Random, StoreError};
+use std::sync::Arc;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("DynamoDB: {0}")]
-    Dynamo(String),
-    #[error("S3: {0}")]
-    S3(String),
-    #[error("SQS: {0}")]
-    Sqs(String),
-    #[error("stored record is malformed: {0}")]
-    Corrupt(String),
-    #[error("injected fault at {0}")]
-    Injected(&'static str),
+/// Chooses rustls's crypto provider for the process (HTTP clients panic without one).
+/// Idempotent.
+pub fn ensure_tls() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// Everything that talks to AWS. Cheap to clone (the SDK clients are handles).
-#[derive(Clone)]
-pub struct Store {
-    pub(crate) ddb: DynamoClient,
-    pub(crate) s3: S3Client,
-    pub(crate) sqs: SqsClient,
-    pub(crate) config: Config,
-    pub(crate) faults: Faults,
-}
-
-impl Store {
-    /// Clients from the standard AWS configuration chain; `AWS_ENDPOINT_URL` points them at
-    /// the emulator locally, with no other difference.
-    pub async fn from_env(config: Config) -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(&sdk, config)
-    }
-
-    pub fn new(sdk: &aws_config::SdkConfig, config: Config) -> Self {
-        let sdk = sdk.clone();
-        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.s3_force_path_style)
-            .build();
-        Store {
-            ddb: DynamoClient::new(&sdk),
-            s3: S3Client::from_conf(s3_conf),
-            sqs: SqsClient::new(&sdk),
-            config,
-            faults: Faults::none(),
-        }
-    }
-
-    /// The same store with a fault hook (tests use it to crash between two writes).
-    pub fn with_faults(mut self, faults: Faults) -> Self {
-        self.faults = faults;
-        self
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
+/// Every port backed by AWS (DynamoDB, SQS, S3) and the real webhook client, from the SDK
+/// configuration; `AWS_ENDPOINT_URL` points the clients at the emulator locally, with no
+/// other difference.
+pub fn aws(
+    sdk: &aws_config::SdkConfig,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+) -> Result<Ports, StoreError> {
+    ensure_tls();
+    let store = Arc::new(dynamo::Dynamo::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.tables.clone(),
+        clock.clone(),
+        random.clone(),
+    ));
+    let s3_conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(config.s3_force_path_style)
+        .build();
+    let blobs = Arc::new(s3::S3::new(
+        aws_sdk_s3::Client::from_conf(s3_conf),
+        config.bucket.clone(),
+        config.presign_ttl_secs,
+    ));
+    let queue = Arc::new(sqs::Sqs::new(
+        aws_sdk_sqs::Client::new(sdk),
+        config.queues.clone(),
+        config.sqs_delays,
+        clock.clone(),
+        random.clone(),
+    ));
+    let sender = Arc::new(webhook_client::WebhookClient::new(
+        config.settings.webhooks,
+    )?);
+    Ok(Ports::from_store(
+        store,
+        queue,
+        blobs,
+        sender,
+        clock,
+        random,
+        config.settings.clone(),
+    ))
 }

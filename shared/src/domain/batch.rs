@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 
 /// Prompts are bounded so that one task item stays far below DynamoDB's 400 KB.
 pub const MAX_PROMPT_CHARS: usize = 4_000;
+/// The content type of an input file of tasks (JSON Lines).
+pub const INPUT_CONTENT_TYPE: &str = "application/jsonl";
+/// The largest input file: 10,000 tasks of 4,000 characters each fit with room to spare.
+pub const MAX_INPUT_FILE_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_CLIENT_REF_CHARS: usize = 128;
 pub const MAX_METADATA_KEYS: usize = 16;
 pub const MAX_METADATA_KEY_CHARS: usize = 64;

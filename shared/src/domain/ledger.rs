@@ -90,6 +90,92 @@ pub fn next_entry(book: Book, amount: Credits, now_ms: i64) -> Result<NextEntry,
     })
 }
 
+/// A walk over ledger entries in sequence order: the one checked sum of the ledger, and what
+/// is wrong with the sequence (reconciliation, statements, the tests' conservation check).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// The balance before the first entry walked.
+    pub opening: Credits,
+    /// The sum of the amounts walked.
+    pub sum: Credits,
+    /// The balance after the last entry walked, as the entries say (`balance_after`).
+    pub closing: Credits,
+    pub count: u64,
+    next_seq: Option<u64>,
+    pub findings: Vec<Finding>,
+}
+
+/// Something a walk found that a correct ledger never shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The sequence skipped or repeated: `expected` was next, `found` came.
+    Gap { expected: u64, found: u64 },
+    /// An entry's `balance_after` is not the running balance.
+    BalanceAfter {
+        seq: u64,
+        expected: Credits,
+        found: Credits,
+    },
+}
+
+impl Tally {
+    /// A walk from the account's first entry (seq 1, balance 0).
+    pub fn from_start() -> Self {
+        Tally {
+            next_seq: Some(1),
+            ..Default::default()
+        }
+    }
+
+    /// A walk that starts after an entry whose `balance_after` was `opening` (a month).
+    pub fn after(opening: Credits) -> Self {
+        Tally {
+            opening,
+            closing: opening,
+            ..Default::default()
+        }
+    }
+
+    /// Adds the next entry. Only an overflow of the sum is an error; everything else is a
+    /// finding, and the walk continues from what the entry says.
+    pub fn add(
+        &mut self,
+        seq: u64,
+        amount: Credits,
+        balance_after: Credits,
+    ) -> Result<(), LedgerError> {
+        if let Some(expected) = self.next_seq {
+            if seq != expected {
+                self.findings.push(Finding::Gap {
+                    expected,
+                    found: seq,
+                });
+            }
+        }
+        self.next_seq = Some(seq.saturating_add(1));
+        self.sum = self.sum.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        let running = self
+            .closing
+            .checked_add(amount)
+            .ok_or(LedgerError::Overflow)?;
+        if running != balance_after {
+            self.findings.push(Finding::BalanceAfter {
+                seq,
+                expected: running,
+                found: balance_after,
+            });
+        }
+        self.closing = balance_after;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// True when every entry followed from the one before it.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
 /// The public id of an entry; entries are per account, so the sequence number suffices.
 pub fn entry_id(seq: u64) -> String {
     format!("le_{seq:012}")
@@ -145,6 +231,43 @@ mod tests {
         );
         let e = next_entry(book(0, 7, 1_000), Credits(5), 2_000);
         assert_eq!(e.map(|e| e.created_ms), Ok(2_000));
+    }
+
+    #[test]
+    fn a_tally_sums_and_finds_gaps_and_wrong_balances() {
+        let mut t = Tally::from_start();
+        t.add(1, Credits(100), Credits(100)).ok();
+        t.add(2, Credits(-40), Credits(60)).ok();
+        assert!(t.is_clean());
+        assert_eq!((t.sum, t.closing, t.count), (Credits(60), Credits(60), 2));
+        t.add(4, Credits(5), Credits(70)).ok();
+        assert_eq!(
+            t.findings,
+            vec![
+                Finding::Gap {
+                    expected: 3,
+                    found: 4
+                },
+                Finding::BalanceAfter {
+                    seq: 4,
+                    expected: Credits(65),
+                    found: Credits(70)
+                },
+            ]
+        );
+        let mut m = Tally::after(Credits(10));
+        m.add(7, Credits(-10), Credits(0)).ok();
+        assert!(m.is_clean());
+        assert_eq!(
+            (m.opening, m.sum, m.closing),
+            (Credits(10), Credits(-10), Credits(0))
+        );
+        let mut o = Tally::from_start();
+        assert_eq!(
+            o.add(1, Credits(i64::MAX), Credits(i64::MAX))
+                .and_then(|_| o.add(2, Credits(1), Credits(0))),
+            Err(LedgerError::Overflow)
+        );
     }
 
     #[test]

@@ -37,9 +37,8 @@ pub enum SecretError {
     Length,
 }
 
-/// A new random secret in its display form.
-pub fn generate_secret() -> String {
-    let bytes: [u8; SECRET_BYTES] = rand::random();
+/// A secret in its display form, from random bytes.
+pub fn secret_from(bytes: [u8; SECRET_BYTES]) -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes))
 }
 
@@ -422,7 +421,7 @@ mod tests {
             verify(&key, SPEC_ID, SPEC_TS, SPEC_SIG, body, SPEC_TS + 301),
             Err(VerifyError::Stale)
         );
-        let other = decode_secret(&generate_secret()).unwrap_or_default();
+        let other = decode_secret(&secret_from([1; SECRET_BYTES])).unwrap_or_default();
         assert_eq!(
             verify(&other, SPEC_ID, SPEC_TS, SPEC_SIG, body, SPEC_TS),
             Err(VerifyError::NoMatch)
@@ -431,7 +430,7 @@ mod tests {
 
     #[test]
     fn secrets_round_trip_and_bad_ones_are_refused() {
-        let s = generate_secret();
+        let s = secret_from([2; SECRET_BYTES]);
         assert!(s.starts_with("whsec_"));
         assert_eq!(decode_secret(&s).map(|k| k.len()), Ok(32));
         assert_eq!(decode_secret("sk_abc"), Err(SecretError::Prefix));
@@ -442,11 +441,15 @@ mod tests {
     #[test]
     fn two_secrets_sign_side_by_side_during_a_rotation() {
         let old = SigningSecret {
-            secret: generate_secret(),
+            secret: secret_from([3; SECRET_BYTES]),
             created_ms: 0,
             retires_ms: None,
         };
-        let rotated = rotate(std::slice::from_ref(&old), generate_secret(), 1_000);
+        let rotated = rotate(
+            std::slice::from_ref(&old),
+            secret_from([4; SECRET_BYTES]),
+            1_000,
+        );
         assert_eq!(rotated.len(), 2);
         let at = |t| {
             active_secrets(&rotated, t)
@@ -464,11 +467,15 @@ mod tests {
             vec![rotated[0].secret.clone()]
         );
         // Rotating twice in the overlap keeps the first retirement time and drops nothing early.
-        let again = rotate(&rotated, generate_secret(), 2_000);
+        let again = rotate(&rotated, secret_from([5; SECRET_BYTES]), 2_000);
         assert_eq!(again.len(), 3);
         assert_eq!(again[2].retires_ms, Some(1_000 + ROTATION_OVERLAP_MS));
         // After the overlap, a rotation forgets the retired secret.
-        let later = rotate(&rotated, generate_secret(), 1_000 + ROTATION_OVERLAP_MS);
+        let later = rotate(
+            &rotated,
+            secret_from([6; SECRET_BYTES]),
+            1_000 + ROTATION_OVERLAP_MS,
+        );
         assert_eq!(later.len(), 2);
         let keys: Vec<Vec<u8>> = at(1_000)
             .iter()

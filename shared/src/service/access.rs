@@ -7,12 +7,12 @@
 
 use super::auth::{authenticate, Caller};
 use super::{ErrorCode, ServiceError, Services};
-use crate::adapters::records::{ApiKeyRecord, Throttle, UsageRecord};
 use crate::domain::access::{
     allowed, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly, rate_state,
     required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope, RateState,
     DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
 };
+use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
@@ -89,7 +89,7 @@ async fn previous_count(
     {
         return Ok(v);
     }
-    let v = svc.store.window_count(key_id, prev_window).await?;
+    let v = svc.rates.count(key_id, prev_window).await?;
     if elapsed_ms >= 2_000 {
         if let Ok(mut c) = previous_cache().lock() {
             c.retain(|(_, w), _| *w >= prev_window);
@@ -105,14 +105,18 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
     // The block and the key are independent reads: one round trip instead of two.
     let block = async {
         match ip {
-            Some(ip) => svc.store.ip_block(&ip.to_string(), now).await,
+            Some(ip) => svc.rates.ip_block(&ip.to_string(), now).await,
             None => Ok(None),
         }
     };
     let (blocked, authenticated) = tokio::join!(block, authenticate(svc, r.authorization));
     {
         let blocked = blocked.map_err(|e| Refused::new(e.into()))?;
-        if let Some((until, reason)) = blocked {
+        if let Some(crate::ports::access::IpBlock {
+            until_ms: until,
+            reason,
+        }) = blocked
+        {
             let mut refused = Refused::new(ServiceError::reject_with(
                 ErrorCode::IpBlocked,
                 "requests from this address are blocked for a while after an unusual pattern",
@@ -168,8 +172,8 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         .map_err(&refuse)?;
     let cap = current_window_cap(limit, prev, elapsed);
     match svc
-        .store
-        .rate_admit(&key.key_id, window, cap)
+        .rates
+        .admit(&key.key_id, window, cap)
         .await
         .map_err(|e| refuse(e.into()))?
     {
@@ -179,8 +183,8 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         }),
         None => {
             let curr = svc
-                .store
-                .window_count(&key.key_id, window)
+                .rates
+                .count(&key.key_id, window)
                 .await
                 .map_err(|e| refuse(e.into()))?;
             let mut refused = refuse(ServiceError::reject_with(
@@ -202,19 +206,19 @@ async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
     let (window, _) = window_of(now);
     let ip = ip.to_string();
     let result = async {
-        let failures = svc.store.count_auth_failure(&ip, window).await?;
+        let failures = svc.rates.count_auth_failure(&ip, window).await?;
         if let Some(rule) = ip_anomaly(failures) {
             if svc
-                .store
+                .rates
                 .block_ip(&ip, rule.as_str(), now, now + THROTTLE_MS)
                 .await?
             {
                 tracing::warn!(ip, rule = rule.as_str(), "address blocked");
                 let rec = anomaly_record(UNAUTHENTICATED, None, &ip, rule.as_str(), now, 30);
-                svc.store.put_usage(&rec).await?;
+                svc.usage.put(&rec).await?;
             }
         }
-        Ok::<_, crate::adapters::StoreError>(())
+        Ok::<_, crate::ports::StoreError>(())
     }
     .await;
     if let Err(e) = result {
@@ -274,11 +278,7 @@ pub async fn record(svc: &Services, a: Answered<'_>) {
     let rec = UsageRecord {
         account_id: a.account_id.to_string(),
         // Our own random id: the request id comes from a client header and may repeat.
-        usage_id: format!(
-            "{:013}#{}",
-            a.started_ms.max(0),
-            crate::domain::ids::generate("use", a.started_ms)
-        ),
+        usage_id: format!("{:013}#{}", a.started_ms.max(0), svc.new_id("use")),
         at_ms: a.started_ms,
         kind: "request".into(),
         key_id: a.key.map(|(k, _)| k.key_id.clone()),
@@ -294,14 +294,14 @@ pub async fn record(svc: &Services, a: Answered<'_>) {
     };
     let mut written = false;
     for attempt in 0..3 {
-        match svc.store.put_usage(&rec).await {
+        match svc.usage.put(&rec).await {
             Ok(()) => {
                 written = true;
                 break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "usage record not written yet");
-                tokio::time::sleep(crate::adapters::dynamo::backoff(attempt)).await;
+                svc.backoff(attempt).await;
             }
         }
     }
@@ -329,8 +329,8 @@ async fn judge_key(
 ) -> Result<(), ServiceError> {
     let (window, _) = window_of(now);
     let minute = svc
-        .store
-        .count_key_errors(&key.key_id, window, true, payment_required)
+        .rates
+        .count_errors(&key.key_id, window, true, payment_required)
         .await?;
     let Some(rule) = key_anomaly(minute) else {
         return Ok(());
@@ -342,17 +342,12 @@ async fn judge_key(
         until_ms: now + THROTTLE_MS,
         reason: rule.as_str().to_string(),
     };
-    let t = if svc.store.throttle_key(&key.key_hash, &t).await? {
+    let t = if svc.keys.throttle(&key.key_hash, &t).await? {
         t
     } else {
         // Throttled already: if by this rule, a crash may have cut the notices short; they
         // are idempotent, so send them again. Otherwise nothing to do.
-        match svc
-            .store
-            .get_api_key(&key.key_hash)
-            .await?
-            .and_then(|k| k.throttle)
-        {
+        match svc.keys.get(&key.key_hash).await?.and_then(|k| k.throttle) {
             Some(cur) if cur.reason == t.reason && cur.until_ms > now => cur,
             _ => return Ok(()),
         }
@@ -367,7 +362,7 @@ async fn judge_key(
         now,
         retention_days,
     );
-    svc.store.put_usage(&rec).await?;
+    svc.usage.put(&rec).await?;
     let mut throttled = key.clone();
     throttled.throttle = Some(t);
     super::events::emit(svc, &[super::events::key_throttled(&throttled, now)]).await?;

@@ -2,12 +2,13 @@
 
 use super::idempotency::{create_once, Creation};
 use super::views::AccountView;
-use super::{ErrorCode, Reply, ServiceError, Services};
-use crate::adapters::dynamo::Table;
-use crate::adapters::records::AccountRecord;
+use super::{json, ErrorCode, Reply, ServiceError, Services};
 use crate::domain::account::{AccountStatus, AccountTerms};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
+use crate::domain::money::Credits;
+use crate::ports::records::AccountRecord;
+use crate::ports::store::NewRecord;
 
 /// Idempotency records of operator requests live under this owner.
 pub const OPERATOR: &str = "_operator";
@@ -28,18 +29,18 @@ pub async fn create_account(
             let terms = terms.clone();
             async move {
                 let account = AccountRecord {
-                    account_id: ids::generate("acct", now),
+                    account_id: svc.new_id("acct"),
                     name: terms.name,
                     plan: terms.plan,
                     status: AccountStatus::Active,
                     retention_days: terms.retention_days,
                     max_concurrency: terms.max_concurrency,
                     min_batch_size: terms.min_batch_size,
-                    balance: 0,
-                    held: 0,
-                    lifetime_granted: 0,
-                    lifetime_charged: 0,
-                    lifetime_refunded: 0,
+                    balance: Credits::ZERO,
+                    held: Credits::ZERO,
+                    lifetime_granted: Credits::ZERO,
+                    lifetime_charged: Credits::ZERO,
+                    lifetime_refunded: Credits::ZERO,
                     ledger_seq: 0,
                     last_entry_ms: 0,
                     created_ms: now,
@@ -54,7 +55,7 @@ pub async fn create_account(
                         replayed: false,
                     },
                     resource_id: account.account_id.clone(),
-                    creates: vec![svc.store.new_item(Table::Accounts, &account)?],
+                    creates: vec![NewRecord::Account(account)],
                 })
             }
         },
@@ -66,8 +67,8 @@ pub async fn get_account(svc: &Services, account_id: &str) -> Result<AccountReco
     if !ids::is_valid("acct", account_id) {
         return Err(ServiceError::not_found("account"));
     }
-    svc.store
-        .get_account(account_id)
+    svc.accounts
+        .get(account_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("account"))
 }
@@ -77,15 +78,15 @@ pub async fn get_account(svc: &Services, account_id: &str) -> Result<AccountReco
 pub async fn terminate(svc: &Services, account_id: &str) -> Result<AccountView, ServiceError> {
     get_account(svc, account_id).await?;
     let now = svc.now_ms();
-    svc.store
-        .set_account_status(account_id, "terminated")
+    svc.accounts
+        .set_status(account_id, AccountStatus::Terminated)
         .await?;
     // Status first: from here no key works, whatever the loops below have reached.
-    svc.store
-        .set_keys_for_account(account_id, false, TERMINATED, now)
+    svc.keys
+        .set_all_for_account(account_id, false, TERMINATED, now)
         .await?;
-    svc.store
-        .set_endpoints_for_account(account_id, false, TERMINATED, now)
+    svc.endpoints
+        .set_all_for_account(account_id, false, TERMINATED, now)
         .await?;
     Ok(AccountView::from(&get_account(svc, account_id).await?))
 }
@@ -95,13 +96,15 @@ pub async fn terminate(svc: &Services, account_id: &str) -> Result<AccountView, 
 pub async fn reinstate(svc: &Services, account_id: &str) -> Result<AccountView, ServiceError> {
     get_account(svc, account_id).await?;
     let now = svc.now_ms();
-    svc.store
-        .set_keys_for_account(account_id, true, TERMINATED, now)
+    svc.keys
+        .set_all_for_account(account_id, true, TERMINATED, now)
         .await?;
-    svc.store
-        .set_endpoints_for_account(account_id, true, TERMINATED, now)
+    svc.endpoints
+        .set_all_for_account(account_id, true, TERMINATED, now)
         .await?;
-    svc.store.set_account_status(account_id, "active").await?;
+    svc.accounts
+        .set_status(account_id, AccountStatus::Active)
+        .await?;
     Ok(AccountView::from(&get_account(svc, account_id).await?))
 }
 
@@ -136,8 +139,8 @@ pub async fn change_terms(
     }
     get_account(svc, account_id).await?;
     let a = svc
-        .store
-        .change_account_terms(account_id, c.retention_days, c.max_concurrency)
+        .accounts
+        .change_terms(account_id, c.retention_days, c.max_concurrency)
         .await?
         .ok_or_else(|| ServiceError::not_found("account"))?;
     Ok(AccountView::from(&a))
@@ -168,13 +171,9 @@ pub async fn update_settings(
         ));
     }
     let account = svc
-        .store
-        .set_low_balance_threshold(account_id, threshold)
+        .accounts
+        .set_low_balance_threshold(account_id, threshold.map(Credits))
         .await?
         .ok_or_else(|| ServiceError::not_found("account"))?;
     Ok(AccountView::from(&account))
-}
-
-pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, ServiceError> {
-    serde_json::to_string(v).map_err(|e| ServiceError::Internal(e.to_string()))
 }

@@ -1,23 +1,23 @@
 //! Who is calling: an API key (customers) or the operator token (operators).
 
 use super::{ErrorCode, ServiceError, Services};
-use crate::adapters::records::AccountRecord;
 use crate::domain::account::AccountStatus;
 use crate::domain::api_key::{hash_secret, hashes_match, looks_like_key};
+use crate::ports::records::{AccountRecord, ApiKeyRecord};
 
 /// An authenticated customer call. Every query a handler makes is scoped by `account`.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub account: AccountRecord,
     pub key_id: String,
-    pub key: crate::adapters::records::ApiKeyRecord,
+    pub key: ApiKeyRecord,
 }
 
 /// A refused key, with the key when one was found (the usage log records whose it was).
 #[derive(Debug)]
 pub struct AuthFailure {
     pub error: ServiceError,
-    pub key: Option<crate::adapters::records::ApiKeyRecord>,
+    pub key: Option<ApiKeyRecord>,
 }
 
 impl From<ServiceError> for AuthFailure {
@@ -26,8 +26,8 @@ impl From<ServiceError> for AuthFailure {
     }
 }
 
-impl From<crate::adapters::StoreError> for AuthFailure {
-    fn from(e: crate::adapters::StoreError) -> Self {
+impl From<crate::ports::StoreError> for AuthFailure {
+    fn from(e: crate::ports::StoreError) -> Self {
         AuthFailure {
             error: e.into(),
             key: None,
@@ -60,8 +60,8 @@ pub async fn authenticate(
     }
     let presented = hash_secret(secret);
     let key = svc
-        .store
-        .get_api_key(&presented)
+        .keys
+        .get(&presented)
         .await?
         .filter(|k| hashes_match(&k.key_hash, &presented))
         .ok_or_else(unauthorized)?;
@@ -86,8 +86,8 @@ pub async fn authenticate(
         return Err(refused(ErrorCode::KeyDisabled, "this API key is disabled"));
     }
     let account = svc
-        .store
-        .get_account(&key.account_id)
+        .accounts
+        .get(&key.account_id)
         .await?
         .ok_or_else(|| ServiceError::Internal(format!("key {} has no account", key.key_id)))?;
     if account.status != AccountStatus::Active {
@@ -108,7 +108,7 @@ pub fn authenticate_operator(
     svc: &Services,
     authorization: Option<&str>,
 ) -> Result<(), ServiceError> {
-    let Some(expected) = svc.store.config().operator_token_sha256.as_deref() else {
+    let Some(expected) = svc.settings.operator_token_sha256.as_deref() else {
         return Err(ServiceError::reject(
             ErrorCode::OperatorApiDisabled,
             "the operator API is not configured on this deployment",

@@ -11,15 +11,13 @@
 //!    sweeper) rewrites the tasks from `input_key`.
 //! 4. batch `accepted -> queued`.
 
-use super::accounts::json;
 use super::auth::Caller;
-use super::credits::parse_limit;
 use super::idempotency::{check_request_id, record, replay};
+use super::json;
+use super::money::{self, Idempotent, Moved};
+use super::parse_limit;
 use super::views::{BatchView, TaskView};
-use super::{files, ErrorCode, Page, Reply, ServiceError, Services, MAX_COMMIT_ATTEMPTS};
-use crate::adapters::dynamo::{backoff, CommitError, MoneyMove, Table};
-use crate::adapters::records::{BatchRecord, LedgerRecord, TaskRecord};
-use crate::adapters::StoreError;
+use super::{files, ErrorCode, Page, Reply, ServiceError, Services};
 use crate::domain::account::AccountStatus;
 use crate::domain::batch::{
     plan_batch, task_id, validate_metadata, validate_task, BatchCredits, BatchPlan, BatchRuleError,
@@ -29,7 +27,11 @@ use crate::domain::cursor;
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::ledger::{next_entry, EntryKind, LedgerError};
+use crate::domain::money::Credits;
 use crate::domain::pricing::{Model, CURRENT_PRICES};
+use crate::ports::records::{AccountRecord, BatchRecord, LedgerRecord, TaskRecord};
+use crate::ports::store::{CommitError, MoneyMove, NewRecord};
+use crate::ports::StoreError;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json as j, Value};
@@ -62,7 +64,7 @@ fn rule_error(e: BatchRuleError) -> ServiceError {
     ServiceError::reject(code, e.to_string())
 }
 
-fn insufficient(balance: i64, needed: i64) -> ServiceError {
+fn insufficient(balance: Credits, needed: Credits) -> ServiceError {
     ServiceError::reject_with(
         ErrorCode::InsufficientCredits,
         format!("this batch needs {needed} credits; the balance is {balance}"),
@@ -139,32 +141,32 @@ pub async fn submit(
     )
     .map_err(rule_error)?;
 
-    let mut account = svc
-        .store
-        .get_account(&account_id)
+    let account = svc
+        .accounts
+        .get(&account_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("account"))?;
-    if account.balance < plan.hold.value() {
-        return Err(insufficient(account.balance, plan.hold.value()));
+    if account.balance < plan.hold {
+        return Err(insufficient(account.balance, plan.hold));
     }
 
-    let now = svc.now_ms();
-    let batch_id = ids::generate("bat", now);
+    let batch_id = svc.new_id("bat");
     tracing::Span::current().record("batch_id", batch_id.as_str());
     let input_key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
-    svc.store
-        .put_object_tagged(
+    let tags = format!("retention-days={}", account.retention_days);
+    svc.blobs
+        .put(
             &input_key,
             to_jsonl(&specs)?,
             files::INPUT_CONTENT_TYPE,
-            &format!("retention-days={}", account.retention_days),
+            Some(&tags),
         )
         .await?;
-    svc.store.faults.check("submit.after_input")?;
+    svc.faults.check("submit.after_input")?;
 
     match hold(
         svc,
-        &mut account,
+        &account_id,
         &req.request_id,
         fingerprint,
         plan,
@@ -175,7 +177,7 @@ pub async fn submit(
     .await?
     {
         Held::Created(batch, reply) => {
-            svc.store.faults.check("submit.after_hold")?;
+            svc.faults.check("submit.after_hold")?;
             materialize(svc, &batch, &specs).await?;
             Ok(reply)
         }
@@ -192,7 +194,7 @@ enum Held {
 #[allow(clippy::too_many_arguments)]
 async fn hold(
     svc: &Services,
-    account: &mut crate::adapters::records::AccountRecord,
+    account_id: &str,
     request_id: &str,
     fingerprint: &str,
     plan: BatchPlan,
@@ -200,35 +202,35 @@ async fn hold(
     input_key: String,
     metadata: BTreeMap<String, String>,
 ) -> Result<Held, ServiceError> {
-    let account_id = account.account_id.clone();
-    for attempt in 0..MAX_COMMIT_ATTEMPTS {
+    let idem = Idempotent {
+        owner: account_id,
+        scope: Scope::CreateBatch,
+        request_id,
+        fingerprint,
+    };
+    let moved = money::commit(svc, account_id, Some(idem), |account, now| {
         if account.status != AccountStatus::Active {
             return Err(ServiceError::reject(
                 ErrorCode::AccountTerminated,
                 "this account's contract has ended",
             ));
         }
-        let now = svc.now_ms();
-        let next = match next_entry(
-            account.book(),
-            crate::domain::money::Credits(-plan.hold.value()),
-            now,
-        ) {
+        let next = match next_entry(account.book(), -plan.hold, now) {
             Ok(n) => n,
             Err(LedgerError::Insufficient { balance, needed }) => {
-                return Err(insufficient(balance.value(), needed.value()))
+                return Err(insufficient(balance, needed))
             }
             Err(LedgerError::Overflow) => {
                 return Err(ServiceError::Internal("ledger overflow".into()))
             }
         };
         let batch = BatchRecord {
-            account_id: account_id.clone(),
+            account_id: account_id.to_string(),
             batch_id: batch_id.to_string(),
             request_id: request_id.to_string(),
             status: BatchStatus::Accepted,
             model: plan.model,
-            unit_price: plan.unit_price.value(),
+            unit_price: plan.unit_price,
             price_version: plan.price_version.to_string(),
             task_count: plan.task_count,
             counts: TaskCounts::all_queued(plan.task_count),
@@ -254,12 +256,12 @@ async fn hold(
             replayed: false,
         };
         let entry = LedgerRecord {
-            account_id: account_id.clone(),
+            account_id: account_id.to_string(),
             seq: next.seq,
             created_ms: next.created_ms,
             kind: EntryKind::PreDeduct,
-            amount: -plan.hold.value(),
-            balance_after: next.balance_after.value(),
+            amount: -plan.hold,
+            balance_after: next.balance_after,
             batch_id: Some(batch_id.to_string()),
             task_id: None,
             request_id: Some(request_id.to_string()),
@@ -270,7 +272,7 @@ async fn hold(
             refers_to: None,
         };
         let req_rec = record(
-            &account_id,
+            account_id,
             Scope::CreateBatch,
             request_id,
             fingerprint,
@@ -279,81 +281,50 @@ async fn hold(
             now,
         );
         let mv = MoneyMove {
-            account_id: account_id.clone(),
+            account_id: account_id.to_string(),
             expected: account.book(),
             require_active: true,
             entry,
-            held_delta: plan.hold.value(),
-            granted_delta: 0,
-            charged_delta: 0,
-            refunded_delta: 0,
-            creates: vec![
-                svc.store.new_item(Table::Batches, &batch)?,
-                svc.store.new_item(Table::Requests, &req_rec)?,
-            ],
-            updates: vec![],
+            held_delta: plan.hold,
+            granted_delta: Credits::ZERO,
+            charged_delta: Credits::ZERO,
+            refunded_delta: Credits::ZERO,
+            creates: vec![NewRecord::Batch(batch.clone()), NewRecord::Request(req_rec)],
+            changes: vec![],
         };
-        match svc.store.commit_money(mv).await {
-            Ok(()) => {
-                tracing::info!(
-                    batch_id,
-                    hold = plan.hold.value(),
-                    tasks = plan.task_count,
-                    "batch accepted"
-                );
-                warn_low_balance(
-                    svc,
-                    account,
-                    next.balance_after.value(),
-                    next.seq,
-                    plan.hold,
-                )
-                .await;
-                return Ok(Held::Created(Box::new(batch), reply));
-            }
-            // The idempotency record exists: the same request_id won a race with us.
-            Err(CommitError::Duplicate(1)) => {
-                if let Some(reply) = replay_batch(svc, &account_id, request_id, fingerprint).await?
-                {
-                    return Ok(Held::Replay(reply));
-                }
-                return Err(ServiceError::Internal("idempotency record vanished".into()));
-            }
-            Err(CommitError::Duplicate(_)) => {
-                return Err(ServiceError::Internal(format!(
-                    "batch id {batch_id} collided"
-                )))
-            }
-            Err(CommitError::Stale) => {
-                // Someone else moved the account. Their move may have been this very request.
-                if let Some(reply) = replay_batch(svc, &account_id, request_id, fingerprint).await?
-                {
-                    return Ok(Held::Replay(reply));
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-                *account = svc
-                    .store
-                    .get_account(&account_id)
-                    .await?
-                    .ok_or_else(|| ServiceError::not_found("account"))?;
-            }
-            Err(CommitError::Store(e)) => return Err(e.into()),
+        Ok((mv, (batch, reply, account.clone(), next)))
+    })
+    .await?;
+    match moved {
+        Moved::Committed((batch, reply, before, next)) => {
+            tracing::info!(
+                batch_id,
+                hold = plan.hold.value(),
+                tasks = plan.task_count,
+                "batch accepted"
+            );
+            warn_low_balance(svc, &before, next.balance_after, next.seq, plan.hold).await;
+            // The replay path finishes task records of a batch whose writer died.
+            Ok(Held::Created(Box::new(batch), reply))
         }
+        Moved::Replayed(reply) => {
+            finish_replayed(svc, account_id, request_id, fingerprint).await?;
+            Ok(Held::Replay(reply))
+        }
+        Moved::Duplicate(_) => Err(ServiceError::Internal(format!(
+            "batch id {batch_id} collided"
+        ))),
     }
-    Err(ServiceError::reject(
-        ErrorCode::RequestInProgress,
-        "the account is busy; retry with the same request_id",
-    ))
 }
 
 /// `credits.low_balance` when this hold took the balance below the account's threshold.
 /// Notification only: the batch stands whether or not it goes out.
 async fn warn_low_balance(
     svc: &Services,
-    before: &crate::adapters::records::AccountRecord,
-    balance_after: i64,
+    before: &AccountRecord,
+    balance_after: Credits,
     seq: u64,
-    hold: crate::domain::money::Credits,
+    hold: Credits,
 ) {
     let Some(threshold) = before.low_balance_threshold else {
         return;
@@ -363,7 +334,7 @@ async fn warn_low_balance(
     }
     let mut after = before.clone();
     after.balance = balance_after;
-    after.held += hold.value();
+    after.held += hold;
     after.ledger_seq = seq;
     let event = super::events::low_balance(&after, threshold, svc.now_ms());
     if let Err(e) = super::events::emit(svc, &[event]).await {
@@ -383,10 +354,22 @@ async fn replay_batch(
     else {
         return Ok(None);
     };
-    if let Some(batch) = svc.store.get_batch(account_id, &rec.resource_id).await? {
+    if let Some(batch) = svc.batches.get(account_id, &rec.resource_id).await? {
         recover(svc, &batch).await?;
     }
     Ok(Some(reply))
+}
+
+/// After a replayed hold: the batch its first attempt made may still need its tasks.
+async fn finish_replayed(
+    svc: &Services,
+    account_id: &str,
+    request_id: &str,
+    fingerprint: &str,
+) -> Result<(), ServiceError> {
+    replay_batch(svc, account_id, request_id, fingerprint)
+        .await
+        .map(|_| ())
 }
 
 /// Step 3 and 4 for an `accepted` batch whose writer's lease has run out: rewrite its task
@@ -398,8 +381,8 @@ pub async fn recover(svc: &Services, batch: &BatchRecord) -> Result<bool, Servic
     let now = svc.now_ms();
     if batch.lease_until_ms >= now
         || !svc
-            .store
-            .take_materialize_lease(
+            .batches
+            .take_lease(
                 &batch.account_id,
                 &batch.batch_id,
                 now,
@@ -409,11 +392,10 @@ pub async fn recover(svc: &Services, batch: &BatchRecord) -> Result<bool, Servic
     {
         return Ok(false);
     }
-    let bytes = svc
-        .store
-        .get_object(&batch.input_key)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("input of {} is missing", batch.batch_id)))?;
+    let bytes =
+        svc.blobs.get(&batch.input_key).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("input of {} is missing", batch.batch_id))
+        })?;
     let specs = files::parse_input(&bytes, batch.model).map_err(|e| {
         ServiceError::Internal(format!(
             "stored input of {} no longer parses: {e}",
@@ -460,11 +442,11 @@ async fn materialize(
                 slot: false,
                 started_ms: None,
                 ended_ms: None,
-                deadline_ms: batch.created_ms + svc.store.config().deadlines.queue_ms,
+                deadline_ms: batch.created_ms + svc.settings.deadlines.queue_ms,
                 error_code: None,
                 error_message: None,
                 video_key: None,
-                expires_at: Some(crate::adapters::records::task_expiry(
+                expires_at: Some(crate::ports::records::task_expiry(
                     batch.created_ms,
                     batch.retention_days,
                 )),
@@ -473,23 +455,17 @@ async fn materialize(
         .collect();
     stream::iter(tasks.chunks(TASK_WRITE_CHUNK).map(Ok::<_, StoreError>))
         .try_for_each_concurrent(TASK_WRITE_PARALLELISM, |chunk| async move {
-            svc.store.put_tasks(chunk).await?;
-            svc.store.faults.check("submit.after_task_chunk")
+            svc.tasks.put_all(chunk).await?;
+            svc.faults.check("submit.after_task_chunk")
         })
         .await?;
-    svc.store
-        .init_progress(&batch.batch_id, batch.task_count)
-        .await?;
-    svc.store.faults.check("submit.after_tasks")?;
-    svc.store
-        .mark_batch_queued(&batch.account_id, &batch.batch_id)
+    svc.progress.init(&batch.batch_id, batch.task_count).await?;
+    svc.faults.check("submit.after_tasks")?;
+    svc.batches
+        .mark_queued(&batch.account_id, &batch.batch_id)
         .await?;
     // The first window of tasks. If this is lost, the sweeper tops the window up.
-    if let Some(queued) = svc
-        .store
-        .get_batch(&batch.account_id, &batch.batch_id)
-        .await?
-    {
+    if let Some(queued) = svc.batches.get(&batch.account_id, &batch.batch_id).await? {
         if let Err(e) = super::pipeline::dispatch::start(svc, &queued).await {
             tracing::warn!(batch_id = %batch.batch_id, error = %e, "first dispatch failed; the sweeper will dispatch");
         }
@@ -505,8 +481,8 @@ pub async fn get(
     if !ids::is_valid("bat", batch_id) {
         return Err(ServiceError::not_found("batch"));
     }
-    svc.store
-        .get_batch(account_id, batch_id)
+    svc.batches
+        .get(account_id, batch_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("batch"))
 }
@@ -545,7 +521,7 @@ pub async fn view(
     batch_id: &str,
 ) -> Result<BatchView, ServiceError> {
     let b = get(svc, account_id, batch_id).await?;
-    let shards = svc.store.get_progress(&b.batch_id).await?;
+    let shards = svc.progress.all(&b.batch_id).await?;
     Ok(BatchView::live(&b, &shards))
 }
 
@@ -586,10 +562,7 @@ pub async fn list(
             st
         }
     });
-    let (batches, has_more) = svc
-        .store
-        .list_batches(account_id, stored, limit, before)
-        .await?;
+    let (batches, has_more) = svc.batches.list(account_id, stored, limit, before).await?;
     let next_cursor = match (has_more, batches.last()) {
         (true, Some(b)) => Some(cursor::encode(&BatchCursor {
             b: b.batch_id.clone(),
@@ -598,8 +571,8 @@ pub async fn list(
     };
     let data = stream::iter(batches.iter())
         .then(|b| async move {
-            svc.store
-                .get_progress(&b.batch_id)
+            svc.progress
+                .all(&b.batch_id)
                 .await
                 .map(|sh| BatchView::live(b, &sh))
         })
@@ -641,7 +614,7 @@ pub async fn tasks(
         .transpose()?;
     // Ownership first: another account's batch id answers exactly like a missing one.
     let batch = get(svc, account_id, batch_id).await?;
-    let (tasks, has_more) = svc.store.list_tasks(&batch.batch_id, limit, after).await?;
+    let (tasks, has_more) = svc.tasks.list(&batch.batch_id, limit, after).await?;
     let next_cursor = match (has_more, tasks.last()) {
         (true, Some(t)) => Some(cursor::encode(&TaskCursor { i: t.idx })),
         _ => None,
@@ -666,15 +639,15 @@ pub async fn task(
         .await
         .map_err(|_| ServiceError::not_found("task"))?;
     let t = svc
-        .store
-        .get_task(&batch.batch_id, idx)
+        .tasks
+        .get(&batch.batch_id, idx)
         .await?
         .filter(|t| t.account_id == account_id)
         .ok_or_else(|| ServiceError::not_found("task"))?;
     let mut v = TaskView::from(&t);
     if let (TaskStatus::Succeeded, Some(key)) = (t.status, &t.video_key) {
         let link = svc
-            .store
+            .blobs
             .presign_get(key, &format!("{}.mp4", t.task_id))
             .await?;
         v.download_expires_at = Some(crate::domain::time::rfc3339_ms(
@@ -714,13 +687,13 @@ pub async fn cancel(
         return Ok(reply);
     }
     let batch = get(svc, account_id, batch_id).await?;
-    if !svc.store.request_cancel(account_id, batch_id).await? {
+    if !svc.batches.request_cancel(account_id, batch_id).await? {
         return Err(ServiceError::reject(
             ErrorCode::BatchCompleted,
             "the batch has already completed; nothing is left to cancel",
         ));
     }
-    if let Some(fresh) = svc.store.get_batch(account_id, batch_id).await? {
+    if let Some(fresh) = svc.batches.get(account_id, batch_id).await? {
         super::pipeline::dispatch::end_undispatched(
             svc,
             &fresh,
@@ -729,10 +702,10 @@ pub async fn cancel(
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     }
-    let shards = svc.store.get_progress(&batch.batch_id).await?;
+    let shards = svc.progress.all(&batch.batch_id).await?;
     let fresh = svc
-        .store
-        .get_batch(account_id, batch_id)
+        .batches
+        .get(account_id, batch_id)
         .await?
         .unwrap_or(batch);
     let reply = Reply {
@@ -752,11 +725,7 @@ pub async fn cancel(
         batch_id,
         svc.now_ms(),
     );
-    match svc
-        .store
-        .create_all(vec![svc.store.new_item(Table::Requests, &rec)?])
-        .await
-    {
+    match svc.requests.create_all(vec![NewRecord::Request(rec)]).await {
         Ok(()) => Ok(reply),
         Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => {
             Ok(

@@ -1,17 +1,20 @@
 //! Credits: grants (packs and operator grants), the balance, and the ledger listing.
 
-use super::accounts::{get_account, json, OPERATOR};
+use super::accounts::{get_account, OPERATOR};
 use super::idempotency::{check_request_id, record, replay};
+use super::json;
+use super::money::{self, Idempotent, Moved};
 use super::views::{CreditsView, LedgerEntryView};
-use super::{ErrorCode, Page, Reply, ServiceError, Services, MAX_COMMIT_ATTEMPTS};
-use crate::adapters::dynamo::{backoff, CommitError, LedgerPos, LedgerQuery, MoneyMove, Table};
-use crate::adapters::records::{AccountRecord, LedgerRecord};
+use super::{ErrorCode, Page, Reply, ServiceError, Services};
 use crate::domain::cursor;
 use crate::domain::idempotency::Scope;
 use crate::domain::ledger::{next_entry, EntryKind};
 use crate::domain::money::Credits;
 use crate::domain::pricing::Pack;
 use crate::domain::time::parse_rfc3339_ms;
+use crate::ports::records::{AccountRecord, LedgerRecord};
+use crate::ports::store::{LedgerPos, LedgerQuery, MoneyMove, NewRecord};
+use crate::ports::TimeRange;
 use serde::{Deserialize, Serialize};
 
 /// The largest explicit grant in one request: US$1,000,000.
@@ -101,7 +104,7 @@ struct Posting {
 }
 
 /// An operator's ledger entry (grant, adjustment, compensation): one entry, idempotent by
-/// request_id, retried on a conflicting write to the account.
+/// request_id, through the money loop.
 async fn post(
     svc: &Services,
     account_id: &str,
@@ -112,17 +115,22 @@ async fn post(
 ) -> Result<Reply, ServiceError> {
     // Scoped per account so that two accounts may use the same request_id.
     let owner = format!("{OPERATOR}#{account_id}");
-    let mut account = get_account(svc, account_id).await?;
+    get_account(svc, account_id).await?;
+    if let Some((reply, _)) = replay(svc, &owner, scope, request_id, fingerprint).await? {
+        return Ok(reply);
+    }
     let code = if p.kind == EntryKind::Grant {
         ErrorCode::InvalidGrant
     } else {
         ErrorCode::InvalidAdjustment
     };
-    for attempt in 0..MAX_COMMIT_ATTEMPTS {
-        if let Some((reply, _)) = replay(svc, &owner, scope, request_id, fingerprint).await? {
-            return Ok(reply);
-        }
-        let now = svc.now_ms();
+    let idem = Idempotent {
+        owner: &owner,
+        scope,
+        request_id,
+        fingerprint,
+    };
+    let moved = money::commit(svc, account_id, Some(idem), |account, now| {
         let next = next_entry(account.book(), p.amount, now)
             .map_err(|e| ServiceError::reject(code, e.to_string()))?;
         let entry = LedgerRecord {
@@ -130,8 +138,8 @@ async fn post(
             seq: next.seq,
             created_ms: next.created_ms,
             kind: p.kind,
-            amount: p.amount.value(),
-            balance_after: next.balance_after.value(),
+            amount: p.amount,
+            balance_after: next.balance_after,
             batch_id: None,
             task_id: None,
             request_id: Some(request_id.to_string()),
@@ -142,12 +150,12 @@ async fn post(
             refers_to: p.refers_to.clone(),
         };
         let granted = if p.kind == EntryKind::Grant {
-            p.amount.value()
+            p.amount
         } else {
-            0
+            Credits::ZERO
         };
         let mut after = account.clone();
-        after.balance = next.balance_after.value();
+        after.balance = next.balance_after;
         after.lifetime_granted += granted;
         after.ledger_seq = next.seq;
         let body = json(&GrantReply {
@@ -168,42 +176,39 @@ async fn post(
             &crate::domain::ledger::entry_id(next.seq),
             now,
         );
-        let posted = entry.clone();
         let mv = MoneyMove {
             account_id: account.account_id.clone(),
             expected: account.book(),
             require_active: false,
-            entry,
-            held_delta: 0,
+            entry: entry.clone(),
+            held_delta: Credits::ZERO,
             granted_delta: granted,
-            charged_delta: 0,
-            refunded_delta: 0,
-            creates: vec![svc.store.new_item(Table::Requests, &req_rec)?],
-            updates: vec![],
+            charged_delta: Credits::ZERO,
+            refunded_delta: Credits::ZERO,
+            creates: vec![NewRecord::Request(req_rec)],
+            changes: vec![],
         };
-        match svc.store.commit_money(mv).await {
-            Ok(()) => {
-                if p.kind == EntryKind::Grant {
-                    // Notification only: the grant stands whether or not this goes out.
-                    if let Err(e) =
-                        super::events::emit(svc, &[super::events::credits_granted(&posted)]).await
-                    {
-                        tracing::warn!(error = %e, "credits.granted event not sent");
-                    }
+        Ok((mv, (reply, entry)))
+    })
+    .await?;
+    match moved {
+        Moved::Committed((reply, posted)) => {
+            if p.kind == EntryKind::Grant {
+                // Notification only: the grant stands whether or not this goes out.
+                if let Err(e) =
+                    super::events::emit(svc, &[super::events::credits_granted(&posted)]).await
+                {
+                    tracing::warn!(error = %e, "credits.granted event not sent");
                 }
-                return Ok(reply);
             }
-            Err(CommitError::Duplicate(_)) => continue,
-            Err(CommitError::Stale) => {
-                tokio::time::sleep(backoff(attempt)).await;
-                account = get_account(svc, account_id).await?;
-            }
-            Err(CommitError::Store(e)) => return Err(e.into()),
+            Ok(reply)
         }
+        Moved::Replayed(reply) => Ok(reply),
+        Moved::Duplicate(_) => Err(ServiceError::reject(
+            ErrorCode::RequestInProgress,
+            "a request with this request_id is being processed; retry shortly",
+        )),
     }
-    Err(ServiceError::Internal(
-        "ledger entry: too much contention on the account".into(),
-    ))
 }
 
 /// How long after an entry a customer may dispute it (contract 7.1); adjustments that refer
@@ -257,15 +262,11 @@ pub async fn adjust(
     if let Some(r) = &req.refers_to {
         let seq = crate::domain::ledger::parse_entry_id(r)
             .ok_or_else(|| bad(format!("refers_to {r:?} is not a ledger entry id")))?;
-        let disputed = svc
-            .store
-            .get_ledger_entry(account_id, seq)
-            .await?
-            .ok_or_else(|| {
-                bad(format!(
-                    "refers_to {r}: no such entry in this account's ledger"
-                ))
-            })?;
+        let disputed = svc.ledger.get(account_id, seq).await?.ok_or_else(|| {
+            bad(format!(
+                "refers_to {r}: no such entry in this account's ledger"
+            ))
+        })?;
         if svc.now_ms() - disputed.created_ms > DISPUTE_WINDOW_DAYS * 86_400_000 {
             return Err(bad(format!(
                 "{r} is older than the {DISPUTE_WINDOW_DAYS}-day dispute window"
@@ -312,22 +313,6 @@ struct LedgerCursor {
     t: i64,
 }
 
-pub fn parse_limit(limit: Option<&str>) -> Result<usize, ServiceError> {
-    match limit {
-        None => Ok(50),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| {
-                ServiceError::reject(
-                    ErrorCode::InvalidParameter,
-                    "limit must be an integer from 1 to 200",
-                )
-            }),
-    }
-}
-
 fn parse_time(name: &str, v: Option<&str>) -> Result<Option<i64>, ServiceError> {
     v.map(|s| {
         parse_rfc3339_ms(s).ok_or_else(|| {
@@ -346,7 +331,7 @@ pub async fn ledger(
     account_id: &str,
     p: &LedgerParams,
 ) -> Result<Page<LedgerEntryView>, ServiceError> {
-    let limit = parse_limit(p.limit.as_deref())?;
+    let limit = super::parse_limit(p.limit.as_deref())?;
     let kind = p
         .kind
         .as_deref()
@@ -361,6 +346,10 @@ pub async fn ledger(
         .transpose()?;
     let from_ms = parse_time("from", p.from.as_deref())?;
     let to_ms = parse_time("to", p.to.as_deref())?.map(|t| t - 1);
+    let range = TimeRange {
+        from_ms: from_ms.unwrap_or(0),
+        to_ms: to_ms.unwrap_or(i64::MAX),
+    };
     let after = p
         .cursor
         .as_deref()
@@ -380,13 +369,12 @@ pub async fn ledger(
         .transpose()?;
     let q = LedgerQuery {
         account_id: account_id.to_string(),
-        from_ms,
-        to_ms,
+        range,
         kind,
         limit,
         after,
     };
-    let (entries, has_more) = svc.store.list_ledger(&q).await?;
+    let (entries, has_more) = svc.ledger.list(&q).await?;
     let next_cursor = match (has_more, entries.last()) {
         (true, Some(e)) => Some(cursor::encode(&LedgerCursor {
             s: e.seq,

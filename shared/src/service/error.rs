@@ -1,7 +1,7 @@
 //! What can go wrong in a use case, with the machine-readable code the API reports. The HTTP
 //! status for each code is decided in one place, in the api function.
 
-use crate::adapters::StoreError;
+use crate::ports::StoreError;
 use serde_json::Value;
 
 macro_rules! error_codes {

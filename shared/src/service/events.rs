@@ -8,11 +8,14 @@
 
 use super::views::{BatchView, EndpointView, TaskView};
 use super::{decode_cursor, ErrorCode, Page, ServiceError, Services, TimeCursor};
-use crate::adapters::records::{AccountRecord, BatchRecord, EventRecord, LedgerRecord, TaskRecord};
-use crate::adapters::StoreError;
 use crate::domain::cursor;
 use crate::domain::task::Outcome;
 use crate::domain::time::rfc3339_ms;
+use crate::ports::queue::QueueName;
+use crate::ports::records::{
+    AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, EventRecord, LedgerRecord, TaskRecord,
+};
+use crate::ports::StoreError;
 use serde::{Deserialize, Serialize};
 
 /// The envelope every delivery carries (its JSON is the webhook body).
@@ -60,7 +63,12 @@ pub fn task_ended(task: &TaskRecord, outcome: Outcome, ended_ms: i64) -> Event {
 }
 
 /// A failed or timed-out task's unit came back.
-pub fn credits_refunded(task: &TaskRecord, outcome: Outcome, amount: i64, ended_ms: i64) -> Event {
+pub fn credits_refunded(
+    task: &TaskRecord,
+    outcome: Outcome,
+    amount: crate::domain::money::Credits,
+    ended_ms: i64,
+) -> Event {
     Event {
         id: format!("evt_{}_refunded", task.task_id),
         event_type: "credits.refunded".into(),
@@ -96,7 +104,11 @@ pub fn credits_granted(entry: &LedgerRecord) -> Event {
 }
 
 /// The balance crossed below the account's threshold with ledger entry `seq`.
-pub fn low_balance(account: &AccountRecord, threshold: i64, now_ms: i64) -> Event {
+pub fn low_balance(
+    account: &AccountRecord,
+    threshold: crate::domain::money::Credits,
+    now_ms: i64,
+) -> Event {
     let mut data = snapshot(&super::views::CreditsView::from(account));
     data["low_balance_threshold"] = serde_json::json!(threshold);
     Event {
@@ -111,7 +123,7 @@ pub fn low_balance(account: &AccountRecord, threshold: i64, now_ms: i64) -> Even
     }
 }
 
-pub fn endpoint_disabled(ep: &crate::adapters::records::EndpointRecord) -> Event {
+pub fn endpoint_disabled(ep: &EndpointRecord) -> Event {
     let at = ep.disabled_ms.unwrap_or(ep.updated_ms);
     Event {
         id: format!("evt_{}_disabled_{at}", ep.endpoint_id),
@@ -123,7 +135,7 @@ pub fn endpoint_disabled(ep: &crate::adapters::records::EndpointRecord) -> Event
 }
 
 /// An anomaly rule lowered a key's limit.
-pub fn key_throttled(key: &crate::adapters::records::ApiKeyRecord, now_ms: i64) -> Event {
+pub fn key_throttled(key: &ApiKeyRecord, now_ms: i64) -> Event {
     let since = key.throttle.as_ref().map_or(now_ms, |t| t.since_ms);
     Event {
         id: format!("evt_{}_throttled_{since}", key.key_id),
@@ -136,18 +148,11 @@ pub fn key_throttled(key: &crate::adapters::records::ApiKeyRecord, now_ms: i64) 
 
 /// Puts events on the events queue.
 pub async fn emit(svc: &Services, events: &[Event]) -> Result<(), StoreError> {
-    let bodies = events
+    let msgs: Vec<(EventsMessage, u64)> = events
         .iter()
-        .map(|e| {
-            serde_json::to_string(&EventsMessage::Event(e.clone()))
-                .map(|b| (b, 0))
-                .map_err(|err| StoreError::Corrupt(err.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let store = &svc.store;
-    store
-        .send_batch(&store.config().queues.events, &bodies)
-        .await
+        .map(|e| (EventsMessage::Event(e.clone()), 0))
+        .collect();
+    svc.enqueue(QueueName::Events, &msgs).await
 }
 
 /// `GET /v1/events` and `GET /v1/events/{id}`.
@@ -169,7 +174,7 @@ pub async fn list(
     account_id: &str,
     p: &ListParams,
 ) -> Result<Page<serde_json::Value>, ServiceError> {
-    let limit = super::credits::parse_limit(p.limit.as_deref())?;
+    let limit = super::parse_limit(p.limit.as_deref())?;
     if let Some(t) = &p.event_type {
         if !crate::domain::webhook::is_event_type(t) {
             return Err(ServiceError::reject(
@@ -180,8 +185,8 @@ pub async fn list(
     }
     let before = decode_cursor::<TimeCursor>(p.cursor.as_deref())?.map(|c| (c.t, c.e));
     let (recs, more) = svc
-        .store
-        .list_events(account_id, p.event_type.as_deref(), limit, before)
+        .events
+        .list(account_id, p.event_type.as_deref(), limit, before)
         .await?;
     let next_cursor = match (more, recs.last()) {
         (true, Some(last)) => Some(cursor::encode(&TimeCursor {
@@ -210,8 +215,8 @@ pub(crate) async fn find(
     if !event_id.starts_with("evt_") || event_id.len() > 200 {
         return Err(ServiceError::not_found("event"));
     }
-    svc.store
-        .get_event(account_id, event_id)
+    svc.events
+        .get(account_id, event_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("event"))
 }

@@ -4,27 +4,27 @@
 //! part in memory, whatever the size), writes a manifest (rows, SHA-256, range) and marks
 //! the export completed. Finance fetches the file by a presigned link made fresh on each read.
 
-use super::accounts::json;
 use super::idempotency::{create_once, Creation};
+use super::json;
+use super::pages;
 use super::views::{ApiKeyView, EndpointView, LedgerEntryView, TaskView, UsageView};
 use super::{ErrorCode, Page, Reply, ServiceError, Services};
-use crate::adapters::blobs::Multipart;
-use crate::adapters::dynamo::{from_item, Item, Table};
-use crate::adapters::exports::PageQuery;
-use crate::adapters::records::{
-    BatchRecord, DeliveryRecord, ExportRecord, LedgerRecord, TaskRecord, UsageRecord,
-};
-use crate::adapters::StoreError;
 use crate::domain::export::{
     csv_header, csv_line, usd, Cell, Dataset, Format, PART_BYTES, UTF8_BOM,
 };
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::time::{parse_rfc3339_ms, rfc3339_ms};
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::ports::blobs::Upload;
+use crate::ports::queue::QueueName;
+use crate::ports::records::{BatchRecord, DeliveryRecord, ExportRecord, LedgerRecord, TaskRecord};
+use crate::ports::store::{ExportFinish, NewRecord};
+use crate::ports::{StoreError, TimeRange};
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json as j, Value};
 use sha2::{Digest, Sha256};
+use std::pin::pin;
 
 /// `to_ms` of an export without an end: it takes everything there is when it runs.
 pub const OPEN_END: i64 = i64::MAX;
@@ -108,7 +108,7 @@ async fn view(svc: &Services, rec: &ExportRecord) -> Result<ExportView, ServiceE
     let done = rec.status == "completed";
     let link = if done {
         let name = rec.s3_key.rsplit('/').next().unwrap_or("export");
-        Some(svc.store.presign_get(&rec.s3_key, name).await?)
+        Some(svc.blobs.presign_get(&rec.s3_key, name).await?)
     } else {
         None
     };
@@ -135,15 +135,11 @@ async fn view(svc: &Services, rec: &ExportRecord) -> Result<ExportView, ServiceE
 }
 
 async fn enqueue(svc: &Services, account_id: &str, export_id: &str) -> Result<(), ServiceError> {
-    let body = serde_json::to_string(&ExportMessage {
+    let m = ExportMessage {
         account_id: account_id.to_string(),
         export_id: export_id.to_string(),
-    })
-    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let store = &svc.store;
-    store
-        .send_one(&store.config().queues.exports, body, 0)
-        .await?;
+    };
+    svc.enqueue(QueueName::Exports, &[(m, 0)]).await?;
     Ok(())
 }
 
@@ -184,7 +180,7 @@ pub async fn create(
         rid,
         fingerprint,
         |now| async move {
-            let export_id = ids::generate("exp", now);
+            let export_id = svc.new_id("exp");
             let name = format!("{}-{export_id}.{}", dataset.as_str(), format.extension());
             let rec = ExportRecord {
                 account_id: account_id.to_string(),
@@ -215,7 +211,7 @@ pub async fn create(
                     replayed: false,
                 },
                 resource_id: export_id,
-                creates: vec![svc.store.new_item(Table::Exports, &rec)?],
+                creates: vec![NewRecord::Export(rec)],
             })
         },
     )
@@ -239,8 +235,8 @@ pub async fn get(
         return Err(ServiceError::not_found("export"));
     }
     let rec = svc
-        .store
-        .get_export(account_id, export_id)
+        .exports
+        .get(account_id, export_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("export"))?;
     if rec.status == "queued" && svc.now_ms() - rec.created_ms > 60_000 {
@@ -261,7 +257,7 @@ pub async fn list(
     account_id: &str,
     p: &ListParams,
 ) -> Result<Page<ExportView>, ServiceError> {
-    let limit = super::credits::parse_limit(p.limit.as_deref())?;
+    let limit = super::parse_limit(p.limit.as_deref())?;
     let before = super::decode_cursor::<String>(p.cursor.as_deref())?;
     if before
         .as_deref()
@@ -272,7 +268,7 @@ pub async fn list(
             "cursor is not valid",
         ));
     }
-    let (recs, more) = svc.store.list_exports(account_id, limit, before).await?;
+    let (recs, more) = svc.exports.list(account_id, limit, before).await?;
     let mut data = Vec::new();
     for r in &recs {
         data.push(view(svc, r).await?);
@@ -292,7 +288,7 @@ struct Sink<'a> {
     svc: &'a Services,
     rec: &'a ExportRecord,
     run: u32,
-    upload: Multipart,
+    upload: Upload,
     buf: Vec<u8>,
     hasher: Sha256,
     rows: u64,
@@ -309,10 +305,10 @@ impl Sink<'_> {
         self.peak = self.peak.max(self.buf.len() as u64);
         if self.buf.len() >= PART_BYTES {
             let part = std::mem::take(&mut self.buf);
-            self.svc.store.upload_part(&mut self.upload, part).await?;
+            self.svc.blobs.upload_part(&mut self.upload, part).await?;
             self.svc
-                .store
-                .export_progress(self.rec, self.run, self.rows, self.bytes)
+                .exports
+                .progress(self.rec, self.run, self.rows, self.bytes)
                 .await?;
         }
         Ok(())
@@ -439,8 +435,8 @@ fn columns(d: Dataset) -> &'static [&'static str] {
 
 fn ledger_row(e: &LedgerRecord) -> Value {
     let mut v = super::events::snapshot(&LedgerEntryView::from(e));
-    v["amount_usd"] = j!(usd(e.amount));
-    v["balance_after_usd"] = j!(usd(e.balance_after));
+    v["amount_usd"] = j!(usd(e.amount.value()));
+    v["balance_after_usd"] = j!(usd(e.balance_after.value()));
     v
 }
 
@@ -483,10 +479,6 @@ fn delivery_row(d: &DeliveryRecord) -> Value {
     })
 }
 
-fn parse_all<T: serde::de::DeserializeOwned>(items: Vec<Item>) -> Result<Vec<T>, StoreError> {
-    items.into_iter().map(from_item).collect()
-}
-
 fn tagged(record: &str, mut v: Value) -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("record".into(), j!(record));
@@ -494,154 +486,75 @@ fn tagged(record: &str, mut v: Value) -> Value {
     v
 }
 
-/// Writes `dataset`'s rows into the sink, oldest first; `tag` labels archive lines.
+/// Writes `dataset`'s rows into the sink, oldest first; `tag` labels archive lines. Every
+/// read is keyed by the export's own account, so no other account's rows can appear.
 async fn write_dataset(sink: &mut Sink<'_>, dataset: Dataset, tag: bool) -> Result<(), StoreError> {
-    let store = &sink.svc.store;
-    let t = store.config().tables.clone();
-    let rec = sink.rec.clone();
-    let a = AttributeValue::S(rec.account_id.clone());
-    let (from, to) = (rec.from_ms, rec.to_ms);
-    let n = |v: i64| AttributeValue::N(v.to_string());
+    let svc = sink.svc;
+    let rec = sink.rec;
+    let account = rec.account_id.as_str();
+    let range = TimeRange {
+        from_ms: rec.from_ms,
+        to_ms: rec.to_ms,
+    };
+    let label = |record: &str, v: Value| if tag { tagged(record, v) } else { v };
     match dataset {
         Dataset::Ledger => {
-            let q = PageQuery {
-                table: &t.ledger,
-                index: Some("by_time"),
-                key_condition: "account_id = :a AND created_ms BETWEEN :f AND :t",
-                values: vec![(":a", a), (":f", n(from)), (":t", n(to))],
-            };
-            let mut start = None;
-            loop {
-                let (items, next) = store.query_page(&q, start).await?;
-                for e in parse_all::<LedgerRecord>(items)? {
-                    let v = ledger_row(&e);
-                    sink.row(&if tag { tagged("ledger_entry", v) } else { v })
-                        .await?;
-                }
-                match next {
-                    Some(k) => start = Some(k),
-                    None => break,
+            let mut entries = pin!(pages(|t| svc.ledger.page(account, range, t)));
+            while let Some(page) = entries.try_next().await? {
+                for e in page {
+                    sink.row(&label("ledger_entry", ledger_row(&e))).await?;
                 }
             }
         }
         Dataset::Batches | Dataset::Tasks => {
-            let q = PageQuery {
-                table: &t.batches,
-                index: None,
-                key_condition: "account_id = :a",
-                values: vec![(":a", a)],
-            };
-            let mut start = None;
-            loop {
-                let (items, next) = store.query_page(&q, start).await?;
-                let batches: Vec<BatchRecord> = parse_all(items)?;
-                for b in batches
-                    .iter()
-                    .filter(|b| (from..=to).contains(&b.created_ms))
-                {
+            let mut batches = pin!(pages(|t| svc.batches.page(account, t)));
+            while let Some(page) = batches.try_next().await? {
+                for b in page.iter().filter(|b| range.contains(b.created_ms)) {
                     if dataset == Dataset::Batches {
-                        let v = batch_row(b);
-                        sink.row(&if tag { tagged("batch", v) } else { v }).await?;
+                        sink.row(&label("batch", batch_row(b))).await?;
                         continue;
                     }
-                    let tq = PageQuery {
-                        table: &t.tasks,
-                        index: None,
-                        key_condition: "batch_id = :b",
-                        values: vec![(":b", AttributeValue::S(b.batch_id.clone()))],
-                    };
-                    let mut ts = None;
-                    loop {
-                        let (items, next) = store.query_page(&tq, ts).await?;
-                        for task in parse_all::<TaskRecord>(items)? {
-                            if task.account_id != rec.account_id {
-                                continue;
-                            }
-                            let v = task_row(&task);
-                            sink.row(&if tag { tagged("task", v) } else { v }).await?;
-                        }
-                        match next {
-                            Some(k) => ts = Some(k),
-                            None => break,
+                    let mut tasks = pin!(pages(|t| svc.tasks.page(&b.batch_id, t)));
+                    while let Some(page) = tasks.try_next().await? {
+                        for task in page.iter().filter(|t| t.account_id == account) {
+                            sink.row(&label("task", task_row(task))).await?;
                         }
                     }
-                }
-                match next {
-                    Some(k) => start = Some(k),
-                    None => break,
                 }
             }
         }
         Dataset::Usage => {
-            let q = PageQuery {
-                table: &t.api_usage,
-                index: None,
-                key_condition: "account_id = :a AND usage_id BETWEEN :lo AND :hi",
-                values: vec![
-                    (":a", a),
-                    (":lo", AttributeValue::S(format!("{:013}", from.max(0)))),
-                    (":hi", AttributeValue::S(format!("{:013}~", to.max(0)))),
-                ],
-            };
-            let mut start = None;
-            loop {
-                let (items, next) = store.query_page(&q, start).await?;
-                for u in parse_all::<UsageRecord>(items)? {
+            let mut usage = pin!(pages(|t| svc.usage.page(account, range, t)));
+            while let Some(page) = usage.try_next().await? {
+                for u in page {
                     let v = super::events::snapshot(&UsageView::from(&u));
-                    sink.row(&if tag { tagged("api_usage", v) } else { v })
-                        .await?;
-                }
-                match next {
-                    Some(k) => start = Some(k),
-                    None => break,
+                    sink.row(&label("api_usage", v)).await?;
                 }
             }
         }
         Dataset::WebhookDeliveries => {
-            for ep in store.list_endpoints(&rec.account_id).await? {
-                let q = PageQuery {
-                    table: &t.deliveries,
-                    index: Some("by_time"),
-                    key_condition: "endpoint_id = :e AND created_ms BETWEEN :f AND :t",
-                    values: vec![
-                        (":e", AttributeValue::S(ep.endpoint_id.clone())),
-                        (":f", n(from)),
-                        (":t", n(to)),
-                    ],
-                };
-                let mut start = None;
-                loop {
-                    let (items, next) = store.query_page(&q, start).await?;
-                    for d in parse_all::<DeliveryRecord>(items)? {
-                        if d.account_id != rec.account_id {
-                            continue;
-                        }
-                        let v = delivery_row(&d);
-                        sink.row(&if tag {
-                            tagged("webhook_delivery", v)
-                        } else {
-                            v
-                        })
-                        .await?;
-                    }
-                    match next {
-                        Some(k) => start = Some(k),
-                        None => break,
+            for ep in svc.endpoints.list(account).await? {
+                let mut deliveries =
+                    pin!(pages(|t| svc.deliveries.page(&ep.endpoint_id, range, t)));
+                while let Some(page) = deliveries.try_next().await? {
+                    for d in page.iter().filter(|d| d.account_id == account) {
+                        sink.row(&label("webhook_delivery", delivery_row(d)))
+                            .await?;
                     }
                 }
             }
         }
         Dataset::AccountArchive => {
-            let now = sink.svc.now_ms();
-            if let Some(acct) = store.get_account(&rec.account_id).await? {
+            let now = svc.now_ms();
+            if let Some(acct) = svc.accounts.get(account).await? {
                 let v = super::events::snapshot(&super::views::AccountView::from(&acct));
                 sink.row(&tagged("account", v)).await?;
             }
-            for k in store.list_keys(&rec.account_id).await? {
+            for k in svc.keys.list(account).await? {
                 let v = super::events::snapshot(&ApiKeyView::at(&k, None, now));
                 sink.row(&tagged("api_key", v)).await?;
             }
-            for ep in store.list_endpoints(&rec.account_id).await? {
+            for ep in svc.endpoints.list(account).await? {
                 let v = super::events::snapshot(&EndpointView::new(&ep, None, now));
                 sink.row(&tagged("webhook_endpoint", v)).await?;
             }
@@ -662,26 +575,26 @@ async fn write_dataset(sink: &mut Sink<'_>, dataset: Dataset, tag: bool) -> Resu
 /// The export function's work for one message. Safe to repeat: a newer run supersedes an
 /// older one, a completed export is left alone.
 pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<(), ServiceError> {
-    let store = &svc.store;
-    let Some(rec) = store.get_export(account_id, export_id).await? else {
+    let Some(rec) = svc.exports.get(account_id, export_id).await? else {
         return Ok(());
     };
     if rec.status == "completed" {
         return Ok(());
     }
     let run = rec.run + 1;
-    let upload = store
-        .start_multipart(&rec.s3_key, rec.format.content_type(), "kind=export")
+    let upload = svc
+        .blobs
+        .start_upload(&rec.s3_key, rec.format.content_type(), "kind=export")
         .await?;
-    if !store.start_export_run(&rec, run, &upload.upload_id).await? {
-        store
-            .abort_multipart(&rec.s3_key, &upload.upload_id)
+    if !svc.exports.start_run(&rec, run, &upload.upload_id).await? {
+        svc.blobs
+            .abort_upload(&rec.s3_key, &upload.upload_id)
             .await?;
         return Ok(());
     }
     if let Some(old) = &rec.upload_id {
         // A run that died left its upload open; the bucket's lifecycle rule would too.
-        let _ = store.abort_multipart(&rec.s3_key, old).await;
+        let _ = svc.blobs.abort_upload(&rec.s3_key, old).await;
     }
     let mut sink = Sink {
         svc,
@@ -701,28 +614,25 @@ pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<()
             sink.line(&header).await?;
         }
         write_dataset(&mut sink, rec.dataset, false).await?;
-        store.faults.check("export.before_complete")?;
+        svc.faults.check("export.before_complete")?;
         let last = std::mem::take(&mut sink.buf);
-        if !last.is_empty() || sink.upload.parts_len() == 0 {
-            store.upload_part(&mut sink.upload, last).await?;
+        if !last.is_empty() || sink.upload.parts.is_empty() {
+            svc.blobs.upload_part(&mut sink.upload, last).await?;
         }
         Ok::<_, StoreError>(())
     }
     .await;
     if let Err(e) = result {
-        let _ = store
-            .finish_export(
-                &rec,
-                run,
-                "failed",
-                sink.rows,
-                sink.bytes,
-                None,
-                sink.peak,
-                Some(&e.to_string()),
-                svc.now_ms(),
-            )
-            .await;
+        let failed = ExportFinish {
+            status: "failed",
+            rows: sink.rows,
+            bytes: sink.bytes,
+            sha256: None,
+            peak_buffer: sink.peak,
+            error: Some(e.to_string()),
+            now_ms: svc.now_ms(),
+        };
+        let _ = svc.exports.finish(&rec, run, &failed).await;
         return Err(e.into());
     }
     let Sink {
@@ -733,7 +643,7 @@ pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<()
         peak,
         ..
     } = sink;
-    store.complete_multipart(upload).await?;
+    svc.blobs.complete_upload(upload).await?;
     let sha = hex::encode(hasher.finalize());
     let now = svc.now_ms();
     let mut done = rec.clone();
@@ -743,22 +653,19 @@ pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<()
     done.completed_ms = Some(now);
     let m = serde_json::to_vec_pretty(&manifest(&done))
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    store
-        .put_object(&rec.manifest_key, m, "application/json")
+    svc.blobs
+        .put(&rec.manifest_key, m, "application/json", None)
         .await?;
-    store
-        .finish_export(
-            &rec,
-            run,
-            "completed",
-            rows,
-            bytes,
-            Some(&sha),
-            peak,
-            None,
-            now,
-        )
-        .await?;
+    let completed = ExportFinish {
+        status: "completed",
+        rows,
+        bytes,
+        sha256: Some(sha),
+        peak_buffer: peak,
+        error: None,
+        now_ms: now,
+    };
+    svc.exports.finish(&rec, run, &completed).await?;
     tracing::info!(export_id, rows, bytes, "export completed");
     Ok(())
 }

@@ -1,24 +1,22 @@
 //! Input files: the way past the 6 MB request body limit. The customer asks for an upload
 //! link, PUTs a JSON Lines file of tasks to S3, then names the file in `POST /v1/batches`.
 
-use super::accounts::json;
 use super::auth::Caller;
 use super::idempotency::{create_once, Creation};
+use super::json;
 use super::views::FileView;
 use super::{ErrorCode, Reply, ServiceError, Services};
-use crate::adapters::dynamo::Table;
-use crate::adapters::records::FileRecord;
 use crate::domain::account::MAX_BATCH_TASKS;
 use crate::domain::batch::{validate_task, TaskInput, TaskSpec};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::pricing::Model;
+use crate::ports::records::FileRecord;
+use crate::ports::store::NewRecord;
 use serde::Deserialize;
 use serde_json::json as j;
 
-pub const INPUT_CONTENT_TYPE: &str = "application/jsonl";
-/// 10,000 tasks of 4,000 characters each fit with room to spare.
-pub const MAX_INPUT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub use crate::domain::batch::{INPUT_CONTENT_TYPE, MAX_INPUT_FILE_BYTES};
 pub const PURPOSE_BATCH_INPUT: &str = "batch_input";
 
 #[derive(Debug, Deserialize)]
@@ -59,9 +57,9 @@ pub async fn create(
         |now| {
             let purpose = purpose.clone();
             async move {
-                let file_id = ids::generate("file", now);
+                let file_id = svc.new_id("file");
                 let s3_key = file_key(account_id, &file_id);
-                let link = svc.store.presign_put(&s3_key, INPUT_CONTENT_TYPE).await?;
+                let link = svc.blobs.presign_put(&s3_key, INPUT_CONTENT_TYPE).await?;
                 let ttl_ms = i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000;
                 let rec = FileRecord {
                     account_id: account_id.clone(),
@@ -80,7 +78,7 @@ pub async fn create(
                         replayed: false,
                     },
                     resource_id: file_id,
-                    creates: vec![svc.store.new_item(Table::Files, &rec)?],
+                    creates: vec![NewRecord::File(rec)],
                 })
             }
         },
@@ -92,15 +90,15 @@ async fn find(svc: &Services, account_id: &str, file_id: &str) -> Result<FileRec
     if !ids::is_valid("file", file_id) {
         return Err(ServiceError::not_found("input file"));
     }
-    svc.store
-        .get_file(account_id, file_id)
+    svc.files
+        .get(account_id, file_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("input file"))
 }
 
 pub async fn get(svc: &Services, caller: &Caller, file_id: &str) -> Result<FileView, ServiceError> {
     let rec = find(svc, &caller.account.account_id, file_id).await?;
-    let bytes = svc.store.object_size(&rec.s3_key).await?;
+    let bytes = svc.blobs.size(&rec.s3_key).await?;
     Ok(FileView::new(&rec, None, bytes))
 }
 
@@ -120,8 +118,8 @@ pub async fn read_input(
         )
     };
     let size = svc
-        .store
-        .object_size(&rec.s3_key)
+        .blobs
+        .size(&rec.s3_key)
         .await?
         .ok_or_else(not_uploaded)?;
     if size > MAX_INPUT_FILE_BYTES {
@@ -130,11 +128,7 @@ pub async fn read_input(
             format!("input files are limited to {MAX_INPUT_FILE_BYTES} bytes; this one has {size}"),
         ));
     }
-    let bytes = svc
-        .store
-        .get_object(&rec.s3_key)
-        .await?
-        .ok_or_else(not_uploaded)?;
+    let bytes = svc.blobs.get(&rec.s3_key).await?.ok_or_else(not_uploaded)?;
     parse_input(&bytes, model)
 }
 

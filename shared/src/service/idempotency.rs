@@ -3,9 +3,9 @@
 //! effect and the record commit together or not at all.
 
 use super::{ErrorCode, Reply, ServiceError, Services};
-use crate::adapters::dynamo::{CommitError, NewItem, Table};
-use crate::adapters::records::RequestRecord;
 use crate::domain::idempotency::{request_key, validate_request_id, Scope};
+use crate::ports::records::RequestRecord;
+use crate::ports::store::{CommitError, NewRecord};
 use std::future::Future;
 
 /// The stored reply for this request_id if there is one: a replay when the body matches, a
@@ -18,8 +18,8 @@ pub async fn replay(
     fingerprint: &str,
 ) -> Result<Option<(Reply, RequestRecord)>, ServiceError> {
     let Some(rec) = svc
-        .store
-        .get_request(owner, &request_key(scope, request_id))
+        .requests
+        .get(owner, &request_key(scope, request_id))
         .await?
     else {
         return Ok(None);
@@ -68,7 +68,7 @@ pub fn record(
 /// What a use case creates for one request: the records, the reply, and the id of the
 /// resource the request_id now names.
 pub struct Creation {
-    pub creates: Vec<NewItem>,
+    pub creates: Vec<NewRecord>,
     pub reply: Reply,
     pub resource_id: String,
 }
@@ -107,8 +107,8 @@ where
             &resource_id,
             now,
         );
-        creates.push(svc.store.new_item(Table::Requests, &req)?);
-        match svc.store.create_all(creates).await {
+        creates.push(NewRecord::Request(req));
+        match svc.requests.create_all(creates).await {
             Ok(()) => return Ok(reply),
             Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => continue,
             Err(CommitError::Store(e)) => return Err(e.into()),

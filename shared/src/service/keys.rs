@@ -2,19 +2,20 @@
 //! operator's `/admin/v1/accounts/{id}/api-keys` run the same code. Secrets are shown once and
 //! stored only as a SHA-256 hash; an idempotent replay returns the key without its secret.
 
-use super::accounts::json;
 use super::idempotency::{check_request_id, record, replay};
+use super::json;
 use super::views::{ApiKeyView, UsageView};
 use super::{ErrorCode, Page, Reply, ServiceError, Services};
-use crate::adapters::access::KeyPatch;
-use crate::adapters::dynamo::{CommitError, NewItem, Table};
-use crate::adapters::records::ApiKeyRecord;
 use crate::domain::access::{Cidr, KeyScope, MAX_ALLOWLIST, MAX_RATE_LIMIT_PER_MIN};
-use crate::domain::api_key::{display_parts, generate_secret, hash_secret};
+use crate::domain::api_key::{display_parts, hash_secret, secret_from};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::time::parse_rfc3339_ms;
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::ports::access::{KeyPatch, UsageFilter};
+use crate::ports::records::ApiKeyRecord;
+use crate::ports::store::{CommitError, NewRecord};
+use crate::ports::time::random_bytes;
+use crate::ports::TimeRange;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,11 +157,11 @@ pub async fn create(
         }
         None => None,
     };
-    let secret = generate_secret();
+    let secret = secret_from(random_bytes(svc.random.as_ref()));
     let (prefix, last4) = display_parts(&secret);
     let rec = ApiKeyRecord {
         key_hash: hash_secret(&secret),
-        key_id: ids::generate("key", now),
+        key_id: svc.new_id("key"),
         account_id: account.account_id.clone(),
         name,
         prefix,
@@ -178,7 +179,7 @@ pub async fn create(
     };
     let shown = ApiKeyView::at(&rec, Some(secret), now);
     let Some(rid) = &req.request_id else {
-        svc.store.put_api_key(&rec).await?;
+        svc.keys.put(&rec).await?;
         return Ok(Reply {
             status: 201,
             body: json(&shown)?,
@@ -200,11 +201,8 @@ pub async fn create(
         &rec.key_id,
         now,
     );
-    let creates = vec![
-        NewItem::new(&svc.store.config().tables.api_keys, &rec, "key_hash")?,
-        svc.store.new_item(Table::Requests, &req_rec)?,
-    ];
-    match svc.store.create_all(creates).await {
+    let creates = vec![NewRecord::ApiKey(rec), NewRecord::Request(req_rec)];
+    match svc.requests.create_all(creates).await {
         Ok(()) => Ok(Reply {
             status: 201,
             body: json(&shown)?,
@@ -231,8 +229,8 @@ async fn find(
     if !ids::is_valid("key", key_id) {
         return Err(ServiceError::not_found("API key"));
     }
-    svc.store
-        .find_key(account_id, key_id)
+    svc.keys
+        .find(account_id, key_id)
         .await?
         .filter(|k| k.account_id == account_id)
         .ok_or_else(|| ServiceError::not_found("API key"))
@@ -240,7 +238,7 @@ async fn find(
 
 pub async fn list(svc: &Services, account_id: &str) -> Result<Page<ApiKeyView>, ServiceError> {
     let now = svc.now_ms();
-    let mut keys = svc.store.list_keys(account_id).await?;
+    let mut keys = svc.keys.list(account_id).await?;
     keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     Ok(Page {
         data: keys.iter().map(|k| ApiKeyView::at(k, None, now)).collect(),
@@ -286,8 +284,8 @@ pub async fn update(
     };
     let now = svc.now_ms();
     let updated = svc
-        .store
-        .patch_key(&k.key_hash, &patch, now)
+        .keys
+        .patch(&k.key_hash, &patch, now)
         .await?
         .ok_or_else(|| {
             invalid("a revoked key, or one disabled by the operator or by termination, cannot be changed here")
@@ -303,7 +301,7 @@ pub async fn revoke(
 ) -> Result<ApiKeyView, ServiceError> {
     let k = find(svc, account_id, key_id).await?;
     let now = svc.now_ms();
-    let rec = match svc.store.revoke_key(&k.key_hash, now).await? {
+    let rec = match svc.keys.revoke(&k.key_hash, now).await? {
         Some(r) => r,
         None => find(svc, account_id, key_id).await?,
     };
@@ -317,7 +315,7 @@ pub async fn lift_throttle(
     key_id: &str,
 ) -> Result<ApiKeyView, ServiceError> {
     let k = find(svc, account_id, key_id).await?;
-    svc.store.lift_throttle(&k.key_hash).await?;
+    svc.keys.lift_throttle(&k.key_hash).await?;
     get(svc, account_id, key_id).await
 }
 
@@ -340,7 +338,7 @@ pub async fn usage(
     account_id: &str,
     p: &UsageParams,
 ) -> Result<Page<UsageView>, ServiceError> {
-    let limit = super::credits::parse_limit(p.limit.as_deref())?;
+    let limit = super::parse_limit(p.limit.as_deref())?;
     let time = |v: &Option<String>, name: &str, default: i64| match v {
         None => Ok(default),
         Some(t) => parse_rfc3339_ms(t).ok_or_else(|| {
@@ -352,13 +350,11 @@ pub async fn usage(
     };
     let from = time(&p.from, "from", 0)?;
     let to = time(&p.to, "to", 9_999_999_999_999)?;
-    let mut filters: Vec<(&str, AttributeValue)> = Vec::new();
-    if let Some(k) = &p.key_id {
-        filters.push(("key_id", AttributeValue::S(k.clone())));
-    }
-    if let Some(r) = &p.route {
-        filters.push(("route", AttributeValue::S(r.clone())));
-    }
+    let mut filter = UsageFilter {
+        key_id: p.key_id.clone(),
+        route: p.route.clone(),
+        ..Default::default()
+    };
     if let Some(s) = &p.status {
         let code: u16 = s
             .parse()
@@ -370,7 +366,7 @@ pub async fn usage(
                     "status must be an HTTP status code",
                 )
             })?;
-        filters.push(("status", AttributeValue::N(code.to_string())));
+        filter.status = Some(code);
     }
     if let Some(k) = &p.kind {
         if k != "request" && k != "anomaly" {
@@ -379,12 +375,16 @@ pub async fn usage(
                 "kind must be request or anomaly",
             ));
         }
-        filters.push(("kind", AttributeValue::S(k.clone())));
+        filter.kind = Some(k.clone());
     }
     let before = super::decode_cursor::<String>(p.cursor.as_deref())?;
+    let range = TimeRange {
+        from_ms: from,
+        to_ms: to,
+    };
     let (recs, more) = svc
-        .store
-        .list_usage(account_id, (from, to), &filters, limit, before)
+        .usage
+        .list(account_id, range, &filter, limit, before)
         .await?;
     let next_cursor = match (more, recs.last()) {
         (true, Some(last)) => Some(crate::domain::cursor::encode(&last.usage_id)),

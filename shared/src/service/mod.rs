@@ -1,10 +1,10 @@
-//! Use cases. Handlers call these; each one is where its crash and retry story lives.
+//! Use cases. Handlers call these; each one is where its crash and retry story lives. They
+//! talk to the ports (`crate::ports`) and the domain, never to an adapter.
 
 pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod batches;
-pub mod clock;
 pub mod credits;
 pub mod error;
 pub mod events;
@@ -13,34 +13,96 @@ pub mod files;
 pub mod idempotency;
 pub mod keys;
 pub mod models;
+pub mod money;
 pub mod pipeline;
 pub mod reconcile;
 pub mod statements;
 pub mod views;
 pub mod webhooks;
 
-use crate::adapters::Store;
-use clock::Clock;
-use serde::Deserialize;
+use crate::ports::queue::QueueName;
+use crate::ports::{Faults, PageToken, PortResult, Ports, Slice};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::sync::Arc;
 
 pub use error::{ErrorCode, ServiceError};
 
-/// What every use case needs: the store and a clock (tests move time by hand).
+/// What every use case needs: the ports and the settings. Cheap to clone (one `Arc`).
 #[derive(Clone)]
-pub struct Services {
-    pub store: Store,
-    pub clock: Arc<dyn Clock>,
+pub struct Services(Arc<Ports>);
+
+impl std::ops::Deref for Services {
+    type Target = Ports;
+
+    fn deref(&self) -> &Ports {
+        &self.0
+    }
 }
 
 impl Services {
-    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Services { store, clock }
+    pub fn new(ports: Ports) -> Self {
+        Services(Arc::new(ports))
     }
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
+
+    /// The same services with a fault hook (tests crash them between two writes).
+    pub fn with_faults(&self, faults: Faults) -> Self {
+        let mut p = (*self.0).clone();
+        p.faults = faults;
+        Services(Arc::new(p))
+    }
+
+    /// A fresh id with the given prefix (`acct`, `bat`, `key`, ...): time-ordered, unguessable.
+    pub fn new_id(&self, prefix: &str) -> String {
+        let random = crate::ports::time::random_bytes::<10>(self.random.as_ref());
+        crate::domain::ids::compose(prefix, u64::try_from(self.now_ms()).unwrap_or(0), random)
+    }
+
+    /// Waits before retry `attempt` (exponential, full jitter), on this services' clock.
+    pub async fn backoff(&self, attempt: u32) {
+        let ms = crate::ports::time::backoff_ms(self.random.as_ref(), attempt);
+        self.clock.sleep_ms(ms).await;
+    }
+
+    /// Sends messages to a queue, each with its delay in seconds.
+    pub async fn enqueue<M: Serialize>(
+        &self,
+        queue: QueueName,
+        msgs: &[(M, u64)],
+    ) -> PortResult<()> {
+        let bodies = msgs
+            .iter()
+            .map(|(m, delay)| {
+                serde_json::to_string(m)
+                    .map(|b| (b, *delay))
+                    .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        self.queue.send(queue, &bodies).await
+    }
+}
+
+/// Every page of an oldest-first port read, one page (a `Vec`) at a time: the one paged
+/// read of the use cases.
+pub(crate) fn pages<'a, T, F, Fut>(fetch: F) -> impl Stream<Item = PortResult<Vec<T>>> + 'a
+where
+    T: 'a,
+    F: FnMut(Option<PageToken>) -> Fut + 'a,
+    Fut: Future<Output = PortResult<Slice<T>>> + 'a,
+{
+    // State: the token of the next page (`Some(None)`: the first), or `None` when done.
+    futures_util::stream::unfold((fetch, Some(None)), |(mut fetch, next)| async move {
+        let token = next?;
+        match fetch(token).await {
+            Ok(slice) => Some((Ok(slice.items), (fetch, slice.next.map(Some)))),
+            Err(e) => Some((Err(e), (fetch, None))),
+        }
+    })
 }
 
 /// A response that idempotency may have to replay byte for byte.
@@ -59,6 +121,28 @@ pub struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
     pub next_cursor: Option<String>,
+}
+
+/// A reply body as JSON text.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, ServiceError> {
+    serde_json::to_string(v).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+/// `limit` of a list request: 1 to 200, 50 when absent.
+pub fn parse_limit(limit: Option<&str>) -> Result<usize, ServiceError> {
+    match limit {
+        None => Ok(50),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| {
+                ServiceError::reject(
+                    ErrorCode::InvalidParameter,
+                    "limit must be an integer from 1 to 200",
+                )
+            }),
+    }
 }
 
 /// An opaque cursor from a query string, decoded; 400 `invalid_cursor` for anything we did
@@ -92,6 +176,3 @@ where
 {
     Option::<T>::deserialize(d).map(Some)
 }
-
-/// How many times a use case re-reads and retries after losing a race on the account.
-pub(crate) const MAX_COMMIT_ATTEMPTS: u32 = 50;

@@ -49,10 +49,10 @@ pub struct ModelView {
 
 pub async fn status(svc: &Services, model: Model) -> Result<ModelStatus, ServiceError> {
     Ok(svc
-        .store
-        .get_model_status(model.as_str())
+        .models
+        .get(model.as_str())
         .await?
-        .and_then(|s| ModelStatus::parse(&s))
+        .and_then(|s| ModelStatus::parse(&s.status))
         .unwrap_or(ModelStatus::Available))
 }
 
@@ -116,9 +116,12 @@ pub async fn set_status(
             "reason must be 1 to 500 characters",
         ));
     }
-    svc.store
-        .set_model_status(m.as_str(), st.as_str(), req.reason.trim(), svc.now_ms())
-        .await?;
+    let setting = crate::ports::store::ModelSetting {
+        status: st.as_str().to_string(),
+        reason: req.reason.trim().to_string(),
+        updated_ms: svc.now_ms(),
+    };
+    svc.models.set(m.as_str(), &setting).await?;
     list(svc)
         .await?
         .into_iter()

@@ -2,15 +2,15 @@
 //! with what is stored. Nothing is corrected here: a discrepancy is reported, and an operator
 //! answers it with an adjustment (a new ledger entry), never an edit.
 
-use super::{ServiceError, Services};
-use crate::adapters::dynamo::from_item;
-use crate::adapters::exports::PageQuery;
-use crate::adapters::records::{AccountRecord, BatchRecord, LedgerRecord};
+use super::{pages, ServiceError, Services};
 use crate::domain::batch::BatchStatus;
-use crate::domain::ledger::EntryKind;
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::domain::ledger::{EntryKind, Finding, Tally};
+use crate::ports::records::AccountRecord;
+use crate::ports::TimeRange;
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::pin::pin;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Discrepancy {
@@ -50,70 +50,56 @@ fn d(kind: &'static str, expected: i64, found: i64) -> Discrepancy {
 }
 
 pub async fn account(svc: &Services, account: &AccountRecord) -> Result<Report, ServiceError> {
-    let store = &svc.store;
-    let t = store.config().tables.clone();
-    let a = AttributeValue::S(account.account_id.clone());
+    let account_id = account.account_id.as_str();
     let mut out = Vec::new();
 
     // The ledger, oldest first: the sum, the count, the running balance, refunds per batch.
-    let q = PageQuery {
-        table: &t.ledger,
-        index: None,
-        key_condition: "account_id = :a",
-        values: vec![(":a", a.clone())],
-    };
-    let (mut sum, mut count, mut expected_seq) = (0i64, 0u64, 1u64);
+    let mut tally = Tally::from_start();
     let mut refunds: HashMap<String, i64> = HashMap::new();
-    let mut start = None;
-    loop {
-        let (items, next) = store.query_page(&q, start).await?;
-        for item in items {
-            let e: LedgerRecord = from_item(item)?;
-            sum += e.amount;
-            count += 1;
-            if e.seq != expected_seq {
-                out.push(d("ledger_gap", expected_seq as i64, e.seq as i64));
-                expected_seq = e.seq;
-            }
-            expected_seq += 1;
-            if e.balance_after != sum {
-                let mut x = d("balance_after_mismatch", sum, e.balance_after);
-                x.entry_id = Some(crate::domain::ledger::entry_id(e.seq));
-                out.push(x);
-                sum = e.balance_after;
-            }
+    let mut entries = pin!(pages(|t| svc.ledger.page(account_id, TimeRange::ALL, t)));
+    while let Some(page) = entries.try_next().await? {
+        for e in page {
+            tally
+                .add(e.seq, e.amount, e.balance_after)
+                .map_err(|err| ServiceError::Internal(err.to_string()))?;
             if e.kind == EntryKind::Refund {
                 if let Some(b) = &e.batch_id {
-                    *refunds.entry(b.clone()).or_default() += e.amount;
+                    *refunds.entry(b.clone()).or_default() += e.amount.value();
                 }
             }
         }
-        match next {
-            Some(k) => start = Some(k),
-            None => break,
-        }
     }
-    let ledger_sum: i64 = sum;
-    if ledger_sum != account.balance {
-        out.push(d("balance_mismatch", ledger_sum, account.balance));
+    for f in &tally.findings {
+        out.push(match *f {
+            Finding::Gap { expected, found } => d("ledger_gap", expected as i64, found as i64),
+            Finding::BalanceAfter {
+                seq,
+                expected,
+                found,
+            } => {
+                let mut x = d("balance_after_mismatch", expected.value(), found.value());
+                x.entry_id = Some(crate::domain::ledger::entry_id(seq));
+                x
+            }
+        });
     }
-    if count != account.ledger_seq {
-        out.push(d("ledger_gap", account.ledger_seq as i64, count as i64));
+    let ledger_sum = tally.sum.value();
+    if ledger_sum != account.balance.value() {
+        out.push(d("balance_mismatch", ledger_sum, account.balance.value()));
+    }
+    if tally.count != account.ledger_seq {
+        out.push(d(
+            "ledger_gap",
+            account.ledger_seq as i64,
+            tally.count as i64,
+        ));
     }
 
     // Batches: open ones make up `held`; settled ones close exactly.
-    let q = PageQuery {
-        table: &t.batches,
-        index: None,
-        key_condition: "account_id = :a",
-        values: vec![(":a", a)],
-    };
     let (mut open_holds, mut checked) = (0i64, 0u64);
-    let mut start = None;
-    loop {
-        let (items, next) = store.query_page(&q, start).await?;
-        for item in items {
-            let b: BatchRecord = from_item(item)?;
+    let mut batches = pin!(pages(|t| svc.batches.page(account_id, t)));
+    while let Some(page) = batches.try_next().await? {
+        for b in page {
             checked += 1;
             let refunded_entries = refunds.get(&b.batch_id).copied().unwrap_or(0);
             if refunded_entries != b.credits.refunded.value() {
@@ -138,22 +124,18 @@ pub async fn account(svc: &Services, account: &AccountRecord) -> Result<Report, 
                 open_holds += b.credits.held.value() - b.credits.refunded.value();
             }
         }
-        match next {
-            Some(k) => start = Some(k),
-            None => break,
-        }
     }
-    if open_holds != account.held {
-        out.push(d("held_mismatch", open_holds, account.held));
+    if open_holds != account.held.value() {
+        out.push(d("held_mismatch", open_holds, account.held.value()));
     }
     Ok(Report {
         account_id: account.account_id.clone(),
         ok: out.is_empty(),
-        balance: account.balance,
+        balance: account.balance.value(),
         ledger_sum,
-        ledger_entries: count,
+        ledger_entries: tally.count,
         ledger_seq: account.ledger_seq,
-        held: account.held,
+        held: account.held.value(),
         open_holds,
         batches_checked: checked,
         discrepancies: out,
@@ -175,10 +157,9 @@ pub async fn all(svc: &Services) -> Result<Summary, ServiceError> {
         accounts_with_discrepancies: 0,
         reports: Vec::new(),
     };
-    let mut start = None;
-    loop {
-        let (accounts, next) = svc.store.scan_accounts(start).await?;
-        for a in &accounts {
+    let mut accounts = pin!(pages(|t| svc.accounts.scan(t)));
+    while let Some(page) = accounts.try_next().await? {
+        for a in &page {
             s.accounts_checked += 1;
             let r = account(svc, a).await?;
             if !r.ok {
@@ -186,9 +167,6 @@ pub async fn all(svc: &Services) -> Result<Summary, ServiceError> {
                 s.reports.push(r);
             }
         }
-        match next {
-            Some(k) => start = Some(k),
-            None => return Ok(s),
-        }
     }
+    Ok(s)
 }

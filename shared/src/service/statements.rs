@@ -3,17 +3,17 @@
 //! is computed from the ledger (and the batches it names), so the closing balance of a month
 //! is the ledger's running balance at its end and the opening balance of the next.
 
-use super::{ErrorCode, ServiceError, Services};
-use crate::adapters::dynamo::from_item;
-use crate::adapters::exports::PageQuery;
-use crate::adapters::records::{AccountRecord, BatchRecord, LedgerRecord};
+use super::{pages, ErrorCode, ServiceError, Services};
 use crate::domain::export::{csv_line, Cell};
-use crate::domain::ledger::{entry_id, EntryKind};
+use crate::domain::ledger::{entry_id, EntryKind, Tally};
 use crate::domain::money::Credits;
 use crate::domain::time::rfc3339_ms;
-use aws_sdk_dynamodb::types::AttributeValue;
+use crate::ports::records::AccountRecord;
+use crate::ports::TimeRange;
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::pin::pin;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,104 +115,85 @@ pub async fn build(
             "statement not found: months are YYYY-MM",
         )
     })?;
-    let store = &svc.store;
-    let t = store.config().tables.clone();
-    let a = AttributeValue::S(account.account_id.clone());
-    let n = |v: i64| AttributeValue::N(v.to_string());
-    let opening = store
-        .last_entry_before(&account.account_id, start)
+    let account_id = account.account_id.as_str();
+    let opening = svc
+        .ledger
+        .last_before(account_id, start)
         .await?
-        .map_or(0, |e| e.balance_after);
+        .map_or(Credits::ZERO, |e| e.balance_after);
 
-    let q = PageQuery {
-        table: &t.ledger,
-        index: Some("by_time"),
-        key_condition: "account_id = :a AND created_ms BETWEEN :f AND :t",
-        values: vec![(":a", a.clone()), (":f", n(start)), (":t", n(end - 1))],
+    let period = TimeRange {
+        from_ms: start,
+        to_ms: end - 1,
     };
     let mut mv = Movements::default();
     let mut invoices = Vec::new();
     let mut per_batch: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let (mut closing, mut count, mut sum) = (opening, 0u64, 0i64);
-    let mut page_start = None;
-    loop {
-        let (items, next) = store.query_page(&q, page_start).await?;
-        for item in items {
-            let e: LedgerRecord = from_item(item)?;
-            count += 1;
-            sum += e.amount;
-            closing = e.balance_after;
+    let mut tally = Tally::after(opening);
+    let mut entries = pin!(pages(|t| svc.ledger.page(account_id, period, t)));
+    while let Some(page) = entries.try_next().await? {
+        for e in page {
+            tally
+                .add(e.seq, e.amount, e.balance_after)
+                .map_err(|err| ServiceError::Internal(err.to_string()))?;
+            let amount = e.amount.value();
             match e.kind {
                 EntryKind::Grant => {
-                    mv.grants += e.amount;
+                    mv.grants += amount;
                     invoices.push(Invoice {
                         entry_id: entry_id(e.seq),
                         date: rfc3339_ms(e.created_ms),
                         pack: e.pack.clone(),
-                        credits: e.amount,
+                        credits: amount,
                         amount_paid_usd: e.price_paid_usd_cents.map(|c| Credits(c).usd()),
-                        list_value_usd: Credits(e.amount).usd(),
+                        list_value_usd: e.amount.usd(),
                     });
                 }
-                EntryKind::PreDeduct => mv.pre_deducts += e.amount,
-                EntryKind::Refund => mv.refunds += e.amount,
-                EntryKind::Adjustment => mv.adjustments += e.amount,
-                EntryKind::Compensation => mv.compensation += e.amount,
+                EntryKind::PreDeduct => mv.pre_deducts += amount,
+                EntryKind::Refund => mv.refunds += amount,
+                EntryKind::Adjustment => mv.adjustments += amount,
+                EntryKind::Compensation => mv.compensation += amount,
             }
             if let Some(b) = &e.batch_id {
                 let line = per_batch.entry(b.clone()).or_default();
                 match e.kind {
-                    EntryKind::PreDeduct => line.0 += e.amount,
-                    EntryKind::Refund => line.1 += e.amount,
+                    EntryKind::PreDeduct => line.0 += amount,
+                    EntryKind::Refund => line.1 += amount,
                     _ => {}
                 }
             }
         }
-        match next {
-            Some(k) => page_start = Some(k),
-            None => break,
-        }
     }
-    if opening + sum != closing {
+    if !tally.is_clean() {
         return Err(ServiceError::Internal(format!(
-            "statement {month} of {} does not add up: {opening} + {sum} != {closing}",
-            account.account_id
+            "statement {month:?} of {account_id} does not add up: {:?}",
+            tally.findings
         )));
     }
+    let (opening, closing, count) = (opening.value(), tally.closing.value(), tally.count);
 
     // Batches active in the month: named by its entries, or settled in it.
-    let bq = PageQuery {
-        table: &t.batches,
-        index: None,
-        key_condition: "account_id = :a",
-        values: vec![(":a", a)],
-    };
     let mut usage: BTreeMap<String, ModelUsage> = BTreeMap::new();
     let mut lines = Vec::new();
-    let mut page_start = None;
-    loop {
-        let (items, next) = store.query_page(&bq, page_start).await?;
-        for item in items {
-            let b: BatchRecord = from_item(item)?;
+    let mut batches = pin!(pages(|t| svc.batches.page(account_id, t)));
+    while let Some(page) = batches.try_next().await? {
+        for b in page {
             let settled_here = b.completed_ms.is_some_and(|c| (start..end).contains(&c));
             let moved = per_batch.get(&b.batch_id).copied();
             if !settled_here && moved.is_none() {
                 continue;
             }
-            let model = serde_json::to_value(b.model)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let model = b.model.as_str().to_string();
             if settled_here {
                 if let Some(s) = &b.settlement {
                     let u = usage.entry(model.clone()).or_insert_with(|| ModelUsage {
                         model: model.clone(),
-                        unit_price: b.unit_price,
+                        unit_price: b.unit_price.value(),
                         ..Default::default()
                     });
                     u.batches_settled += 1;
                     u.videos_succeeded += u64::from(s.counts.succeeded);
-                    u.succeeded_value += i64::from(s.counts.succeeded) * b.unit_price;
+                    u.succeeded_value += i64::from(s.counts.succeeded) * b.unit_price.value();
                     u.charged += s.charged.value();
                     u.refunded += s.refunded.value();
                 }
@@ -221,7 +202,7 @@ pub async fn build(
             lines.push(BatchLine {
                 batch_id: b.batch_id.clone(),
                 model,
-                unit_price: b.unit_price,
+                unit_price: b.unit_price.value(),
                 task_count: b.task_count,
                 status: b.status.as_str().to_string(),
                 pre_deducted_in_month: pre,
@@ -229,10 +210,6 @@ pub async fn build(
                 charged: b.settlement.map(|s| s.charged.value()),
                 settled_at: b.completed_ms.map(rfc3339_ms),
             });
-        }
-        match next {
-            Some(k) => page_start = Some(k),
-            None => break,
         }
     }
     Ok(Statement {

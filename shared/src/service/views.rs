@@ -1,13 +1,14 @@
 //! The public JSON shapes. The OpenAPI document describes exactly these.
 
-use crate::adapters::records::{
-    AccountRecord, ApiKeyRecord, BatchRecord, FileRecord, LedgerRecord, TaskRecord,
-};
 use crate::domain::account::{AccountStatus, Plan};
 use crate::domain::batch::{BatchCredits, BatchStatus, TaskCounts, TaskStatus};
 use crate::domain::ledger::{entry_id, EntryKind};
+use crate::domain::money::Credits;
 use crate::domain::pricing::Model;
 use crate::domain::time::rfc3339_ms;
+use crate::ports::records::{
+    AccountRecord, ApiKeyRecord, BatchRecord, FileRecord, LedgerRecord, TaskRecord,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ pub struct AccountView {
     pub created_at: String,
     pub credits: CreditsView,
     /// Below this balance a `credits.low_balance` event goes out; null: never.
-    pub low_balance_threshold: Option<i64>,
+    pub low_balance_threshold: Option<Credits>,
 }
 
 impl From<&AccountRecord> for AccountView {
@@ -46,13 +47,13 @@ impl From<&AccountRecord> for AccountView {
 /// `GET /v1/credits`. All amounts in Credits (1 credit = US$0.01).
 #[derive(Debug, Serialize)]
 pub struct CreditsView {
-    pub balance: i64,
+    pub balance: Credits,
     pub balance_usd: String,
     /// Pre-deducted by batches that have not settled yet.
-    pub held: i64,
-    pub lifetime_granted: i64,
-    pub lifetime_charged: i64,
-    pub lifetime_refunded: i64,
+    pub held: Credits,
+    pub lifetime_granted: Credits,
+    pub lifetime_charged: Credits,
+    pub lifetime_refunded: Credits,
     /// Sequence number of the newest ledger entry.
     pub ledger_seq: u64,
 }
@@ -61,7 +62,7 @@ impl From<&AccountRecord> for CreditsView {
     fn from(a: &AccountRecord) -> Self {
         CreditsView {
             balance: a.balance,
-            balance_usd: crate::domain::money::Credits(a.balance).usd(),
+            balance_usd: a.balance.usd(),
             held: a.held,
             lifetime_granted: a.lifetime_granted,
             lifetime_charged: a.lifetime_charged,
@@ -77,8 +78,8 @@ pub struct LedgerEntryView {
     pub seq: u64,
     pub created_at: String,
     pub kind: EntryKind,
-    pub amount: i64,
-    pub balance_after: i64,
+    pub amount: Credits,
+    pub balance_after: Credits,
     pub batch_id: Option<String>,
     pub task_id: Option<String>,
     pub request_id: Option<String>,
@@ -123,7 +124,7 @@ pub struct BatchView {
     pub request_id: String,
     pub status: BatchStatus,
     pub model: Model,
-    pub unit_price: i64,
+    pub unit_price: Credits,
     pub price_version: String,
     pub counts: TaskCounts,
     pub credits: BatchCredits,
@@ -139,7 +140,7 @@ pub struct BatchView {
 impl BatchView {
     /// The batch with live counts from its progress shards and credits consistent with the
     /// ledger: `refunded` moves in the same transaction as each refund entry.
-    pub fn live(b: &BatchRecord, shards: &[crate::adapters::records::ShardRecord]) -> Self {
+    pub fn live(b: &BatchRecord, shards: &[crate::ports::records::ShardRecord]) -> Self {
         let mut v = BatchView::from(b);
         if shards.is_empty() {
             return v;
@@ -152,8 +153,8 @@ impl BatchView {
             if counts.queued < counts.total {
                 v.status = BatchStatus::Running;
             }
-            let consumed = i64::from(counts.succeeded + counts.rejected + counts.cancelled);
-            v.credits.charged = crate::domain::money::Credits(b.unit_price * consumed);
+            let consumed = u64::from(counts.succeeded + counts.rejected + counts.cancelled);
+            v.credits.charged = b.unit_price.times(consumed).unwrap_or(v.credits.held);
         }
         v
     }
@@ -273,9 +274,9 @@ impl FileView {
             created_at: rfc3339_ms(f.created_ms),
             upload_url,
             upload_method: "PUT",
-            upload_content_type: super::files::INPUT_CONTENT_TYPE,
+            upload_content_type: crate::domain::batch::INPUT_CONTENT_TYPE,
             upload_expires_at: rfc3339_ms(f.upload_expires_ms),
-            max_bytes: super::files::MAX_INPUT_FILE_BYTES,
+            max_bytes: crate::domain::batch::MAX_INPUT_FILE_BYTES,
         }
     }
 }
@@ -377,8 +378,8 @@ pub struct UsageView {
     pub user_agent: Option<String>,
 }
 
-impl From<&crate::adapters::records::UsageRecord> for UsageView {
-    fn from(u: &crate::adapters::records::UsageRecord) -> Self {
+impl From<&crate::ports::records::UsageRecord> for UsageView {
+    fn from(u: &crate::ports::records::UsageRecord) -> Self {
         UsageView {
             id: u.usage_id.clone(),
             kind: u.kind.clone(),
@@ -422,7 +423,7 @@ pub struct EndpointView {
 
 impl EndpointView {
     pub fn new(
-        e: &crate::adapters::records::EndpointRecord,
+        e: &crate::ports::records::EndpointRecord,
         secret: Option<String>,
         now_ms: i64,
     ) -> Self {
@@ -454,7 +455,7 @@ pub struct DeliveryView {
     pub event_id: String,
     pub event_type: String,
     pub endpoint_id: String,
-    pub status: crate::adapters::records::DeliveryStatus,
+    pub status: crate::ports::records::DeliveryStatus,
     pub created_at: String,
     pub attempts_made: u32,
     pub next_attempt_at: Option<String>,
@@ -472,9 +473,9 @@ pub struct AttemptView {
     pub trigger: String,
 }
 
-impl From<&crate::adapters::records::DeliveryRecord> for DeliveryView {
-    fn from(d: &crate::adapters::records::DeliveryRecord) -> Self {
-        use crate::adapters::records::DeliveryStatus;
+impl From<&crate::ports::records::DeliveryRecord> for DeliveryView {
+    fn from(d: &crate::ports::records::DeliveryRecord) -> Self {
+        use crate::ports::records::DeliveryStatus;
         DeliveryView {
             event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),

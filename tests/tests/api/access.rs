@@ -4,7 +4,7 @@
 use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
 use serde_json::{json, Value};
 use shared::domain::access::{current_window_cap, window_of, WINDOW_MS};
-use shared::service::clock::Clock;
+use shared::ports::Clock;
 
 async fn new_key(app: &TestApp, admin: &str, body: Value) -> (String, String) {
     let r = app.post("/v1/api-keys", admin, &body).await;
@@ -193,7 +193,7 @@ async fn three_keys_above_their_limits_each_get_exactly_their_own_rate() {
     let batch = json!({"request_id": "limited", "model": "sora-2", "tasks": tasks(10)});
     let r = app.post("/v1/batches", &keys[0], &batch).await;
     assert_eq!(r.code(), "rate_limited");
-    assert_eq!(app.account(&acct).await.balance, 10_000);
+    assert_eq!(app.account(&acct).await.balance.value(), 10_000);
 
     // A minute on, the previous minute still weighs in (sliding window).
     app.clock.advance_ms(WINDOW_MS);
@@ -208,7 +208,7 @@ async fn three_keys_above_their_limits_each_get_exactly_their_own_rate() {
     app.clock.advance_ms(2 * WINDOW_MS);
     let r = app.post("/v1/batches", &keys[0], &batch).await;
     assert_eq!((r.status, r.replayed()), (201, false), "{:?}", r.body);
-    assert_eq!(app.account(&acct).await.balance, 10_000 - 490);
+    assert_eq!(app.account(&acct).await.balance.value(), 10_000 - 490);
     app.assert_invariants().await;
 }
 
@@ -327,7 +327,7 @@ async fn every_call_is_in_the_usage_log_with_its_fields() {
         )
         .await;
     assert_eq!(anon.body["data"][0]["status"], 401);
-    assert!(app.account(&acct).await.balance == 1_000);
+    assert!(app.account(&acct).await.balance.value() == 1_000);
 }
 
 #[tokio::test]
@@ -431,16 +431,11 @@ async fn termination_disables_keys_and_endpoints_but_running_batches_settle_and_
     app.drive_to_settlement(&acct, &batch, 5_000, 600_000).await;
     let a = app.account(&acct).await;
     assert_eq!(
-        a.balance,
+        a.balance.value(),
         10_000 - 490,
         "charged for its videos, the rest stays"
     );
-    let eps = app
-        .svc
-        .store
-        .list_endpoints(&acct)
-        .await
-        .expect("endpoints");
+    let eps = app.svc.endpoints.list(&acct).await.expect("endpoints");
     assert!(eps
         .iter()
         .all(|e| !e.enabled && e.disabled_reason.as_deref() == Some("account_terminated")));

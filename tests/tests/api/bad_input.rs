@@ -85,8 +85,12 @@ async fn bad_inputs_get_documented_errors_and_change_nothing() {
     }
     let after = app.account(&acct).await;
     assert_eq!(
-        (after.balance, after.held, after.ledger_seq),
-        (before.balance, before.held, before.ledger_seq)
+        (after.balance.value(), after.held.value(), after.ledger_seq),
+        (
+            before.balance.value(),
+            before.held.value(),
+            before.ledger_seq
+        )
     );
     assert!(app.batches_of(&acct).await.is_empty());
     app.assert_invariants().await;

@@ -79,8 +79,8 @@ async fn two_hundred_concurrent_submissions_never_overdraw() {
     }
     assert_eq!((created, refused), (37, 163));
     let a = app.account(&acct).await;
-    assert_eq!(a.balance, 0);
-    assert_eq!(a.held, 37 * 490);
+    assert_eq!(a.balance.value(), 0);
+    assert_eq!(a.held.value(), 37 * 490);
     assert_eq!(app.batches_of(&acct).await.len(), 37);
     assert_eq!(app.ledger_entries(&acct, "pre_deduct").await.len(), 37);
     app.assert_invariants().await;
@@ -120,7 +120,7 @@ async fn fifty_duplicates_of_one_request_make_one_batch() {
     assert_eq!(bodies.len(), 1, "every duplicate gets the same body");
     assert_eq!(app.batches_of(&acct).await.len(), 1);
     assert_eq!(app.ledger_entries(&acct, "pre_deduct").await.len(), 1);
-    assert_eq!(app.account(&acct).await.balance, 100_000 - 12 * 49);
+    assert_eq!(app.account(&acct).await.balance.value(), 100_000 - 12 * 49);
 
     // Same request_id, same JSON in another key order and spacing: still a replay.
     let reordered = r#"{"tasks": REPLACE, "model":"sora-2",   "request_id":"same-1"}"#
@@ -163,7 +163,10 @@ async fn insufficient_balance_is_402_and_writes_nothing() {
     assert_eq!(r.body["error"]["details"]["needed"], 5_990);
     assert_eq!(r.body["error"]["details"]["balance"], 5_989);
     let a = app.account(&acct).await;
-    assert_eq!((a.balance, a.held, a.ledger_seq), (5_989, 0, 1));
+    assert_eq!(
+        (a.balance.value(), a.held.value(), a.ledger_seq),
+        (5_989, 0, 1)
+    );
     assert!(app.batches_of(&acct).await.is_empty());
     // The refused request_id is not burnt: after a top-up the same request succeeds.
     app.grant(&acct, 1).await;
@@ -175,7 +178,7 @@ async fn insufficient_balance_is_402_and_writes_nothing() {
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    assert_eq!(app.account(&acct).await.balance, 0);
+    assert_eq!(app.account(&acct).await.balance.value(), 0);
     app.assert_invariants().await;
 }
 

@@ -34,12 +34,12 @@ async fn a_crash_at_any_point_converges_to_one_batch_and_one_hold() {
         let holds = app.ledger_entries(&acct, "pre_deduct").await;
         match batches.len() {
             0 => assert_eq!(
-                (a.balance, holds.len()),
+                (a.balance.value(), holds.len()),
                 (100_000, 0),
                 "{point}: no batch, no hold"
             ),
             1 => assert_eq!(
-                (a.balance, a.held, holds.len()),
+                (a.balance.value(), a.held.value(), holds.len()),
                 (100_000 - hold, hold, 1),
                 "{point}: batch with its hold"
             ),
@@ -63,7 +63,11 @@ async fn a_crash_at_any_point_converges_to_one_batch_and_one_hold() {
             1,
             "{point}"
         );
-        assert_eq!(app.account(&acct).await.balance, 100_000 - hold, "{point}");
+        assert_eq!(
+            app.account(&acct).await.balance.value(),
+            100_000 - hold,
+            "{point}"
+        );
         let id = batches[0].batch_id.clone();
         let got = app.get(&format!("/v1/batches/{id}"), &key).await;
         assert_eq!(got.body["status"], "queued", "{point}");
@@ -124,8 +128,8 @@ async fn recovery_waits_for_the_lease_so_it_never_races_a_live_writer() {
     assert_eq!(batch.status, shared::domain::batch::BatchStatus::Accepted);
     let (tasks_now, _) = app
         .svc
-        .store
-        .list_tasks(&batch.batch_id, 100, None)
+        .tasks
+        .list(&batch.batch_id, 100, None)
         .await
         .unwrap_or_default();
     assert!(tasks_now.is_empty());
@@ -135,8 +139,8 @@ async fn recovery_waits_for_the_lease_so_it_never_races_a_live_writer() {
     assert!(matches!(wrote, Ok(true)), "{wrote:?}");
     let (tasks_now, _) = app
         .svc
-        .store
-        .list_tasks(&batch.batch_id, 100, None)
+        .tasks
+        .list(&batch.batch_id, 100, None)
         .await
         .unwrap_or_default();
     assert_eq!(tasks_now.len(), 10);

@@ -5,8 +5,9 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use integration_tests::{tasks, TestApp};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shared::adapters::records::LedgerRecord;
 use shared::domain::ledger::EntryKind;
+use shared::domain::money::Credits;
+use shared::ports::records::LedgerRecord;
 
 async fn export(app: &TestApp, key: &str, body: Value) -> Value {
     let r = app.post("/v1/exports", key, &body).await;
@@ -79,8 +80,8 @@ async fn seed_ledger(app: &TestApp, acct: &str, n: u64) -> i64 {
                 } else {
                     EntryKind::PreDeduct
                 },
-                amount,
-                balance_after: 0,
+                amount: Credits(amount),
+                balance_after: Credits(0),
                 batch_id: None,
                 task_id: None,
                 request_id: Some(format!("seed-{i}")),
@@ -96,7 +97,7 @@ async fn seed_ledger(app: &TestApp, acct: &str, n: u64) -> i64 {
         .map(<[LedgerRecord]>::to_vec)
         .collect();
     for c in &chunks {
-        expected_sum += c.iter().map(|e| e.amount).sum::<i64>();
+        expected_sum += c.iter().map(|e| e.amount.value()).sum::<i64>();
     }
     for part in chunks.chunks(chunks.len().div_ceil(8)) {
         let (ddb, table, part) = (ddb.clone(), table.clone(), part.to_vec());
@@ -175,8 +176,8 @@ async fn an_export_of_100000_ledger_rows_matches_the_ledger_with_bounded_memory(
     // Memory: the export held at most one part (8 MiB) plus one row at a time.
     let rec = app
         .svc
-        .store
-        .get_export(&acct, e["id"].as_str().unwrap_or(""))
+        .exports
+        .get(&acct, e["id"].as_str().unwrap_or(""))
         .await
         .expect("read")
         .expect("export");
@@ -405,8 +406,8 @@ async fn an_export_that_dies_before_it_completes_is_run_again_and_completes_once
     assert_eq!(e["rows_written"], 2);
     let rec = app
         .svc
-        .store
-        .get_export(&acct, e["id"].as_str().unwrap_or(""))
+        .exports
+        .get(&acct, e["id"].as_str().unwrap_or(""))
         .await
         .expect("read")
         .expect("export");
@@ -443,8 +444,8 @@ async fn bench_export() {
     let secs = started.elapsed().as_secs_f64();
     let rec = app
         .svc
-        .store
-        .get_export(&acct, e["id"].as_str().unwrap_or(""))
+        .exports
+        .get(&acct, e["id"].as_str().unwrap_or(""))
         .await
         .expect("read")
         .expect("export");

@@ -71,7 +71,10 @@ async fn a_batch_from_an_uploaded_file() {
         page.body["data"][0]["prompt"],
         "Timelapse of a city, variant 0 — 東京"
     );
-    assert_eq!(app.account(&acct).await.balance, 1_000_000 - 1_200 * 49);
+    assert_eq!(
+        app.account(&acct).await.balance.value(),
+        1_000_000 - 1_200 * 49
+    );
     app.assert_invariants().await;
 }
 
@@ -133,7 +136,7 @@ async fn one_bad_line_rejects_the_file_with_its_number_and_charges_nothing() {
     assert_eq!((r.status, r.code()), (422, "input_file_not_uploaded"));
 
     let a = app.account(&acct).await;
-    assert_eq!((a.balance, a.held), (100_000, 0));
+    assert_eq!((a.balance.value(), a.held.value()), (100_000, 0));
     assert!(app.batches_of(&acct).await.is_empty());
     app.assert_invariants().await;
 }

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::{tasks, TestApp};
 use serde_json::{json, Value};
-use shared::service::clock::Clock;
+use shared::ports::Clock;
 
 #[tokio::test]
 async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_are_entries() {
@@ -93,7 +93,7 @@ async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_a
         app.get("/v1/credits/reconcile", &key).await.body["ok"],
         true
     );
-    assert_eq!(app.account(&acct).await.balance, 10_000 - 490 + 98);
+    assert_eq!(app.account(&acct).await.balance.value(), 10_000 - 490 + 98);
     app.assert_invariants().await;
 }
 
@@ -159,7 +159,7 @@ async fn statements_close_each_month_where_the_next_opens_and_match_the_ledger()
     );
     assert_eq!(
         s2["closing_balance"],
-        app.account(&acct).await.balance,
+        app.account(&acct).await.balance.value(),
         "the ledger's running balance"
     );
     assert_eq!(s1["movements"]["grants"], 227_620);
@@ -253,8 +253,8 @@ async fn retention_sets_ttls_on_operational_data_and_never_on_the_ledger() {
     let created = app.account(&acct).await.created_ms;
     let batch_rec = app
         .svc
-        .store
-        .get_batch(&acct, &batch)
+        .batches
+        .get(&acct, &batch)
         .await
         .expect("read")
         .expect("batch");

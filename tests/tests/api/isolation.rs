@@ -71,7 +71,7 @@ async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
     for e in ledger.body["data"].as_array().into_iter().flatten() {
         assert_ne!(e["batch_id"], batch.body["id"]);
     }
-    assert_eq!(app.account(&acct_b).await.balance, 10_000 - 490);
+    assert_eq!(app.account(&acct_b).await.balance.value(), 10_000 - 490);
     app.assert_invariants().await;
 }
 

@@ -36,7 +36,7 @@ async fn packs_credit_at_once_and_grants_are_idempotent() {
 async fn ledger_pages_newest_first_with_kind_and_time_filters() {
     let app = TestApp::spawn().await;
     let (acct, key) = app.account_with(100_000).await;
-    let t0 = shared::service::clock::Clock::now_ms(&app.clock);
+    let t0 = shared::ports::Clock::now_ms(&app.clock);
     for i in 0..6 {
         app.clock.advance_ms(1_000);
         let r = app
@@ -71,7 +71,7 @@ async fn ledger_pages_newest_first_with_kind_and_time_filters() {
         balance += e["amount"].as_i64().unwrap_or(0);
         assert_eq!(e["balance_after"].as_i64(), Some(balance));
     }
-    assert_eq!(balance, app.account(&acct).await.balance);
+    assert_eq!(balance, app.account(&acct).await.balance.value());
 
     let grants = app.get("/v1/credits/ledger?kind=grant", &key).await;
     assert_eq!(grants.body["data"].as_array().map(Vec::len), Some(1));

@@ -266,7 +266,7 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
         "Reconciliation",
         &app.get("/v1/credits/reconcile", &key).await.body,
     );
-    let month = shared::domain::time::rfc3339_ms(shared::service::clock::Clock::now_ms(&app.clock));
+    let month = shared::domain::time::rfc3339_ms(shared::ports::Clock::now_ms(&app.clock));
     assert_valid(
         &d,
         "Statement",

@@ -3,8 +3,9 @@
 
 use integration_tests::{fail_once_at, tasks, TestApp};
 use serde_json::{json, Value};
+use shared::adapters::providers::simulated::Simulated;
 use shared::domain::batch::BatchStatus;
-use shared::providers::simulated::Simulated;
+use shared::ports::queue::QueueName;
 
 fn sim(fail: f64, reject: f64) -> Simulated {
     Simulated {
@@ -132,8 +133,8 @@ async fn every_message_twice_and_out_of_order_moves_money_once() {
         app.run_until_idle_with(true).await;
         let b = app
             .svc
-            .store
-            .get_batch(&acct, &batch)
+            .batches
+            .get(&acct, &batch)
             .await
             .ok()
             .flatten()
@@ -191,8 +192,8 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
             app.run_until_idle().await;
             if app
                 .svc
-                .store
-                .get_batch(&acct, &batch)
+                .batches
+                .get(&acct, &batch)
                 .await
                 .ok()
                 .flatten()
@@ -206,7 +207,11 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
         let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
         assert_eq!(b["status"], "completed", "{point}: {b}");
         assert_eq!(b["counts"]["succeeded"], 10, "{point}");
-        assert_eq!(app.account(&acct).await.balance, 10_000 - 490, "{point}");
+        assert_eq!(
+            app.account(&acct).await.balance.value(),
+            10_000 - 490,
+            "{point}"
+        );
         app.assert_invariants().await;
     }
 }
@@ -234,7 +239,7 @@ async fn a_provider_outage_fails_the_whole_batch_and_refunds_every_task() {
     assert!(failed > 0, "{b}");
     assert_eq!(b["settlement"]["refunded"], 490);
     assert_eq!(
-        app.account(&acct).await.balance,
+        app.account(&acct).await.balance.value(),
         10_000,
         "balance fully restored"
     );
@@ -274,8 +279,8 @@ async fn past_the_deadline_a_task_times_out_refunded_and_a_late_success_changes_
         app.run_until_idle().await;
         if app
             .svc
-            .store
-            .get_batch(&acct, &batch)
+            .batches
+            .get(&acct, &batch)
             .await
             .ok()
             .flatten()
@@ -291,7 +296,7 @@ async fn past_the_deadline_a_task_times_out_refunded_and_a_late_success_changes_
         (json!("completed"), json!(10)),
         "{b}"
     );
-    assert_eq!(app.account(&acct).await.balance, 10_000);
+    assert_eq!(app.account(&acct).await.balance.value(), 10_000);
     // The provider finishes long after: nothing moves.
     app.clock.advance_ms(3 * 3_600_000);
     app.run_until_idle().await;
@@ -390,16 +395,16 @@ async fn the_accounts_concurrency_cap_is_never_exceeded() {
         peak = peak.max(running);
         let done = app
             .svc
-            .store
-            .get_batch(&acct, &a)
+            .batches
+            .get(&acct, &a)
             .await
             .ok()
             .flatten()
             .is_some_and(|x| x.status == BatchStatus::Completed)
             && app
                 .svc
-                .store
-                .get_batch(&acct, &b)
+                .batches
+                .get(&acct, &b)
                 .await
                 .ok()
                 .flatten()
@@ -426,8 +431,7 @@ async fn after_an_outage_every_unfinished_batch_settles() {
     let b = submit(&app, &key, "veo-pro", 10).await;
     app.run_until_idle().await;
     // Every worker stops; their messages are lost; an hour passes.
-    let q = app.svc.store.config().queues.clone();
-    aws_sdk_sqs_purge(&app, &q.tasks).await;
+    purge(&app, QueueName::Tasks).await;
     app.clock.advance_ms(3_600_000);
     // Restart: the sweeper re-drives everything.
     for _ in 0..100 {
@@ -437,8 +441,8 @@ async fn after_an_outage_every_unfinished_batch_settles() {
         for id in [&a, &b] {
             settled &= app
                 .svc
-                .store
-                .get_batch(&acct, id)
+                .batches
+                .get(&acct, id)
                 .await
                 .ok()
                 .flatten()
@@ -456,18 +460,14 @@ async fn after_an_outage_every_unfinished_batch_settles() {
     app.assert_invariants().await;
 }
 
-async fn aws_sdk_sqs_purge(app: &TestApp, url: &str) {
+async fn purge(app: &TestApp, q: QueueName) {
     loop {
-        let msgs = app.svc.store.receive(url, 0).await.expect("receive");
+        let msgs = app.svc.queue.receive(q, 0).await.expect("receive");
         if msgs.is_empty() {
             return;
         }
-        for (receipt, _) in msgs {
-            app.svc
-                .store
-                .delete_message(url, &receipt)
-                .await
-                .expect("delete");
+        for m in msgs {
+            app.svc.queue.delete(q, &m.receipt).await.expect("delete");
         }
     }
 }
@@ -507,7 +507,7 @@ async fn an_unavailable_model_is_refused_before_any_charge() {
         )
         .await;
     assert_eq!((refused.status, refused.code()), (503, "model_unavailable"));
-    assert_eq!(app.account(&acct).await.balance, 10_000);
+    assert_eq!(app.account(&acct).await.balance.value(), 10_000);
     let ok = app
         .post(
             "/v1/batches",

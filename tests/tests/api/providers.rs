@@ -4,10 +4,12 @@
 use integration_tests::fakes::{self, Fake};
 use integration_tests::{tasks, TestApp};
 use serde_json::json;
-use shared::adapters::Faults;
-use shared::providers::google::GoogleVeo;
-use shared::providers::openai::OpenAiVideos;
-use shared::providers::{JobRequest, JobState, Provider, ProviderError, Video};
+use shared::adapters::providers::google::GoogleVeo;
+use shared::adapters::providers::openai::OpenAiVideos;
+use shared::ports::provider::{JobRequest, JobState, ProviderError, Video};
+use shared::ports::Faults;
+use shared::ports::Provider;
+use std::sync::Arc;
 
 fn req(prompt: &str, model: &str, seconds: u32) -> JobRequest {
     JobRequest {
@@ -22,7 +24,7 @@ fn req(prompt: &str, model: &str, seconds: u32) -> JobRequest {
     }
 }
 
-async fn finish(p: &Provider, job: &str) -> JobState {
+async fn finish(p: &dyn Provider, job: &str) -> JobState {
     for _ in 0..10 {
         match p.poll(job, 0).await {
             Ok(JobState::Running { .. }) => continue,
@@ -41,14 +43,14 @@ async fn the_openai_client_speaks_the_videos_protocol() {
         ..Default::default()
     };
     let base = fakes::serve(fakes::openai(fake.clone(), "sk-test")).await;
-    let p = Provider::OpenAi(OpenAiVideos::new(&base, "sk-test"));
+    let p: Arc<dyn Provider> = Arc::new(OpenAiVideos::new(&base, "sk-test"));
 
     let job = p
         .submit(&req("a lighthouse", "sora-2", 8))
         .await
         .expect("submitted");
     assert!(job.starts_with("video_"));
-    let JobState::Succeeded(video) = finish(&p, &job).await else {
+    let JobState::Succeeded(video) = finish(p.as_ref(), &job).await else {
         panic!("expected success")
     };
     assert_eq!(video, Video::Url(format!("{base}/v1/videos/{job}/content")));
@@ -60,7 +62,7 @@ async fn the_openai_client_speaks_the_videos_protocol() {
         .await
         .expect("submitted");
     assert!(
-        matches!(finish(&p, &failed).await, JobState::Failed { code, .. } if code == "video_generation_failed")
+        matches!(finish(p.as_ref(), &failed).await, JobState::Failed { code, .. } if code == "video_generation_failed")
     );
     assert!(matches!(
         p.submit(&req("forbidden scene", "sora-2", 4)).await,
@@ -84,12 +86,12 @@ async fn the_openai_client_speaks_the_videos_protocol() {
     assert!(
         matches!(p.poll("video_nope", 0).await, Err(ProviderError::Permanent { code, .. }) if code == "not_found")
     );
-    let wrong_key = Provider::OpenAi(OpenAiVideos::new(&base, "sk-wrong"));
+    let wrong_key: Arc<dyn Provider> = Arc::new(OpenAiVideos::new(&base, "sk-wrong"));
     assert!(
         matches!(wrong_key.submit(&req("x", "sora-2", 4)).await, Err(ProviderError::Permanent { code, .. }) if code == "http_401")
     );
     // Nobody listening: retry later, not a failure.
-    let gone = Provider::OpenAi(OpenAiVideos::new("http://127.0.0.1:9", "k"));
+    let gone: Arc<dyn Provider> = Arc::new(OpenAiVideos::new("http://127.0.0.1:9", "k"));
     assert!(matches!(
         gone.submit(&req("x", "sora-2", 4)).await,
         Err(ProviderError::Retryable { .. })
@@ -105,7 +107,7 @@ async fn the_google_clients_speak_vertex_and_gemini() {
             ..Default::default()
         };
         let base = fakes::serve(fakes::google(fake.clone(), flavour, "cred-1")).await;
-        let p = Provider::Google(match flavour {
+        let p: Arc<dyn Provider> = Arc::new(match flavour {
             "vertex" => GoogleVeo::vertex(&base, "proj", "us-central1", "cred-1"),
             _ => GoogleVeo::gemini(&base, "cred-1"),
         });
@@ -117,7 +119,7 @@ async fn the_google_clients_speak_vertex_and_gemini() {
             "vertex" => assert!(job.starts_with("projects/proj/locations/us-central1/publishers/google/models/veo-3.1-generate-001/operations/"), "{job}"),
             _ => assert!(job.starts_with("models/veo-3.1-generate-001/operations/"), "{job}"),
         }
-        let JobState::Succeeded(video) = finish(&p, &job).await else {
+        let JobState::Succeeded(video) = finish(p.as_ref(), &job).await else {
             panic!("{flavour}: expected success")
         };
         let bytes = p.download(&job, &video).await.expect("video");
@@ -127,7 +129,7 @@ async fn the_google_clients_speak_vertex_and_gemini() {
             .await
             .expect("submitted");
         assert!(
-            matches!(finish(&p, &filtered).await, JobState::Rejected { reason } if reason.contains("usage guidelines")),
+            matches!(finish(p.as_ref(), &filtered).await, JobState::Rejected { reason } if reason.contains("usage guidelines")),
             "{flavour}"
         );
         let failed = p
@@ -135,7 +137,7 @@ async fn the_google_clients_speak_vertex_and_gemini() {
             .await
             .expect("submitted");
         assert!(
-            matches!(finish(&p, &failed).await, JobState::Failed { .. }),
+            matches!(finish(p.as_ref(), &failed).await, JobState::Failed { .. }),
             "{flavour}"
         );
         assert!(
@@ -156,7 +158,7 @@ async fn a_batch_through_the_openai_protocol_respects_the_concurrency_cap_at_the
     };
     let base = fakes::serve(fakes::openai(fake.clone(), "sk-test")).await;
     let app = TestApp::spawn_routes(Faults::none(), |_| {
-        Provider::OpenAi(OpenAiVideos::new(&base, "sk-test"))
+        Arc::new(OpenAiVideos::new(&base, "sk-test")) as Arc<dyn Provider>
     })
     .await;
     let (acct, key) = app.account_with(100_000).await; // max_concurrency 4

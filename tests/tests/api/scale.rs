@@ -2,7 +2,7 @@
 
 use integration_tests::TestApp;
 use serde_json::json;
-use shared::providers::simulated::Simulated;
+use shared::adapters::providers::simulated::Simulated;
 
 pub async fn run_batch(n: usize, concurrency: u32) -> (TestApp, String, String, i64) {
     let app = TestApp::spawn_sim(Simulated {
@@ -56,8 +56,8 @@ async fn a_large_batch_completes_on_the_simulated_provider() {
     let (app, acct, batch, _) = run_batch(n, 100).await;
     let b = app
         .svc
-        .store
-        .get_batch(&acct, &batch)
+        .batches
+        .get(&acct, &batch)
         .await
         .ok()
         .flatten()
@@ -101,8 +101,8 @@ async fn bench_pipeline() {
     let wall = started.elapsed().as_secs_f64();
     let b = app
         .svc
-        .store
-        .get_batch(&acct, &batch)
+        .batches
+        .get(&acct, &batch)
         .await
         .ok()
         .flatten()

@@ -5,7 +5,7 @@
 use integration_tests::receiver::{verify_with_library, Behaviour, Receiver};
 use integration_tests::{tasks, TestApp};
 use serde_json::{json, Value};
-use shared::providers::simulated::Simulated;
+use shared::adapters::providers::simulated::Simulated;
 
 async fn endpoint(app: &TestApp, key: &str, url: &str, types: Option<&[&str]>) -> (String, String) {
     let mut body = json!({"request_id": format!("we-{}", rand::random::<u64>()), "url": url});
@@ -23,7 +23,7 @@ async fn endpoint(app: &TestApp, key: &str, url: &str, types: Option<&[&str]>) -
 }
 
 fn now_secs(app: &TestApp) -> i64 {
-    use shared::service::clock::Clock;
+    use shared::ports::Clock;
     app.clock.now_ms() / 1_000
 }
 
@@ -65,7 +65,7 @@ async fn deliveries_are_signed_so_the_standard_library_accepts_them_and_nothing_
     other_id
         .headers
         .insert("webhook-id".into(), "evt_someone_else".into());
-    let wrong = shared::domain::webhook::generate_secret();
+    let wrong = shared::domain::webhook::secret_from([9; 32]);
     let verdicts = verify_with_library(
         &[
             (&secret, r),
@@ -361,7 +361,7 @@ async fn duplicate_events_and_attempt_messages_deliver_once_with_one_id() {
     assert_eq!(rx.count(), 1, "one delivery for one id");
     // The next attempt's message arrives twice.
     shared::service::webhooks::dispatch::schedule(&app.svc, &acct, &ep, "evt_dup_test", 2, {
-        use shared::service::clock::Clock;
+        use shared::ports::Clock;
         app.clock.now_ms() + 5_000
     })
     .await

@@ -114,7 +114,7 @@ pub async fn unblock_ip(
     let ip = shared::domain::access::canonical_ip(addr).to_string();
     let was = s
         .svc
-        .store
+        .rates
         .unblock_ip(&ip)
         .await
         .map_err(ServiceError::from)?;

@@ -4,6 +4,7 @@
 //! Configured by the same environment as the functions (scripts/dev.sh writes it).
 
 use devstack::pump::pump_round;
+use shared::ports::queue::QueueName;
 use shared::service::pipeline::sweeper;
 use std::time::Duration;
 
@@ -23,10 +24,10 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
     let tasks = {
         let p = p.clone();
         tokio::spawn(async move {
-            let url = p.svc.store.config().queues.tasks.clone();
             loop {
                 let now = p.svc.now_ms();
-                if let Err(e) = pump_round(&p.svc.store, &url, now, false, 5, |ev| {
+                let q = p.svc.queue.as_ref();
+                if let Err(e) = pump_round(q, QueueName::Tasks, now, false, 5, |ev| {
                     task_worker::handle_event(&p, ev)
                 })
                 .await
@@ -40,10 +41,10 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
     let settle = {
         let p = p.clone();
         tokio::spawn(async move {
-            let url = p.svc.store.config().queues.settle.clone();
             loop {
                 let now = p.svc.now_ms();
-                if let Err(e) = pump_round(&p.svc.store, &url, now, false, 5, |ev| {
+                let q = p.svc.queue.as_ref();
+                if let Err(e) = pump_round(q, QueueName::Settle, now, false, 5, |ev| {
                     settlement::handle_event(&p, ev)
                 })
                 .await
@@ -54,13 +55,12 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
             }
         })
     };
-    let dispatcher = shared::service::webhooks::dispatch::Dispatcher::new(p.svc.clone())?;
+    let dispatcher = p.svc.clone();
     let events = tokio::spawn(async move {
         let d = &dispatcher;
-        let url = d.svc.store.config().queues.events.clone();
         loop {
-            let now = d.svc.now_ms();
-            if let Err(e) = pump_round(&d.svc.store, &url, now, false, 5, |ev| {
+            let now = d.now_ms();
+            if let Err(e) = pump_round(d.queue.as_ref(), QueueName::Events, now, false, 5, |ev| {
                 webhook_dispatch::handle_event(d, ev)
             })
             .await
@@ -73,12 +73,16 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
     let exports = {
         let svc = p.svc.clone();
         tokio::spawn(async move {
-            let url = svc.store.config().queues.exports.clone();
             loop {
                 let now = svc.now_ms();
-                if let Err(e) = pump_round(&svc.store, &url, now, false, 5, |ev| {
-                    export::handle_event(&svc, ev)
-                })
+                if let Err(e) = pump_round(
+                    svc.queue.as_ref(),
+                    QueueName::Exports,
+                    now,
+                    false,
+                    5,
+                    |ev| export::handle_event(&svc, ev),
+                )
                 .await
                 {
                     tracing::error!(error = %e, "exports poller");

@@ -3,8 +3,9 @@
 //! dispatches the next; the sweeper tops the window up if a dispatch was lost.
 
 use super::{PipelineError, TaskMessage};
-use crate::adapters::records::BatchRecord;
 use crate::domain::task::dispatch_window;
+use crate::ports::queue::QueueName;
+use crate::ports::records::BatchRecord;
 use crate::service::Services;
 
 pub async fn send_runs(
@@ -15,7 +16,7 @@ pub async fn send_runs(
     delay_secs: u64,
 ) -> Result<(), PipelineError> {
     let not_before_ms = svc.now_ms() + (delay_secs as i64) * 1_000;
-    let bodies: Vec<(String, u64)> = (from..to)
+    let msgs: Vec<(TaskMessage, u64)> = (from..to)
         .map(|idx| {
             let m = TaskMessage::Run {
                 account_id: batch.account_id.clone(),
@@ -23,13 +24,39 @@ pub async fn send_runs(
                 idx,
                 not_before_ms,
             };
-            (serde_json::to_string(&m).unwrap_or_default(), delay_secs)
+            (m, delay_secs)
         })
         .collect();
-    svc.store
-        .send_batch(&svc.store.config().queues.tasks, &bodies)
-        .await?;
+    svc.enqueue(QueueName::Tasks, &msgs).await?;
     Ok(())
+}
+
+/// Claims the next `want` undispatched tasks of a batch: the range `[from, to)` that this
+/// caller now owns, or `None` when none are left. Retries on a concurrent claim.
+async fn claim(
+    svc: &Services,
+    batch: &BatchRecord,
+    want: u32,
+) -> Result<Option<(u32, u32)>, PipelineError> {
+    let mut cur = batch.next_dispatch;
+    for _ in 0..10 {
+        let to = cur.saturating_add(want).min(batch.task_count);
+        if to <= cur {
+            return Ok(None);
+        }
+        if svc
+            .batches
+            .advance_dispatch(&batch.account_id, &batch.batch_id, cur, to)
+            .await?
+        {
+            return Ok(Some((cur, to)));
+        }
+        match svc.batches.get(&batch.account_id, &batch.batch_id).await? {
+            Some(b) => cur = b.next_dispatch,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// Claims and sends up to `want` more tasks of the batch. Returns how many were sent.
@@ -41,9 +68,9 @@ pub async fn dispatch(
     if want == 0 || batch.cancel_requested {
         return Ok(0);
     }
-    match svc.store.claim_dispatch(batch, want).await? {
+    match claim(svc, batch, want).await? {
         Some((from, to)) => {
-            svc.store.faults.check("dispatch.after_claim")?;
+            svc.faults.check("dispatch.after_claim")?;
             send_runs(svc, batch, from, to, 0).await?;
             Ok(to - from)
         }
@@ -53,7 +80,7 @@ pub async fn dispatch(
 
 /// The first window of a batch whose task records are all written.
 pub async fn start(svc: &Services, batch: &BatchRecord) -> Result<(), PipelineError> {
-    let account = svc.store.get_account(&batch.account_id).await?;
+    let account = svc.accounts.get(&batch.account_id).await?;
     let max = account.map(|a| a.max_concurrency).unwrap_or(1);
     let window = dispatch_window(max, batch.task_count);
     let already = batch.next_dispatch;
@@ -68,11 +95,10 @@ pub async fn end_undispatched(
     batch: &BatchRecord,
     outcome: crate::domain::task::Outcome,
 ) -> Result<(), PipelineError> {
-    let store = &svc.store;
-    let Some((from, to)) = store.claim_dispatch_all(batch).await? else {
+    let Some((from, to)) = claim(svc, batch, batch.task_count).await? else {
         return Ok(());
     };
-    let bodies: Vec<(String, u64)> = (from..to)
+    let msgs: Vec<(TaskMessage, u64)> = (from..to)
         .step_by(100)
         .map(|start| {
             let m = TaskMessage::EndRange {
@@ -82,11 +108,9 @@ pub async fn end_undispatched(
                 to: (start + 100).min(to),
                 outcome,
             };
-            (serde_json::to_string(&m).unwrap_or_default(), 0)
+            (m, 0)
         })
         .collect();
-    store
-        .send_batch(&store.config().queues.tasks, &bodies)
-        .await?;
+    svc.enqueue(QueueName::Tasks, &msgs).await?;
     Ok(())
 }

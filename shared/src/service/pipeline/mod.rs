@@ -11,14 +11,14 @@ pub mod sweeper;
 pub mod worker;
 
 use super::Services;
-use crate::providers::ProviderConfig;
+use crate::ports::provider::Routes;
 use serde::{Deserialize, Serialize};
 
-/// What the pipeline needs beyond the store: which provider serves which model.
+/// What the pipeline needs beyond the other use cases: which provider serves which model.
 #[derive(Clone)]
 pub struct Pipeline {
     pub svc: Services,
-    pub providers: ProviderConfig,
+    pub providers: Routes,
 }
 
 /// A message on the tasks queue.
@@ -54,7 +54,7 @@ pub struct SettleMessage {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Store(#[from] crate::adapters::StoreError),
+    Store(#[from] crate::ports::StoreError),
     #[error(transparent)]
     Service(#[from] super::ServiceError),
     #[error("malformed message: {0}")]

@@ -3,12 +3,9 @@
 //! `batch.completed` event goes out. A closure that does not add up is refused and alarmed.
 
 use super::{Pipeline, PipelineError, SettleMessage};
-use crate::domain::money::Credits;
 use crate::domain::task::{settle, task_counts, ClosureError};
 
-pub async fn handle(p: &Pipeline, body: &str) -> Result<(), PipelineError> {
-    let m: SettleMessage =
-        serde_json::from_str(body).map_err(|e| PipelineError::Malformed(e.to_string()))?;
+pub async fn handle(p: &Pipeline, m: SettleMessage) -> Result<(), PipelineError> {
     settle_batch(p, &m.account_id, &m.batch_id).await
 }
 
@@ -17,21 +14,21 @@ pub async fn settle_batch(
     account_id: &str,
     batch_id: &str,
 ) -> Result<(), PipelineError> {
-    let store = &p.svc.store;
-    let Some(batch) = store.get_batch(account_id, batch_id).await? else {
+    let svc = &p.svc;
+    let Some(batch) = svc.batches.get(account_id, batch_id).await? else {
         return Ok(());
     };
     if batch.status != crate::domain::batch::BatchStatus::Completed {
-        let shards = store.get_progress(batch_id).await?;
+        let shards = svc.progress.all(batch_id).await?;
         let counts = task_counts(&shards.iter().map(|s| s.counts()).collect::<Vec<_>>());
         match settle(
-            Credits(batch.unit_price),
+            batch.unit_price,
             batch.credits.held,
             counts,
             batch.credits.refunded,
         ) {
             Ok(st) => {
-                store.settle_batch(&batch, &st, p.svc.now_ms()).await?;
+                svc.money.settle(&batch, &st, svc.now_ms()).await?;
                 tracing::info!(
                     batch_id,
                     charged = st.charged.value(),
@@ -58,13 +55,14 @@ pub async fn settle_batch(
         }
     }
     // At least once, with a stable id: consumers deduplicate on it.
-    let done = store
-        .get_batch(account_id, batch_id)
+    let done = svc
+        .batches
+        .get(account_id, batch_id)
         .await?
         .filter(|b| b.status == crate::domain::batch::BatchStatus::Completed);
     if let Some(done) = done {
         let event = crate::service::events::batch_completed(&done, p.svc.now_ms());
-        crate::service::events::emit(&p.svc, &[event]).await?;
+        crate::service::events::emit(svc, &[event]).await?;
     }
     Ok(())
 }

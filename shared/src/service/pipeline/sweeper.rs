@@ -10,6 +10,7 @@
 use super::{dispatch, worker, Pipeline, PipelineError, SettleMessage, TaskMessage};
 use crate::domain::batch::BatchStatus;
 use crate::domain::task::{all_ended, dispatch_window, task_counts, Outcome};
+use crate::ports::queue::QueueName;
 use std::collections::HashMap;
 
 /// A task untouched this long is assumed to have lost its message.
@@ -31,7 +32,7 @@ pub struct SweepReport {
 pub async fn sweep(p: &Pipeline) -> Result<SweepReport, PipelineError> {
     let mut report = SweepReport::default();
     let mut slots_in_use: HashMap<String, u32> = HashMap::new();
-    for (account_id, batch_id) in p.svc.store.open_batches().await? {
+    for (account_id, batch_id) in p.svc.batches.open().await? {
         report.batches += 1;
         if let Err(e) = sweep_batch(p, &account_id, &batch_id, &mut report, &mut slots_in_use).await
         {
@@ -52,8 +53,8 @@ async fn sweep_batch(
     report: &mut SweepReport,
     slots_in_use: &mut HashMap<String, u32>,
 ) -> Result<(), PipelineError> {
-    let store = &p.svc.store;
-    let Some(mut batch) = store.get_batch(account_id, batch_id).await? else {
+    let svc = &p.svc;
+    let Some(mut batch) = svc.batches.get(account_id, batch_id).await? else {
         return Ok(());
     };
     slots_in_use.entry(account_id.to_string()).or_insert(0);
@@ -63,32 +64,30 @@ async fn sweep_batch(
         }
         return Ok(());
     }
-    let shards = store.get_progress(batch_id).await?;
+    let shards = svc.progress.all(batch_id).await?;
     let counts = task_counts(&shards.iter().map(|s| s.counts()).collect::<Vec<_>>());
     if all_ended(&counts) {
-        let body = serde_json::to_string(&SettleMessage {
+        let m = SettleMessage {
             account_id: account_id.into(),
             batch_id: batch_id.into(),
-        })
-        .map_err(|e| PipelineError::Other(e.to_string()))?;
-        store
-            .send_one(&store.config().queues.settle, body, 0)
-            .await?;
+        };
+        svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
         report.settle_requests += 1;
         return Ok(());
     }
     let now = p.svc.now_ms();
     let undispatched = batch.task_count.saturating_sub(batch.next_dispatch);
-    let queue_expired = batch.created_ms + store.config().deadlines.queue_ms <= now;
+    let queue_expired = batch.created_ms + svc.settings.deadlines.queue_ms <= now;
     if undispatched > 0 && (batch.cancel_requested || queue_expired) {
         let outcome = if batch.cancel_requested {
             Outcome::Cancelled
         } else {
             Outcome::TimedOut
         };
-        dispatch::end_undispatched(&p.svc, &batch, outcome).await?;
-        batch = store
-            .get_batch(account_id, batch_id)
+        dispatch::end_undispatched(svc, &batch, outcome).await?;
+        batch = svc
+            .batches
+            .get(account_id, batch_id)
             .await?
             .unwrap_or(batch);
     }
@@ -100,19 +99,20 @@ async fn sweep_batch(
     let in_flight: Vec<u32> = (0..batch.next_dispatch)
         .filter(|i| !ended.contains(i))
         .collect();
-    let max = store
-        .get_account(account_id)
+    let max = svc
+        .accounts
+        .get(account_id)
         .await?
         .map(|a| a.max_concurrency)
         .unwrap_or(1);
     let window = dispatch_window(max, batch.task_count);
     if (in_flight.len() as u32) < window {
         report.dispatched +=
-            dispatch::dispatch(&p.svc, &batch, window - in_flight.len() as u32).await?;
+            dispatch::dispatch(svc, &batch, window - in_flight.len() as u32).await?;
     }
 
     let mut stalled = Vec::new();
-    for task in store.get_tasks(batch_id, &in_flight).await? {
+    for task in svc.tasks.get_many(batch_id, &in_flight).await? {
         if task.status.is_terminal() {
             continue;
         }
@@ -149,10 +149,7 @@ async fn sweep_batch(
             idx,
             not_before_ms: 0,
         };
-        let body = serde_json::to_string(&m).map_err(|e| PipelineError::Other(e.to_string()))?;
-        store
-            .send_one(&store.config().queues.tasks, body, 0)
-            .await?;
+        svc.enqueue(QueueName::Tasks, &[(m, 0)]).await?;
         report.redriven += 1;
     }
     Ok(())
@@ -167,7 +164,7 @@ async fn correct_slots(
     report: &mut SweepReport,
 ) -> Result<(), PipelineError> {
     for (account_id, counted) in in_use {
-        let Some(account) = p.svc.store.get_account(account_id).await? else {
+        let Some(account) = p.svc.accounts.get(account_id).await? else {
             continue;
         };
         if account.running <= *counted {
@@ -176,7 +173,7 @@ async fn correct_slots(
         let seen = format!("{}:{}", account.running, counted);
         if account.slot_audit.as_deref() == Some(seen.as_str()) {
             if p.svc
-                .store
+                .accounts
                 .reset_slots(account_id, account.running, *counted)
                 .await?
             {
@@ -189,7 +186,7 @@ async fn correct_slots(
                 );
             }
         } else {
-            p.svc.store.note_slot_audit(account_id, &seen).await?;
+            p.svc.accounts.note_slot_audit(account_id, &seen).await?;
         }
     }
     Ok(())
@@ -198,17 +195,18 @@ async fn correct_slots(
 /// Messages that reached a dead-letter queue are logged (with their ids) and removed: the
 /// batch-level checks above re-drive the work they stood for.
 async fn drain_dead_letters(p: &Pipeline, report: &mut SweepReport) -> Result<(), PipelineError> {
-    let q = &p.svc.store.config().queues;
-    for (name, url) in [("tasks", &q.tasks_dlq), ("settle", &q.settle_dlq)] {
-        let Some(url) = url else { continue };
+    for q in [QueueName::TasksDlq, QueueName::SettleDlq] {
+        if !p.svc.queue.has(q) {
+            continue;
+        }
         for _ in 0..10 {
-            let msgs = p.svc.store.receive(url, 0).await?;
+            let msgs = p.svc.queue.receive(q, 0).await?;
             if msgs.is_empty() {
                 break;
             }
-            for (receipt, body) in msgs {
-                tracing::warn!(queue = name, message = %body, "dead letter accounted for; its batch is re-driven by the sweep");
-                p.svc.store.delete_message(url, &receipt).await?;
+            for m in msgs {
+                tracing::warn!(queue = q.as_str(), message = %m.body, "dead letter accounted for; its batch is re-driven by the sweep");
+                p.svc.queue.delete(q, &m.receipt).await?;
                 report.dead_letters += 1;
             }
         }

@@ -3,15 +3,16 @@
 //! to do or finishes what a dead worker left half done.
 
 use super::{dispatch, Pipeline, PipelineError, SettleMessage, TaskMessage};
-use crate::adapters::dynamo::{backoff, CommitError, MoneyMove};
-use crate::adapters::pipeline::EndMark;
-use crate::adapters::records::{BatchRecord, LedgerRecord, TaskRecord};
 use crate::domain::batch::TaskStatus;
 use crate::domain::ledger::{next_entry, EntryKind};
 use crate::domain::money::Credits;
 use crate::domain::task::{all_ended, retry_delay_secs, task_counts, Outcome};
-use crate::providers::{JobRequest, JobState, ProviderError};
-use crate::service::MAX_COMMIT_ATTEMPTS;
+use crate::ports::provider::{JobRequest, JobState, ProviderError, Route};
+use crate::ports::queue::QueueName;
+use crate::ports::records::{BatchRecord, LedgerRecord, TaskRecord};
+use crate::ports::store::{Change, EndMark, MoneyMove};
+use crate::service::money::{self, Moved};
+use crate::service::ServiceError;
 
 /// How long a task waits before asking again for a concurrency slot.
 pub const SLOT_WAIT_SECS: u64 = 15;
@@ -23,9 +24,7 @@ fn poll_interval_secs(model: crate::domain::pricing::Model) -> u64 {
     }
 }
 
-pub async fn handle(p: &Pipeline, body: &str) -> Result<(), PipelineError> {
-    let msg: TaskMessage =
-        serde_json::from_str(body).map_err(|e| PipelineError::Malformed(e.to_string()))?;
+pub async fn handle(p: &Pipeline, msg: TaskMessage) -> Result<(), PipelineError> {
     match msg {
         TaskMessage::Run {
             account_id,
@@ -48,11 +47,11 @@ pub async fn handle(p: &Pipeline, body: &str) -> Result<(), PipelineError> {
             to,
             outcome,
         } => {
-            let Some(batch) = p.svc.store.get_batch(&account_id, &batch_id).await? else {
+            let Some(batch) = p.svc.batches.get(&account_id, &batch_id).await? else {
                 return Ok(());
             };
             for idx in from..to.min(batch.task_count) {
-                if let Some(task) = p.svc.store.get_task(&batch_id, idx).await? {
+                if let Some(task) = p.svc.tasks.get(&batch_id, idx).await? {
                     if !task.status.is_terminal() {
                         let why = match outcome {
                             Outcome::Cancelled => "cancelled by the customer before it started",
@@ -88,11 +87,7 @@ async fn requeue(
         idx,
         not_before_ms: p.svc.now_ms() + (delay_secs as i64) * 1_000,
     };
-    let body = serde_json::to_string(&m).map_err(|e| PipelineError::Other(e.to_string()))?;
-    p.svc
-        .store
-        .send_one(&p.svc.store.config().queues.tasks, body, delay_secs)
-        .await?;
+    p.svc.enqueue(QueueName::Tasks, &[(m, delay_secs)]).await?;
     Ok(())
 }
 
@@ -102,11 +97,11 @@ async fn run(
     batch_id: &str,
     idx: u32,
 ) -> Result<(), PipelineError> {
-    let store = &p.svc.store;
-    let Some(batch) = store.get_batch(account_id, batch_id).await? else {
+    let svc = &p.svc;
+    let Some(batch) = svc.batches.get(account_id, batch_id).await? else {
         return Ok(());
     };
-    let Some(mut task) = store.get_task(batch_id, idx).await? else {
+    let Some(mut task) = svc.tasks.get(batch_id, idx).await? else {
         return Ok(());
     };
     if task.status.is_terminal() {
@@ -142,31 +137,32 @@ async fn run(
         .await;
     }
     if task.status == TaskStatus::Queued {
-        let Some(account) = store.get_account(account_id).await? else {
+        let Some(account) = svc.accounts.get(account_id).await? else {
             return Ok(());
         };
-        if !store
+        if !svc
+            .accounts
             .acquire_slot(account_id, account.max_concurrency)
             .await?
         {
-            let jitter = rand::random_range(0..=SLOT_WAIT_SECS);
+            let jitter = svc.random.up_to(SLOT_WAIT_SECS);
             return requeue(p, account_id, batch_id, idx, SLOT_WAIT_SECS + jitter).await;
         }
-        store.faults.check("worker.after_slot")?;
+        svc.faults.check("worker.after_slot")?;
         let route = p.providers.route(task.model);
         let mut started = task.clone();
         started.status = TaskStatus::Running;
         started.slot = true;
         started.started_ms = Some(now);
         started.updated_ms = now;
-        started.deadline_ms = now + store.config().deadlines.run_ms(task.model);
+        started.deadline_ms = now + svc.settings.deadlines.run_ms(task.model);
         started.provider = route.map(|r| r.provider.name().to_string());
         started.provider_model = route.map(|r| r.provider_model.clone());
-        if !store.save_task(&started, TaskStatus::Queued).await? {
-            store.release_slot(account_id).await?;
+        if !svc.tasks.save(&started, TaskStatus::Queued).await? {
+            svc.accounts.release_slot(account_id).await?;
             return Ok(());
         }
-        store.mark_started(batch_id, idx).await?;
+        svc.progress.mark_started(batch_id, idx).await?;
         task = started;
     }
     match task.provider_job_id.clone() {
@@ -178,16 +174,13 @@ async fn run(
 async fn recorded_end(p: &Pipeline, task: &TaskRecord) -> Result<Option<Outcome>, PipelineError> {
     let shard = p
         .svc
-        .store
-        .get_shard(&task.batch_id, crate::domain::task::shard_of(task.idx))
+        .progress
+        .shard(&task.batch_id, crate::domain::task::shard_of(task.idx))
         .await?;
     Ok(shard.and_then(|s| s.ended.get(&task.idx.to_string()).copied()))
 }
 
-fn job_request(
-    p: &Pipeline,
-    task: &TaskRecord,
-) -> Result<(crate::providers::Route, JobRequest), PipelineError> {
+fn job_request(p: &Pipeline, task: &TaskRecord) -> Result<(Route, JobRequest), PipelineError> {
     let route = p.providers.route(task.model).cloned().ok_or_else(|| {
         PipelineError::Other(format!("no provider configured for {}", task.model))
     })?;
@@ -217,7 +210,7 @@ async fn submit(
         Ok(job) => {
             task.provider_job_id = Some(job);
             task.updated_ms = p.svc.now_ms();
-            if p.svc.store.save_task(&task, TaskStatus::Running).await? {
+            if p.svc.tasks.save(&task, TaskStatus::Running).await? {
                 requeue(
                     p,
                     &task.account_id,
@@ -274,10 +267,10 @@ async fn poll(
             // Tagged with the retention the bucket's lifecycle rules expire it by.
             let tags = format!("retention-days={}", batch.retention_days);
             p.svc
-                .store
-                .put_object_tagged(&key, bytes, "video/mp4", &tags)
+                .blobs
+                .put(&key, bytes, "video/mp4", Some(&tags))
                 .await?;
-            p.svc.store.faults.check("worker.after_video")?;
+            p.svc.faults.check("worker.after_video")?;
             end(p, batch, task, Outcome::Succeeded, None, Some(key)).await
         }
         Ok(JobState::Failed { code, message }) => {
@@ -322,13 +315,13 @@ async fn provider_error(
             match retry_delay_secs(
                 task.attempts,
                 retry_after_secs,
-                rand::random::<f64>(),
+                p.svc.random.unit(),
                 task.deadline_ms - now,
             ) {
                 Some(delay) => {
                     task.updated_ms = now;
                     task.error_message = Some(message.chars().take(300).collect());
-                    if p.svc.store.save_task(&task, TaskStatus::Running).await? {
+                    if p.svc.tasks.save(&task, TaskStatus::Running).await? {
                         requeue(p, &task.account_id, &task.batch_id, task.idx, delay).await?;
                     }
                     Ok(())
@@ -396,9 +389,9 @@ pub async fn end(
     error: Option<(&str, &str)>,
     video_key: Option<String>,
 ) -> Result<(), PipelineError> {
-    let store = &p.svc.store;
+    let svc = &p.svc;
     let shard_no = crate::domain::task::shard_of(task.idx);
-    let shard = store.get_shard(&task.batch_id, shard_no).await?;
+    let shard = svc.progress.shard(&task.batch_id, shard_no).await?;
     let shard = shard.as_ref();
     let key = task.idx.to_string();
     let recorded = shard.and_then(|s| s.ended.get(&key).copied());
@@ -408,15 +401,15 @@ pub async fn end(
         Some(o) => o,
         None => {
             let mark = EndMark {
-                batch_id: &task.batch_id,
+                batch_id: task.batch_id.clone(),
                 idx: task.idx,
                 was_started,
                 outcome,
             };
             let landed = if outcome.refunded() {
-                refund(p, batch, &task, &mark).await?
+                refund(p, batch, &task, mark).await?
             } else {
-                store.end_mark(&mark).await?
+                svc.progress.end_mark(&mark).await?
             };
             if !landed {
                 // Lost a race (another worker ended or started it): let the message retry.
@@ -428,7 +421,7 @@ pub async fn end(
             outcome
         }
     };
-    store.faults.check("end.after_mark")?;
+    svc.faults.check("end.after_mark")?;
 
     let now = p.svc.now_ms();
     let mut done = task.clone();
@@ -458,23 +451,24 @@ pub async fn end(
             ended_ms,
         ));
     }
-    crate::service::events::emit(&p.svc, &events).await?;
-    store.faults.check("end.after_events")?;
-    if store.save_task(&done, task.status).await? && task.slot {
-        store.release_slot(&task.account_id).await?;
+    crate::service::events::emit(svc, &events).await?;
+    svc.faults.check("end.after_events")?;
+    if svc.tasks.save(&done, task.status).await? && task.slot {
+        svc.accounts.release_slot(&task.account_id).await?;
     }
-    store
-        .touch_batch(&task.account_id, &task.batch_id, now)
+    svc.batches
+        .touch(&task.account_id, &task.batch_id, now)
         .await?;
     tracing::info!(task_id = %task.task_id, batch_id = %task.batch_id, outcome = outcome.as_str(), "task ended");
 
     // Only the end that completes its shard looks at the whole batch.
-    let shard_done = store
-        .get_shard(&task.batch_id, shard_no)
+    let shard_done = svc
+        .progress
+        .shard(&task.batch_id, shard_no)
         .await?
         .is_some_and(|s| s.counts().ended() == s.size);
     let batch_done = shard_done && {
-        let shards = store.get_progress(&task.batch_id).await?;
+        let shards = svc.progress.all(&task.batch_id).await?;
         all_ended(&task_counts(
             &shards.iter().map(|s| s.counts()).collect::<Vec<_>>(),
         ))
@@ -484,12 +478,9 @@ pub async fn end(
             account_id: task.account_id.clone(),
             batch_id: task.batch_id.clone(),
         };
-        let body = serde_json::to_string(&m).map_err(|e| PipelineError::Other(e.to_string()))?;
-        store
-            .send_one(&store.config().queues.settle, body, 0)
-            .await?;
-    } else if let Some(fresh) = store.get_batch(&task.account_id, &task.batch_id).await? {
-        dispatch::dispatch(&p.svc, &fresh, 1).await?;
+        svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
+    } else if let Some(fresh) = svc.batches.get(&task.account_id, &task.batch_id).await? {
+        dispatch::dispatch(svc, &fresh, 1).await?;
     }
     Ok(())
 }
@@ -501,25 +492,19 @@ async fn refund(
     p: &Pipeline,
     batch: &BatchRecord,
     task: &TaskRecord,
-    mark: &EndMark<'_>,
+    mark: EndMark,
 ) -> Result<bool, PipelineError> {
-    let store = &p.svc.store;
     let unit = batch.unit_price;
-    for attempt in 0..MAX_COMMIT_ATTEMPTS {
-        let account = store
-            .get_account(&task.account_id)
-            .await?
-            .ok_or_else(|| PipelineError::Other(format!("account {} vanished", task.account_id)))?;
-        let now = p.svc.now_ms();
-        let next = next_entry(account.book(), Credits(unit), now)
-            .map_err(|e| PipelineError::Other(e.to_string()))?;
+    let moved = money::commit(&p.svc, &task.account_id, None, |account, now| {
+        let next = next_entry(account.book(), unit, now)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let entry = LedgerRecord {
             account_id: task.account_id.clone(),
             seq: next.seq,
             created_ms: next.created_ms,
             kind: EntryKind::Refund,
             amount: unit,
-            balance_after: next.balance_after.value(),
+            balance_after: next.balance_after,
             batch_id: Some(task.batch_id.clone()),
             task_id: Some(task.task_id.clone()),
             request_id: None,
@@ -535,26 +520,27 @@ async fn refund(
             require_active: false,
             entry,
             held_delta: -unit,
-            granted_delta: 0,
-            charged_delta: 0,
+            granted_delta: Credits::ZERO,
+            charged_delta: Credits::ZERO,
             refunded_delta: unit,
             creates: vec![],
-            updates: vec![
-                store.end_mark_update(mark)?,
-                store.batch_refund_update(&task.account_id, &task.batch_id, unit)?,
+            changes: vec![
+                Change::EndMark(mark.clone()),
+                Change::BatchRefund {
+                    account_id: task.account_id.clone(),
+                    batch_id: task.batch_id.clone(),
+                    amount: unit,
+                },
             ],
         };
-        match store.commit_money(mv).await {
-            Ok(()) => {
-                tracing::info!(task_id = %task.task_id, amount = unit, "refunded");
-                return Ok(true);
-            }
-            Err(CommitError::Duplicate(_)) => return Ok(false),
-            Err(CommitError::Stale) => tokio::time::sleep(backoff(attempt)).await,
-            Err(CommitError::Store(e)) => return Err(e.into()),
+        Ok((mv, ()))
+    })
+    .await?;
+    match moved {
+        Moved::Committed(()) => {
+            tracing::info!(task_id = %task.task_id, amount = unit.value(), "refunded");
+            Ok(true)
         }
+        Moved::Replayed(_) | Moved::Duplicate(_) => Ok(false),
     }
-    Err(PipelineError::Other(
-        "refund: too much contention on the account".into(),
-    ))
 }

@@ -7,10 +7,11 @@ use super::super::views::DeliveryView;
 use super::super::{decode_cursor, ErrorCode, Page, ServiceError, Services, TimeCursor};
 use super::dispatch::{new_delivery, schedule};
 use super::find;
-use crate::adapters::records::{DeliveryStatus, EndpointRecord, EventRecord};
 use crate::domain::cursor;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::domain::webhook::subscribed;
+use crate::ports::records::{DeliveryStatus, EndpointRecord, EventRecord};
+use crate::ports::TimeRange;
 use serde::Deserialize;
 
 /// How many failed deliveries one recover call restarts; call again for more.
@@ -44,12 +45,12 @@ pub async fn list(
     p: &ListParams,
 ) -> Result<Page<DeliveryView>, ServiceError> {
     find(svc, account_id, endpoint_id).await?;
-    let limit = super::super::credits::parse_limit(p.limit.as_deref())?;
+    let limit = super::super::parse_limit(p.limit.as_deref())?;
     let status = parse_status(p.status.as_deref())?;
     let before = decode_cursor::<TimeCursor>(p.cursor.as_deref())?.map(|c| (c.t, c.e));
     let (recs, more) = svc
-        .store
-        .list_deliveries(endpoint_id, (0, i64::MAX), status, limit, before)
+        .deliveries
+        .list(endpoint_id, TimeRange::ALL, status, limit, before)
         .await?;
     let next_cursor = match (more, recs.last()) {
         (true, Some(last)) => Some(cursor::encode(&TimeCursor {
@@ -77,23 +78,24 @@ async fn restart(
     ep: &EndpointRecord,
 ) -> Result<bool, ServiceError> {
     let now = svc.now_ms();
-    let store = &svc.store;
-    let n = if store
-        .create_delivery(&new_delivery(event, &ep.endpoint_id, now))
+    let n = if svc
+        .deliveries
+        .create(&new_delivery(event, &ep.endpoint_id, now))
         .await?
     {
         Some(1)
     } else {
-        store
-            .restart_delivery(&ep.endpoint_id, &event.event_id, now)
+        svc.deliveries
+            .restart(&ep.endpoint_id, &event.event_id, now)
             .await?
     };
     // Still pending: its next attempt's message may have been lost (a crash between the
     // write and the send, or the DLQ). Send it again; the claim makes a duplicate harmless.
     let n = match n {
         Some(n) => Some(n),
-        None => store
-            .get_delivery(&ep.endpoint_id, &event.event_id)
+        None => svc
+            .deliveries
+            .get(&ep.endpoint_id, &event.event_id)
             .await?
             .filter(|d| d.status == DeliveryStatus::Pending && d.recorded == d.attempts_made)
             .map(|d| d.attempts_made + 1),
@@ -148,8 +150,8 @@ pub async fn redeliver(
             vec![ep]
         }
         None => svc
-            .store
-            .list_endpoints(account_id)
+            .endpoints
+            .list(account_id)
             .await?
             .into_iter()
             .filter(|e| e.enabled && subscribed(e.event_types.as_deref(), &event.event_type))
@@ -213,11 +215,15 @@ pub async fn recover(
     let mut more = true;
     let mut cut_short = false;
     while more && !cut_short {
+        let range = TimeRange {
+            from_ms: since,
+            to_ms: until,
+        };
         let (page, has_more) = svc
-            .store
-            .list_deliveries(
+            .deliveries
+            .list(
                 endpoint_id,
-                (since, until),
+                range,
                 Some(DeliveryStatus::Failed),
                 100,
                 before.take(),
@@ -230,7 +236,7 @@ pub async fn recover(
                 cut_short = true;
                 break;
             }
-            if let Some(event) = svc.store.get_event(account_id, &d.event_id).await? {
+            if let Some(event) = svc.events.get(account_id, &d.event_id).await? {
                 if restart(svc, &event, &ep).await? {
                     restarted += 1;
                 }

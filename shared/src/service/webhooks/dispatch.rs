@@ -13,35 +13,19 @@
 use super::super::events::{self, Event, EventsMessage};
 use super::super::pipeline::PipelineError;
 use super::super::Services;
-use crate::adapters::records::{
-    AttemptLog, DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord,
-};
-use crate::adapters::webhooks::WebhookClient;
-use crate::adapters::StoreError;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::domain::webhook::{
     active_secrets, decode_secret, judge, signature_header, subscribed, AttemptResult, Verdict,
     DISABLE_AFTER_FAILING_MS,
 };
+use crate::ports::queue::QueueName;
+use crate::ports::records::{
+    AttemptLog, DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord,
+};
+use crate::ports::StoreError;
 use futures_util::future::join_all;
 
-/// What dispatch needs: the store and clock, and the outbound HTTP client.
-#[derive(Clone)]
-pub struct Dispatcher {
-    pub svc: Services,
-    pub client: WebhookClient,
-}
-
-impl Dispatcher {
-    pub fn new(svc: Services) -> Result<Self, StoreError> {
-        let client = WebhookClient::new(svc.store.config().webhooks)?;
-        Ok(Dispatcher { svc, client })
-    }
-}
-
-pub async fn handle(d: &Dispatcher, body: &str) -> Result<(), PipelineError> {
-    let msg: EventsMessage =
-        serde_json::from_str(body).map_err(|e| PipelineError::Malformed(e.to_string()))?;
+pub async fn handle(d: &Services, msg: EventsMessage) -> Result<(), PipelineError> {
     match msg {
         EventsMessage::Event(ev) => fan_out(d, ev).await,
         EventsMessage::Attempt {
@@ -51,18 +35,11 @@ pub async fn handle(d: &Dispatcher, body: &str) -> Result<(), PipelineError> {
             attempt: n,
             not_before_ms,
         } => {
-            if not_before_ms > d.svc.now_ms() + 1_000 {
+            if not_before_ms > d.now_ms() + 1_000 {
                 // Early (SQS caps delays at 15 minutes): go round again.
-                return schedule(
-                    &d.svc,
-                    &account_id,
-                    &endpoint_id,
-                    &event_id,
-                    n,
-                    not_before_ms,
-                )
-                .await
-                .map_err(Into::into);
+                return schedule(d, &account_id, &endpoint_id, &event_id, n, not_before_ms)
+                    .await
+                    .map_err(Into::into);
             }
             attempt(d, &account_id, &endpoint_id, &event_id, n, None, None).await
         }
@@ -85,12 +62,8 @@ pub async fn schedule(
         attempt: n,
         not_before_ms: at_ms,
     };
-    let body = serde_json::to_string(&msg).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let delay = u64::try_from((at_ms - svc.now_ms()).max(0) / 1_000).unwrap_or(0);
-    let store = &svc.store;
-    store
-        .send_one(&store.config().queues.events, body, delay)
-        .await
+    svc.enqueue(QueueName::Events, &[(msg, delay)]).await
 }
 
 /// A fresh delivery of `event` to `endpoint`, pending its first attempt.
@@ -112,12 +85,11 @@ pub fn new_delivery(event: &EventRecord, endpoint_id: &str, now_ms: i64) -> Deli
     }
 }
 
-async fn fan_out(d: &Dispatcher, ev: Event) -> Result<(), PipelineError> {
-    let store = &d.svc.store;
-    let Some(account) = store.get_account(&ev.account_id).await? else {
+async fn fan_out(d: &Services, ev: Event) -> Result<(), PipelineError> {
+    let Some(account) = d.accounts.get(&ev.account_id).await? else {
         return Ok(());
     };
-    let now = d.svc.now_ms();
+    let now = d.now_ms();
     let created_ms = parse_rfc3339_ms(&ev.created_at).unwrap_or(now);
     let body = serde_json::to_string(&ev).map_err(|e| PipelineError::Other(e.to_string()))?;
     let rec = EventRecord {
@@ -129,10 +101,11 @@ async fn fan_out(d: &Dispatcher, ev: Event) -> Result<(), PipelineError> {
         expires_at: created_ms / 1_000 + i64::from(account.retention_days) * 86_400,
     };
     // The first body wins: a re-emitted event is delivered as it was first stored.
-    let stored = store.put_event_once(&rec).await?;
-    store.faults.check("dispatch.after_event")?;
-    let endpoints: Vec<EndpointRecord> = store
-        .list_endpoints(&ev.account_id)
+    let stored = d.events.put_once(&rec).await?;
+    d.faults.check("dispatch.after_event")?;
+    let endpoints: Vec<EndpointRecord> = d
+        .endpoints
+        .list(&ev.account_id)
         .await?
         .into_iter()
         .filter(|e| e.enabled && subscribed(e.event_types.as_deref(), &stored.event_type))
@@ -140,8 +113,8 @@ async fn fan_out(d: &Dispatcher, ev: Event) -> Result<(), PipelineError> {
     let results = join_all(endpoints.into_iter().map(|ep| {
         let stored = &stored;
         async move {
-            store
-                .create_delivery(&new_delivery(stored, &ep.endpoint_id, now))
+            d.deliveries
+                .create(&new_delivery(stored, &ep.endpoint_id, now))
                 .await?;
             // Created now or by an earlier run that died before attempting: attempt 1 is
             // claimed once whoever gets here.
@@ -164,7 +137,7 @@ async fn fan_out(d: &Dispatcher, ev: Event) -> Result<(), PipelineError> {
 
 /// Attempt `n` of one delivery. `endpoint` and `event` save a read when the caller has them.
 async fn attempt(
-    d: &Dispatcher,
+    d: &Services,
     account_id: &str,
     endpoint_id: &str,
     event_id: &str,
@@ -172,8 +145,7 @@ async fn attempt(
     endpoint: Option<EndpointRecord>,
     event: Option<EventRecord>,
 ) -> Result<(), PipelineError> {
-    let store = &d.svc.store;
-    let Some(del) = store.get_delivery(endpoint_id, event_id).await? else {
+    let Some(del) = d.deliveries.get(endpoint_id, event_id).await? else {
         return Ok(());
     };
     if del.account_id != account_id || del.status != DeliveryStatus::Pending {
@@ -184,36 +156,37 @@ async fn attempt(
         // (its claim makes a duplicate harmless).
         if del.recorded == n && del.attempts_made == n {
             if let Some(next_ms) = del.next_attempt_ms {
-                schedule(&d.svc, account_id, endpoint_id, event_id, n + 1, next_ms).await?;
+                schedule(d, account_id, endpoint_id, event_id, n + 1, next_ms).await?;
             }
         }
         return Ok(());
     }
     let endpoint = match endpoint {
         Some(e) => Some(e),
-        None => store.get_endpoint(account_id, endpoint_id).await?,
+        None => d.endpoints.get(account_id, endpoint_id).await?,
     };
     let Some(ep) = endpoint else {
         // Deleted: nothing to deliver to.
         return Ok(());
     };
-    let now = d.svc.now_ms();
-    let timeout_ms = i64::try_from(store.config().webhooks.timeout_ms).unwrap_or(30_000);
+    let now = d.now_ms();
+    let timeout_ms = i64::try_from(d.settings.webhooks.timeout_ms).unwrap_or(30_000);
     let claim_until = now + timeout_ms + 60_000;
-    if !store
-        .claim_attempt(endpoint_id, event_id, n, now, claim_until)
+    if !d
+        .deliveries
+        .claim(endpoint_id, event_id, n, now, claim_until)
         .await?
     {
         // Someone holds the claim. If they die, it runs out: look again then.
-        if let Some(cur) = store.get_delivery(endpoint_id, event_id).await? {
+        if let Some(cur) = d.deliveries.get(endpoint_id, event_id).await? {
             if cur.status == DeliveryStatus::Pending && cur.recorded < n && cur.attempts_made == n {
                 let at = cur.claim_until_ms.max(now) + 1_000;
-                schedule(&d.svc, account_id, endpoint_id, event_id, n, at).await?;
+                schedule(d, account_id, endpoint_id, event_id, n, at).await?;
             }
         }
         return Ok(());
     }
-    store.faults.check("dispatch.after_claim")?;
+    d.faults.check("dispatch.after_claim")?;
     let trigger = if del.schedule_base > 0 && n == del.schedule_base + 1 {
         "redeliver"
     } else {
@@ -221,7 +194,7 @@ async fn attempt(
     };
     let event = match event {
         Some(e) => Some(e),
-        None => store.get_event(account_id, event_id).await?,
+        None => d.events.get(account_id, event_id).await?,
     };
     let failed_without_post = |why: &str| AttemptLog {
         n,
@@ -238,8 +211,8 @@ async fn attempt(
         } else {
             "the endpoint is disabled"
         };
-        store
-            .record_attempt(
+        d.deliveries
+            .record(
                 endpoint_id,
                 event_id,
                 &failed_without_post(why),
@@ -264,7 +237,7 @@ async fn attempt(
         ),
     ];
     let out = d
-        .client
+        .sender
         .post(&ep.url, &headers, event.body.clone().into_bytes())
         .await;
     let verdict = judge(n - del.schedule_base, out.result);
@@ -298,16 +271,17 @@ async fn attempt(
         error: out.error,
         trigger: trigger.to_string(),
     };
-    store.faults.check("dispatch.before_record")?;
-    if !store
-        .record_attempt(endpoint_id, event_id, &log, status, next_ms)
+    d.faults.check("dispatch.before_record")?;
+    if !d
+        .deliveries
+        .record(endpoint_id, event_id, &log, status, next_ms)
         .await?
     {
         return Ok(());
     }
     endpoint_health(d, &ep, verdict, now).await?;
     if let Some(at) = next_ms {
-        schedule(&d.svc, account_id, endpoint_id, event_id, n + 1, at).await?;
+        schedule(d, account_id, endpoint_id, event_id, n + 1, at).await?;
     }
     Ok(())
 }
@@ -315,20 +289,19 @@ async fn attempt(
 /// The endpoint's failure clock: started by a failure, stopped by a success; five days of
 /// nothing but failures, or one 410, disable it, and the account is told by an event.
 async fn endpoint_health(
-    d: &Dispatcher,
+    d: &Services,
     ep: &EndpointRecord,
     verdict: Verdict,
     now: i64,
 ) -> Result<(), PipelineError> {
-    let store = &d.svc.store;
     let (account_id, endpoint_id) = (ep.account_id.as_str(), ep.endpoint_id.as_str());
     let disable_for = match verdict {
         Verdict::Delivered => {
             if ep.failing_since_ms.is_some()
                 || ep.last_success_ms.is_none_or(|t| now - t > 3_600_000)
             {
-                store
-                    .mark_endpoint_healthy(account_id, endpoint_id, now)
+                d.endpoints
+                    .mark_healthy(account_id, endpoint_id, now)
                     .await?;
             }
             None
@@ -336,8 +309,8 @@ async fn endpoint_health(
         Verdict::Gone => Some("gone"),
         Verdict::Retry { .. } | Verdict::Failed => match ep.failing_since_ms {
             None => {
-                store
-                    .mark_endpoint_failing(account_id, endpoint_id, now)
+                d.endpoints
+                    .mark_failing(account_id, endpoint_id, now)
                     .await?;
                 None
             }
@@ -346,8 +319,9 @@ async fn endpoint_health(
         },
     };
     if let Some(reason) = disable_for {
-        let disabled = match store
-            .disable_endpoint(account_id, endpoint_id, reason, now)
+        let disabled = match d
+            .endpoints
+            .disable(account_id, endpoint_id, reason, now)
             .await?
         {
             Some(rec) => {
@@ -356,13 +330,14 @@ async fn endpoint_health(
             }
             // Disabled already, for this reason: a crash may have lost the notice. Its id is
             // derived from the disable time, so sending it again is deduplicated.
-            None => store
-                .get_endpoint(account_id, endpoint_id)
+            None => d
+                .endpoints
+                .get(account_id, endpoint_id)
                 .await?
                 .filter(|e| !e.enabled && e.disabled_reason.as_deref() == Some(reason)),
         };
         if let Some(rec) = disabled {
-            events::emit(&d.svc, &[events::endpoint_disabled(&rec)]).await?;
+            events::emit(d, &[events::endpoint_disabled(&rec)]).await?;
         }
     }
     Ok(())

@@ -4,19 +4,20 @@
 pub mod deliveries;
 pub mod dispatch;
 
-use super::accounts::json;
 use super::auth::Caller;
 use super::idempotency::{check_request_id, create_once, record, replay, Creation};
+use super::json;
 use super::views::EndpointView;
 use super::{ErrorCode, Page, Reply, ServiceError, Services};
-use crate::adapters::dynamo::{CommitError, Table};
-use crate::adapters::records::EndpointRecord;
-use crate::adapters::webhooks::EndpointPatch;
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::webhook::{
-    check_url, generate_secret, is_event_type, rotate, SigningSecret, UrlError, UrlPolicy,
+    check_url, is_event_type, rotate, secret_from, SigningSecret, UrlError, UrlPolicy,
 };
+use crate::ports::records::EndpointRecord;
+use crate::ports::store::{Change, CommitError, NewRecord};
+use crate::ports::time::random_bytes;
+use crate::ports::webhooks::EndpointPatch;
 use serde::Deserialize;
 
 /// Endpoints per account: each event fans out to all of them, so the number is bounded.
@@ -55,7 +56,7 @@ pub struct RotateSecret {
 
 fn policy(svc: &Services) -> UrlPolicy {
     UrlPolicy {
-        allow_private: svc.store.config().webhooks.allow_private,
+        allow_private: svc.settings.webhooks.allow_private,
     }
 }
 
@@ -71,7 +72,8 @@ async fn check_endpoint_url(svc: &Services, raw: &str) -> Result<String, Service
     })?;
     if !p.allow_private {
         if let Some(url::Host::Domain(host)) = url.host() {
-            crate::adapters::webhooks::check_public_name(host, url.port_or_known_default())
+            svc.sender
+                .check_public_name(host, url.port_or_known_default())
                 .await
                 .map_err(|why| {
                     ServiceError::reject(ErrorCode::WebhookUrlForbidden, format!("url: {why}"))
@@ -132,7 +134,7 @@ pub async fn create(
     check_event_types(&req.event_types)?;
     check_description(&req.description)?;
     let url = check_endpoint_url(svc, &req.url).await?;
-    if svc.store.list_endpoints(account_id).await?.len() >= MAX_ENDPOINTS {
+    if svc.endpoints.list(account_id).await?.len() >= MAX_ENDPOINTS {
         return Err(ServiceError::reject(
             ErrorCode::EndpointLimitReached,
             format!("an account can have at most {MAX_ENDPOINTS} webhook endpoints"),
@@ -149,10 +151,10 @@ pub async fn create(
             let event_types = req.event_types.clone();
             let description = req.description.clone();
             async move {
-                let secret = generate_secret();
+                let secret = secret_from(random_bytes(svc.random.as_ref()));
                 let rec = EndpointRecord {
                     account_id: account_id.clone(),
-                    endpoint_id: ids::generate("we", now),
+                    endpoint_id: svc.new_id("we"),
                     url,
                     description,
                     event_types,
@@ -177,7 +179,7 @@ pub async fn create(
                         replayed: false,
                     },
                     resource_id: rec.endpoint_id.clone(),
-                    creates: vec![svc.store.new_item(Table::WebhookEndpoints, &rec)?],
+                    creates: vec![NewRecord::Endpoint(rec)],
                 })
             }
         },
@@ -193,8 +195,8 @@ pub(crate) async fn find(
     if !ids::is_valid("we", endpoint_id) {
         return Err(ServiceError::not_found("webhook endpoint"));
     }
-    svc.store
-        .get_endpoint(account_id, endpoint_id)
+    svc.endpoints
+        .get(account_id, endpoint_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("webhook endpoint"))
 }
@@ -210,7 +212,7 @@ pub async fn get(
 
 pub async fn list(svc: &Services, account_id: &str) -> Result<Page<EndpointView>, ServiceError> {
     let now = svc.now_ms();
-    let recs = svc.store.list_endpoints(account_id).await?;
+    let recs = svc.endpoints.list(account_id).await?;
     Ok(Page {
         data: recs
             .iter()
@@ -246,8 +248,8 @@ pub async fn update(
     };
     let now = svc.now_ms();
     let rec = svc
-        .store
-        .patch_endpoint(account_id, endpoint_id, &patch, now)
+        .endpoints
+        .patch(account_id, endpoint_id, &patch, now)
         .await?
         .ok_or_else(|| ServiceError::not_found("webhook endpoint"))?;
     Ok(EndpointView::new(&rec, None, now))
@@ -259,7 +261,7 @@ pub async fn delete(
     endpoint_id: &str,
 ) -> Result<serde_json::Value, ServiceError> {
     find(svc, account_id, endpoint_id).await?;
-    svc.store.delete_endpoint(account_id, endpoint_id).await?;
+    svc.endpoints.delete(account_id, endpoint_id).await?;
     Ok(serde_json::json!({ "id": endpoint_id, "deleted": true }))
 }
 
@@ -282,7 +284,7 @@ pub async fn rotate_secret(
         }
         let rec = find(svc, account_id, endpoint_id).await?;
         let now = svc.now_ms();
-        let secret = generate_secret();
+        let secret = secret_from(random_bytes(svc.random.as_ref()));
         let secrets = rotate(&rec.secrets, secret.clone(), now);
         let mut after = rec.clone();
         after.secrets = secrets.clone();
@@ -302,10 +304,16 @@ pub async fn rotate_secret(
             endpoint_id,
             now,
         );
-        let update = svc.store.rotate_secrets_update(&rec, &secrets, now)?;
+        let change = Change::RotateSecrets {
+            account_id: rec.account_id.clone(),
+            endpoint_id: rec.endpoint_id.clone(),
+            version: rec.secrets_version,
+            secrets,
+            now_ms: now,
+        };
         match svc
-            .store
-            .update_and_create(update, vec![svc.store.new_item(Table::Requests, &req_rec)?])
+            .requests
+            .change_and_create(change, vec![NewRecord::Request(req_rec)])
             .await
         {
             Ok(()) => return Ok(reply),

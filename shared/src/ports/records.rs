@@ -1,4 +1,5 @@
-//! The items as stored. Field names are the DynamoDB attribute names.
+//! The stored state of each aggregate, as the ports exchange it. Field names are also the
+//! attribute names of the DynamoDB items (the adapter serialises these structs as they are).
 
 use crate::domain::account::{AccountStatus, Plan};
 use crate::domain::batch::{BatchCredits, BatchStatus, TaskCounts, TaskSpec, TaskStatus};
@@ -18,12 +19,12 @@ pub struct AccountRecord {
     pub max_concurrency: u32,
     pub min_batch_size: u32,
     /// Spendable credits. Equals the sum of the account's ledger entries.
-    pub balance: i64,
+    pub balance: Credits,
     /// Credits pre-deducted by batches not yet settled.
-    pub held: i64,
-    pub lifetime_granted: i64,
-    pub lifetime_charged: i64,
-    pub lifetime_refunded: i64,
+    pub held: Credits,
+    pub lifetime_granted: Credits,
+    pub lifetime_charged: Credits,
+    pub lifetime_refunded: Credits,
     /// Sequence number of the newest ledger entry; every balance change conditions on it.
     pub ledger_seq: u64,
     pub last_entry_ms: i64,
@@ -33,7 +34,7 @@ pub struct AccountRecord {
     pub running: u32,
     /// Below this balance a `credits.low_balance` event goes out (None: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub low_balance_threshold: Option<i64>,
+    pub low_balance_threshold: Option<Credits>,
     /// The sweeper's last "running:counted" observation of a slot surplus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_audit: Option<String>,
@@ -42,7 +43,7 @@ pub struct AccountRecord {
 impl AccountRecord {
     pub fn book(&self) -> Book {
         Book {
-            balance: Credits(self.balance),
+            balance: self.balance,
             seq: self.ledger_seq,
             last_entry_ms: self.last_entry_ms,
         }
@@ -132,8 +133,8 @@ pub struct LedgerRecord {
     pub seq: u64,
     pub created_ms: i64,
     pub kind: EntryKind,
-    pub amount: i64,
-    pub balance_after: i64,
+    pub amount: Credits,
+    pub balance_after: Credits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,7 +161,7 @@ pub struct BatchRecord {
     pub request_id: String,
     pub status: BatchStatus,
     pub model: Model,
-    pub unit_price: i64,
+    pub unit_price: Credits,
     pub price_version: String,
     pub task_count: u32,
     pub counts: TaskCounts,
@@ -276,6 +277,24 @@ pub struct ShardRecord {
 }
 
 impl ShardRecord {
+    /// A shard of `size` tasks with nothing started or ended.
+    pub fn empty(batch_id: &str, shard: u32, size: u32) -> Self {
+        ShardRecord {
+            batch_id: batch_id.to_string(),
+            shard,
+            size,
+            started: Default::default(),
+            ended: Default::default(),
+            n_started: 0,
+            n_ended_unstarted: 0,
+            n_succeeded: 0,
+            n_failed: 0,
+            n_rejected: 0,
+            n_timed_out: 0,
+            n_cancelled: 0,
+        }
+    }
+
     pub fn counts(&self) -> crate::domain::task::ShardCounts {
         crate::domain::task::ShardCounts {
             size: self.size,

@@ -1,0 +1,483 @@
+//! Access tables: ApiKeys (`key_hash`; GSI `by_account`), RateLimits (`pk`: per-key windows
+//! `k#{key}#{minute}`, failed authentications `ip#{addr}#{minute}`, blocks `block#{addr}`)
+//! and EnterpriseApiUsage (`account_id`, `usage_id` = `{ms:013}#{id}`).
+
+use super::{applied, dynamo_err, from_item, n, num, s, to_item, updated, Dynamo, Item, Query};
+use crate::domain::access::{KeyMinute, WINDOW_MS};
+use crate::ports::access::{IpBlock, KeyPatch, UsageFilter};
+use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
+use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use std::collections::HashMap;
+
+fn key_window(key_id: &str, window_start: i64) -> String {
+    format!("k#{key_id}#{window_start}")
+}
+
+/// Window items outlive their minute a little: the next minute reads them as "previous".
+fn window_expiry(window_start: i64) -> i64 {
+    (window_start + 3 * WINDOW_MS) / 1_000
+}
+
+fn hash_key(key_hash: &str) -> Item {
+    HashMap::from([("key_hash".to_string(), s(key_hash))])
+}
+
+#[async_trait]
+impl Keys for Dynamo {
+    async fn get(&self, key_hash: &str) -> PortResult<Option<ApiKeyRecord>> {
+        Dynamo::get(self, &self.t.api_keys, hash_key(key_hash)).await
+    }
+
+    async fn put(&self, rec: &ApiKeyRecord) -> PortResult<()> {
+        self.ddb
+            .put_item()
+            .table_name(&self.t.api_keys)
+            .set_item(Some(to_item(rec)?))
+            .condition_expression("attribute_not_exists(key_hash)")
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn list(&self, account_id: &str) -> PortResult<Vec<ApiKeyRecord>> {
+        // A global index: eventually consistent by nature.
+        let q = Query::new(&self.t.api_keys, "account_id = :a")
+            .index("by_account", false)
+            .value(":a", s(account_id));
+        self.query_all(&q).await
+    }
+
+    async fn find(&self, account_id: &str, key_id: &str) -> PortResult<Option<ApiKeyRecord>> {
+        let q = Query::new(&self.t.api_keys, "account_id = :a AND key_id = :k")
+            .index("by_account", false)
+            .value(":a", s(account_id))
+            .value(":k", s(key_id));
+        let (items, _) = self.query_page(&q, None, None).await?;
+        // The index is eventually consistent: read the item itself for its current state.
+        match items.into_iter().next() {
+            Some(item) => {
+                let rec: ApiKeyRecord = from_item(item)?;
+                Keys::get(self, &rec.key_hash).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn patch(
+        &self,
+        key_hash: &str,
+        patch: &KeyPatch,
+        now_ms: i64,
+    ) -> PortResult<Option<ApiKeyRecord>> {
+        let mut set = vec!["updated_ms = :now".to_string()];
+        let mut remove = Vec::new();
+        let mut values = HashMap::from([(":now".to_string(), n(now_ms))]);
+        if let Some(name) = &patch.name {
+            set.push("#name = :name".into());
+            values.insert(":name".into(), s(name));
+        }
+        match patch.enabled {
+            Some(true) => {
+                set.push("enabled = :t".into());
+                values.insert(":t".into(), AttributeValue::Bool(true));
+                remove.push("disabled_reason");
+            }
+            Some(false) => {
+                set.push("enabled = :f".into());
+                set.push("disabled_reason = :manual".into());
+                values.insert(":f".into(), AttributeValue::Bool(false));
+                let by = if patch.by_operator {
+                    "operator"
+                } else {
+                    "manual"
+                };
+                values.insert(":manual".into(), s(by));
+            }
+            None => {}
+        }
+        let mut condition =
+            "attribute_exists(key_hash) AND attribute_not_exists(revoked_ms)".to_string();
+        if !patch.by_operator {
+            condition.push_str(
+                " AND (attribute_not_exists(disabled_reason) OR disabled_reason = :byuser)",
+            );
+            values.insert(":byuser".into(), s("manual"));
+        }
+        if let Some(limit) = patch.rate_limit_per_min {
+            set.push("rate_limit_per_min = :rl".into());
+            values.insert(":rl".into(), n(limit));
+        }
+        match &patch.ip_allowlist {
+            Some(list) if list.is_empty() => remove.push("ip_allowlist"),
+            Some(list) => {
+                set.push("ip_allowlist = :ips".into());
+                values.insert(
+                    ":ips".into(),
+                    AttributeValue::L(list.iter().map(s).collect()),
+                );
+            }
+            None => {}
+        }
+        let mut expr = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.api_keys)
+            .set_key(Some(hash_key(key_hash)))
+            .update_expression(expr)
+            .condition_expression(condition)
+            .set_expression_attribute_names(
+                patch
+                    .name
+                    .as_ref()
+                    .map(|_| HashMap::from([("#name".to_string(), "name".to_string())])),
+            )
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        updated(res)
+    }
+
+    async fn revoke(&self, key_hash: &str, now_ms: i64) -> PortResult<Option<ApiKeyRecord>> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.api_keys)
+            .set_key(Some(hash_key(key_hash)))
+            .update_expression("SET revoked_ms = :now, enabled = :f, updated_ms = :now")
+            .condition_expression("attribute_exists(key_hash) AND attribute_not_exists(revoked_ms)")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        updated(res)
+    }
+
+    async fn throttle(&self, key_hash: &str, t: &Throttle) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.api_keys)
+            .set_key(Some(hash_key(key_hash)))
+            .update_expression("SET throttle = :t")
+            .condition_expression(
+                "attribute_exists(key_hash) AND (attribute_not_exists(throttle) OR throttle.until_ms < :now)",
+            )
+            .expression_attribute_values(":t", AttributeValue::M(to_item(t)?))
+            .expression_attribute_values(":now", n(t.since_ms))
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
+
+    async fn lift_throttle(&self, key_hash: &str) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.api_keys)
+            .set_key(Some(hash_key(key_hash)))
+            .update_expression("REMOVE throttle")
+            .condition_expression("attribute_exists(throttle)")
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
+
+    async fn set_all_for_account(
+        &self,
+        account_id: &str,
+        enable: bool,
+        reason: &str,
+        now_ms: i64,
+    ) -> PortResult<usize> {
+        let keys = Keys::list(self, account_id)
+            .await?
+            .into_iter()
+            .map(|k| hash_key(&k.key_hash))
+            .collect();
+        let t = Toggle {
+            table: &self.t.api_keys,
+            enable_condition: "disabled_reason = :r AND attribute_not_exists(revoked_ms)",
+            enable: "SET enabled = :on, updated_ms = :now REMOVE disabled_reason",
+            disable: "SET enabled = :off, disabled_reason = :r, updated_ms = :now",
+        };
+        self.toggle_all(&t, keys, enable, reason, now_ms).await
+    }
+}
+
+/// How termination disables, and reinstatement re-enables, the items of one table (keys,
+/// webhook endpoints).
+pub(super) struct Toggle<'a> {
+    pub table: &'a str,
+    pub enable_condition: &'static str,
+    pub enable: &'static str,
+    pub disable: &'static str,
+}
+
+impl Dynamo {
+    /// Disables every enabled item (with `reason`) or re-enables those disabled for
+    /// `reason`; returns how many changed.
+    pub(super) async fn toggle_all(
+        &self,
+        t: &Toggle<'_>,
+        keys: Vec<Item>,
+        enable: bool,
+        reason: &str,
+        now_ms: i64,
+    ) -> PortResult<usize> {
+        let (condition, expr) = if enable {
+            (t.enable_condition, t.enable)
+        } else {
+            ("enabled = :on", t.disable)
+        };
+        let mut changed = 0;
+        for key in keys {
+            let mut u = self
+                .ddb
+                .update_item()
+                .table_name(t.table)
+                .set_key(Some(key))
+                .update_expression(expr)
+                .condition_expression(condition)
+                .expression_attribute_values(":on", AttributeValue::Bool(true))
+                .expression_attribute_values(":r", s(reason))
+                .expression_attribute_values(":now", n(now_ms));
+            if !enable {
+                u = u.expression_attribute_values(":off", AttributeValue::Bool(false));
+            }
+            if applied(u.send().await, "UpdateItem")? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+#[async_trait]
+impl RateWindows for Dynamo {
+    async fn admit(&self, key_id: &str, window_start: i64, cap: u64) -> PortResult<Option<u64>> {
+        if cap == 0 {
+            return Ok(None);
+        }
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(key_window(key_id, window_start)))
+            .update_expression("ADD n :one SET expires_at = :exp")
+            .condition_expression("attribute_not_exists(n) OR n < :cap")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":cap", n(cap))
+            .expression_attribute_values(":exp", n(window_expiry(window_start)))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(Some(out.attributes.map(|a| num(&a, "n")).unwrap_or(1))),
+            Err(e) if super::condition_failed(&e) => Ok(None),
+            Err(e) => Err(dynamo_err("UpdateItem", e)),
+        }
+    }
+
+    async fn count(&self, key_id: &str, window_start: i64) -> PortResult<u64> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(key_window(key_id, window_start)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        Ok(out.item.map(|i| num(&i, "n")).unwrap_or(0))
+    }
+
+    async fn count_errors(
+        &self,
+        key_id: &str,
+        window_start: i64,
+        client_error: bool,
+        payment_required: bool,
+    ) -> PortResult<KeyMinute> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(key_window(key_id, window_start)))
+            .update_expression("ADD ce :ce, pr :pr SET expires_at = :exp")
+            .expression_attribute_values(":ce", n(u8::from(client_error)))
+            .expression_attribute_values(":pr", n(u8::from(payment_required)))
+            .expression_attribute_values(":exp", n(window_expiry(window_start)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        let a = out.attributes.unwrap_or_default();
+        Ok(KeyMinute {
+            requests: num(&a, "n"),
+            client_errors: num(&a, "ce"),
+            payment_required: num(&a, "pr"),
+        })
+    }
+
+    async fn count_auth_failure(&self, ip: &str, window_start: i64) -> PortResult<u64> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(format!("ip#{ip}#{window_start}")))
+            .update_expression("ADD f :one SET expires_at = :exp")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":exp", n(window_expiry(window_start)))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        Ok(out.attributes.map(|a| num(&a, "f")).unwrap_or(1))
+    }
+
+    async fn block_ip(
+        &self,
+        ip: &str,
+        reason: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .put_item()
+            .table_name(&self.t.rate_limits)
+            .item("pk", s(format!("block#{ip}")))
+            .item("ip", s(ip))
+            .item("reason", s(reason))
+            .item("since_ms", n(now_ms))
+            .item("until_ms", n(until_ms))
+            .item("expires_at", n(until_ms / 1_000 + 60))
+            .condition_expression("attribute_not_exists(pk) OR until_ms < :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        applied(res, "PutItem")
+    }
+
+    async fn ip_block(&self, ip: &str, now_ms: i64) -> PortResult<Option<IpBlock>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(format!("block#{ip}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        Ok(out.item.and_then(|i| {
+            let until_ms = i64::try_from(num(&i, "until_ms")).unwrap_or(0);
+            let reason = match i.get("reason") {
+                Some(AttributeValue::S(r)) => r.clone(),
+                _ => String::new(),
+            };
+            (until_ms > now_ms).then_some(IpBlock { until_ms, reason })
+        }))
+    }
+
+    async fn unblock_ip(&self, ip: &str) -> PortResult<bool> {
+        let out = self
+            .ddb
+            .delete_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(format!("block#{ip}")))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DeleteItem", e))?;
+        Ok(out.attributes.is_some())
+    }
+}
+
+fn usage_range<'a>(table: &'a str, account_id: &str, range: TimeRange) -> Query<'a> {
+    Query::new(table, "account_id = :a AND usage_id BETWEEN :lo AND :hi")
+        .value(":a", s(account_id))
+        .value(":lo", s(format!("{:013}", range.from_ms.max(0))))
+        .value(
+            ":hi",
+            s(format!("{:013}~", range.to_ms.clamp(0, 9_999_999_999_999))),
+        )
+}
+
+#[async_trait]
+impl Usage for Dynamo {
+    async fn put(&self, rec: &UsageRecord) -> PortResult<()> {
+        let res = self
+            .ddb
+            .put_item()
+            .table_name(&self.t.api_usage)
+            .set_item(Some(to_item(rec)?))
+            .condition_expression("attribute_not_exists(usage_id) OR kind = :anomaly")
+            .expression_attribute_values(":anomaly", s("anomaly"))
+            .send()
+            .await;
+        if !applied(res, "PutItem")? {
+            return Err(crate::ports::StoreError::Refused {
+                op: "PutItem",
+                detail: format!("usage record {} exists", rec.usage_id),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        account_id: &str,
+        range: TimeRange,
+        filter: &UsageFilter,
+        limit: usize,
+        before: Option<String>,
+    ) -> PortResult<Listed<UsageRecord>> {
+        let mut q = usage_range(&self.t.api_usage, account_id, range).newest_first();
+        let mut clauses = Vec::new();
+        if let Some(k) = &filter.key_id {
+            clauses.push("key_id = :fk");
+            q = q.value(":fk", s(k));
+        }
+        if let Some(r) = &filter.route {
+            clauses.push("#route = :fr");
+            q = q.name("#route", "route").value(":fr", s(r));
+        }
+        if let Some(st) = filter.status {
+            clauses.push("#status = :fs");
+            q = q.name("#status", "status").value(":fs", n(st));
+        }
+        if let Some(k) = &filter.kind {
+            clauses.push("#kind = :fd");
+            q = q.name("#kind", "kind").value(":fd", s(k));
+        }
+        if !clauses.is_empty() {
+            q = q.filter(clauses.join(" AND "));
+        }
+        let start = before.map(|b| {
+            HashMap::from([
+                ("account_id".to_string(), s(account_id)),
+                ("usage_id".to_string(), s(b)),
+            ])
+        });
+        self.query_list(&q, limit, start).await
+    }
+
+    async fn page(
+        &self,
+        account_id: &str,
+        range: TimeRange,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<UsageRecord>> {
+        let q = usage_range(&self.t.api_usage, account_id, range);
+        self.query_slice(&q, after).await
+    }
+}

@@ -1,0 +1,497 @@
+//! The DynamoDB adapters: one file per table family, each implementing its ports; this file
+//! holds what they share (item conversion, conditional-write outcomes, the one paged query,
+//! transactions). The tables themselves are in `template.yaml` and docs/ARCHITECTURE.md.
+
+mod access;
+mod accounts;
+mod batches;
+mod exports;
+mod money;
+mod requests;
+mod tasks;
+mod webhooks;
+
+use crate::config::Tables;
+use crate::ports::records::{
+    AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, ExportRecord, FileRecord,
+    RequestRecord,
+};
+use crate::ports::store::{Change, CommitError, NewRecord};
+use crate::ports::{PageToken, PortResult, Slice, StoreError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Every DynamoDB-backed port. Cheap to clone (the client is a handle).
+#[derive(Clone)]
+pub struct Dynamo {
+    ddb: Client,
+    t: Arc<Tables>,
+    /// Backoff of unprocessed batch items goes through the clock and randomness ports.
+    clock: Arc<dyn crate::ports::Clock>,
+    random: Arc<dyn crate::ports::Random>,
+}
+
+impl Dynamo {
+    pub fn new(
+        ddb: Client,
+        tables: Tables,
+        clock: Arc<dyn crate::ports::Clock>,
+        random: Arc<dyn crate::ports::Random>,
+    ) -> Self {
+        Dynamo {
+            ddb,
+            t: Arc::new(tables),
+            clock,
+            random,
+        }
+    }
+
+    /// A consistent `GetItem`.
+    async fn get<T: DeserializeOwned>(&self, table: &str, key: Item) -> PortResult<Option<T>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        out.item.map(from_item).transpose()
+    }
+
+    /// Sends a transaction; a failed condition on item `i >= first_create` is
+    /// `Duplicate(i - first_create)`, any other failed condition or conflict is `Stale`.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        first_create: usize,
+    ) -> Result<(), CommitError> {
+        let result = self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(tc)) =
+            err.as_service_error()
+        {
+            for (i, r) in tc.cancellation_reasons().iter().enumerate() {
+                match r.code() {
+                    Some("ConditionalCheckFailed") if i >= first_create => {
+                        return Err(CommitError::Duplicate(i - first_create))
+                    }
+                    Some("ConditionalCheckFailed") | Some("TransactionConflict") => {
+                        return Err(CommitError::Stale)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if err.as_service_error().and_then(|e| e.code()) == Some("TransactionConflictException") {
+            return Err(CommitError::Stale);
+        }
+        Err(CommitError::Store(dynamo_err("TransactWriteItems", err)))
+    }
+
+    /// A record a transaction creates, with its `attribute_not_exists` condition.
+    fn put_new(&self, r: &NewRecord) -> PortResult<TransactWriteItem> {
+        let (table, item, key_attr) = match r {
+            NewRecord::Account(a) => (&self.t.accounts, to_item::<AccountRecord>(a)?, "account_id"),
+            NewRecord::Batch(b) => (&self.t.batches, to_item::<BatchRecord>(b)?, "account_id"),
+            NewRecord::Request(q) => (&self.t.requests, to_item::<RequestRecord>(q)?, "account_id"),
+            NewRecord::File(f) => (&self.t.files, to_item::<FileRecord>(f)?, "account_id"),
+            NewRecord::Endpoint(e) => (
+                &self.t.webhook_endpoints,
+                to_item::<EndpointRecord>(e)?,
+                "account_id",
+            ),
+            NewRecord::Export(x) => (&self.t.exports, to_item::<ExportRecord>(x)?, "account_id"),
+            NewRecord::ApiKey(k) => (&self.t.api_keys, to_item::<ApiKeyRecord>(k)?, "key_hash"),
+        };
+        put_new_item(table, item, key_attr)
+    }
+
+    /// A conditional change inside a transaction.
+    fn change(&self, c: &Change) -> PortResult<TransactWriteItem> {
+        let update = match c {
+            Change::EndMark(m) => self.end_mark_update(m)?,
+            Change::BatchRefund {
+                account_id,
+                batch_id,
+                amount,
+            } => build(
+                Update::builder()
+                    .table_name(&self.t.batches)
+                    .key("account_id", s(account_id))
+                    .key("batch_id", s(batch_id))
+                    .update_expression("SET credits.refunded = credits.refunded + :a")
+                    .condition_expression("attribute_exists(batch_id)")
+                    .expression_attribute_values(":a", n(amount.value())),
+            )?,
+            Change::RotateSecrets {
+                account_id,
+                endpoint_id,
+                version,
+                secrets,
+                now_ms,
+            } => {
+                let list = secrets
+                    .iter()
+                    .map(|sec| to_item(sec).map(AttributeValue::M))
+                    .collect::<Result<Vec<_>, _>>()?;
+                build(
+                    Update::builder()
+                        .table_name(&self.t.webhook_endpoints)
+                        .key("account_id", s(account_id))
+                        .key("endpoint_id", s(endpoint_id))
+                        .update_expression(
+                            "SET secrets = :s, secrets_version = :next, updated_ms = :now",
+                        )
+                        .condition_expression("secrets_version = :v")
+                        .expression_attribute_values(":s", AttributeValue::L(list))
+                        .expression_attribute_values(":v", n(version))
+                        .expression_attribute_values(":next", n(version + 1))
+                        .expression_attribute_values(":now", n(now_ms)),
+                )?
+            }
+        };
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Unconditional puts, 25 per `BatchWriteItem`, retrying what DynamoDB leaves
+    /// unprocessed with backoff. For records whose key and content are fixed (idempotent).
+    async fn batch_put(&self, table: &str, items: Vec<Item>) -> PortResult<()> {
+        for chunk in items.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map_err(|e| build_err("PutRequest", e))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<PortResult<Vec<_>>>()?;
+            let mut attempt = 0u32;
+            while !requests.is_empty() {
+                let out = self
+                    .ddb
+                    .batch_write_item()
+                    .request_items(table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchWriteItem", e))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(table))
+                    .unwrap_or_default();
+                if !requests.is_empty() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError::Dynamo {
+                            op: "BatchWriteItem",
+                            detail: "unprocessed items after 8 retries".into(),
+                        });
+                    }
+                    self.backoff(attempt).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        let ms = crate::ports::time::backoff_ms(self.random.as_ref(), attempt);
+        self.clock.sleep_ms(ms).await;
+    }
+
+    /// One page of a query; `start` resumes where the last page ended.
+    async fn query_page(
+        &self,
+        q: &Query<'_>,
+        limit: Option<usize>,
+        start: Option<Item>,
+    ) -> PortResult<(Vec<Item>, Option<Item>)> {
+        let mut req = self
+            .ddb
+            .query()
+            .table_name(q.table)
+            .set_index_name(q.index.map(str::to_string))
+            .key_condition_expression(q.key)
+            .scan_index_forward(q.forward)
+            .consistent_read(q.consistent)
+            .set_limit(limit.map(|l| i32::try_from(l).unwrap_or(i32::MAX)))
+            .set_exclusive_start_key(start);
+        for (k, v) in &q.values {
+            req = req.expression_attribute_values(*k, v.clone());
+        }
+        for (k, v) in &q.names {
+            req = req.expression_attribute_names(*k, *v);
+        }
+        if let Some(f) = &q.filter {
+            req = req.filter_expression(f);
+        }
+        let out = req.send().await.map_err(|e| dynamo_err("Query", e))?;
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
+    }
+
+    /// Every item the query matches (small sets: an account's keys, a batch's shards).
+    async fn query_all<T: DeserializeOwned>(&self, q: &Query<'_>) -> PortResult<Vec<T>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.query_page(q, None, start).await?;
+            for item in items {
+                out.push(from_item(item)?);
+            }
+            match next {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A list answer: up to `limit` items after filters, and whether more follow. A filter
+    /// can make pages come back short; at most [`MAX_PAGES_PER_CALL`] are read per answer
+    /// (then the client continues from the last item).
+    async fn query_list<T: DeserializeOwned>(
+        &self,
+        q: &Query<'_>,
+        limit: usize,
+        mut start: Option<Item>,
+    ) -> PortResult<(Vec<T>, bool)> {
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES_PER_CALL {
+            let (items, next) = self.query_page(q, Some(limit + 1), start.take()).await?;
+            for item in items {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(from_item(item)?);
+            }
+            match next {
+                Some(k) => start = Some(k),
+                None => return Ok((out, false)),
+            }
+        }
+        Ok((out, true))
+    }
+
+    /// One page of an oldest-first read, with an opaque token for the next.
+    async fn query_slice<T: DeserializeOwned>(
+        &self,
+        q: &Query<'_>,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<T>> {
+        let start = after.map(|t| decode_token(&t)).transpose()?;
+        let (items, next) = self.query_page(q, Some(PAGE_ITEMS), start).await?;
+        Ok(Slice {
+            items: items.into_iter().map(from_item).collect::<Result<_, _>>()?,
+            next: next.map(|k| encode_token(&k)).transpose()?,
+        })
+    }
+}
+
+/// Pages with a filter can come back short; this bounds how many we read for one answer.
+const MAX_PAGES_PER_CALL: usize = 20;
+/// Items per page of an oldest-first read.
+const PAGE_ITEMS: usize = 1_000;
+
+/// A query: its table or index, key condition and values, optional filter.
+struct Query<'a> {
+    table: &'a str,
+    index: Option<&'a str>,
+    key: &'a str,
+    values: Vec<(&'a str, AttributeValue)>,
+    names: Vec<(&'a str, &'a str)>,
+    filter: Option<String>,
+    forward: bool,
+    /// Tables and local indexes only; a global index is eventually consistent by nature.
+    consistent: bool,
+}
+
+impl<'a> Query<'a> {
+    fn new(table: &'a str, key: &'a str) -> Self {
+        Query {
+            table,
+            index: None,
+            key,
+            values: Vec::new(),
+            names: Vec::new(),
+            filter: None,
+            forward: true,
+            consistent: true,
+        }
+    }
+
+    fn index(mut self, index: &'a str, consistent: bool) -> Self {
+        self.index = Some(index);
+        self.consistent = consistent;
+        self
+    }
+
+    fn value(mut self, k: &'a str, v: AttributeValue) -> Self {
+        self.values.push((k, v));
+        self
+    }
+
+    fn name(mut self, k: &'a str, v: &'a str) -> Self {
+        self.names.push((k, v));
+        self
+    }
+
+    fn filter(mut self, f: impl Into<String>) -> Self {
+        self.filter = Some(f.into());
+        self
+    }
+
+    fn newest_first(mut self) -> Self {
+        self.forward = false;
+        self
+    }
+}
+
+/// A key as a page token: its attributes as JSON (strings and numbers only, as our keys are).
+fn encode_token(key: &Item) -> PortResult<PageToken> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in key {
+        let j = match v {
+            AttributeValue::S(s) => serde_json::json!({ "S": s }),
+            AttributeValue::N(n) => serde_json::json!({ "N": n }),
+            other => return Err(StoreError::Corrupt(format!("key attribute {k}: {other:?}"))),
+        };
+        m.insert(k.clone(), j);
+    }
+    Ok(PageToken(serde_json::Value::Object(m).to_string()))
+}
+
+fn decode_token(t: &PageToken) -> PortResult<Item> {
+    let bad = || StoreError::Corrupt("page token".into());
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&t.0).map_err(|_| bad())?;
+    v.into_iter()
+        .map(|(k, j)| {
+            let av = match (j.get("S"), j.get("N")) {
+                (Some(serde_json::Value::String(s)), None) => AttributeValue::S(s.clone()),
+                (None, Some(serde_json::Value::String(n))) => AttributeValue::N(n.clone()),
+                _ => return Err(bad()),
+            };
+            Ok((k, av))
+        })
+        .collect()
+}
+
+pub(crate) fn dynamo_err<E: ProvideErrorMetadata + std::fmt::Debug>(
+    op: &'static str,
+    e: SdkError<E>,
+) -> StoreError {
+    let detail = match e.as_service_error() {
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("")
+        ),
+        None => format!("{e:?}"),
+    };
+    StoreError::Dynamo { op, detail }
+}
+
+fn build_err(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Dynamo {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+fn build(u: aws_sdk_dynamodb::types::builders::UpdateBuilder) -> PortResult<Update> {
+    u.build().map_err(|e| build_err("Update", e))
+}
+
+/// True when a write was refused by its condition (not an error: the caller's answer).
+fn condition_failed<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// A conditional write's outcome: `true` if it applied, `false` if its condition failed.
+fn applied<T, E: ProvideErrorMetadata + std::fmt::Debug>(
+    res: Result<T, SdkError<E>>,
+    op: &'static str,
+) -> PortResult<bool> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(dynamo_err(op, e)),
+    }
+}
+
+/// A conditional `UpdateItem` with `ReturnValues`: the item as written, or `None` if the
+/// condition failed.
+fn updated<T: DeserializeOwned>(
+    res: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+) -> PortResult<Option<T>> {
+    match res {
+        Ok(out) => out.attributes.map(from_item).transpose(),
+        Err(e) if condition_failed(&e) => Ok(None),
+        Err(e) => Err(dynamo_err("UpdateItem", e)),
+    }
+}
+
+fn to_item<T: Serialize>(v: &T) -> PortResult<Item> {
+    serde_dynamo::to_item(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> PortResult<T> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A number attribute of an item (0 when absent).
+fn num(item: &Item, k: &str) -> u64 {
+    match item.get(k) {
+        Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The key of a record stored under its account: (`account_id`, `sort_attr`).
+fn account_key(sort_attr: &str, account_id: &str, sort: &str) -> Item {
+    HashMap::from([
+        ("account_id".to_string(), s(account_id)),
+        (sort_attr.to_string(), s(sort)),
+    ])
+}
+
+fn put_new_item(table: &str, item: Item, key_attr: &str) -> PortResult<TransactWriteItem> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(format!("attribute_not_exists({key_attr})"))
+        .build()
+        .map_err(|e| build_err("Put", e))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}

@@ -1,0 +1,211 @@
+//! The Tasks table (`batch_id`, `idx`) and the Progress table (`batch_id`, `shard`): a batch's
+//! task records and its progress shards with the exactly-once end marks.
+
+use super::{applied, build, dynamo_err, from_item, n, s, to_item, Dynamo, Item, Query};
+use crate::domain::batch::TaskStatus;
+use crate::domain::task::{shard_count, shard_len, shard_of, Outcome};
+use crate::ports::records::{ShardRecord, TaskRecord};
+use crate::ports::store::EndMark;
+use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, Tasks};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Update};
+use std::collections::HashMap;
+
+fn task_key(batch_id: &str, idx: u32) -> Item {
+    HashMap::from([
+        ("batch_id".to_string(), s(batch_id)),
+        ("idx".to_string(), n(idx)),
+    ])
+}
+
+fn shard_key(batch_id: &str, shard: u32) -> Item {
+    HashMap::from([
+        ("batch_id".to_string(), s(batch_id)),
+        ("shard".to_string(), n(shard)),
+    ])
+}
+
+/// Counter attribute of an outcome in a shard.
+fn counter(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "n_succeeded",
+        Outcome::Failed => "n_failed",
+        Outcome::Rejected => "n_rejected",
+        Outcome::TimedOut => "n_timed_out",
+        Outcome::Cancelled => "n_cancelled",
+    }
+}
+
+impl Dynamo {
+    /// The exactly-once end mark, as an update (alone, or in a refund's transaction).
+    pub(super) fn end_mark_update(&self, m: &EndMark) -> PortResult<Update> {
+        let mut expr = format!("SET ended.#i = :o ADD {} :one", counter(m.outcome));
+        if !m.was_started {
+            expr.push_str(", n_ended_unstarted :one");
+        }
+        let started_cond = if m.was_started {
+            "attribute_exists(started.#i)"
+        } else {
+            "attribute_not_exists(started.#i)"
+        };
+        build(
+            Update::builder()
+                .table_name(&self.t.progress)
+                .set_key(Some(shard_key(&m.batch_id, shard_of(m.idx))))
+                .update_expression(expr)
+                .condition_expression(format!(
+                    "attribute_exists(batch_id) AND attribute_not_exists(ended.#i) AND {started_cond}"
+                ))
+                .expression_attribute_names("#i", m.idx.to_string())
+                .expression_attribute_values(":o", s(m.outcome.as_str()))
+                .expression_attribute_values(":one", n(1)),
+        )
+    }
+}
+
+#[async_trait]
+impl Tasks for Dynamo {
+    async fn put_all(&self, tasks: &[TaskRecord]) -> PortResult<()> {
+        let items = tasks.iter().map(to_item).collect::<Result<Vec<_>, _>>()?;
+        self.batch_put(&self.t.tasks, items).await
+    }
+
+    async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>> {
+        Dynamo::get(self, &self.t.tasks, task_key(batch_id, idx)).await
+    }
+
+    async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>> {
+        let mut out = Vec::new();
+        for chunk in idxs.chunks(100) {
+            let keys: Vec<Item> = chunk.iter().map(|i| task_key(batch_id, *i)).collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| super::build_err("KeysAndAttributes", e))?,
+            );
+            let mut attempt = 0u32;
+            while let Some(ka) = pending.take() {
+                let resp = self
+                    .ddb
+                    .batch_get_item()
+                    .request_items(&self.t.tasks, ka)
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchGetItem", e))?;
+                for item in resp
+                    .responses
+                    .and_then(|mut r| r.remove(&self.t.tasks))
+                    .unwrap_or_default()
+                {
+                    out.push(from_item(item)?);
+                }
+                pending = resp
+                    .unprocessed_keys
+                    .and_then(|mut m| m.remove(&self.t.tasks));
+                if pending.is_some() {
+                    attempt += 1;
+                    self.backoff(attempt).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save(&self, task: &TaskRecord, expected: TaskStatus) -> PortResult<bool> {
+        let expected = serde_dynamo::to_attribute_value(expected)
+            .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+        let res = self
+            .ddb
+            .put_item()
+            .table_name(&self.t.tasks)
+            .set_item(Some(to_item(task)?))
+            .condition_expression("#st = :expected")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":expected", expected)
+            .send()
+            .await;
+        applied(res, "PutItem")
+    }
+
+    async fn list(
+        &self,
+        batch_id: &str,
+        limit: usize,
+        after_idx: Option<u32>,
+    ) -> PortResult<Listed<TaskRecord>> {
+        let q = Query::new(&self.t.tasks, "batch_id = :b").value(":b", s(batch_id));
+        let start = after_idx.map(|i| task_key(batch_id, i));
+        self.query_list(&q, limit, start).await
+    }
+
+    async fn page(
+        &self,
+        batch_id: &str,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<TaskRecord>> {
+        let q = Query::new(&self.t.tasks, "batch_id = :b").value(":b", s(batch_id));
+        self.query_slice(&q, after).await
+    }
+}
+
+#[async_trait]
+impl Progress for Dynamo {
+    async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
+        let items = (0..shard_count(total))
+            .map(|sh| {
+                let rec = ShardRecord::empty(batch_id, sh, shard_len(total, sh));
+                let mut item = to_item(&rec)?;
+                // Empty maps must exist so that `SET started.#i` has a parent.
+                item.insert("started".into(), AttributeValue::M(HashMap::new()));
+                item.insert("ended".into(), AttributeValue::M(HashMap::new()));
+                Ok(item)
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        self.batch_put(&self.t.progress, items).await
+    }
+
+    async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>> {
+        let q = Query::new(&self.t.progress, "batch_id = :b").value(":b", s(batch_id));
+        self.query_all(&q).await
+    }
+
+    async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>> {
+        Dynamo::get(self, &self.t.progress, shard_key(batch_id, shard)).await
+    }
+
+    async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.progress)
+            .set_key(Some(shard_key(batch_id, shard_of(idx))))
+            .update_expression("SET started.#i = :one ADD n_started :one")
+            .condition_expression(
+                "attribute_exists(batch_id) AND attribute_not_exists(started.#i) \
+                 AND attribute_not_exists(ended.#i)",
+            )
+            .expression_attribute_names("#i", idx.to_string())
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
+
+    async fn end_mark(&self, m: &EndMark) -> PortResult<bool> {
+        let u = self.end_mark_update(m)?;
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(u.table_name())
+            .set_key(Some(u.key().clone()))
+            .update_expression(u.update_expression())
+            .set_condition_expression(u.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(u.expression_attribute_names().cloned())
+            .set_expression_attribute_values(u.expression_attribute_values().cloned())
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
+}

@@ -1,0 +1,43 @@
+//! The one SQS batch loop of the SQS-triggered functions (task worker, settlement, webhook
+//! dispatch, export): decode each message at the edge, run the use case on every message of
+//! the invocation concurrently, and report the failures back (partial batch response), so
+//! only they come back after their visibility timeout.
+//!
+//! A body that does not decode is reported as failed too: it will never succeed, so after
+//! the queue's `maxReceiveCount` it lands in the dead-letter queue, whose alarm tells an
+//! operator; dropping it here would hide it.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures_util::future::join_all;
+use serde::de::DeserializeOwned;
+use std::fmt::Display;
+use std::future::Future;
+
+pub async fn sqs_batch<M, E, F, Fut>(queue: &str, event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    M: DeserializeOwned,
+    E: Display,
+    F: Fn(M) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let handle = &handle;
+    let results = join_all(event.records.into_iter().map(|m| async move {
+        let id = m.message_id.clone().unwrap_or_default();
+        let result = match serde_json::from_str::<M>(m.body.as_deref().unwrap_or("")) {
+            Ok(msg) => handle(msg).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("malformed message: {e}")),
+        };
+        (id, result)
+    }))
+    .await;
+    let mut resp = SqsBatchResponse::default();
+    for (id, result) in results {
+        if let Err(error) = result {
+            tracing::warn!(queue, message_id = %id, %error, "message failed; it will be retried");
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            resp.batch_item_failures.push(f);
+        }
+    }
+    resp
+}

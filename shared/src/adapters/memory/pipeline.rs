@@ -1,0 +1,251 @@
+//! Batches, task records and progress shards, in memory.
+
+use super::{listed, partition, slice, Memory};
+use crate::domain::batch::{BatchStatus, TaskStatus};
+use crate::domain::task::{shard_count, shard_len, shard_of};
+use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
+use crate::ports::store::EndMark;
+use crate::ports::{Batches, Listed, PageToken, PortResult, Progress, Slice, Tasks};
+use async_trait::async_trait;
+
+fn bkey(account_id: &str, batch_id: &str) -> (String, String) {
+    (account_id.to_string(), batch_id.to_string())
+}
+
+#[async_trait]
+impl Batches for Memory {
+    async fn get(&self, account_id: &str, batch_id: &str) -> PortResult<Option<BatchRecord>> {
+        Ok(self
+            .lock()
+            .batches
+            .get(&bkey(account_id, batch_id))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        account_id: &str,
+        status: Option<BatchStatus>,
+        limit: usize,
+        before: Option<String>,
+    ) -> PortResult<Listed<BatchRecord>> {
+        let st = self.lock();
+        let items = st
+            .batches
+            .range(partition(account_id))
+            .filter(|(k, _)| before.as_ref().is_none_or(|b| &k.1 < b))
+            .rev()
+            .map(|(_, b)| (status.is_none_or(|s| b.status == s), b.clone()));
+        let out = listed(items, limit);
+        Ok(out)
+    }
+
+    async fn page(
+        &self,
+        account_id: &str,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<BatchRecord>> {
+        let st = self.lock();
+        let items = st
+            .batches
+            .range(partition(account_id))
+            .map(|(k, b)| (k.1.clone(), b.clone()));
+        slice(items, after)
+    }
+
+    async fn mark_queued(&self, account_id: &str, batch_id: &str) -> PortResult<()> {
+        let mut st = self.lock();
+        let k = bkey(account_id, batch_id);
+        if st
+            .batches
+            .get(&k)
+            .is_some_and(|b| b.status == BatchStatus::Accepted)
+        {
+            st.batches.update(&k, |b| b.status = BatchStatus::Queued);
+        }
+        Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<bool> {
+        let mut st = self.lock();
+        let k = bkey(account_id, batch_id);
+        let free = st
+            .batches
+            .get(&k)
+            .is_some_and(|b| b.status == BatchStatus::Accepted && b.lease_until_ms < now_ms);
+        if free {
+            st.batches.update(&k, |b| b.lease_until_ms = until_ms);
+        }
+        Ok(free)
+    }
+
+    async fn advance_dispatch(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        from: u32,
+        to: u32,
+    ) -> PortResult<bool> {
+        let mut st = self.lock();
+        let k = bkey(account_id, batch_id);
+        if st.batches.get(&k).is_none_or(|b| b.next_dispatch != from) {
+            return Ok(false);
+        }
+        st.batches.update(&k, |b| b.next_dispatch = to);
+        Ok(true)
+    }
+
+    async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()> {
+        self.lock()
+            .batches
+            .update(&bkey(account_id, batch_id), |b| b.last_progress_ms = now_ms);
+        Ok(())
+    }
+
+    async fn request_cancel(&self, account_id: &str, batch_id: &str) -> PortResult<bool> {
+        let mut st = self.lock();
+        let k = bkey(account_id, batch_id);
+        if st
+            .batches
+            .get(&k)
+            .is_none_or(|b| b.status == BatchStatus::Completed)
+        {
+            return Ok(false);
+        }
+        st.batches.update(&k, |b| b.cancel_requested = true);
+        Ok(true)
+    }
+
+    async fn open(&self) -> PortResult<Vec<(String, String)>> {
+        // A global index: eventually consistent.
+        let view = self.lock().batches.view(self.stale());
+        Ok(view
+            .into_iter()
+            .filter(|(_, b)| b.open_shard.is_some())
+            .map(|(k, _)| k)
+            .collect())
+    }
+}
+
+fn tkey(batch_id: &str, idx: u32) -> (String, u32) {
+    (batch_id.to_string(), idx)
+}
+
+#[async_trait]
+impl Tasks for Memory {
+    async fn put_all(&self, tasks: &[TaskRecord]) -> PortResult<()> {
+        let mut st = self.lock();
+        for t in tasks {
+            st.tasks.put(tkey(&t.batch_id, t.idx), t.clone());
+        }
+        Ok(())
+    }
+
+    async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>> {
+        Ok(self.lock().tasks.get(&tkey(batch_id, idx)).cloned())
+    }
+
+    async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>> {
+        let st = self.lock();
+        Ok(idxs
+            .iter()
+            .filter_map(|i| st.tasks.get(&tkey(batch_id, *i)).cloned())
+            .collect())
+    }
+
+    async fn save(&self, task: &TaskRecord, expected: TaskStatus) -> PortResult<bool> {
+        let mut st = self.lock();
+        let k = tkey(&task.batch_id, task.idx);
+        if st.tasks.get(&k).is_none_or(|t| t.status != expected) {
+            return Ok(false);
+        }
+        st.tasks.put(k, task.clone());
+        Ok(true)
+    }
+
+    async fn list(
+        &self,
+        batch_id: &str,
+        limit: usize,
+        after_idx: Option<u32>,
+    ) -> PortResult<Listed<TaskRecord>> {
+        let st = self.lock();
+        let from = after_idx.map_or(0, |i| i.saturating_add(1));
+        let items = st
+            .tasks
+            .range(tkey(batch_id, from)..=tkey(batch_id, u32::MAX))
+            .filter(|_| after_idx != Some(u32::MAX))
+            .map(|(_, t)| (true, t.clone()));
+        Ok(listed(items, limit))
+    }
+
+    async fn page(
+        &self,
+        batch_id: &str,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<TaskRecord>> {
+        let st = self.lock();
+        let items = st
+            .tasks
+            .range(tkey(batch_id, 0)..=tkey(batch_id, u32::MAX))
+            .map(|(k, t)| (k.1, t.clone()));
+        slice(items, after)
+    }
+}
+
+#[async_trait]
+impl Progress for Memory {
+    async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
+        let mut st = self.lock();
+        for sh in 0..shard_count(total) {
+            let rec = ShardRecord::empty(batch_id, sh, shard_len(total, sh));
+            st.progress.put(tkey(batch_id, sh), rec);
+        }
+        Ok(())
+    }
+
+    async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>> {
+        let st = self.lock();
+        Ok(st
+            .progress
+            .range(tkey(batch_id, 0)..=tkey(batch_id, u32::MAX))
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>> {
+        Ok(self.lock().progress.get(&tkey(batch_id, shard)).cloned())
+    }
+
+    async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool> {
+        let mut st = self.lock();
+        let k = tkey(batch_id, shard_of(idx));
+        let key = idx.to_string();
+        let fresh = st
+            .progress
+            .get(&k)
+            .is_some_and(|s| !s.started.contains_key(&key) && !s.ended.contains_key(&key));
+        if fresh {
+            st.progress.update(&k, |s| {
+                s.started.insert(key, 1);
+                s.n_started += 1;
+            });
+        }
+        Ok(fresh)
+    }
+
+    async fn end_mark(&self, m: &EndMark) -> PortResult<bool> {
+        let mut st = self.lock();
+        if !st.end_mark_holds(m)? {
+            return Ok(false);
+        }
+        st.apply_end_mark(m);
+        Ok(true)
+    }
+}

@@ -1,0 +1,135 @@
+//! Access: API keys, rate-limit windows and address blocks, and the usage log
+//! (`enterprise_api_usage`). All of it is shared across Lambda instances.
+
+use super::records::{ApiKeyRecord, Throttle, UsageRecord};
+use super::{Listed, PageToken, PortResult, Slice, TimeRange};
+use crate::domain::access::KeyMinute;
+use async_trait::async_trait;
+
+/// A change to a key; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub rate_limit_per_min: Option<u32>,
+    /// `Some(empty)` removes the allowlist.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// An operator's change: a key an operator disabled only an operator enables again.
+    pub by_operator: bool,
+}
+
+#[async_trait]
+pub trait Keys: Send + Sync {
+    /// By the SHA-256 of the secret, strongly consistent (a disabled key stops at once).
+    async fn get(&self, key_hash: &str) -> PortResult<Option<ApiKeyRecord>>;
+    /// Creates a key (its hash must be new).
+    async fn put(&self, rec: &ApiKeyRecord) -> PortResult<()>;
+    /// All of an account's keys, through an index: eventually consistent.
+    async fn list(&self, account_id: &str) -> PortResult<Vec<ApiKeyRecord>>;
+    /// One key of an account by its id, in its current state; `None` for another account's
+    /// key or none at all.
+    async fn find(&self, account_id: &str, key_id: &str) -> PortResult<Option<ApiKeyRecord>>;
+    /// Applies a change to a key that is not revoked (and, for a customer's change, not
+    /// disabled by an operator or by termination); `None` if refused or gone.
+    async fn patch(
+        &self,
+        key_hash: &str,
+        patch: &KeyPatch,
+        now_ms: i64,
+    ) -> PortResult<Option<ApiKeyRecord>>;
+    /// Revokes for good; `None` if it was revoked already or is gone.
+    async fn revoke(&self, key_hash: &str, now_ms: i64) -> PortResult<Option<ApiKeyRecord>>;
+    /// Throttles a key unless a throttle is in force at `t.since_ms`; true when this did it.
+    async fn throttle(&self, key_hash: &str, t: &Throttle) -> PortResult<bool>;
+    async fn lift_throttle(&self, key_hash: &str) -> PortResult<bool>;
+    /// Termination and reinstatement: disables the account's enabled keys with `reason`, or
+    /// re-enables the (unrevoked) ones disabled for `reason`. Returns how many changed.
+    async fn set_all_for_account(
+        &self,
+        account_id: &str,
+        enable: bool,
+        reason: &str,
+        now_ms: i64,
+    ) -> PortResult<usize>;
+}
+
+/// An address block in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpBlock {
+    pub until_ms: i64,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait RateWindows: Send + Sync {
+    /// Admits one request into a key's window if its count is below `cap`: the count with
+    /// this request, or `None` (refused, nothing counted).
+    async fn admit(&self, key_id: &str, window_start: i64, cap: u64) -> PortResult<Option<u64>>;
+    /// Requests admitted in one of a key's windows.
+    async fn count(&self, key_id: &str, window_start: i64) -> PortResult<u64>;
+    /// Counts an answered request's error class; returns the minute so far.
+    async fn count_errors(
+        &self,
+        key_id: &str,
+        window_start: i64,
+        client_error: bool,
+        payment_required: bool,
+    ) -> PortResult<KeyMinute>;
+    /// Counts a failed authentication from `ip`; returns the count in the window.
+    async fn count_auth_failure(&self, ip: &str, window_start: i64) -> PortResult<u64>;
+    /// Blocks an address until `until_ms` unless a block is in force; true when this did it.
+    async fn block_ip(
+        &self,
+        ip: &str,
+        reason: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<bool>;
+    /// The block in force on an address at `now_ms`.
+    async fn ip_block(&self, ip: &str, now_ms: i64) -> PortResult<Option<IpBlock>>;
+    /// Lifts a block; true if there was one.
+    async fn unblock_ip(&self, ip: &str) -> PortResult<bool>;
+}
+
+/// Filters of the usage log; `None` matches anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub key_id: Option<String>,
+    pub route: Option<String>,
+    pub status: Option<u16>,
+    pub kind: Option<String>,
+}
+
+impl UsageFilter {
+    pub fn matches(&self, u: &UsageRecord) -> bool {
+        self.key_id
+            .as_ref()
+            .is_none_or(|k| u.key_id.as_ref() == Some(k))
+            && self.route.as_ref().is_none_or(|r| &u.route == r)
+            && self.status.is_none_or(|s| u.status == s)
+            && self.kind.as_ref().is_none_or(|k| &u.kind == k)
+    }
+}
+
+#[async_trait]
+pub trait Usage: Send + Sync {
+    /// One call (or anomaly action). A request record is written once; an anomaly record
+    /// may be written again (its id is derived from what happened).
+    async fn put(&self, rec: &UsageRecord) -> PortResult<()>;
+    /// An account's records at times within `range`, newest first, after filters.
+    async fn list(
+        &self,
+        account_id: &str,
+        range: TimeRange,
+        filter: &UsageFilter,
+        limit: usize,
+        before: Option<String>,
+    ) -> PortResult<Listed<UsageRecord>>;
+    /// Oldest first, a page at a time; eventually consistent.
+    async fn page(
+        &self,
+        account_id: &str,
+        range: TimeRange,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<UsageRecord>>;
+}

@@ -1,0 +1,199 @@
+//! Ports: the small async traits the use cases talk to, one per aggregate of the contract
+//! (money movements, the ledger, batches, tasks, keys, webhooks, ...), plus the queue, blob
+//! storage, the clock, randomness and the video providers.
+//!
+//! Every port has two implementations: a DynamoDB / SQS / S3 / HTTP adapter
+//! (`adapters::dynamo`, `adapters::sqs`, ...) and an in-memory twin (`adapters::memory`) with
+//! the same semantics, held together by one contract test suite (`tests/src/contract`). The
+//! service layer names nothing but these traits and the domain: no SDK type, no item map, no
+//! table, index or expression string.
+//!
+//! What the ports exchange are the records in [`records`] (the stored state of each
+//! aggregate) and a few request types defined beside each trait.
+
+pub mod access;
+pub mod blobs;
+pub mod pipeline;
+pub mod provider;
+pub mod queue;
+pub mod records;
+pub mod store;
+pub mod time;
+pub mod webhooks;
+
+pub use access::{Keys, RateWindows, Usage};
+pub use blobs::Blobs;
+pub use pipeline::{Batches, Progress, Tasks};
+pub use provider::Provider;
+pub use queue::Queue;
+pub use store::{Accounts, Exports, Files, Ledger, Models, Money, Requests};
+pub use time::{Clock, Random};
+pub use webhooks::{Deliveries, Endpoints, Events, WebhookSender};
+
+use std::sync::Arc;
+
+/// A failure of the infrastructure behind a port (not a refusal: those are return values).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {op}: {detail}")]
+    Dynamo { op: &'static str, detail: String },
+    #[error("S3 {op}: {detail}")]
+    S3 { op: &'static str, detail: String },
+    #[error("SQS {op}: {detail}")]
+    Sqs { op: &'static str, detail: String },
+    /// A write whose condition the caller treats as an invariant (not as an answer) failed.
+    #[error("{op} refused: {detail}")]
+    Refused { op: &'static str, detail: String },
+    #[error("stored record is malformed: {0}")]
+    Corrupt(String),
+    #[error("injected fault at {0}")]
+    Injected(&'static str),
+}
+
+pub type PortResult<T> = Result<T, StoreError>;
+
+/// Where an oldest-first read resumes; opaque to everyone but the adapter that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageToken(pub String);
+
+/// One page of an oldest-first read and where the next one starts (`None`: that was all).
+#[derive(Debug)]
+pub struct Slice<T> {
+    pub items: Vec<T>,
+    pub next: Option<PageToken>,
+}
+
+/// A newest-first list answer: the items, and whether more follow the last one.
+pub type Listed<T> = (Vec<T>, bool);
+
+/// Inclusive time range in epoch milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl TimeRange {
+    pub const ALL: TimeRange = TimeRange {
+        from_ms: 0,
+        to_ms: i64::MAX,
+    };
+
+    pub fn contains(&self, ms: i64) -> bool {
+        (self.from_ms..=self.to_ms).contains(&ms)
+    }
+}
+
+type Hook = Arc<dyn Fn(&'static str) -> bool + Send + Sync>;
+
+/// Fault injection: named points between the writes of a multi-write operation. Production
+/// runs with no hook; tests and the simulator set one to prove that a crash at any point
+/// loses nothing.
+#[derive(Clone, Default)]
+pub struct Faults(Option<Hook>);
+
+impl Faults {
+    pub fn none() -> Self {
+        Faults(None)
+    }
+
+    /// `hook(point)` returning true makes the operation fail at that point.
+    pub fn new(hook: impl Fn(&'static str) -> bool + Send + Sync + 'static) -> Self {
+        Faults(Some(Arc::new(hook)))
+    }
+
+    pub fn check(&self, point: &'static str) -> PortResult<()> {
+        match &self.0 {
+            Some(hook) if hook(point) => Err(StoreError::Injected(point)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One implementation of every port, and the settings the use cases read: what a use case
+/// needs. `service::Services` shares one of these between all requests of a process.
+#[derive(Clone)]
+pub struct Ports {
+    pub accounts: Arc<dyn Accounts>,
+    pub money: Arc<dyn Money>,
+    pub ledger: Arc<dyn Ledger>,
+    pub batches: Arc<dyn Batches>,
+    pub tasks: Arc<dyn Tasks>,
+    pub progress: Arc<dyn Progress>,
+    pub requests: Arc<dyn Requests>,
+    pub files: Arc<dyn Files>,
+    pub models: Arc<dyn Models>,
+    pub keys: Arc<dyn Keys>,
+    pub rates: Arc<dyn RateWindows>,
+    pub usage: Arc<dyn Usage>,
+    pub endpoints: Arc<dyn Endpoints>,
+    pub events: Arc<dyn Events>,
+    pub deliveries: Arc<dyn Deliveries>,
+    pub exports: Arc<dyn Exports>,
+    pub queue: Arc<dyn Queue>,
+    pub blobs: Arc<dyn Blobs>,
+    pub sender: Arc<dyn WebhookSender>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+    pub faults: Faults,
+    pub settings: crate::config::Settings,
+}
+
+impl Ports {
+    /// Every storage port served by one value that implements them all (an adapter family).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_store<S>(
+        store: Arc<S>,
+        queue: Arc<dyn Queue>,
+        blobs: Arc<dyn Blobs>,
+        sender: Arc<dyn WebhookSender>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        settings: crate::config::Settings,
+    ) -> Self
+    where
+        S: Accounts
+            + Money
+            + Ledger
+            + Batches
+            + Tasks
+            + Progress
+            + Requests
+            + Files
+            + Models
+            + Keys
+            + RateWindows
+            + Usage
+            + Endpoints
+            + Events
+            + Deliveries
+            + Exports
+            + 'static,
+    {
+        Ports {
+            accounts: store.clone(),
+            money: store.clone(),
+            ledger: store.clone(),
+            batches: store.clone(),
+            tasks: store.clone(),
+            progress: store.clone(),
+            requests: store.clone(),
+            files: store.clone(),
+            models: store.clone(),
+            keys: store.clone(),
+            rates: store.clone(),
+            usage: store.clone(),
+            endpoints: store.clone(),
+            events: store.clone(),
+            deliveries: store.clone(),
+            exports: store,
+            queue,
+            blobs,
+            sender,
+            clock,
+            random,
+            faults: Faults::none(),
+            settings,
+        }
+    }
+}

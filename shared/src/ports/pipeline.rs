@@ -1,0 +1,88 @@
+//! The task pipeline's state: batches, their task records and progress shards.
+
+use super::records::{BatchRecord, ShardRecord, TaskRecord};
+use super::store::EndMark;
+use super::{Listed, PageToken, PortResult, Slice};
+use crate::domain::batch::{BatchStatus, TaskStatus};
+use async_trait::async_trait;
+
+#[async_trait]
+pub trait Batches: Send + Sync {
+    /// Strongly consistent. Batches are created through `Money::commit` (with their hold).
+    async fn get(&self, account_id: &str, batch_id: &str) -> PortResult<Option<BatchRecord>>;
+    /// Newest first (ids sort by time), optionally of one stored status.
+    async fn list(
+        &self,
+        account_id: &str,
+        status: Option<BatchStatus>,
+        limit: usize,
+        before: Option<String>,
+    ) -> PortResult<Listed<BatchRecord>>;
+    /// Every batch of an account, oldest first, a page at a time; eventually consistent.
+    async fn page(
+        &self,
+        account_id: &str,
+        after: Option<PageToken>,
+    ) -> PortResult<Slice<BatchRecord>>;
+    /// `accepted -> queued` once every task record exists; already queued is fine.
+    async fn mark_queued(&self, account_id: &str, batch_id: &str) -> PortResult<()>;
+    /// Takes the materialize lease of an `accepted` batch whose lease ran out before `now_ms`.
+    async fn take_lease(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<bool>;
+    /// Moves `next_dispatch` from `from` to `to`; false if it is no longer `from`.
+    async fn advance_dispatch(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        from: u32,
+        to: u32,
+    ) -> PortResult<bool>;
+    /// Records progress time on an existing batch (absent: nothing happens).
+    async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()>;
+    /// Sets `cancel_requested`; false if the batch is completed or absent.
+    async fn request_cancel(&self, account_id: &str, batch_id: &str) -> PortResult<bool>;
+    /// Batches not yet settled (the sparse `open` index): (account_id, batch_id). Eventually
+    /// consistent.
+    async fn open(&self) -> PortResult<Vec<(String, String)>>;
+}
+
+#[async_trait]
+pub trait Tasks: Send + Sync {
+    /// Writes task records unconditionally: a task's key and content are fixed by its batch.
+    async fn put_all(&self, tasks: &[TaskRecord]) -> PortResult<()>;
+    async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>>;
+    /// The records of these indexes that exist, strongly consistent.
+    async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>>;
+    /// Writes the new state of a task if it is still in `expected` status.
+    async fn save(&self, task: &TaskRecord, expected: TaskStatus) -> PortResult<bool>;
+    /// In submission order, after `after_idx`.
+    async fn list(
+        &self,
+        batch_id: &str,
+        limit: usize,
+        after_idx: Option<u32>,
+    ) -> PortResult<Listed<TaskRecord>>;
+    /// Every task of a batch, in order, a page at a time; eventually consistent.
+    async fn page(&self, batch_id: &str, after: Option<PageToken>)
+        -> PortResult<Slice<TaskRecord>>;
+}
+
+/// Progress shards: per 256 tasks, which started and how each ended (the exactly-once end
+/// mark that refunds are conditioned on).
+#[async_trait]
+pub trait Progress: Send + Sync {
+    /// Empty shards for a batch of `total` tasks (idempotent).
+    async fn init(&self, batch_id: &str, total: u32) -> PortResult<()>;
+    /// All of a batch's shards, strongly consistent.
+    async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>>;
+    async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>>;
+    /// Marks a task started; false if it had started or ended already.
+    async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool>;
+    /// The end mark on its own (outcomes that move no money); false if its condition failed.
+    async fn end_mark(&self, m: &EndMark) -> PortResult<bool>;
+}

@@ -1,0 +1,2381 @@
+//! The contract of every port, as one suite of cases that runs against both implementations:
+//! the DynamoDB / SQS / S3 adapters on the emulator and the in-memory twins
+//! (`tests/tests/contract.rs` runs each case twice). If a twin drifts from its adapter, one
+//! of the two runs fails.
+//!
+//! Two behaviours the emulator cannot produce are covered on the twin only, and say so:
+//! stale reads of global indexes (`stale_index_reads_miss_recent_writes`) and DynamoDB's
+//! `TransactionConflict` (a fault point in the money loop, tested in the use-case suite).
+
+use serde_json::json;
+use shared::domain::access::KeyMinute;
+use shared::domain::account::{AccountStatus, Plan};
+use shared::domain::batch::{BatchCredits, BatchStatus, TaskCounts, TaskSpec, TaskStatus};
+use shared::domain::ledger::EntryKind;
+use shared::domain::money::Credits;
+use shared::domain::pricing::Model;
+use shared::domain::task::{Outcome, Settlement};
+use shared::domain::webhook::SigningSecret;
+use shared::ports::access::{KeyPatch, UsageFilter};
+use shared::ports::queue::QueueName;
+use shared::ports::records::*;
+use shared::ports::store::{
+    Change, CommitError, EndMark, ExportFinish, LedgerPos, LedgerQuery, ModelSetting, MoneyMove,
+    NewRecord,
+};
+use shared::ports::webhooks::EndpointPatch;
+use shared::ports::{PageToken, Ports, TimeRange};
+
+const T0: i64 = 1_780_000_000_000;
+
+fn id(prefix: &str, n: u64) -> String {
+    shared::domain::ids::compose(prefix, T0 as u64 + n, [n as u8; 10])
+}
+
+pub fn account(id: &str) -> AccountRecord {
+    AccountRecord {
+        account_id: id.to_string(),
+        name: "Contract Co".into(),
+        plan: Plan::Payg,
+        status: AccountStatus::Active,
+        retention_days: 90,
+        max_concurrency: 2,
+        min_batch_size: 10,
+        balance: Credits::ZERO,
+        held: Credits::ZERO,
+        lifetime_granted: Credits::ZERO,
+        lifetime_charged: Credits::ZERO,
+        lifetime_refunded: Credits::ZERO,
+        ledger_seq: 0,
+        last_entry_ms: 0,
+        created_ms: T0,
+        running: 0,
+        low_balance_threshold: None,
+        slot_audit: None,
+    }
+}
+
+fn entry(a: &AccountRecord, kind: EntryKind, amount: i64, at: i64) -> LedgerRecord {
+    LedgerRecord {
+        account_id: a.account_id.clone(),
+        seq: a.ledger_seq + 1,
+        created_ms: at,
+        kind,
+        amount: Credits(amount),
+        balance_after: a.balance + Credits(amount),
+        batch_id: None,
+        task_id: None,
+        request_id: None,
+        reason: None,
+        actor: None,
+        pack: None,
+        price_paid_usd_cents: None,
+        refers_to: None,
+    }
+}
+
+/// A movement of `amount` on the account as read, creating `creates`.
+fn movement(a: &AccountRecord, kind: EntryKind, amount: i64, at: i64) -> MoneyMove {
+    MoneyMove {
+        account_id: a.account_id.clone(),
+        expected: a.book(),
+        require_active: false,
+        entry: entry(a, kind, amount, at),
+        held_delta: Credits::ZERO,
+        granted_delta: if kind == EntryKind::Grant {
+            Credits(amount)
+        } else {
+            Credits::ZERO
+        },
+        charged_delta: Credits::ZERO,
+        refunded_delta: Credits::ZERO,
+        creates: vec![],
+        changes: vec![],
+    }
+}
+
+fn request(owner: &str, key: &str) -> RequestRecord {
+    RequestRecord {
+        account_id: owner.to_string(),
+        request_key: key.to_string(),
+        fingerprint: "f".into(),
+        status_code: 201,
+        response: "{}".into(),
+        resource_id: "r".into(),
+        created_ms: T0,
+    }
+}
+
+fn batch(account_id: &str, batch_id: &str, tasks: u32) -> BatchRecord {
+    BatchRecord {
+        account_id: account_id.to_string(),
+        batch_id: batch_id.to_string(),
+        request_id: format!("req-{batch_id}"),
+        status: BatchStatus::Accepted,
+        model: Model::Sora2,
+        unit_price: Credits(49),
+        price_version: "test".into(),
+        task_count: tasks,
+        counts: TaskCounts::all_queued(tasks),
+        credits: BatchCredits {
+            held: Credits(49 * i64::from(tasks)),
+            ..Default::default()
+        },
+        metadata: Default::default(),
+        input_key: "accounts/x/input.jsonl".into(),
+        lease_until_ms: T0 + 60_000,
+        created_ms: T0,
+        next_dispatch: 0,
+        cancel_requested: false,
+        open_shard: Some("open".into()),
+        settlement: None,
+        completed_ms: None,
+        last_progress_ms: T0,
+        retention_days: 90,
+    }
+}
+
+fn task(b: &BatchRecord, idx: u32) -> TaskRecord {
+    TaskRecord {
+        batch_id: b.batch_id.clone(),
+        idx,
+        task_id: shared::domain::batch::task_id(&b.batch_id, idx),
+        account_id: b.account_id.clone(),
+        status: TaskStatus::Queued,
+        model: b.model,
+        spec: TaskSpec {
+            prompt: format!("prompt {idx}"),
+            duration_seconds: 4,
+            aspect_ratio: "16:9".into(),
+            resolution: "720p".into(),
+            client_ref: None,
+        },
+        created_ms: T0,
+        updated_ms: T0,
+        provider: None,
+        provider_model: None,
+        provider_job_id: None,
+        attempts: 0,
+        slot: false,
+        started_ms: None,
+        ended_ms: None,
+        deadline_ms: T0 + 86_400_000,
+        error_code: None,
+        error_message: None,
+        video_key: None,
+        expires_at: Some(T0 / 1_000 + 97 * 86_400),
+    }
+}
+
+/// Creates an account and grants it `credits`; returns it as now stored.
+async fn funded(p: &Ports, n: u64, credits: i64) -> AccountRecord {
+    let a = account(&id("acct", n));
+    p.requests
+        .create_all(vec![NewRecord::Account(a.clone())])
+        .await
+        .expect("create account");
+    if credits > 0 {
+        p.money
+            .commit(movement(&a, EntryKind::Grant, credits, T0))
+            .await
+            .expect("grant");
+    }
+    p.accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("account")
+}
+
+async fn all_pages<T, F, Fut>(mut fetch: F) -> Vec<T>
+where
+    F: FnMut(Option<PageToken>) -> Fut,
+    Fut: std::future::Future<Output = shared::ports::PortResult<shared::ports::Slice<T>>>,
+{
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let s = fetch(after.take()).await.expect("page");
+        out.extend(s.items);
+        match s.next {
+            Some(t) => after = Some(t),
+            None => return out,
+        }
+    }
+}
+
+fn dup(r: Result<(), CommitError>) -> Option<usize> {
+    match r {
+        Err(CommitError::Duplicate(i)) => Some(i),
+        _ => None,
+    }
+}
+
+fn stale(r: Result<(), CommitError>) -> bool {
+    matches!(r, Err(CommitError::Stale))
+}
+
+/// Money: the conditional commit lands whole or not at all, and settlement once.
+pub async fn money(p: &Ports) {
+    let a = funded(p, 1, 1_000).await;
+    assert_eq!(
+        (a.balance, a.lifetime_granted, a.ledger_seq, a.last_entry_ms),
+        (Credits(1_000), Credits(1_000), 1, T0)
+    );
+
+    // A movement against a book that has moved is refused, and changes nothing.
+    let mut old = a.clone();
+    old.ledger_seq = 0;
+    old.balance = Credits::ZERO;
+    assert!(stale(
+        p.money
+            .commit(movement(&old, EntryKind::Adjustment, 5, T0 + 1))
+            .await
+    ));
+
+    // A create that exists refuses the whole transaction: no entry, no balance change.
+    let rec = request(&a.account_id, "batch#r1");
+    p.requests
+        .create_all(vec![NewRecord::Request(rec.clone())])
+        .await
+        .expect("record");
+    let mut mv = movement(&a, EntryKind::PreDeduct, -490, T0 + 2);
+    mv.held_delta = Credits(490);
+    mv.creates = vec![
+        NewRecord::Batch(batch(&a.account_id, &id("bat", 1), 10)),
+        NewRecord::Request(rec),
+    ];
+    assert_eq!(dup(p.money.commit(mv.clone()).await), Some(1));
+    let after = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!(
+        (after.balance, after.held, after.ledger_seq),
+        (a.balance, a.held, 1)
+    );
+    assert!(p
+        .ledger
+        .get(&a.account_id, 2)
+        .await
+        .expect("read")
+        .is_none());
+    assert!(p
+        .batches
+        .get(&a.account_id, &id("bat", 1))
+        .await
+        .expect("read")
+        .is_none());
+
+    // Without the clash it lands whole: balance, held, entry, batch and request record.
+    mv.creates[1] = NewRecord::Request(request(&a.account_id, "batch#r2"));
+    p.money.commit(mv).await.expect("hold");
+    let held = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!(
+        (held.balance, held.held, held.ledger_seq),
+        (Credits(510), Credits(490), 2)
+    );
+    let e = p
+        .ledger
+        .get(&a.account_id, 2)
+        .await
+        .expect("read")
+        .expect("entry");
+    assert_eq!(
+        (e.amount, e.balance_after, e.kind),
+        (Credits(-490), Credits(510), EntryKind::PreDeduct)
+    );
+    assert!(p
+        .requests
+        .get(&a.account_id, "batch#r2")
+        .await
+        .expect("read")
+        .is_some());
+
+    // A spending movement on a terminated account is refused.
+    p.accounts
+        .set_status(&a.account_id, AccountStatus::Terminated)
+        .await
+        .expect("terminate");
+    let t = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    let mut spend = movement(&t, EntryKind::PreDeduct, -49, T0 + 3);
+    spend.require_active = true;
+    assert!(stale(p.money.commit(spend.clone()).await));
+    spend.require_active = false;
+    p.money
+        .commit(spend)
+        .await
+        .expect("refunds need no active account");
+
+    // A change whose condition fails is Duplicate(creates + index), and nothing lands.
+    let b = batch(&a.account_id, &id("bat", 1), 10);
+    p.progress.init(&b.batch_id, 10).await.expect("shards");
+    let now = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    let mark = EndMark {
+        batch_id: b.batch_id.clone(),
+        idx: 3,
+        was_started: true,
+        outcome: Outcome::Failed,
+    };
+    let mut refund = movement(&now, EntryKind::Refund, 49, T0 + 4);
+    refund.held_delta = Credits(-49);
+    refund.refunded_delta = Credits(49);
+    refund.changes = vec![
+        Change::BatchRefund {
+            account_id: a.account_id.clone(),
+            batch_id: b.batch_id.clone(),
+            amount: Credits(49),
+        },
+        Change::EndMark(mark.clone()),
+    ];
+    // The task never started, so a mark that says it did fails: index 1 of the changes.
+    assert_eq!(dup(p.money.commit(refund.clone()).await), Some(1));
+    let unchanged = p
+        .batches
+        .get(&a.account_id, &b.batch_id)
+        .await
+        .expect("read")
+        .expect("b");
+    assert_eq!(unchanged.credits.refunded, Credits::ZERO);
+    refund.changes[1] = Change::EndMark(EndMark {
+        was_started: false,
+        ..mark
+    });
+    p.money.commit(refund).await.expect("refund");
+    let b2 = p
+        .batches
+        .get(&a.account_id, &b.batch_id)
+        .await
+        .expect("read")
+        .expect("b");
+    assert_eq!(b2.credits.refunded, Credits(49));
+    let shard = p
+        .progress
+        .shard(&b.batch_id, 0)
+        .await
+        .expect("read")
+        .expect("shard");
+    assert_eq!(shard.ended.get("3"), Some(&Outcome::Failed));
+    assert_eq!((shard.n_failed, shard.n_ended_unstarted), (1, 1));
+
+    // Settlement: once, and only while the refund tally is what it was computed from.
+    let counts = TaskCounts {
+        total: 10,
+        succeeded: 9,
+        failed: 1,
+        ..Default::default()
+    };
+    let st = Settlement {
+        held: Credits(490),
+        charged: Credits(441),
+        refunded: Credits(49),
+        counts,
+    };
+    let wrong = Settlement {
+        refunded: Credits(0),
+        ..st
+    };
+    assert!(!p.money.settle(&b2, &wrong, T0 + 5).await.expect("settle"));
+    assert!(p.money.settle(&b2, &st, T0 + 5).await.expect("settle"));
+    assert!(!p.money.settle(&b2, &st, T0 + 6).await.expect("settle"));
+    let done = p
+        .batches
+        .get(&a.account_id, &b.batch_id)
+        .await
+        .expect("read")
+        .expect("b");
+    assert_eq!(
+        (
+            done.status,
+            done.settlement,
+            done.completed_ms,
+            done.credits.charged,
+            done.open_shard
+        ),
+        (
+            BatchStatus::Completed,
+            Some(st),
+            Some(T0 + 5),
+            Credits(441),
+            None
+        )
+    );
+    let acct = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!(
+        (acct.held, acct.lifetime_charged),
+        (Credits::ZERO, Credits(441))
+    );
+}
+
+/// The ledger's reads: newest-first lists with filters and cursors, pages, point reads.
+pub async fn ledger(p: &Ports) {
+    let mut a = funded(p, 2, 10_000).await;
+    for i in 0..29u32 {
+        let kind = if i.is_multiple_of(3) {
+            EntryKind::Refund
+        } else {
+            EntryKind::PreDeduct
+        };
+        let amount = if kind == EntryKind::Refund { 49 } else { -49 };
+        p.money
+            .commit(movement(&a, kind, amount, T0 + 10 * i64::from(i + 1)))
+            .await
+            .expect("entry");
+        a = p
+            .accounts
+            .get(&a.account_id)
+            .await
+            .expect("read")
+            .expect("a");
+    }
+    assert_eq!(a.ledger_seq, 30);
+    let q = |limit, after, kind, range| LedgerQuery {
+        account_id: a.account_id.clone(),
+        range,
+        kind,
+        limit,
+        after,
+    };
+    let (first, more) = p
+        .ledger
+        .list(&q(7, None, None, TimeRange::ALL))
+        .await
+        .expect("list");
+    assert!(more);
+    assert_eq!(
+        first.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (24..=30).rev().collect::<Vec<_>>()
+    );
+    let last = first.last().expect("entries");
+    let pos = LedgerPos {
+        seq: last.seq,
+        created_ms: last.created_ms,
+    };
+    let (next, _) = p
+        .ledger
+        .list(&q(3, Some(pos), None, TimeRange::ALL))
+        .await
+        .expect("list");
+    assert_eq!(
+        next.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![23, 22, 21]
+    );
+    let (refunds, more) = p
+        .ledger
+        .list(&q(50, None, Some(EntryKind::Refund), TimeRange::ALL))
+        .await
+        .expect("list");
+    assert!(!more);
+    assert_eq!(refunds.len(), 10);
+    assert!(refunds.iter().all(|e| e.kind == EntryKind::Refund));
+    let window = TimeRange {
+        from_ms: T0 + 50,
+        to_ms: T0 + 100,
+    };
+    let (in_window, _) = p
+        .ledger
+        .list(&q(50, None, None, window))
+        .await
+        .expect("list");
+    assert_eq!(
+        in_window.iter().map(|e| e.created_ms).collect::<Vec<_>>(),
+        (5..=10).rev().map(|i| T0 + 10 * i).collect::<Vec<_>>()
+    );
+    let before = p
+        .ledger
+        .last_before(&a.account_id, T0 + 55)
+        .await
+        .expect("read")
+        .expect("entry");
+    assert_eq!(before.created_ms, T0 + 50);
+    assert!(p
+        .ledger
+        .last_before(&a.account_id, T0)
+        .await
+        .expect("read")
+        .is_none());
+    let all = all_pages(|t| p.ledger.page(&a.account_id, TimeRange::ALL, t)).await;
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    let sum: Credits = all.iter().map(|e| e.amount).sum();
+    assert_eq!(sum, a.balance);
+    let part = all_pages(|t| p.ledger.page(&a.account_id, window, t)).await;
+    assert_eq!(part.len(), 6);
+    assert!(p
+        .ledger
+        .list(&q(5, None, None, TimeRange::ALL))
+        .await
+        .is_ok());
+    let other = p
+        .ledger
+        .list(&LedgerQuery {
+            account_id: id("acct", 999),
+            range: TimeRange::ALL,
+            kind: None,
+            limit: 5,
+            after: None,
+        })
+        .await
+        .expect("list");
+    assert!(other.0.is_empty() && !other.1);
+}
+
+/// Accounts: terms, status, threshold, concurrency slots; absent accounts answer `None`/false.
+pub async fn accounts(p: &Ports) {
+    let a = funded(p, 3, 0).await;
+    let ghost = id("acct", 998);
+    assert_eq!(
+        dup(p
+            .requests
+            .create_all(vec![NewRecord::Account(a.clone())])
+            .await),
+        Some(0)
+    );
+    let changed = p
+        .accounts
+        .change_terms(&a.account_id, Some(180), None)
+        .await
+        .expect("terms")
+        .expect("account");
+    assert_eq!((changed.retention_days, changed.max_concurrency), (180, 2));
+    assert!(p
+        .accounts
+        .change_terms(&ghost, Some(30), None)
+        .await
+        .expect("terms")
+        .is_none());
+    assert!(!p
+        .accounts
+        .set_status(&a.account_id, AccountStatus::Active)
+        .await
+        .expect("status"));
+    assert!(p
+        .accounts
+        .set_status(&a.account_id, AccountStatus::Terminated)
+        .await
+        .expect("status"));
+    assert!(!p
+        .accounts
+        .set_status(&ghost, AccountStatus::Terminated)
+        .await
+        .expect("status"));
+    let t = p
+        .accounts
+        .set_low_balance_threshold(&a.account_id, Some(Credits(500)))
+        .await
+        .expect("threshold")
+        .expect("account");
+    assert_eq!(t.low_balance_threshold, Some(Credits(500)));
+    let t = p
+        .accounts
+        .set_low_balance_threshold(&a.account_id, None)
+        .await
+        .expect("threshold")
+        .expect("account");
+    assert_eq!(t.low_balance_threshold, None);
+    assert!(p
+        .accounts
+        .set_low_balance_threshold(&ghost, None)
+        .await
+        .expect("threshold")
+        .is_none());
+
+    // Slots: at most `max`, never below zero, reset only from what was observed.
+    assert!(p
+        .accounts
+        .acquire_slot(&a.account_id, 2)
+        .await
+        .expect("slot"));
+    assert!(p
+        .accounts
+        .acquire_slot(&a.account_id, 2)
+        .await
+        .expect("slot"));
+    assert!(!p
+        .accounts
+        .acquire_slot(&a.account_id, 2)
+        .await
+        .expect("slot"));
+    assert!(!p.accounts.acquire_slot(&ghost, 2).await.expect("slot"));
+    assert!(
+        p.accounts.get(&ghost).await.expect("read").is_none(),
+        "no item appeared"
+    );
+    p.accounts
+        .release_slot(&a.account_id)
+        .await
+        .expect("release");
+    assert!(!p
+        .accounts
+        .reset_slots(&a.account_id, 2, 0)
+        .await
+        .expect("reset"));
+    assert!(p
+        .accounts
+        .reset_slots(&a.account_id, 1, 0)
+        .await
+        .expect("reset"));
+    p.accounts
+        .release_slot(&a.account_id)
+        .await
+        .expect("release at zero");
+    p.accounts
+        .note_slot_audit(&a.account_id, "3:1")
+        .await
+        .expect("audit");
+    let now = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!((now.running, now.slot_audit.as_deref()), (0, Some("3:1")));
+    p.accounts
+        .note_slot_audit(&ghost, "1:0")
+        .await
+        .expect("audit");
+    assert!(p.accounts.get(&ghost).await.expect("read").is_none());
+
+    let b = funded(p, 4, 0).await;
+    let all = all_pages(|t| p.accounts.scan(t)).await;
+    let ids: Vec<&str> = all.iter().map(|x| x.account_id.as_str()).collect();
+    assert!(ids.contains(&a.account_id.as_str()) && ids.contains(&b.account_id.as_str()));
+}
+
+/// Idempotency records, creation all-or-nothing, files and models.
+pub async fn requests(p: &Ports) {
+    let owner = id("acct", 5);
+    let r1 = request(&owner, "file#a");
+    assert!(p
+        .requests
+        .get(&owner, "file#a")
+        .await
+        .expect("read")
+        .is_none());
+    let file = FileRecord {
+        account_id: owner.clone(),
+        file_id: id("file", 1),
+        request_id: "a".into(),
+        purpose: "batch_input".into(),
+        s3_key: "accounts/x/files/f.jsonl".into(),
+        created_ms: T0,
+        upload_expires_ms: T0 + 3_600_000,
+        expires_at: T0 / 1_000 + 90 * 86_400,
+    };
+    p.requests
+        .create_all(vec![
+            NewRecord::File(file.clone()),
+            NewRecord::Request(r1.clone()),
+        ])
+        .await
+        .expect("create");
+    let got = p
+        .requests
+        .get(&owner, "file#a")
+        .await
+        .expect("read")
+        .expect("record");
+    assert_eq!((got.fingerprint.as_str(), got.status_code), ("f", 201));
+    let stored = p
+        .files
+        .get(&owner, &file.file_id)
+        .await
+        .expect("read")
+        .expect("file");
+    assert_eq!(stored.s3_key, file.s3_key);
+    assert!(p
+        .files
+        .get(&id("acct", 6), &file.file_id)
+        .await
+        .expect("read")
+        .is_none());
+    // The second record exists: Duplicate(1), and the first is not created either.
+    let other = FileRecord {
+        file_id: id("file", 2),
+        ..file
+    };
+    assert_eq!(
+        dup(p
+            .requests
+            .create_all(vec![NewRecord::File(other.clone()), NewRecord::Request(r1)])
+            .await),
+        Some(1)
+    );
+    assert!(p
+        .files
+        .get(&owner, &other.file_id)
+        .await
+        .expect("read")
+        .is_none());
+
+    assert!(p.models.get("veo-pro").await.expect("read").is_none());
+    let m = ModelSetting {
+        status: "unavailable".into(),
+        reason: "upstream retired".into(),
+        updated_ms: T0,
+    };
+    p.models.set("veo-pro", &m).await.expect("set");
+    assert_eq!(p.models.get("veo-pro").await.expect("read"), Some(m));
+}
+
+/// Batches: list order and filters, the lease, dispatch claims, cancel, the open index.
+pub async fn batches(p: &Ports) {
+    let a = funded(p, 7, 100_000).await;
+    let mut cur = a.clone();
+    for n in 1..=5u64 {
+        let mut mv = movement(&cur, EntryKind::PreDeduct, -490, T0 + n as i64);
+        mv.held_delta = Credits(490);
+        mv.creates = vec![NewRecord::Batch(batch(&a.account_id, &id("bat", n), 10))];
+        p.money.commit(mv).await.expect("batch");
+        cur = p
+            .accounts
+            .get(&a.account_id)
+            .await
+            .expect("read")
+            .expect("a");
+    }
+    let (newest, more) = p
+        .batches
+        .list(&a.account_id, None, 2, None)
+        .await
+        .expect("list");
+    assert!(more);
+    assert_eq!(
+        newest
+            .iter()
+            .map(|b| b.batch_id.clone())
+            .collect::<Vec<_>>(),
+        vec![id("bat", 5), id("bat", 4)]
+    );
+    let (rest, more) = p
+        .batches
+        .list(&a.account_id, None, 10, Some(id("bat", 4)))
+        .await
+        .expect("list");
+    assert!(!more);
+    assert_eq!(rest.len(), 3);
+    let b1 = id("bat", 1);
+    p.batches
+        .mark_queued(&a.account_id, &b1)
+        .await
+        .expect("queued");
+    p.batches
+        .mark_queued(&a.account_id, &b1)
+        .await
+        .expect("queued again is fine");
+    p.batches
+        .mark_queued(&a.account_id, &id("bat", 77))
+        .await
+        .expect("absent is fine");
+    let (queued, _) = p
+        .batches
+        .list(&a.account_id, Some(BatchStatus::Queued), 10, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        queued
+            .iter()
+            .map(|b| b.batch_id.clone())
+            .collect::<Vec<_>>(),
+        vec![b1.clone()]
+    );
+
+    // The lease: only on an accepted batch whose lease ran out.
+    let b2 = id("bat", 2);
+    assert!(!p
+        .batches
+        .take_lease(&a.account_id, &b2, T0 + 60_000, T0 + 120_000)
+        .await
+        .expect("lease"));
+    assert!(p
+        .batches
+        .take_lease(&a.account_id, &b2, T0 + 60_001, T0 + 120_001)
+        .await
+        .expect("lease"));
+    assert!(!p
+        .batches
+        .take_lease(&a.account_id, &b2, T0 + 60_002, T0 + 120_002)
+        .await
+        .expect("lease"));
+    assert!(!p
+        .batches
+        .take_lease(&a.account_id, &b1, T0 + 999_999, T0 + 999_999)
+        .await
+        .expect("lease"));
+
+    // Dispatch claims move `next_dispatch` from what the claimer read.
+    assert!(p
+        .batches
+        .advance_dispatch(&a.account_id, &b1, 0, 4)
+        .await
+        .expect("claim"));
+    assert!(!p
+        .batches
+        .advance_dispatch(&a.account_id, &b1, 0, 4)
+        .await
+        .expect("claim"));
+    assert!(p
+        .batches
+        .advance_dispatch(&a.account_id, &b1, 4, 10)
+        .await
+        .expect("claim"));
+    p.batches
+        .touch(&a.account_id, &b1, T0 + 9)
+        .await
+        .expect("touch");
+    p.batches
+        .touch(&a.account_id, &id("bat", 77), T0 + 9)
+        .await
+        .expect("touch absent");
+    assert!(p
+        .batches
+        .get(&a.account_id, &id("bat", 77))
+        .await
+        .expect("read")
+        .is_none());
+    let got = p
+        .batches
+        .get(&a.account_id, &b1)
+        .await
+        .expect("read")
+        .expect("b");
+    assert_eq!((got.next_dispatch, got.last_progress_ms), (10, T0 + 9));
+
+    assert!(p
+        .batches
+        .request_cancel(&a.account_id, &b1)
+        .await
+        .expect("cancel"));
+    assert!(!p
+        .batches
+        .request_cancel(&a.account_id, &id("bat", 77))
+        .await
+        .expect("cancel"));
+    let open = p.batches.open().await.expect("open");
+    assert_eq!(
+        open.iter()
+            .filter(|(acct, _)| acct == &a.account_id)
+            .count(),
+        5
+    );
+    // A settled batch leaves the open index and can no longer be cancelled.
+    let st = Settlement {
+        held: Credits(490),
+        charged: Credits(490),
+        refunded: Credits::ZERO,
+        counts: TaskCounts {
+            total: 10,
+            succeeded: 10,
+            ..Default::default()
+        },
+    };
+    let b3 = p
+        .batches
+        .get(&a.account_id, &id("bat", 3))
+        .await
+        .expect("read")
+        .expect("b");
+    assert!(p.money.settle(&b3, &st, T0 + 10).await.expect("settle"));
+    assert!(!p
+        .batches
+        .request_cancel(&a.account_id, &b3.batch_id)
+        .await
+        .expect("cancel"));
+    let open = p.batches.open().await.expect("open");
+    assert!(!open.iter().any(|(_, b)| b == &b3.batch_id));
+    let all = all_pages(|t| p.batches.page(&a.account_id, t)).await;
+    assert_eq!(
+        all.iter().map(|b| b.batch_id.clone()).collect::<Vec<_>>(),
+        (1..=5).map(|n| id("bat", n)).collect::<Vec<_>>()
+    );
+}
+
+/// Task records and progress shards, with the exactly-once marks.
+pub async fn tasks(p: &Ports) {
+    let b = batch(&id("acct", 8), &id("bat", 8), 300);
+    let records: Vec<TaskRecord> = (0..300).map(|i| task(&b, i)).collect();
+    p.tasks.put_all(&records).await.expect("put");
+    p.tasks.put_all(&records[..10]).await.expect("idempotent");
+    let t5 = p
+        .tasks
+        .get(&b.batch_id, 5)
+        .await
+        .expect("read")
+        .expect("task");
+    assert_eq!(t5.task_id, records[5].task_id);
+    assert!(p.tasks.get(&b.batch_id, 300).await.expect("read").is_none());
+    let some = p
+        .tasks
+        .get_many(&b.batch_id, &[1, 299, 300, 150])
+        .await
+        .expect("many");
+    let mut idxs: Vec<u32> = some.iter().map(|t| t.idx).collect();
+    idxs.sort();
+    assert_eq!(idxs, vec![1, 150, 299]);
+    let (first, more) = p.tasks.list(&b.batch_id, 4, None).await.expect("list");
+    assert!(more);
+    assert_eq!(
+        first.iter().map(|t| t.idx).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    let (next, _) = p.tasks.list(&b.batch_id, 2, Some(3)).await.expect("list");
+    assert_eq!(next.iter().map(|t| t.idx).collect::<Vec<_>>(), vec![4, 5]);
+    let (tail, more) = p
+        .tasks
+        .list(&b.batch_id, 10, Some(297))
+        .await
+        .expect("list");
+    assert_eq!((tail.len(), more), (2, false));
+    let all = all_pages(|t| p.tasks.page(&b.batch_id, t)).await;
+    assert_eq!(all.len(), 300);
+
+    // `save` lands only from the status the writer read.
+    let mut running = t5.clone();
+    running.status = TaskStatus::Running;
+    assert!(!p
+        .tasks
+        .save(&running, TaskStatus::Running)
+        .await
+        .expect("save"));
+    assert!(p
+        .tasks
+        .save(&running, TaskStatus::Queued)
+        .await
+        .expect("save"));
+    assert!(!p
+        .tasks
+        .save(&running, TaskStatus::Queued)
+        .await
+        .expect("save"));
+    let mut ghost = running.clone();
+    ghost.idx = 999;
+    assert!(!p
+        .tasks
+        .save(&ghost, TaskStatus::Queued)
+        .await
+        .expect("save absent"));
+
+    p.progress.init(&b.batch_id, 300).await.expect("init");
+    let shards = p.progress.all(&b.batch_id).await.expect("all");
+    assert_eq!(
+        shards.iter().map(|s| s.size).collect::<Vec<_>>(),
+        vec![256, 44]
+    );
+    assert!(p
+        .progress
+        .mark_started(&b.batch_id, 260)
+        .await
+        .expect("start"));
+    assert!(!p
+        .progress
+        .mark_started(&b.batch_id, 260)
+        .await
+        .expect("start twice"));
+    assert!(!p
+        .progress
+        .mark_started(&id("bat", 77), 1)
+        .await
+        .expect("absent shard"));
+    let ended = |idx, was_started, outcome| EndMark {
+        batch_id: b.batch_id.clone(),
+        idx,
+        was_started,
+        outcome,
+    };
+    assert!(!p
+        .progress
+        .end_mark(&ended(260, false, Outcome::Succeeded))
+        .await
+        .expect("mark"));
+    assert!(p
+        .progress
+        .end_mark(&ended(260, true, Outcome::Succeeded))
+        .await
+        .expect("mark"));
+    assert!(!p
+        .progress
+        .end_mark(&ended(260, true, Outcome::Failed))
+        .await
+        .expect("twice"));
+    assert!(p
+        .progress
+        .end_mark(&ended(7, false, Outcome::Cancelled))
+        .await
+        .expect("mark"));
+    assert!(!p
+        .progress
+        .mark_started(&b.batch_id, 7)
+        .await
+        .expect("ended first"));
+    assert!(!p
+        .progress
+        .end_mark(&EndMark {
+            batch_id: id("bat", 77),
+            ..ended(1, false, Outcome::Cancelled)
+        })
+        .await
+        .expect("absent shard"));
+    let s1 = p
+        .progress
+        .shard(&b.batch_id, 1)
+        .await
+        .expect("read")
+        .expect("shard");
+    assert_eq!(
+        (s1.n_started, s1.n_succeeded, s1.counts().ended()),
+        (1, 1, 1)
+    );
+    let s0 = p
+        .progress
+        .shard(&b.batch_id, 0)
+        .await
+        .expect("read")
+        .expect("shard");
+    assert_eq!((s0.n_cancelled, s0.n_ended_unstarted), (1, 1));
+    assert_eq!(s0.ended.get("7"), Some(&Outcome::Cancelled));
+}
+
+fn key(account_id: &str, n: u64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_hash: format!("{:064x}", n),
+        key_id: id("key", n),
+        account_id: account_id.to_string(),
+        name: format!("key {n}"),
+        prefix: "vgk_abcdefgh".into(),
+        last4: "wxyz".into(),
+        enabled: true,
+        created_ms: T0,
+        scopes: vec!["read".into()],
+        rate_limit_per_min: None,
+        ip_allowlist: vec![],
+        expires_ms: None,
+        revoked_ms: None,
+        disabled_reason: None,
+        throttle: None,
+        updated_ms: T0,
+    }
+}
+
+/// Keys: the rules of who may change what, throttles, termination toggles.
+pub async fn keys(p: &Ports) {
+    let acct = id("acct", 9);
+    let k1 = key(&acct, 1);
+    let k2 = key(&acct, 2);
+    p.keys.put(&k1).await.expect("put");
+    p.keys.put(&k2).await.expect("put");
+    assert!(p.keys.put(&k1).await.is_err(), "a hash is never reused");
+    p.keys
+        .put(&key(&id("acct", 10), 3))
+        .await
+        .expect("other account");
+    assert_eq!(
+        p.keys
+            .get(&k1.key_hash)
+            .await
+            .expect("read")
+            .map(|k| k.key_id),
+        Some(k1.key_id.clone())
+    );
+    let mine = p.keys.list(&acct).await.expect("list");
+    assert_eq!(mine.len(), 2);
+    assert!(p
+        .keys
+        .find(&acct, &key(&acct, 3).key_id)
+        .await
+        .expect("find")
+        .is_none());
+    assert!(p
+        .keys
+        .find(&id("acct", 10), &k1.key_id)
+        .await
+        .expect("find")
+        .is_none());
+
+    let patch = KeyPatch {
+        name: Some("renamed".into()),
+        rate_limit_per_min: Some(60),
+        ip_allowlist: Some(vec!["10.0.0.0/8".into()]),
+        ..Default::default()
+    };
+    let k = p
+        .keys
+        .patch(&k1.key_hash, &patch, T0 + 1)
+        .await
+        .expect("patch")
+        .expect("key");
+    assert_eq!(
+        (
+            k.name.as_str(),
+            k.rate_limit_per_min,
+            k.ip_allowlist.len(),
+            k.updated_ms
+        ),
+        ("renamed", Some(60), 1, T0 + 1)
+    );
+    let clear = KeyPatch {
+        ip_allowlist: Some(vec![]),
+        ..Default::default()
+    };
+    let k = p
+        .keys
+        .patch(&k1.key_hash, &clear, T0 + 2)
+        .await
+        .expect("patch")
+        .expect("key");
+    assert!(k.ip_allowlist.is_empty());
+    // An operator's disable binds the customer; the operator may lift it.
+    let by_op = KeyPatch {
+        enabled: Some(false),
+        by_operator: true,
+        ..Default::default()
+    };
+    let k = p
+        .keys
+        .patch(&k1.key_hash, &by_op, T0 + 3)
+        .await
+        .expect("patch")
+        .expect("key");
+    assert_eq!(
+        (k.enabled, k.disabled_reason.as_deref()),
+        (false, Some("operator"))
+    );
+    let enable = KeyPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    assert!(p
+        .keys
+        .patch(&k1.key_hash, &enable, T0 + 4)
+        .await
+        .expect("patch")
+        .is_none());
+    let k = p
+        .keys
+        .patch(
+            &k1.key_hash,
+            &KeyPatch {
+                by_operator: true,
+                ..enable.clone()
+            },
+            T0 + 5,
+        )
+        .await
+        .expect("patch")
+        .expect("key");
+    assert_eq!((k.enabled, k.disabled_reason), (true, None));
+
+    // Throttles: one at a time until it runs out; lifted early by an operator.
+    let t = Throttle {
+        limit: 6,
+        since_ms: T0 + 10,
+        until_ms: T0 + 910,
+        reason: "error_rate".into(),
+    };
+    assert!(p.keys.throttle(&k1.key_hash, &t).await.expect("throttle"));
+    let again = Throttle {
+        since_ms: T0 + 500,
+        ..t.clone()
+    };
+    assert!(!p
+        .keys
+        .throttle(&k1.key_hash, &again)
+        .await
+        .expect("throttle"));
+    let later = Throttle {
+        since_ms: T0 + 911,
+        until_ms: T0 + 2_000,
+        ..t.clone()
+    };
+    assert!(p
+        .keys
+        .throttle(&k1.key_hash, &later)
+        .await
+        .expect("throttle"));
+    assert!(p.keys.lift_throttle(&k1.key_hash).await.expect("lift"));
+    assert!(!p.keys.lift_throttle(&k1.key_hash).await.expect("lift"));
+    assert!(!p.keys.throttle(&"0".repeat(64), &t).await.expect("absent"));
+
+    // Termination disables every enabled key; reinstatement re-enables only those.
+    p.keys
+        .patch(
+            &k2.key_hash,
+            &KeyPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            T0 + 20,
+        )
+        .await
+        .expect("patch");
+    assert_eq!(
+        p.keys
+            .set_all_for_account(&acct, false, "account_terminated", T0 + 21)
+            .await
+            .expect("off"),
+        1
+    );
+    let k = p.keys.get(&k1.key_hash).await.expect("read").expect("key");
+    assert_eq!(
+        (k.enabled, k.disabled_reason.as_deref()),
+        (false, Some("account_terminated"))
+    );
+    assert!(p
+        .keys
+        .patch(&k1.key_hash, &enable, T0 + 22)
+        .await
+        .expect("patch")
+        .is_none());
+    assert_eq!(
+        p.keys
+            .set_all_for_account(&acct, true, "account_terminated", T0 + 23)
+            .await
+            .expect("on"),
+        1
+    );
+    let k2_now = p.keys.get(&k2.key_hash).await.expect("read").expect("key");
+    assert_eq!(
+        (k2_now.enabled, k2_now.disabled_reason.as_deref()),
+        (false, Some("manual"))
+    );
+
+    // Revocation is final.
+    let k = p
+        .keys
+        .revoke(&k1.key_hash, T0 + 30)
+        .await
+        .expect("revoke")
+        .expect("key");
+    assert_eq!((k.enabled, k.revoked_ms), (false, Some(T0 + 30)));
+    assert!(p
+        .keys
+        .revoke(&k1.key_hash, T0 + 31)
+        .await
+        .expect("revoke")
+        .is_none());
+    let by_op_enable = KeyPatch {
+        enabled: Some(true),
+        by_operator: true,
+        ..Default::default()
+    };
+    assert!(p
+        .keys
+        .patch(&k1.key_hash, &by_op_enable, T0 + 32)
+        .await
+        .expect("patch")
+        .is_none());
+    let found = p
+        .keys
+        .find(&acct, &k1.key_id)
+        .await
+        .expect("find")
+        .expect("key");
+    assert_eq!(found.revoked_ms, Some(T0 + 30));
+}
+
+/// Rate windows, failed-authentication counts and address blocks.
+pub async fn rate_windows(p: &Ports) {
+    let w = 1_800_000_000_000 / 60_000 * 60_000;
+    for n in 1..=3 {
+        assert_eq!(p.rates.admit("key_a", w, 3).await.expect("admit"), Some(n));
+    }
+    assert_eq!(p.rates.admit("key_a", w, 3).await.expect("admit"), None);
+    assert_eq!(p.rates.admit("key_a", w, 0).await.expect("admit"), None);
+    assert_eq!(p.rates.admit("key_a", w, 5).await.expect("admit"), Some(4));
+    assert_eq!(p.rates.count("key_a", w).await.expect("count"), 4);
+    assert_eq!(p.rates.count("key_a", w - 60_000).await.expect("count"), 0);
+    let m = p
+        .rates
+        .count_errors("key_a", w, true, false)
+        .await
+        .expect("errors");
+    assert_eq!(
+        m,
+        KeyMinute {
+            requests: 4,
+            client_errors: 1,
+            payment_required: 0
+        }
+    );
+    let m = p
+        .rates
+        .count_errors("key_a", w, true, true)
+        .await
+        .expect("errors");
+    assert_eq!((m.client_errors, m.payment_required), (2, 1));
+    // Errors counted first, then a request admitted into the same window.
+    let m = p
+        .rates
+        .count_errors("key_b", w, true, false)
+        .await
+        .expect("errors");
+    assert_eq!(m.requests, 0);
+    assert_eq!(p.rates.admit("key_b", w, 1).await.expect("admit"), Some(1));
+    for n in 1..=3 {
+        assert_eq!(
+            p.rates
+                .count_auth_failure("10.1.2.3", w)
+                .await
+                .expect("fail"),
+            n
+        );
+    }
+    assert!(p
+        .rates
+        .ip_block("10.1.2.3", w)
+        .await
+        .expect("block")
+        .is_none());
+    assert!(p
+        .rates
+        .block_ip("10.1.2.3", "auth_failures", w, w + 900_000)
+        .await
+        .expect("block"));
+    assert!(!p
+        .rates
+        .block_ip("10.1.2.3", "auth_failures", w + 1, w + 900_001)
+        .await
+        .expect("block"));
+    let b = p
+        .rates
+        .ip_block("10.1.2.3", w + 10)
+        .await
+        .expect("block")
+        .expect("in force");
+    assert_eq!(
+        (b.until_ms, b.reason.as_str()),
+        (w + 900_000, "auth_failures")
+    );
+    assert!(p
+        .rates
+        .ip_block("10.1.2.3", w + 900_000)
+        .await
+        .expect("block")
+        .is_none());
+    assert!(p
+        .rates
+        .block_ip("10.1.2.3", "auth_failures", w + 900_001, w + 1_800_000)
+        .await
+        .expect("block"));
+    assert!(p.rates.unblock_ip("10.1.2.3").await.expect("unblock"));
+    assert!(!p.rates.unblock_ip("10.1.2.3").await.expect("unblock"));
+    assert!(p
+        .rates
+        .ip_block("10.1.2.3", w + 900_002)
+        .await
+        .expect("block")
+        .is_none());
+}
+
+fn usage_rec(account_id: &str, at: i64, n: u32, kind: &str) -> UsageRecord {
+    UsageRecord {
+        account_id: account_id.to_string(),
+        usage_id: format!("{at:013}#use_{n:04}"),
+        at_ms: at,
+        kind: kind.into(),
+        key_id: Some(
+            if n.is_multiple_of(2) {
+                "key_even"
+            } else {
+                "key_odd"
+            }
+            .into(),
+        ),
+        method: "GET".into(),
+        route: if n.is_multiple_of(3) {
+            "/v1/credits"
+        } else {
+            "/v1/batches"
+        }
+        .into(),
+        status: if n.is_multiple_of(5) { 404 } else { 200 },
+        latency_ms: 3,
+        source_ip: Some("127.0.0.1".into()),
+        request_id: format!("req_{n}"),
+        user_agent: None,
+        code: None,
+        expires_at: at / 1_000 + 90 * 86_400,
+    }
+}
+
+/// The usage log: one record per call, filters, ranges, pages.
+pub async fn usage(p: &Ports) {
+    let acct = id("acct", 11);
+    for n in 0..30u32 {
+        p.usage
+            .put(&usage_rec(&acct, T0 + i64::from(n) * 1_000, n, "request"))
+            .await
+            .expect("put");
+    }
+    assert!(
+        p.usage
+            .put(&usage_rec(&acct, T0, 0, "request"))
+            .await
+            .is_err(),
+        "written once"
+    );
+    let anomaly = usage_rec(&acct, T0 + 500, 99, "anomaly");
+    p.usage.put(&anomaly).await.expect("anomaly");
+    p.usage
+        .put(&anomaly)
+        .await
+        .expect("an anomaly may be written again");
+    let all = UsageFilter::default();
+    let (newest, more) = p
+        .usage
+        .list(&acct, TimeRange::ALL, &all, 5, None)
+        .await
+        .expect("list");
+    assert!(more);
+    assert_eq!(newest[0].request_id, "req_29");
+    let (next, _) = p
+        .usage
+        .list(
+            &acct,
+            TimeRange::ALL,
+            &all,
+            2,
+            Some(newest[4].usage_id.clone()),
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        next.iter()
+            .map(|u| u.request_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["req_24", "req_23"]
+    );
+    let filter = UsageFilter {
+        key_id: Some("key_even".into()),
+        route: Some("/v1/credits".into()),
+        status: Some(200),
+        kind: Some("request".into()),
+    };
+    let (hits, more) = p
+        .usage
+        .list(&acct, TimeRange::ALL, &filter, 50, None)
+        .await
+        .expect("list");
+    assert!(!more);
+    assert_eq!(
+        hits.iter()
+            .map(|u| u.request_id.as_str())
+            .collect::<Vec<_>>(),
+        // req_0 answered 404 (every fifth does).
+        vec!["req_24", "req_18", "req_12", "req_6"]
+    );
+    let range = TimeRange {
+        from_ms: T0 + 10_000,
+        to_ms: T0 + 12_000,
+    };
+    let (window, _) = p
+        .usage
+        .list(&acct, range, &all, 50, None)
+        .await
+        .expect("list");
+    assert_eq!(window.len(), 3);
+    let anomalies = UsageFilter {
+        kind: Some("anomaly".into()),
+        ..Default::default()
+    };
+    let (a, _) = p
+        .usage
+        .list(&acct, TimeRange::ALL, &anomalies, 50, None)
+        .await
+        .expect("list");
+    assert_eq!(a.len(), 1);
+    let paged = all_pages(|t| p.usage.page(&acct, TimeRange::ALL, t)).await;
+    assert_eq!(paged.len(), 31);
+    assert!(paged.windows(2).all(|w| w[0].usage_id < w[1].usage_id));
+    let in_range = all_pages(|t| p.usage.page(&acct, range, t)).await;
+    assert_eq!(in_range.len(), 3);
+    let (none, _) = p
+        .usage
+        .list(&id("acct", 12), TimeRange::ALL, &all, 5, None)
+        .await
+        .expect("list");
+    assert!(none.is_empty());
+}
+
+fn endpoint(account_id: &str, n: u64) -> EndpointRecord {
+    EndpointRecord {
+        account_id: account_id.to_string(),
+        endpoint_id: id("we", n),
+        url: format!("https://hooks.example.com/{n}"),
+        description: Some("d".into()),
+        event_types: None,
+        enabled: true,
+        disabled_reason: None,
+        disabled_ms: None,
+        secrets: vec![SigningSecret {
+            secret: shared::domain::webhook::secret_from([n as u8; 32]),
+            created_ms: T0,
+            retires_ms: None,
+        }],
+        secrets_version: 0,
+        failing_since_ms: None,
+        last_success_ms: None,
+        created_ms: T0,
+        updated_ms: T0,
+    }
+}
+
+/// Endpoints: changes, the failure clock, disabling once, rotation by version.
+pub async fn endpoints(p: &Ports) {
+    let acct = id("acct", 13);
+    let (e1, e2) = (endpoint(&acct, 1), endpoint(&acct, 2));
+    p.requests
+        .create_all(vec![
+            NewRecord::Endpoint(e1.clone()),
+            NewRecord::Endpoint(e2.clone()),
+        ])
+        .await
+        .expect("create");
+    assert_eq!(
+        p.endpoints
+            .list(&acct)
+            .await
+            .expect("list")
+            .iter()
+            .map(|e| e.endpoint_id.clone())
+            .collect::<Vec<_>>(),
+        vec![e1.endpoint_id.clone(), e2.endpoint_id.clone()]
+    );
+    assert!(p
+        .endpoints
+        .get(&id("acct", 14), &e1.endpoint_id)
+        .await
+        .expect("read")
+        .is_none());
+    let patch = EndpointPatch {
+        url: Some("https://hooks.example.com/new".into()),
+        description: Some(None),
+        event_types: Some(Some(vec!["task.failed".into()])),
+        enabled: None,
+    };
+    let e = p
+        .endpoints
+        .patch(&acct, &e1.endpoint_id, &patch, T0 + 1)
+        .await
+        .expect("patch")
+        .expect("e");
+    assert_eq!(
+        (
+            e.url.as_str(),
+            e.description.clone(),
+            e.event_types.clone(),
+            e.updated_ms
+        ),
+        (
+            "https://hooks.example.com/new",
+            None,
+            Some(vec!["task.failed".to_string()]),
+            T0 + 1
+        )
+    );
+    assert!(p
+        .endpoints
+        .patch(&acct, &id("we", 77), &patch, T0)
+        .await
+        .expect("patch")
+        .is_none());
+
+    p.endpoints
+        .mark_failing(&acct, &e1.endpoint_id, T0 + 2)
+        .await
+        .expect("failing");
+    p.endpoints
+        .mark_failing(&acct, &e1.endpoint_id, T0 + 3)
+        .await
+        .expect("failing again");
+    assert_eq!(
+        p.endpoints
+            .get(&acct, &e1.endpoint_id)
+            .await
+            .expect("read")
+            .expect("e")
+            .failing_since_ms,
+        Some(T0 + 2)
+    );
+    p.endpoints
+        .mark_healthy(&acct, &e1.endpoint_id, T0 + 4)
+        .await
+        .expect("healthy");
+    let e = p
+        .endpoints
+        .get(&acct, &e1.endpoint_id)
+        .await
+        .expect("read")
+        .expect("e");
+    assert_eq!(
+        (e.failing_since_ms, e.last_success_ms),
+        (None, Some(T0 + 4))
+    );
+    p.endpoints
+        .mark_failing(&acct, &id("we", 77), T0)
+        .await
+        .expect("absent is fine");
+    p.endpoints
+        .mark_healthy(&acct, &id("we", 77), T0)
+        .await
+        .expect("absent is fine");
+    assert!(p
+        .endpoints
+        .get(&acct, &id("we", 77))
+        .await
+        .expect("read")
+        .is_none());
+
+    let d = p
+        .endpoints
+        .disable(&acct, &e1.endpoint_id, "gone", T0 + 5)
+        .await
+        .expect("disable")
+        .expect("e");
+    assert_eq!(
+        (d.enabled, d.disabled_reason.as_deref(), d.disabled_ms),
+        (false, Some("gone"), Some(T0 + 5))
+    );
+    assert!(p
+        .endpoints
+        .disable(&acct, &e1.endpoint_id, "gone", T0 + 6)
+        .await
+        .expect("disable")
+        .is_none());
+    p.endpoints
+        .mark_failing(&acct, &e1.endpoint_id, T0 + 7)
+        .await
+        .expect("failing");
+    let on = EndpointPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    let e = p
+        .endpoints
+        .patch(&acct, &e1.endpoint_id, &on, T0 + 8)
+        .await
+        .expect("patch")
+        .expect("e");
+    assert_eq!(
+        (
+            e.enabled,
+            e.disabled_reason,
+            e.disabled_ms,
+            e.failing_since_ms
+        ),
+        (true, None, None, None)
+    );
+
+    assert_eq!(
+        p.endpoints
+            .set_all_for_account(&acct, false, "account_terminated", T0 + 9)
+            .await
+            .expect("off"),
+        2
+    );
+    assert_eq!(
+        p.endpoints
+            .set_all_for_account(&acct, false, "account_terminated", T0 + 9)
+            .await
+            .expect("off"),
+        0
+    );
+    assert_eq!(
+        p.endpoints
+            .set_all_for_account(&acct, true, "account_terminated", T0 + 10)
+            .await
+            .expect("on"),
+        2
+    );
+
+    // Rotation: the change lands with its request record, from the version read.
+    let rotate = |version| Change::RotateSecrets {
+        account_id: acct.clone(),
+        endpoint_id: e2.endpoint_id.clone(),
+        version,
+        secrets: vec![],
+        now_ms: T0 + 11,
+    };
+    assert!(stale(
+        p.requests
+            .change_and_create(
+                rotate(5),
+                vec![NewRecord::Request(request(&acct, "rotate#1"))]
+            )
+            .await
+    ));
+    assert!(p
+        .requests
+        .get(&acct, "rotate#1")
+        .await
+        .expect("read")
+        .is_none());
+    p.requests
+        .change_and_create(
+            rotate(0),
+            vec![NewRecord::Request(request(&acct, "rotate#1"))],
+        )
+        .await
+        .expect("rotate");
+    let e = p
+        .endpoints
+        .get(&acct, &e2.endpoint_id)
+        .await
+        .expect("read")
+        .expect("e");
+    assert_eq!(
+        (e.secrets_version, e.secrets.len(), e.updated_ms),
+        (1, 0, T0 + 11)
+    );
+    assert_eq!(
+        dup(p
+            .requests
+            .change_and_create(
+                rotate(1),
+                vec![NewRecord::Request(request(&acct, "rotate#1"))]
+            )
+            .await),
+        Some(0)
+    );
+    assert_eq!(
+        p.endpoints
+            .get(&acct, &e2.endpoint_id)
+            .await
+            .expect("read")
+            .expect("e")
+            .secrets_version,
+        1
+    );
+
+    assert!(p
+        .endpoints
+        .delete(&acct, &e2.endpoint_id)
+        .await
+        .expect("delete"));
+    assert!(!p
+        .endpoints
+        .delete(&acct, &e2.endpoint_id)
+        .await
+        .expect("delete"));
+}
+
+fn event(account_id: &str, n: u64, kind: &str) -> EventRecord {
+    EventRecord {
+        account_id: account_id.to_string(),
+        event_id: format!("evt_{n:04}"),
+        event_type: kind.into(),
+        created_ms: T0 + (n as i64) * 10,
+        body: json!({ "n": n }).to_string(),
+        expires_at: T0 / 1_000 + 90 * 86_400,
+    }
+}
+
+/// The event log: the first body wins; newest-first lists by type.
+pub async fn events(p: &Ports) {
+    let acct = id("acct", 15);
+    for n in 0..12u64 {
+        let kind = if n.is_multiple_of(2) {
+            "task.failed"
+        } else {
+            "task.succeeded"
+        };
+        p.events
+            .put_once(&event(&acct, n, kind))
+            .await
+            .expect("put");
+    }
+    let mut second = event(&acct, 3, "task.succeeded");
+    second.body = "{\"changed\":true}".into();
+    let kept = p.events.put_once(&second).await.expect("put");
+    assert_eq!(kept.body, event(&acct, 3, "").body);
+    assert_eq!(
+        p.events
+            .get(&acct, "evt_0003")
+            .await
+            .expect("read")
+            .expect("e")
+            .body,
+        kept.body
+    );
+    let (page, more) = p.events.list(&acct, None, 5, None).await.expect("list");
+    assert!(more);
+    assert_eq!(page[0].event_id, "evt_0011");
+    let last = page.last().expect("events");
+    let (next, _) = p
+        .events
+        .list(
+            &acct,
+            None,
+            3,
+            Some((last.created_ms, last.event_id.clone())),
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        next.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
+        vec!["evt_0006", "evt_0005", "evt_0004"]
+    );
+    let (failed, more) = p
+        .events
+        .list(&acct, Some("task.failed"), 50, None)
+        .await
+        .expect("list");
+    assert_eq!((failed.len(), more), (6, false));
+    assert!(p
+        .events
+        .get(&id("acct", 16), "evt_0003")
+        .await
+        .expect("read")
+        .is_none());
+}
+
+fn delivery(endpoint_id: &str, n: u64) -> DeliveryRecord {
+    DeliveryRecord {
+        endpoint_id: endpoint_id.to_string(),
+        event_id: format!("evt_{n:04}"),
+        account_id: id("acct", 17),
+        event_type: "task.failed".into(),
+        created_ms: T0 + n as i64 * 10,
+        status: DeliveryStatus::Pending,
+        attempts_made: 0,
+        recorded: 0,
+        schedule_base: 0,
+        claim_until_ms: 0,
+        next_attempt_ms: Some(T0),
+        attempts: vec![],
+        expires_at: T0 / 1_000 + 90 * 86_400,
+    }
+}
+
+fn attempt(n: u32, code: u16) -> AttemptLog {
+    AttemptLog {
+        n,
+        at_ms: T0 + i64::from(n),
+        status_code: Some(code),
+        latency_ms: 5,
+        response_body: Some("ok".into()),
+        error: None,
+        trigger: "schedule".into(),
+    }
+}
+
+/// Deliveries: claim and record, the dead claimer's retake, redelivery, lists.
+pub async fn deliveries(p: &Ports) {
+    let ep = id("we", 17);
+    let d = delivery(&ep, 1);
+    assert!(p.deliveries.create(&d).await.expect("create"));
+    assert!(!p.deliveries.create(&d).await.expect("create once"));
+    let ev = d.event_id.as_str();
+    assert!(!p
+        .deliveries
+        .claim(&ep, ev, 2, T0, T0 + 100)
+        .await
+        .expect("claim out of turn"));
+    assert!(p
+        .deliveries
+        .claim(&ep, ev, 1, T0, T0 + 100)
+        .await
+        .expect("claim"));
+    assert!(!p
+        .deliveries
+        .claim(&ep, ev, 1, T0 + 50, T0 + 150)
+        .await
+        .expect("held"));
+    // The claimer died: after its claim runs out, attempt 1 may be taken again.
+    assert!(p
+        .deliveries
+        .claim(&ep, ev, 1, T0 + 101, T0 + 200)
+        .await
+        .expect("retake"));
+    assert!(!p
+        .deliveries
+        .record(
+            &ep,
+            ev,
+            &attempt(2, 500),
+            DeliveryStatus::Pending,
+            Some(T0 + 5_000)
+        )
+        .await
+        .expect("not claimed"));
+    assert!(p
+        .deliveries
+        .record(
+            &ep,
+            ev,
+            &attempt(1, 500),
+            DeliveryStatus::Pending,
+            Some(T0 + 5_000)
+        )
+        .await
+        .expect("record"));
+    assert!(!p
+        .deliveries
+        .record(
+            &ep,
+            ev,
+            &attempt(1, 500),
+            DeliveryStatus::Pending,
+            Some(T0 + 5_000)
+        )
+        .await
+        .expect("twice"));
+    let got = p.deliveries.get(&ep, ev).await.expect("read").expect("d");
+    assert_eq!(
+        (
+            got.attempts_made,
+            got.recorded,
+            got.claim_until_ms,
+            got.next_attempt_ms,
+            got.attempts.len()
+        ),
+        (1, 1, 0, Some(T0 + 5_000), 1)
+    );
+    assert_eq!(
+        p.deliveries
+            .restart(&ep, ev, T0 + 6)
+            .await
+            .expect("restart"),
+        None,
+        "still pending"
+    );
+    assert!(p
+        .deliveries
+        .claim(&ep, ev, 2, T0 + 5_000, T0 + 5_100)
+        .await
+        .expect("claim"));
+    assert!(p
+        .deliveries
+        .record(&ep, ev, &attempt(2, 200), DeliveryStatus::Succeeded, None)
+        .await
+        .expect("record"));
+    let done = p.deliveries.get(&ep, ev).await.expect("read").expect("d");
+    assert_eq!(
+        (done.status, done.next_attempt_ms, done.attempts.len()),
+        (DeliveryStatus::Succeeded, None, 2)
+    );
+    assert!(!p
+        .deliveries
+        .claim(&ep, ev, 3, T0 + 5_200, T0 + 5_300)
+        .await
+        .expect("finished"));
+    assert_eq!(
+        p.deliveries
+            .restart(&ep, ev, T0 + 7_000)
+            .await
+            .expect("restart"),
+        Some(3)
+    );
+    let again = p.deliveries.get(&ep, ev).await.expect("read").expect("d");
+    assert_eq!(
+        (again.status, again.schedule_base, again.next_attempt_ms),
+        (DeliveryStatus::Pending, 2, Some(T0 + 7_000))
+    );
+    assert_eq!(
+        p.deliveries
+            .restart(&ep, "evt_none", T0)
+            .await
+            .expect("restart"),
+        None
+    );
+
+    for n in 2..=9 {
+        let mut d = delivery(&ep, n);
+        if n.is_multiple_of(2) {
+            d.status = DeliveryStatus::Failed;
+        }
+        p.deliveries.create(&d).await.expect("create");
+    }
+    let (newest, more) = p
+        .deliveries
+        .list(&ep, TimeRange::ALL, None, 3, None)
+        .await
+        .expect("list");
+    assert!(more);
+    assert_eq!(
+        newest
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["evt_0009", "evt_0008", "evt_0007"]
+    );
+    let last = newest.last().expect("d");
+    let (next, _) = p
+        .deliveries
+        .list(
+            &ep,
+            TimeRange::ALL,
+            None,
+            2,
+            Some((last.created_ms, last.event_id.clone())),
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        next.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        vec!["evt_0006", "evt_0005"]
+    );
+    let range = TimeRange {
+        from_ms: T0 + 30,
+        to_ms: T0 + 70,
+    };
+    let (failed, _) = p
+        .deliveries
+        .list(&ep, range, Some(DeliveryStatus::Failed), 50, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        failed
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["evt_0006", "evt_0004"]
+    );
+    let all = all_pages(|t| p.deliveries.page(&ep, TimeRange::ALL, t)).await;
+    assert_eq!(all.len(), 9);
+    assert!(all.windows(2).all(|w| w[0].created_ms <= w[1].created_ms));
+    assert_eq!(
+        all_pages(|t| p.deliveries.page(&ep, range, t)).await.len(),
+        5
+    );
+}
+
+/// Exports: runs supersede each other; a completed export is never rewritten.
+pub async fn exports(p: &Ports) {
+    let acct = id("acct", 18);
+    let rec = |n: u64| ExportRecord {
+        account_id: acct.clone(),
+        export_id: id("exp", n),
+        request_id: format!("x{n}"),
+        dataset: shared::domain::export::Dataset::Ledger,
+        format: shared::domain::export::Format::Csv,
+        from_ms: 0,
+        to_ms: i64::MAX,
+        status: "queued".into(),
+        rows_written: 0,
+        bytes: 0,
+        sha256: None,
+        s3_key: format!("accounts/{acct}/exports/{n}.csv"),
+        manifest_key: format!("accounts/{acct}/exports/{n}.csv.manifest.json"),
+        upload_id: None,
+        run: 0,
+        created_ms: T0,
+        completed_ms: None,
+        error: None,
+        peak_buffer_bytes: 0,
+        expires_at: T0 / 1_000 + 30 * 86_400,
+    };
+    for n in 1..=3 {
+        p.requests
+            .create_all(vec![NewRecord::Export(rec(n))])
+            .await
+            .expect("create");
+    }
+    let (listed, more) = p.exports.list(&acct, 2, None).await.expect("list");
+    assert!(more);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|x| x.export_id.clone())
+            .collect::<Vec<_>>(),
+        vec![id("exp", 3), id("exp", 2)]
+    );
+    let (rest, more) = p
+        .exports
+        .list(&acct, 5, Some(id("exp", 2)))
+        .await
+        .expect("list");
+    assert_eq!((rest.len(), more), (1, false));
+
+    let r = rec(1);
+    assert!(p.exports.start_run(&r, 1, "up-1").await.expect("start"));
+    assert!(!p
+        .exports
+        .start_run(&r, 1, "up-1b")
+        .await
+        .expect("start from a stale run"));
+    let running = p
+        .exports
+        .get(&acct, &r.export_id)
+        .await
+        .expect("read")
+        .expect("x");
+    assert_eq!(
+        (
+            running.status.as_str(),
+            running.run,
+            running.upload_id.as_deref()
+        ),
+        ("running", 1, Some("up-1"))
+    );
+    assert!(p
+        .exports
+        .progress(&running, 1, 10, 100)
+        .await
+        .expect("progress"));
+    // A second run takes over; the first one's writes are refused from then on.
+    assert!(p
+        .exports
+        .start_run(&running, 2, "up-2")
+        .await
+        .expect("takeover"));
+    assert!(!p
+        .exports
+        .progress(&running, 1, 20, 200)
+        .await
+        .expect("superseded"));
+    let f = ExportFinish {
+        status: "completed",
+        rows: 30,
+        bytes: 300,
+        sha256: Some("ab".repeat(32)),
+        peak_buffer: 300,
+        error: None,
+        now_ms: T0 + 9,
+    };
+    assert!(!p.exports.finish(&running, 1, &f).await.expect("superseded"));
+    assert!(p.exports.finish(&running, 2, &f).await.expect("finish"));
+    let done = p
+        .exports
+        .get(&acct, &r.export_id)
+        .await
+        .expect("read")
+        .expect("x");
+    assert_eq!(
+        (
+            done.status.as_str(),
+            done.rows_written,
+            done.bytes,
+            done.completed_ms,
+            done.peak_buffer_bytes,
+            done.sha256.clone(),
+            done.error.clone()
+        ),
+        (
+            "completed",
+            30,
+            300,
+            Some(T0 + 9),
+            300,
+            f.sha256.clone(),
+            None
+        )
+    );
+    assert!(!p
+        .exports
+        .start_run(&done, 3, "up-3")
+        .await
+        .expect("completed stays"));
+    let failed = ExportFinish {
+        status: "failed",
+        sha256: None,
+        error: Some("boom".into()),
+        ..f
+    };
+    let r2 = rec(2);
+    assert!(p.exports.start_run(&r2, 1, "u").await.expect("start"));
+    assert!(p.exports.finish(&r2, 1, &failed).await.expect("finish"));
+    let x = p
+        .exports
+        .get(&acct, &r2.export_id)
+        .await
+        .expect("read")
+        .expect("x");
+    assert_eq!(
+        (x.status.as_str(), x.error.as_deref(), x.sha256),
+        ("failed", Some("boom"), None)
+    );
+}
+
+/// The queue: at-least-once with visibility, release and delete.
+pub async fn queue(p: &Ports) {
+    let q = QueueName::Settle;
+    assert!(p.queue.has(QueueName::Tasks) && p.queue.has(QueueName::Events));
+    let bodies: Vec<(String, u64)> = (0..13).map(|i| (format!("{{\"n\":{i}}}"), 0)).collect();
+    p.queue.send(q, &bodies).await.expect("send");
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let batch = p.queue.receive(q, 0).await.expect("receive");
+        assert!(batch.len() <= 10);
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch);
+    }
+    let mut seen: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
+    seen.sort();
+    let mut sent: Vec<String> = bodies.iter().map(|(b, _)| b.clone()).collect();
+    sent.sort();
+    assert_eq!(
+        seen, sent,
+        "every message once, invisible after its receive"
+    );
+    // Released: visible again at once; deleted: gone for good.
+    p.queue
+        .release(q, &got[0].receipt, 0)
+        .await
+        .expect("release");
+    let again = p.queue.receive(q, 0).await.expect("receive");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].body, got[0].body);
+    p.queue.delete(q, &again[0].receipt).await.expect("delete");
+    for m in &got[1..] {
+        p.queue.delete(q, &m.receipt).await.expect("delete");
+    }
+    p.queue.release(q, &got[0].receipt, 0).await.ok();
+    assert!(p.queue.receive(q, 0).await.expect("receive").is_empty());
+}
+
+/// Blobs: objects, multipart assembly, abort, links.
+pub async fn blobs(p: &Ports) {
+    let key = "accounts/acct_x/files/a.jsonl";
+    assert_eq!(p.blobs.get(key).await.expect("get"), None);
+    assert_eq!(p.blobs.size(key).await.expect("size"), None);
+    p.blobs
+        .put(
+            key,
+            b"{\"prompt\":\"a\"}\n".to_vec(),
+            "application/jsonl",
+            Some("retention-days=30"),
+        )
+        .await
+        .expect("put");
+    assert_eq!(p.blobs.size(key).await.expect("size"), Some(15));
+    assert_eq!(
+        p.blobs.get(key).await.expect("get").as_deref(),
+        Some(&b"{\"prompt\":\"a\"}\n"[..])
+    );
+    // Parts of at least 5 MiB except the last, as S3 requires.
+    let part = vec![b'x'; 5 * 1024 * 1024];
+    let big = "accounts/acct_x/exports/big.csv";
+    let mut up = p
+        .blobs
+        .start_upload(big, "text/csv", "kind=export")
+        .await
+        .expect("start");
+    p.blobs
+        .upload_part(&mut up, part.clone())
+        .await
+        .expect("part");
+    p.blobs
+        .upload_part(&mut up, b"tail".to_vec())
+        .await
+        .expect("part");
+    assert_eq!(
+        p.blobs.size(big).await.expect("size"),
+        None,
+        "not visible before completion"
+    );
+    p.blobs.complete_upload(up).await.expect("complete");
+    let got = p.blobs.get(big).await.expect("get").expect("object");
+    assert_eq!(got.len(), part.len() + 4);
+    assert!(got.ends_with(b"tail"));
+    let gone = p
+        .blobs
+        .start_upload(
+            "accounts/acct_x/exports/gone.csv",
+            "text/csv",
+            "kind=export",
+        )
+        .await
+        .expect("start");
+    p.blobs
+        .abort_upload(&gone.key, &gone.upload_id)
+        .await
+        .expect("abort");
+    assert_eq!(p.blobs.get(&gone.key).await.expect("get"), None);
+    let link = p.blobs.presign_get(key, "a.jsonl").await.expect("presign");
+    assert!(
+        link.url.contains("acct_x/files/a.jsonl") && link.url.contains("X-Amz-Expires=3600"),
+        "{}",
+        link.url
+    );
+    assert_eq!(link.expires_in_secs, 3_600);
+    let put = p
+        .blobs
+        .presign_put(key, "application/jsonl")
+        .await
+        .expect("presign");
+    assert!(put.url.contains("X-Amz-Expires=3600"));
+}
+
+/// Global indexes are eventually consistent: a reader may miss the latest writes until the
+/// replica catches up. The emulator's indexes are always current, so this runs on the twin
+/// only; the use cases that read indexes (`Keys::list`, `Keys::find`, `Batches::open`) must
+/// cope with it.
+pub async fn stale_index_reads_miss_recent_writes(p: &Ports, m: &shared::adapters::memory::Memory) {
+    let acct = id("acct", 19);
+    let k1 = key(&acct, 41);
+    p.keys.put(&k1).await.expect("put");
+    m.serve_stale_reads(true);
+    m.catch_up();
+    let k2 = key(&acct, 42);
+    p.keys.put(&k2).await.expect("put");
+    let listed = p.keys.list(&acct).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
+        vec![k1.key_id.clone()]
+    );
+    assert!(p
+        .keys
+        .find(&acct, &k2.key_id)
+        .await
+        .expect("find")
+        .is_none());
+    // A point read of the item itself is strongly consistent.
+    assert!(p.keys.get(&k2.key_hash).await.expect("read").is_some());
+    // What the index does show is read back in its current state.
+    p.keys.revoke(&k1.key_hash, T0 + 1).await.expect("revoke");
+    let found = p
+        .keys
+        .find(&acct, &k1.key_id)
+        .await
+        .expect("find")
+        .expect("key");
+    assert_eq!(found.revoked_ms, Some(T0 + 1));
+    let b = batch(&acct, &id("bat", 19), 10);
+    p.requests
+        .create_all(vec![NewRecord::Batch(b.clone())])
+        .await
+        .expect("batch");
+    assert!(!p
+        .batches
+        .open()
+        .await
+        .expect("open")
+        .iter()
+        .any(|(_, x)| x == &b.batch_id));
+    m.catch_up();
+    assert!(p
+        .batches
+        .open()
+        .await
+        .expect("open")
+        .iter()
+        .any(|(_, x)| x == &b.batch_id));
+    assert_eq!(p.keys.list(&acct).await.expect("list").len(), 2);
+    m.serve_stale_reads(false);
+}
