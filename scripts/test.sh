@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The full test suite: unit tests of the domain, and integration tests that boot the real API
-# and the pipeline's handlers against the AWS emulator (moto, started by the test harness on a
-# free loopback port). Ends with one total line: "tests: N passed, N failed".
+# The full test suite:
+#   1. every crate's tests, with the integration tests on the AWS emulator (moto, started by
+#      the test harness on a free loopback port): the real SDK calls against the tables,
+#      queues and bucket of template.yaml; the port contract suite on both implementations;
+#   2. the HTTP suite once more on the in-memory twins of every port (TEST_BACKEND=memory),
+#      so the use cases are proven on both and the large runs fit CI.
+# Ends with one total line: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,6 +14,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+echo "== the HTTP suite on the in-memory twins"
+TEST_BACKEND=memory cargo test -p integration-tests --test api "$@" 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

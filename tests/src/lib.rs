@@ -7,10 +7,10 @@
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
-use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use shared::adapters::clock::{ManualClock, OsRandom};
+use shared::adapters::memory::{Memory, MemoryBlobs, MemoryQueue};
 use shared::adapters::providers::simulated::Simulated;
 use shared::config::Config;
 use shared::domain::batch::BatchStatus;
@@ -19,7 +19,7 @@ use shared::domain::pricing::Model;
 use shared::ports::provider::{Route, Routes};
 use shared::ports::queue::QueueName;
 use shared::ports::records::{AccountRecord, BatchRecord};
-use shared::ports::{Clock, Faults, Provider};
+use shared::ports::{Blobs, Clock, Faults, Provider};
 use shared::service::pipeline::Pipeline;
 use shared::service::Services;
 use std::collections::BTreeMap;
@@ -131,35 +131,80 @@ pub async fn aws_ports(
 
 /// Fresh in-memory ports (the twins), on `clock`, with the real webhook client (local mode).
 pub fn memory_ports(clock: ManualClock) -> shared::ports::Ports {
-    memory_parts(clock).0
+    MemoryStack::new(clock, true).ports
 }
 
 /// The same, with the store itself (its switches: stale reads, replicas catching up).
-pub fn memory_parts(
-    clock: ManualClock,
-) -> (shared::ports::Ports, shared::adapters::memory::Memory) {
-    use shared::adapters::memory::{Memory, MemoryBlobs, MemoryQueue};
-    shared::runtime::ensure_tls();
-    let settings = shared::config::Settings {
-        operator_token_sha256: Some(shared::domain::api_key::hash_secret(OPERATOR_TOKEN)),
-        ..Default::default()
-    };
-    let sender =
-        shared::adapters::webhook_client::WebhookClient::new(shared::config::WebhookConfig {
-            allow_private: true,
+pub fn memory_parts(clock: ManualClock) -> (shared::ports::Ports, Memory) {
+    let m = MemoryStack::new(clock, true);
+    (m.ports, m.store)
+}
+
+/// The in-memory twins of every port, and handles on their state.
+pub struct MemoryStack {
+    pub ports: shared::ports::Ports,
+    pub store: Memory,
+    pub blobs: Arc<MemoryBlobs>,
+    pub queue: Arc<MemoryQueue>,
+}
+
+impl MemoryStack {
+    /// `local_webhooks`: plain HTTP and loopback receivers allowed, as in local mode.
+    pub fn new(clock: ManualClock, local_webhooks: bool) -> Self {
+        shared::runtime::ensure_tls();
+        let webhooks = shared::config::WebhookConfig {
+            allow_private: local_webhooks,
             timeout_ms: 3_000,
-        })
-        .expect("webhook client");
-    let memory = Memory::new();
-    let ports = memory.ports(
-        Arc::new(MemoryQueue::new(Arc::new(clock.clone()), false)),
-        Arc::new(MemoryBlobs::default()),
-        Arc::new(sender),
-        Arc::new(clock),
-        Arc::new(OsRandom),
-        settings,
-    );
-    (ports, memory)
+        };
+        let settings = shared::config::Settings {
+            operator_token_sha256: Some(shared::domain::api_key::hash_secret(OPERATOR_TOKEN)),
+            webhooks,
+            ..Default::default()
+        };
+        let sender =
+            shared::adapters::webhook_client::WebhookClient::new(webhooks).expect("webhook client");
+        let store = Memory::new();
+        let queue = Arc::new(MemoryQueue::new(Arc::new(clock.clone()), false));
+        let blobs = Arc::new(MemoryBlobs::default());
+        let ports = store.ports(
+            queue.clone(),
+            blobs.clone(),
+            Arc::new(sender),
+            Arc::new(clock),
+            Arc::new(OsRandom),
+            settings,
+        );
+        MemoryStack {
+            ports,
+            store,
+            blobs,
+            queue,
+        }
+    }
+}
+
+/// Where a test app keeps its data: the emulator (the real SDK calls against the tables of
+/// template.yaml) or the in-memory twins (the same use cases, in milliseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Aws,
+    Memory,
+}
+
+impl Backend {
+    /// `TEST_BACKEND=memory` runs the suite's backend-neutral tests on the twins.
+    pub fn from_env() -> Backend {
+        match std::env::var("TEST_BACKEND").as_deref() {
+            Ok("memory") => Backend::Memory,
+            _ => Backend::Aws,
+        }
+    }
+}
+
+/// The emulator side of an app: its SDK configuration and the names of its resources.
+pub struct AwsSide {
+    pub sdk: SdkConfig,
+    pub env: BTreeMap<String, String>,
 }
 
 /// A response: status, headers and JSON body (Null when the body is not JSON).
@@ -195,8 +240,10 @@ pub struct TestApp {
     /// Every request `send` made: (x-request-id, method, path, status), for the usage check.
     sent: Mutex<Vec<(String, String, String, u16)>>,
     pub http: reqwest::Client,
-    pub sdk: SdkConfig,
-    pub env: BTreeMap<String, String>,
+    pub backend: Backend,
+    aws: Option<AwsSide>,
+    /// The twins' state, when the app runs on them.
+    pub memory: Option<MemoryStack>,
     pub svc: Services,
     pub clock: ManualClock,
     server: tokio::task::JoinHandle<()>,
@@ -242,29 +289,80 @@ impl TestApp {
         faults: Faults,
         route: impl Fn(Model) -> Arc<dyn Provider>,
     ) -> TestApp {
-        Self::spawn_inner(faults, route, &[]).await
+        Self::spawn_on(Backend::from_env(), faults, route, true).await
     }
 
     /// An app configured as in the cloud for webhooks: HTTPS only, no private addresses.
     pub async fn spawn_cloud_webhooks() -> TestApp {
-        Self::spawn_inner(
+        Self::spawn_on(
+            Backend::from_env(),
             Faults::none(),
             |_| Arc::new(Simulated::default()) as Arc<dyn Provider>,
-            &[("WEBHOOKS_ALLOW_PRIVATE", "false")],
+            false,
         )
         .await
     }
 
-    async fn spawn_inner(
+    /// For what only the emulator shows: the SDK's own calls, S3's presigned links, items
+    /// as DynamoDB stores them.
+    pub async fn spawn_aws() -> TestApp {
+        Self::spawn_aws_with(Faults::none()).await
+    }
+
+    pub async fn spawn_aws_with(faults: Faults) -> TestApp {
+        let sim = Simulated {
+            latency_ms: 3_000,
+            fail_rate: 0.0,
+            reject_rate: 0.0,
+            throttle_rate: 0.0,
+            ..Default::default()
+        };
+        Self::spawn_on(
+            Backend::Aws,
+            faults,
+            move |_| Arc::new(sim.clone()) as Arc<dyn Provider>,
+            true,
+        )
+        .await
+    }
+
+    /// On the in-memory twins whatever `TEST_BACKEND` says: for runs too large for the
+    /// emulator (its queries walk whole partitions).
+    pub async fn spawn_memory_sim(sim: Simulated) -> TestApp {
+        Self::spawn_on(
+            Backend::Memory,
+            Faults::none(),
+            move |_| Arc::new(sim.clone()) as Arc<dyn Provider>,
+            true,
+        )
+        .await
+    }
+
+    pub async fn spawn_on(
+        backend: Backend,
         faults: Faults,
         route: impl Fn(Model) -> Arc<dyn Provider>,
-        extra_env: &[(&str, &str)],
+        local_webhooks: bool,
     ) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             shared::runtime::init_logging();
         }
         let clock = ManualClock::starting_now();
-        let (ports, sdk, env) = aws_ports(clock.clone(), extra_env).await;
+        let (ports, aws, memory) = match backend {
+            Backend::Aws => {
+                let extra: &[(&str, &str)] = if local_webhooks {
+                    &[]
+                } else {
+                    &[("WEBHOOKS_ALLOW_PRIVATE", "false")]
+                };
+                let (ports, sdk, env) = aws_ports(clock.clone(), extra).await;
+                (ports, Some(AwsSide { sdk, env }), None)
+            }
+            Backend::Memory => {
+                let m = MemoryStack::new(clock.clone(), local_webhooks);
+                (m.ports.clone(), None, Some(m))
+            }
+        };
         let svc = Services::new(ports);
         let faulty = svc.with_faults(faults);
         let routes = Model::ALL
@@ -322,8 +420,9 @@ impl TestApp {
             base_v6,
             sent: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
-            sdk,
-            env,
+            backend,
+            aws,
+            memory,
             svc,
             clock,
             server,
@@ -502,6 +601,59 @@ impl TestApp {
         }
     }
 
+    /// The emulator side of this app; only tests spawned with `spawn_aws` have one.
+    pub fn aws(&self) -> &AwsSide {
+        self.aws
+            .as_ref()
+            .expect("this test runs on the emulator: spawn it with TestApp::spawn_aws")
+    }
+
+    /// PUTs a file to a presigned upload link (the emulator's S3, or the twin's bucket).
+    pub async fn upload(&self, url: &str, content_type: &str, body: Vec<u8>) -> u16 {
+        match &self.memory {
+            Some(m) => {
+                let key = memory_key(url);
+                m.blobs
+                    .put(&key, body, content_type, None)
+                    .await
+                    .expect("put");
+                200
+            }
+            None => self
+                .http
+                .put(url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("upload")
+                .status()
+                .as_u16(),
+        }
+    }
+
+    /// GETs what a presigned download link serves.
+    pub async fn download(&self, url: &str) -> Vec<u8> {
+        match &self.memory {
+            Some(m) => m
+                .blobs
+                .get(&memory_key(url))
+                .await
+                .expect("get")
+                .unwrap_or_default(),
+            None => self
+                .http
+                .get(url)
+                .send()
+                .await
+                .expect("download")
+                .bytes()
+                .await
+                .expect("bytes")
+                .to_vec(),
+        }
+    }
+
     pub async fn sweep(&self) -> shared::service::pipeline::sweeper::SweepReport {
         shared::service::pipeline::sweeper::sweep(&self.pipeline)
             .await
@@ -637,56 +789,74 @@ impl TestApp {
         }
     }
 
-    /// Ledger entries of one kind for an account (all of them, read from the table).
+    /// Ledger entries of one kind for an account (all of them, read through the port).
     pub async fn ledger_entries(&self, account: &str, kind: &str) -> Vec<Value> {
-        let out = aws_sdk_dynamodb::Client::new(&self.sdk)
-            .query()
-            .table_name(&self.env["LEDGER_TABLE"])
-            .key_condition_expression("account_id = :a")
-            .expression_attribute_values(":a", AttributeValue::S(account.into()))
-            .send()
-            .await
-            .expect("query ledger");
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| matches!(i.get("kind"), Some(AttributeValue::S(k)) if k == kind))
-            .map(|i| {
-                let n = |k: &str| match i.get(k) {
-                    Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
-                    _ => 0,
-                };
-                let s = |k: &str| match i.get(k) {
-                    Some(AttributeValue::S(v)) => Value::String(v.clone()),
-                    _ => Value::Null,
-                };
-                json!({"amount": n("amount"), "seq": n("seq"), "batch_id": s("batch_id"), "request_id": s("request_id")})
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .svc
+                .ledger
+                .page(account, shared::ports::TimeRange::ALL, after.take())
+                .await
+                .expect("ledger page");
+            out.extend(page.items.iter().filter(|e| e.kind.as_str() == kind).map(|e| {
+                json!({"amount": e.amount, "seq": e.seq, "batch_id": e.batch_id, "request_id": e.request_id})
+            }));
+            match page.next {
+                Some(t) => after = Some(t),
+                None => return out,
+            }
+        }
+    }
+
+    /// Every account (the operator's scan).
+    pub async fn all_accounts(&self) -> Vec<AccountRecord> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.svc.accounts.scan(after.take()).await.expect("scan");
+            out.extend(page.items);
+            match page.next {
+                Some(t) => after = Some(t),
+                None => return out,
+            }
+        }
+    }
+
+    /// The usage log of one account (or `_unauthenticated`, `_operator`), oldest first.
+    pub async fn usage_of(&self, account: &str) -> Vec<shared::ports::records::UsageRecord> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .svc
+                .usage
+                .page(account, shared::ports::TimeRange::ALL, after.take())
+                .await
+                .expect("usage page");
+            out.extend(page.items);
+            match page.next {
+                Some(t) => after = Some(t),
+                None => return out,
+            }
+        }
     }
 
     /// Every `/v1` and `/admin/v1` request this app's `send` made is in `enterprise_api_usage`
     /// with its method, route template (matching the path), status and request id.
     pub async fn assert_usage_logged(&self) {
-        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
         let mut logged = std::collections::HashMap::new();
-        let mut start = None;
-        loop {
-            let page = ddb
-                .scan()
-                .table_name(&self.env["API_USAGE_TABLE"])
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .expect("scan usage");
-            for item in page.items.unwrap_or_default() {
-                let u: shared::ports::records::UsageRecord =
-                    serde_dynamo::from_item(item).expect("usage record");
+        let mut owners: Vec<String> = self
+            .all_accounts()
+            .await
+            .into_iter()
+            .map(|a| a.account_id)
+            .collect();
+        owners.extend(["_unauthenticated".to_string(), "_operator".to_string()]);
+        for owner in owners {
+            for u in self.usage_of(&owner).await {
                 logged.insert(u.request_id.clone(), u);
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
             }
         }
         let sent = self.sent.lock().expect("sent").clone();
@@ -725,15 +895,7 @@ impl TestApp {
     /// holds (held == what unsettled batches still hold).
     pub async fn assert_invariants(&self) {
         self.assert_usage_logged().await;
-        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
-        let scan = ddb
-            .scan()
-            .table_name(&self.env["ACCOUNTS_TABLE"])
-            .send()
-            .await
-            .expect("scan accounts");
-        for item in scan.items.unwrap_or_default() {
-            let a: AccountRecord = serde_dynamo::from_item(item).expect("account record");
+        for a in self.all_accounts().await {
             let tally = self.ledger_tally(&a.account_id).await;
             assert!(tally.is_clean(), "{}: {:?}", a.account_id, tally.findings);
             let (sum, count) = (tally.sum, tally.count);
@@ -802,6 +964,14 @@ impl TestApp {
             }
         }
     }
+}
+
+/// The object key a twin's presigned link names (`memory://bucket/{key}?...`).
+fn memory_key(url: &str) -> String {
+    url.strip_prefix("memory://bucket/")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `n` tasks for a batch request.

@@ -23,11 +23,17 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at the real time and moves only when told to advance. Its sleeps
-/// are real (short backoffs between retries against real I/O): they space out contention
-/// without moving the time the code under test sees.
+/// A clock that moves only when told to advance.
+///
+/// Its sleeps (the backoffs between retries) either wait in real time without moving the
+/// clock, which spaces out real contention against real I/O (the emulator), or move the
+/// clock by the time slept and return at once, which keeps runs over the in-memory twins
+/// fast and exactly repeatable.
 #[derive(Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock {
+    ms: Arc<AtomicI64>,
+    sleeps_advance: bool,
+}
 
 impl ManualClock {
     pub fn starting_now() -> Self {
@@ -35,22 +41,36 @@ impl ManualClock {
     }
 
     pub fn starting_at(ms: i64) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(ms)))
+        ManualClock {
+            ms: Arc::new(AtomicI64::new(ms)),
+            sleeps_advance: false,
+        }
+    }
+
+    /// The same clock, whose sleeps move it instead of waiting.
+    pub fn with_sleeps_advancing(mut self) -> Self {
+        self.sleeps_advance = true;
+        self
     }
 
     pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.ms.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 #[async_trait]
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        self.ms.load(Ordering::SeqCst)
     }
 
     async fn sleep_ms(&self, ms: u64) {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if self.sleeps_advance {
+            self.advance_ms(i64::try_from(ms).unwrap_or(i64::MAX));
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
     }
 }
 

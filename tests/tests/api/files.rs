@@ -24,15 +24,8 @@ async fn upload(app: &TestApp, key: &str, request_id: &str, content: Vec<u8>) ->
         url.contains("/files/"),
         "scoped to the account's files: {url}"
     );
-    let put = app
-        .http
-        .put(&url)
-        .header("content-type", "application/jsonl")
-        .body(content)
-        .send()
-        .await
-        .expect("upload");
-    assert!(put.status().is_success(), "{}", put.status());
+    let status = app.upload(&url, "application/jsonl", content).await;
+    assert!((200..300).contains(&status), "{status}");
     f.body["id"].as_str().expect("file id").to_string()
 }
 

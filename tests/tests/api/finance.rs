@@ -7,7 +7,8 @@ use shared::ports::Clock;
 
 #[tokio::test]
 async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_are_entries() {
-    let app = TestApp::spawn().await;
+    // The discrepancy is written behind the code's back, straight into the table.
+    let app = TestApp::spawn_aws().await;
     let (acct, key) = app.account_with(10_000).await;
     let b = app
         .post(
@@ -24,9 +25,9 @@ async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_a
     assert_eq!(r.body["ledger_sum"], r.body["balance"]);
 
     // Someone edits the balance behind the ledger's back.
-    aws_sdk_dynamodb::Client::new(&app.sdk)
+    aws_sdk_dynamodb::Client::new(&app.aws().sdk)
         .update_item()
-        .table_name(&app.env["ACCOUNTS_TABLE"])
+        .table_name(&app.aws().env["ACCOUNTS_TABLE"])
         .key("account_id", AttributeValue::S(acct.clone()))
         .update_expression("SET balance = balance + :one")
         .expression_attribute_values(":one", AttributeValue::N("1".into()))
@@ -54,9 +55,9 @@ async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_a
     assert_eq!(all.body["accounts_with_discrepancies"], 1, "{:?}", all.body);
     assert_eq!(all.body["reports"][0]["account_id"], acct.as_str());
     // Put the balance back, then settle a dispute with an adjustment: a new entry.
-    aws_sdk_dynamodb::Client::new(&app.sdk)
+    aws_sdk_dynamodb::Client::new(&app.aws().sdk)
         .update_item()
-        .table_name(&app.env["ACCOUNTS_TABLE"])
+        .table_name(&app.aws().env["ACCOUNTS_TABLE"])
         .key("account_id", AttributeValue::S(acct.clone()))
         .update_expression("SET balance = balance - :one")
         .expression_attribute_values(":one", AttributeValue::N("1".into()))
@@ -207,7 +208,8 @@ async fn statements_close_each_month_where_the_next_opens_and_match_the_ledger()
 
 #[tokio::test]
 async fn retention_sets_ttls_on_operational_data_and_never_on_the_ledger() {
-    let app = TestApp::spawn().await;
+    // TTL attributes and S3 tags as DynamoDB and S3 store them.
+    let app = TestApp::spawn_aws().await;
     let r = app
         .admin_post(
             "/admin/v1/accounts",
@@ -232,10 +234,10 @@ async fn retention_sets_ttls_on_operational_data_and_never_on_the_ledger() {
         .await;
     let batch = b.body["id"].as_str().unwrap_or_default().to_string();
     app.drive_to_settlement(&acct, &batch, 5_000, 600_000).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&app.sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&app.aws().sdk);
     let scan = |table: &str| {
         let ddb = ddb.clone();
-        let table = app.env[table].clone();
+        let table = app.aws().env[table].clone();
         async move {
             ddb.scan()
                 .table_name(table)
@@ -291,13 +293,13 @@ async fn retention_sets_ttls_on_operational_data_and_never_on_the_ledger() {
         .unwrap_or_default()
         .to_string();
     let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&app.sdk)
+        aws_sdk_s3::config::Builder::from(&app.aws().sdk)
             .force_path_style(true)
             .build(),
     );
     let tags = s3
         .get_object_tagging()
-        .bucket(&app.env["DATA_BUCKET"])
+        .bucket(&app.aws().env["DATA_BUCKET"])
         .key(format!("accounts/{acct}/videos/{batch}/{task}.mp4"))
         .send()
         .await

@@ -101,15 +101,7 @@ async fn a_batch_runs_to_settlement_and_refunds_each_failure_in_real_time() {
         url.contains("X-Amz-Expires=3600") && url.contains("/videos/"),
         "{url}"
     );
-    let mp4 = app
-        .http
-        .get(&url)
-        .send()
-        .await
-        .expect("download")
-        .bytes()
-        .await
-        .expect("bytes");
+    let mp4 = app.download(&url).await;
     assert_eq!(&mp4[4..8], b"ftyp", "a real MP4 container");
 
     let events = app.events_of(&acct).await;
