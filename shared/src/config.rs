@@ -53,6 +53,11 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub deadlines: crate::domain::task::Deadlines,
+    /// Open batches one sweeper pass looks at, at most (the next pass goes on from there).
+    pub sweep_batches_per_pass: usize,
+    /// How long one sweeper pass may run before it leaves the rest to the next (its Lambda
+    /// timeout is 300 s).
+    pub sweep_budget_ms: i64,
     /// Hex SHA-256 of the operator token; `None` turns the operator API off.
     pub operator_token_sha256: Option<String>,
     pub webhooks: WebhookConfig,
@@ -62,6 +67,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             deadlines: crate::domain::task::Deadlines::default(),
+            sweep_batches_per_pass: 2_000,
+            sweep_budget_ms: 200_000,
             operator_token_sha256: None,
             webhooks: WebhookConfig {
                 allow_private: true,
@@ -152,6 +159,8 @@ impl Config {
             s3_force_path_style: get("S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true"),
             presign_ttl_secs,
             settings: Settings {
+                sweep_batches_per_pass: Settings::default().sweep_batches_per_pass,
+                sweep_budget_ms: Settings::default().sweep_budget_ms,
                 deadlines: {
                     let d = crate::domain::task::Deadlines::default();
                     let ms = |name: &'static str, default: i64| -> Result<i64, ConfigError> {

@@ -126,6 +126,7 @@ fn batch(account_id: &str, batch_id: &str, tasks: u32) -> BatchRecord {
         lease_until_ms: T0 + 60_000,
         created_ms: T0,
         next_dispatch: 0,
+        dispatched_ms: 0,
         cancel_requested: false,
         open_shard: Some("open".into()),
         settlement: None,
@@ -164,6 +165,9 @@ fn task(b: &BatchRecord, idx: u32) -> TaskRecord {
         error_message: None,
         video_key: None,
         expires_at: Some(T0 / 1_000 + 97 * 86_400),
+        version: 0,
+        next_check_ms: 0,
+        submit_claim_until_ms: None,
     }
 }
 
@@ -830,17 +834,17 @@ pub async fn batches(p: &Ports) {
     // Dispatch claims move `next_dispatch` from what the claimer read.
     assert!(p
         .batches
-        .advance_dispatch(&a.account_id, &b1, 0, 4)
+        .advance_dispatch(&a.account_id, &b1, 0, 4, T0 + 8)
         .await
         .expect("claim"));
     assert!(!p
         .batches
-        .advance_dispatch(&a.account_id, &b1, 0, 4)
+        .advance_dispatch(&a.account_id, &b1, 0, 4, T0 + 8)
         .await
         .expect("claim"));
     assert!(p
         .batches
-        .advance_dispatch(&a.account_id, &b1, 4, 10)
+        .advance_dispatch(&a.account_id, &b1, 4, 10, T0 + 8)
         .await
         .expect("claim"));
     p.batches
@@ -863,7 +867,10 @@ pub async fn batches(p: &Ports) {
         .await
         .expect("read")
         .expect("b");
-    assert_eq!((got.next_dispatch, got.last_progress_ms), (10, T0 + 9));
+    assert_eq!(
+        (got.next_dispatch, got.dispatched_ms, got.last_progress_ms),
+        (10, T0 + 8, T0 + 9)
+    );
 
     assert!(p
         .batches
@@ -953,31 +960,40 @@ pub async fn tasks(p: &Ports) {
     let all = all_pages(|t| p.tasks.page(&b.batch_id, t)).await;
     assert_eq!(all.len(), 300);
 
-    // `save` lands only from the status the writer read.
+    // `save` lands only on the version the writer read: a stale copy never overwrites.
     let mut running = t5.clone();
     running.status = TaskStatus::Running;
-    assert!(!p
+    running.version = 1;
+    assert!(!p.tasks.save(&running, 1).await.expect("save"));
+    assert!(p.tasks.save(&running, 0).await.expect("save"));
+    let mut stale = t5.clone();
+    stale.provider_job_id = Some("job-from-a-stale-copy".into());
+    stale.version = 1;
+    assert!(!p.tasks.save(&stale, 0).await.expect("stale copy"));
+    let now = p
         .tasks
-        .save(&running, TaskStatus::Running)
+        .get(&b.batch_id, 5)
         .await
-        .expect("save"));
-    assert!(p
-        .tasks
-        .save(&running, TaskStatus::Queued)
-        .await
-        .expect("save"));
-    assert!(!p
-        .tasks
-        .save(&running, TaskStatus::Queued)
-        .await
-        .expect("save"));
+        .expect("read")
+        .expect("task");
+    assert_eq!(
+        (now.status, now.version, now.provider_job_id),
+        (TaskStatus::Running, 1, None)
+    );
     let mut ghost = running.clone();
     ghost.idx = 999;
-    assert!(!p
+    assert!(!p.tasks.save(&ghost, 0).await.expect("save absent"));
+    // A recovery writes only what is missing: the task that moved on stays as it is.
+    let mut fresh = records.clone();
+    fresh.push(task(&b, 300));
+    assert_eq!(p.tasks.put_missing(&fresh).await.expect("put"), 1);
+    let still = p
         .tasks
-        .save(&ghost, TaskStatus::Queued)
+        .get(&b.batch_id, 5)
         .await
-        .expect("save absent"));
+        .expect("read")
+        .expect("task");
+    assert_eq!(still.status, TaskStatus::Running);
 
     p.progress.init(&b.batch_id, 300).await.expect("init");
     let shards = p.progress.all(&b.batch_id).await.expect("all");
@@ -1039,6 +1055,15 @@ pub async fn tasks(p: &Ports) {
         })
         .await
         .expect("absent shard"));
+    // Initialising again (a recovery) leaves the shards, and their marks, as they are.
+    p.progress.init(&b.batch_id, 300).await.expect("init again");
+    let s0 = p
+        .progress
+        .shard(&b.batch_id, 0)
+        .await
+        .expect("read")
+        .expect("shard");
+    assert_eq!(s0.ended.get("7"), Some(&Outcome::Cancelled));
     let s1 = p
         .progress
         .shard(&b.batch_id, 1)

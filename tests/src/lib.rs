@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub mod contract;
 pub mod fakes;
 pub mod receiver;
+pub mod sim;
 
 pub const OPERATOR_TOKEN: &str = "op_test_token_for_the_suite";
 
@@ -149,8 +150,14 @@ pub struct MemoryStack {
 }
 
 impl MemoryStack {
-    /// `local_webhooks`: plain HTTP and loopback receivers allowed, as in local mode.
+    /// `local_webhooks`: plain HTTP and loopback receivers allowed, as in local mode. The
+    /// queue ignores delays: the test pump parks early messages until the clock reaches them.
     pub fn new(clock: ManualClock, local_webhooks: bool) -> Self {
+        Self::with_queue_delays(clock, local_webhooks, false)
+    }
+
+    /// The same, with a queue that honours delays as SQS does (the simulator's).
+    pub fn with_queue_delays(clock: ManualClock, local_webhooks: bool, delays: bool) -> Self {
         shared::runtime::ensure_tls();
         let webhooks = shared::config::WebhookConfig {
             allow_private: local_webhooks,
@@ -164,7 +171,7 @@ impl MemoryStack {
         let sender =
             shared::adapters::webhook_client::WebhookClient::new(webhooks).expect("webhook client");
         let store = Memory::new();
-        let queue = Arc::new(MemoryQueue::new(Arc::new(clock.clone()), false));
+        let queue = Arc::new(MemoryQueue::new(Arc::new(clock.clone()), delays));
         let blobs = Arc::new(MemoryBlobs::default());
         let ports = store.ports(
             queue.clone(),
@@ -503,7 +510,16 @@ impl TestApp {
                     }
                     let n = ev.records.len();
                     let mut doubled = ev.clone();
-                    doubled.records.extend(ev.records.iter().cloned());
+                    // The second copy is a second delivery of the same message.
+                    doubled
+                        .records
+                        .extend(ev.records.iter().cloned().map(|mut r| {
+                            r.attributes.insert(
+                                shared::adapters::lambda::RECEIVE_COUNT.to_string(),
+                                "2".to_string(),
+                            );
+                            r
+                        }));
                     doubled.records.reverse();
                     for (i, r) in doubled.records.iter_mut().enumerate() {
                         // Copy i of original k sits at 2n-1-k or n-1-k: name it by k.

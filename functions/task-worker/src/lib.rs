@@ -6,5 +6,8 @@ use shared::adapters::lambda::sqs_batch;
 use shared::service::pipeline::{worker, Pipeline, TaskMessage};
 
 pub async fn handle_event(p: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch("tasks", event, |m: TaskMessage| worker::handle(p, m)).await
+    sqs_batch("tasks", event, |m: TaskMessage, receives| {
+        worker::handle(p, m, receives)
+    })
+    .await
 }

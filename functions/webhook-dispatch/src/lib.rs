@@ -9,5 +9,5 @@ use shared::service::webhooks::dispatch::handle;
 use shared::service::Services;
 
 pub async fn handle_event(svc: &Services, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch("events", event, |m: EventsMessage| handle(svc, m)).await
+    sqs_batch("events", event, |m: EventsMessage, _| handle(svc, m)).await
 }

@@ -56,18 +56,22 @@ where
         if batch.is_empty() {
             break;
         }
-        received.extend(batch.into_iter().map(|m| (m.receipt, m.body)));
+        received.extend(
+            batch
+                .into_iter()
+                .map(|m| (m.receipt, m.body, m.receive_count)),
+        );
     }
     let (ready, later): (Vec<_>, Vec<_>) = received
         .into_iter()
-        .partition(|(_, body)| due(body, now_ms));
+        .partition(|(_, body, _)| due(body, now_ms));
     let mut round = Round {
         handled: 0,
         invocations: 0,
         failed: 0,
         deferred: Vec::new(),
     };
-    for (receipt, body) in &later {
+    for (receipt, body, _) in &later {
         if retry_failed_now {
             queue.release(name, receipt, 40_000).await?;
             round
@@ -82,11 +86,15 @@ where
     }
     for chunk in ready.chunks(10) {
         let mut event = SqsEvent::default();
-        for (i, (receipt, body)) in chunk.iter().enumerate() {
+        for (i, (receipt, body, receives)) in chunk.iter().enumerate() {
             let mut m = SqsMessage::default();
             m.message_id = Some(i.to_string());
             m.receipt_handle = Some(receipt.clone());
             m.body = Some(body.clone());
+            m.attributes.insert(
+                shared::adapters::lambda::RECEIVE_COUNT.to_string(),
+                receives.to_string(),
+            );
             event.records.push(m);
         }
         let resp = handler(event).await;
@@ -95,7 +103,7 @@ where
             .iter()
             .map(|f| f.item_identifier.clone())
             .collect();
-        for (i, (receipt, _)) in chunk.iter().enumerate() {
+        for (i, (receipt, _, _)) in chunk.iter().enumerate() {
             if failed.contains(&i.to_string()) {
                 round.failed += 1;
                 if retry_failed_now {

@@ -3,6 +3,9 @@
 //! the invocation concurrently, and report the failures back (partial batch response), so
 //! only they come back after their visibility timeout.
 //!
+//! Each message reaches the handler with how many times the queue has handed it out
+//! (`ApproximateReceiveCount`; 1 when the event does not say).
+//!
 //! A body that does not decode is reported as failed too: it will never succeed, so after
 //! the queue's `maxReceiveCount` it lands in the dead-letter queue, whose alarm tells an
 //! operator; dropping it here would hide it.
@@ -13,18 +16,26 @@ use serde::de::DeserializeOwned;
 use std::fmt::Display;
 use std::future::Future;
 
+/// The SQS event attribute that counts receives.
+pub const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
+
 pub async fn sqs_batch<M, E, F, Fut>(queue: &str, event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     M: DeserializeOwned,
     E: Display,
-    F: Fn(M) -> Fut,
+    F: Fn(M, u32) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
     let handle = &handle;
     let results = join_all(event.records.into_iter().map(|m| async move {
         let id = m.message_id.clone().unwrap_or_default();
+        let receive_count = m
+            .attributes
+            .get(RECEIVE_COUNT)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let result = match serde_json::from_str::<M>(m.body.as_deref().unwrap_or("")) {
-            Ok(msg) => handle(msg).await.map_err(|e| e.to_string()),
+            Ok(msg) => handle(msg, receive_count).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("malformed message: {e}")),
         };
         (id, result)

@@ -122,6 +122,9 @@ impl Queue for Sqs {
             .queue_url(self.url(q)?)
             .max_number_of_messages(10)
             .wait_time_seconds(wait_secs)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
             .send()
             .await
             .map_err(|e| sqs_err("ReceiveMessage", e))?;
@@ -130,9 +133,18 @@ impl Queue for Sqs {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|m| {
+                let receive_count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
                 Some(Received {
                     receipt: m.receipt_handle?,
                     body: m.body.unwrap_or_default(),
+                    receive_count,
                 })
             })
             .collect())

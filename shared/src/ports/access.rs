@@ -1,8 +1,8 @@
 //! Access: API keys, rate-limit windows and address blocks, and the usage log
 //! (`enterprise_api_usage`). All of it is shared across Lambda instances.
 
+use super::common::{Listed, PageToken, PortResult, Slice, TimeRange};
 use super::records::{ApiKeyRecord, Throttle, UsageRecord};
-use super::{Listed, PageToken, PortResult, Slice, TimeRange};
 use crate::domain::access::KeyMinute;
 use async_trait::async_trait;
 

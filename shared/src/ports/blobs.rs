@@ -1,7 +1,7 @@
 //! Blob storage: batch inputs, uploaded files, videos and exports, under each account's
 //! prefix; presigned links for customers.
 
-use super::PortResult;
+use super::common::PortResult;
 use async_trait::async_trait;
 
 /// A presigned link and how long it works.

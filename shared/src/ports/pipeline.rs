@@ -1,9 +1,9 @@
 //! The task pipeline's state: batches, their task records and progress shards.
 
+use super::common::{Listed, PageToken, PortResult, Slice};
 use super::records::{BatchRecord, ShardRecord, TaskRecord};
 use super::store::EndMark;
-use super::{Listed, PageToken, PortResult, Slice};
-use crate::domain::batch::{BatchStatus, TaskStatus};
+use crate::domain::batch::BatchStatus;
 use async_trait::async_trait;
 
 #[async_trait]
@@ -34,13 +34,15 @@ pub trait Batches: Send + Sync {
         now_ms: i64,
         until_ms: i64,
     ) -> PortResult<bool>;
-    /// Moves `next_dispatch` from `from` to `to`; false if it is no longer `from`.
+    /// Moves `next_dispatch` from `from` to `to` (and `dispatched_ms` to `now_ms`); false if
+    /// it is no longer `from`.
     async fn advance_dispatch(
         &self,
         account_id: &str,
         batch_id: &str,
         from: u32,
         to: u32,
+        now_ms: i64,
     ) -> PortResult<bool>;
     /// Records progress time on an existing batch (absent: nothing happens).
     async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()>;
@@ -53,13 +55,18 @@ pub trait Batches: Send + Sync {
 
 #[async_trait]
 pub trait Tasks: Send + Sync {
-    /// Writes task records unconditionally: a task's key and content are fixed by its batch.
+    /// Writes new task records unconditionally, in batches: only for the first writer of a
+    /// batch, which no one else can have written yet.
     async fn put_all(&self, tasks: &[TaskRecord]) -> PortResult<()>;
+    /// Writes the task records that do not exist yet, each conditionally (recovery: what
+    /// exists may have moved on and must not be reset). Returns how many it wrote.
+    async fn put_missing(&self, tasks: &[TaskRecord]) -> PortResult<usize>;
     async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>>;
     /// The records of these indexes that exist, strongly consistent.
     async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>>;
-    /// Writes the new state of a task if it is still in `expected` status.
-    async fn save(&self, task: &TaskRecord, expected: TaskStatus) -> PortResult<bool>;
+    /// Writes the new state of a task if it still has `expected_version` (the version it was
+    /// read at); `task.version` must be the next one. False if someone saved it meanwhile.
+    async fn save(&self, task: &TaskRecord, expected_version: u64) -> PortResult<bool>;
     /// In submission order, after `after_idx`.
     async fn list(
         &self,
@@ -76,7 +83,8 @@ pub trait Tasks: Send + Sync {
 /// mark that refunds are conditioned on).
 #[async_trait]
 pub trait Progress: Send + Sync {
-    /// Empty shards for a batch of `total` tasks (idempotent).
+    /// Empty shards for a batch of `total` tasks; a shard that exists is left as it is (it may
+    /// hold end marks already).
     async fn init(&self, batch_id: &str, total: u32) -> PortResult<()>;
     /// All of a batch's shards, strongly consistent.
     async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>>;

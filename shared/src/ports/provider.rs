@@ -19,6 +19,8 @@ pub struct JobRequest {
     /// How many times this task was submitted before (deterministic simulation uses it).
     pub attempt: u32,
     pub now_ms: i64,
+    /// Names this submission: a provider that honours it answers a repeat with the same job.
+    pub idempotency_key: Option<String>,
 }
 
 /// Where a finished job's video is.

@@ -1,6 +1,6 @@
 //! Queues: at-least-once delivery of JSON messages between the functions.
 
-use super::PortResult;
+use super::common::PortResult;
 use async_trait::async_trait;
 
 /// The queues of the design card, by role; the adapter knows their addresses.
@@ -36,11 +36,13 @@ impl QueueName {
     }
 }
 
-/// A received message: the handle that deletes or releases it, and its body.
+/// A received message: the handle that deletes or releases it, its body, and how many times
+/// the queue has handed it out (this time included).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     pub receipt: String,
     pub body: String,
+    pub receive_count: u32,
 }
 
 /// SQS's longest delay; longer waits re-check and go round again.

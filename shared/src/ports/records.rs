@@ -178,6 +178,9 @@ pub struct BatchRecord {
     /// Tasks `0..next_dispatch` have been handed to the tasks queue.
     #[serde(default)]
     pub next_dispatch: u32,
+    /// When the latest of them were handed over.
+    #[serde(default)]
+    pub dispatched_ms: i64,
     #[serde(default)]
     pub cancel_requested: bool,
     /// Set until the batch settles (the sweeper's `open` index).
@@ -246,6 +249,20 @@ pub struct TaskRecord {
     /// creation plus the longest a batch can run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// Bumped by every save; a save lands only on the version it read (optimistic
+    /// concurrency), so a stale copy of a task can never overwrite a newer one. It is also
+    /// the token of the task's message chain: a message names the version it was sent at,
+    /// and one that no longer matches is stale and dropped.
+    #[serde(default)]
+    pub version: u64,
+    /// By when the chain has promised to look at the task again; past it (and a grace), the
+    /// sweeper takes the chain for lost.
+    #[serde(default)]
+    pub next_check_ms: i64,
+    /// While set and in the future, one worker is submitting the task upstream; nobody else
+    /// may. Cleared with the job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_claim_until_ms: Option<i64>,
 }
 
 /// One progress shard of a batch (see `domain::task::SHARD_SIZE`).

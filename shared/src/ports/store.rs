@@ -1,11 +1,11 @@
 //! The money ports (movements and the ledger), accounts, idempotency records and the small
 //! aggregates (files, models, exports).
 
+use super::common::{Listed, PageToken, PortResult, Slice, StoreError, TimeRange};
 use super::records::{
     AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, ExportRecord, FileRecord,
     LedgerRecord, RequestRecord,
 };
-use super::{Listed, PageToken, PortResult, Slice, StoreError, TimeRange};
 use crate::domain::account::AccountStatus;
 use crate::domain::ledger::{Book, EntryKind};
 use crate::domain::money::Credits;

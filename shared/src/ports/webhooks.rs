@@ -1,8 +1,8 @@
 //! Webhooks: endpoints, the event log, deliveries (each moved through conditional writes
 //! only), and the outbound HTTP sender.
 
+use super::common::{Listed, PageToken, PortResult, Slice, TimeRange};
 use super::records::{AttemptLog, DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord};
-use super::{Listed, PageToken, PortResult, Slice, TimeRange};
 use crate::domain::webhook::AttemptResult;
 use async_trait::async_trait;
 

@@ -20,7 +20,7 @@ use super::views::{BatchView, TaskView};
 use super::{files, ErrorCode, Page, Reply, ServiceError, Services};
 use crate::domain::account::AccountStatus;
 use crate::domain::batch::{
-    plan_batch, task_id, validate_metadata, validate_task, BatchCredits, BatchPlan, BatchRuleError,
+    plan_batch, validate_metadata, validate_task, BatchCredits, BatchPlan, BatchRuleError,
     BatchStatus, TaskCounts, TaskInput, TaskSpec, TaskStatus,
 };
 use crate::domain::cursor;
@@ -29,18 +29,15 @@ use crate::domain::ids;
 use crate::domain::ledger::{next_entry, EntryKind, LedgerError};
 use crate::domain::money::Credits;
 use crate::domain::pricing::{Model, CURRENT_PRICES};
-use crate::ports::records::{AccountRecord, BatchRecord, LedgerRecord, TaskRecord};
+use crate::ports::records::{AccountRecord, BatchRecord, LedgerRecord};
 use crate::ports::store::{CommitError, MoneyMove, NewRecord};
-use crate::ports::StoreError;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json as j, Value};
 use std::collections::BTreeMap;
 
-/// Longer than any Lambda lives (API timeout 29 s), so a writer whose lease ran out is dead.
-pub const MATERIALIZE_LEASE_MS: i64 = 60_000;
-const TASK_WRITE_CHUNK: usize = 100;
-const TASK_WRITE_PARALLELISM: usize = 4;
+use super::pipeline::materialize::{materialize, Writer};
+pub use super::pipeline::materialize::{recover, MATERIALIZE_LEASE_MS};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,7 +175,7 @@ pub async fn submit(
     {
         Held::Created(batch, reply) => {
             svc.faults.check("submit.after_hold")?;
-            materialize(svc, &batch, &specs).await?;
+            materialize(svc, &batch, &specs, Writer::First).await?;
             Ok(reply)
         }
         Held::Replay(reply) => Ok(reply),
@@ -243,6 +240,7 @@ async fn hold(
             lease_until_ms: now + MATERIALIZE_LEASE_MS,
             created_ms: now,
             next_dispatch: 0,
+            dispatched_ms: 0,
             cancel_requested: false,
             open_shard: Some("open".to_string()),
             settlement: None,
@@ -370,107 +368,6 @@ async fn finish_replayed(
     replay_batch(svc, account_id, request_id, fingerprint)
         .await
         .map(|_| ())
-}
-
-/// Step 3 and 4 for an `accepted` batch whose writer's lease has run out: rewrite its task
-/// records from the stored input. A no-op for any other batch. Returns true if it wrote.
-pub async fn recover(svc: &Services, batch: &BatchRecord) -> Result<bool, ServiceError> {
-    if batch.status != BatchStatus::Accepted {
-        return Ok(false);
-    }
-    let now = svc.now_ms();
-    if batch.lease_until_ms >= now
-        || !svc
-            .batches
-            .take_lease(
-                &batch.account_id,
-                &batch.batch_id,
-                now,
-                now + MATERIALIZE_LEASE_MS,
-            )
-            .await?
-    {
-        return Ok(false);
-    }
-    let bytes =
-        svc.blobs.get(&batch.input_key).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("input of {} is missing", batch.batch_id))
-        })?;
-    let specs = files::parse_input(&bytes, batch.model).map_err(|e| {
-        ServiceError::Internal(format!(
-            "stored input of {} no longer parses: {e}",
-            batch.batch_id
-        ))
-    })?;
-    if specs.len() != batch.task_count as usize {
-        return Err(ServiceError::Internal(format!(
-            "stored input of {} has {} tasks, expected {}",
-            batch.batch_id,
-            specs.len(),
-            batch.task_count
-        )));
-    }
-    tracing::warn!(batch_id = %batch.batch_id, "recovering task records of a stalled batch");
-    materialize(svc, batch, &specs).await?;
-    Ok(true)
-}
-
-async fn materialize(
-    svc: &Services,
-    batch: &BatchRecord,
-    specs: &[TaskSpec],
-) -> Result<(), ServiceError> {
-    let tasks: Vec<TaskRecord> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let idx = i as u32;
-            TaskRecord {
-                batch_id: batch.batch_id.clone(),
-                idx,
-                task_id: task_id(&batch.batch_id, idx),
-                account_id: batch.account_id.clone(),
-                status: TaskStatus::Queued,
-                model: batch.model,
-                spec: spec.clone(),
-                created_ms: batch.created_ms,
-                updated_ms: batch.created_ms,
-                provider: None,
-                provider_model: None,
-                provider_job_id: None,
-                attempts: 0,
-                slot: false,
-                started_ms: None,
-                ended_ms: None,
-                deadline_ms: batch.created_ms + svc.settings.deadlines.queue_ms,
-                error_code: None,
-                error_message: None,
-                video_key: None,
-                expires_at: Some(crate::ports::records::task_expiry(
-                    batch.created_ms,
-                    batch.retention_days,
-                )),
-            }
-        })
-        .collect();
-    stream::iter(tasks.chunks(TASK_WRITE_CHUNK).map(Ok::<_, StoreError>))
-        .try_for_each_concurrent(TASK_WRITE_PARALLELISM, |chunk| async move {
-            svc.tasks.put_all(chunk).await?;
-            svc.faults.check("submit.after_task_chunk")
-        })
-        .await?;
-    svc.progress.init(&batch.batch_id, batch.task_count).await?;
-    svc.faults.check("submit.after_tasks")?;
-    svc.batches
-        .mark_queued(&batch.account_id, &batch.batch_id)
-        .await?;
-    // The first window of tasks. If this is lost, the sweeper tops the window up.
-    if let Some(queued) = svc.batches.get(&batch.account_id, &batch.batch_id).await? {
-        if let Err(e) = super::pipeline::dispatch::start(svc, &queued).await {
-            tracing::warn!(batch_id = %batch.batch_id, error = %e, "first dispatch failed; the sweeper will dispatch");
-        }
-    }
-    Ok(())
 }
 
 pub async fn get(

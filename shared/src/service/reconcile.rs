@@ -35,6 +35,9 @@ pub struct Report {
     pub ledger_seq: u64,
     pub held: i64,
     pub open_holds: i64,
+    /// False when the account kept moving through every reading: the batches (refund
+    /// tallies, `held`) were then not judged, and no difference is reported for them.
+    pub held_checked: bool,
     pub batches_checked: u64,
     pub discrepancies: Vec<Discrepancy>,
 }
@@ -49,16 +52,64 @@ fn d(kind: &'static str, expected: i64, found: i64) -> Discrepancy {
     }
 }
 
+/// How often a reconciliation of a busy account reads it again before it gives up checking
+/// the batches against it.
+const BUSY_RETRIES: u32 = 5;
+
+/// Reconciles one account, truthfully also while it is busy.
+///
+/// The ledger part is exact at any moment: entries up to the account's `ledger_seq` as read
+/// never change, and the balance read is the balance after exactly those. The batch part
+/// (refund tallies, `held`) compares records read at different moments, so it only counts
+/// when the account did not move while the batches were read; otherwise it reads again, and
+/// after `BUSY_RETRIES` reports `held_checked: false` rather than a difference that is not
+/// there.
 pub async fn account(svc: &Services, account: &AccountRecord) -> Result<Report, ServiceError> {
+    let mut read = account.clone();
+    for attempt in 0..BUSY_RETRIES {
+        let report = scan(svc, &read).await?;
+        let now = svc
+            .accounts
+            .get(&read.account_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("account"))?;
+        let still = now.ledger_seq == read.ledger_seq
+            && now.held == read.held
+            && now.balance == read.balance;
+        if still {
+            return Ok(report);
+        }
+        if attempt + 1 == BUSY_RETRIES {
+            // Still moving: keep what is exact (the ledger), leave the batches unjudged.
+            let mut report = report;
+            report
+                .discrepancies
+                .retain(|d| !matches!(d.kind, "held_mismatch" | "refund_tally_mismatch"));
+            report.held_checked = false;
+            report.ok = report.discrepancies.is_empty();
+            return Ok(report);
+        }
+        svc.backoff(attempt).await;
+        read = now;
+    }
+    Err(ServiceError::Internal("reconcile: unreachable".into()))
+}
+
+/// One reading: the ledger up to the account's `ledger_seq`, and every batch.
+async fn scan(svc: &Services, account: &AccountRecord) -> Result<Report, ServiceError> {
     let account_id = account.account_id.as_str();
     let mut out = Vec::new();
 
-    // The ledger, oldest first: the sum, the count, the running balance, refunds per batch.
+    // The ledger, oldest first, up to what the account read names: the sum, the count, the
+    // running balance, refunds per batch.
     let mut tally = Tally::from_start();
     let mut refunds: HashMap<String, i64> = HashMap::new();
     let mut entries = pin!(pages(|t| svc.ledger.page(account_id, TimeRange::ALL, t)));
-    while let Some(page) = entries.try_next().await? {
+    'ledger: while let Some(page) = entries.try_next().await? {
         for e in page {
+            if e.seq > account.ledger_seq {
+                break 'ledger;
+            }
             tally
                 .add(e.seq, e.amount, e.balance_after)
                 .map_err(|err| ServiceError::Internal(err.to_string()))?;
@@ -137,6 +188,7 @@ pub async fn account(svc: &Services, account: &AccountRecord) -> Result<Report, 
         ledger_seq: account.ledger_seq,
         held: account.held.value(),
         open_holds,
+        held_checked: true,
         batches_checked: checked,
         discrepancies: out,
     })

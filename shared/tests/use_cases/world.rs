@@ -234,7 +234,11 @@ impl World {
                 for m in self.queue.receive(q, 0).await.expect("receive") {
                     handled += 1;
                     let ok = match q {
-                        QueueName::Tasks => worker::handle(&self.p, decode(&m.body)).await.is_ok(),
+                        QueueName::Tasks => {
+                            worker::handle(&self.p, decode(&m.body), m.receive_count)
+                                .await
+                                .is_ok()
+                        }
                         QueueName::Settle => settle::handle(&self.p, decode(&m.body)).await.is_ok(),
                         QueueName::Events => {
                             shared::service::webhooks::dispatch::handle(&self.svc, decode(&m.body))

@@ -13,4 +13,5 @@ mod openapi;
 mod pipeline;
 mod providers;
 mod scale;
+mod timescales;
 mod webhooks;

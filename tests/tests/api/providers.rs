@@ -21,6 +21,7 @@ fn req(prompt: &str, model: &str, seconds: u32) -> JobRequest {
         resolution: "720p".into(),
         attempt: 0,
         now_ms: 0,
+        idempotency_key: None,
     }
 }
 

@@ -95,6 +95,7 @@ impl Batches for Dynamo {
         batch_id: &str,
         from: u32,
         to: u32,
+        now_ms: i64,
     ) -> PortResult<bool> {
         let res = self
             .ddb
@@ -102,10 +103,11 @@ impl Batches for Dynamo {
             .table_name(&self.t.batches)
             .key("account_id", s(account_id))
             .key("batch_id", s(batch_id))
-            .update_expression("SET next_dispatch = :to")
+            .update_expression("SET next_dispatch = :to, dispatched_ms = :now")
             .condition_expression("next_dispatch = :cur")
             .expression_attribute_values(":to", n(to))
             .expression_attribute_values(":cur", n(from))
+            .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
         applied(res, "UpdateItem")

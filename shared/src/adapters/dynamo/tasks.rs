@@ -2,7 +2,6 @@
 //! task records and its progress shards with the exactly-once end marks.
 
 use super::{applied, build, dynamo_err, from_item, n, s, to_item, Dynamo, Item, Query};
-use crate::domain::batch::TaskStatus;
 use crate::domain::task::{shard_count, shard_len, shard_of, Outcome};
 use crate::ports::records::{ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
@@ -113,17 +112,41 @@ impl Tasks for Dynamo {
         Ok(out)
     }
 
-    async fn save(&self, task: &TaskRecord, expected: TaskStatus) -> PortResult<bool> {
-        let expected = serde_dynamo::to_attribute_value(expected)
-            .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+    async fn put_missing(&self, tasks: &[TaskRecord]) -> PortResult<usize> {
+        let mut written = 0;
+        for chunk in tasks.chunks(8) {
+            let puts = chunk.iter().map(|t| async move {
+                let res = self
+                    .ddb
+                    .put_item()
+                    .table_name(&self.t.tasks)
+                    .set_item(Some(to_item(t)?))
+                    .condition_expression("attribute_not_exists(idx)")
+                    .send()
+                    .await;
+                applied(res, "PutItem")
+            });
+            for w in futures_util::future::join_all(puts).await {
+                written += usize::from(w?);
+            }
+        }
+        Ok(written)
+    }
+
+    async fn save(&self, task: &TaskRecord, expected_version: u64) -> PortResult<bool> {
+        // Records from before versions count as version 0.
+        let condition = if expected_version == 0 {
+            "attribute_exists(idx) AND (attribute_not_exists(version) OR version = :v)"
+        } else {
+            "version = :v"
+        };
         let res = self
             .ddb
             .put_item()
             .table_name(&self.t.tasks)
             .set_item(Some(to_item(task)?))
-            .condition_expression("#st = :expected")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":expected", expected)
+            .condition_expression(condition)
+            .expression_attribute_values(":v", n(expected_version))
             .send()
             .await;
         applied(res, "PutItem")
@@ -153,17 +176,25 @@ impl Tasks for Dynamo {
 #[async_trait]
 impl Progress for Dynamo {
     async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
-        let items = (0..shard_count(total))
-            .map(|sh| {
-                let rec = ShardRecord::empty(batch_id, sh, shard_len(total, sh));
-                let mut item = to_item(&rec)?;
-                // Empty maps must exist so that `SET started.#i` has a parent.
-                item.insert("started".into(), AttributeValue::M(HashMap::new()));
-                item.insert("ended".into(), AttributeValue::M(HashMap::new()));
-                Ok(item)
-            })
-            .collect::<PortResult<Vec<_>>>()?;
-        self.batch_put(&self.t.progress, items).await
+        for sh in 0..shard_count(total) {
+            let rec = ShardRecord::empty(batch_id, sh, shard_len(total, sh));
+            let mut item = to_item(&rec)?;
+            // Empty maps must exist so that `SET started.#i` has a parent.
+            item.insert("started".into(), AttributeValue::M(HashMap::new()));
+            item.insert("ended".into(), AttributeValue::M(HashMap::new()));
+            let res = self
+                .ddb
+                .put_item()
+                .table_name(&self.t.progress)
+                .set_item(Some(item))
+                // The key attributes exist on every item, so this is "no such shard yet" (`shard`
+                // itself is a reserved word).
+                .condition_expression("attribute_not_exists(batch_id)")
+                .send()
+                .await;
+            applied(res, "PutItem")?;
+        }
+        Ok(())
     }
 
     async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>> {

@@ -43,10 +43,12 @@ impl Memory {
 #[async_trait]
 impl Keys for Memory {
     async fn get(&self, key_hash: &str) -> PortResult<Option<ApiKeyRecord>> {
+        self.pause().await;
         Ok(self.lock().keys.get(&key_hash.to_string()).cloned())
     }
 
     async fn put(&self, rec: &ApiKeyRecord) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         if st.keys.contains(&rec.key_hash) {
             return Err(refused("PutItem", "the key hash exists"));
@@ -56,10 +58,12 @@ impl Keys for Memory {
     }
 
     async fn list(&self, account_id: &str) -> PortResult<Vec<ApiKeyRecord>> {
+        self.pause().await;
         Ok(self.indexed_keys(account_id))
     }
 
     async fn find(&self, account_id: &str, key_id: &str) -> PortResult<Option<ApiKeyRecord>> {
+        self.pause().await;
         let found = self
             .indexed_keys(account_id)
             .into_iter()
@@ -77,6 +81,7 @@ impl Keys for Memory {
         patch: &KeyPatch,
         now_ms: i64,
     ) -> PortResult<Option<ApiKeyRecord>> {
+        self.pause().await;
         let mut st = self.lock();
         let k = key_hash.to_string();
         let allowed = st.keys.get(&k).is_some_and(|key| {
@@ -120,6 +125,7 @@ impl Keys for Memory {
     }
 
     async fn revoke(&self, key_hash: &str, now_ms: i64) -> PortResult<Option<ApiKeyRecord>> {
+        self.pause().await;
         let mut st = self.lock();
         let k = key_hash.to_string();
         if st.keys.get(&k).is_none_or(|key| key.revoked_ms.is_some()) {
@@ -134,6 +140,7 @@ impl Keys for Memory {
     }
 
     async fn throttle(&self, key_hash: &str, t: &Throttle) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = key_hash.to_string();
         let free = st.keys.get(&k).is_some_and(|key| {
@@ -148,6 +155,7 @@ impl Keys for Memory {
     }
 
     async fn lift_throttle(&self, key_hash: &str) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = key_hash.to_string();
         if st.keys.get(&k).is_none_or(|key| key.throttle.is_none()) {
@@ -164,6 +172,7 @@ impl Keys for Memory {
         reason: &str,
         now_ms: i64,
     ) -> PortResult<usize> {
+        self.pause().await;
         let listed = self.indexed_keys(account_id);
         let mut st = self.lock();
         let mut changed = 0;
@@ -192,6 +201,7 @@ impl Keys for Memory {
 #[async_trait]
 impl RateWindows for Memory {
     async fn admit(&self, key_id: &str, window_start: i64, cap: u64) -> PortResult<Option<u64>> {
+        self.pause().await;
         if cap == 0 {
             return Ok(None);
         }
@@ -207,6 +217,7 @@ impl RateWindows for Memory {
     }
 
     async fn count(&self, key_id: &str, window_start: i64) -> PortResult<u64> {
+        self.pause().await;
         Ok(self
             .lock()
             .windows
@@ -222,6 +233,7 @@ impl RateWindows for Memory {
         client_error: bool,
         payment_required: bool,
     ) -> PortResult<KeyMinute> {
+        self.pause().await;
         let mut st = self.lock();
         let k = key_window(key_id, window_start);
         let mut w = st.windows.get(&k).cloned().unwrap_or_default();
@@ -237,6 +249,7 @@ impl RateWindows for Memory {
     }
 
     async fn count_auth_failure(&self, ip: &str, window_start: i64) -> PortResult<u64> {
+        self.pause().await;
         let mut st = self.lock();
         let k = format!("ip#{ip}#{window_start}");
         let mut w = st.windows.get(&k).cloned().unwrap_or_default();
@@ -253,6 +266,7 @@ impl RateWindows for Memory {
         now_ms: i64,
         until_ms: i64,
     ) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = ip.to_string();
         if st.blocks.get(&k).is_some_and(|b| b.until_ms >= now_ms) {
@@ -269,6 +283,7 @@ impl RateWindows for Memory {
     }
 
     async fn ip_block(&self, ip: &str, now_ms: i64) -> PortResult<Option<IpBlock>> {
+        self.pause().await;
         Ok(self
             .lock()
             .blocks
@@ -281,6 +296,7 @@ impl RateWindows for Memory {
     }
 
     async fn unblock_ip(&self, ip: &str) -> PortResult<bool> {
+        self.pause().await;
         Ok(self.lock().blocks.remove(&ip.to_string()).is_some())
     }
 }
@@ -296,6 +312,7 @@ fn usage_bounds(range: TimeRange) -> (String, String) {
 #[async_trait]
 impl Usage for Memory {
     async fn put(&self, rec: &UsageRecord) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         let k = (rec.account_id.clone(), rec.usage_id.clone());
         if st.usage.get(&k).is_some_and(|u| u.kind != "anomaly") {
@@ -316,6 +333,7 @@ impl Usage for Memory {
         limit: usize,
         before: Option<String>,
     ) -> PortResult<Listed<UsageRecord>> {
+        self.pause().await;
         let st = self.lock();
         let (lo, hi) = usage_bounds(range);
         let a = account_id.to_string();
@@ -335,6 +353,7 @@ impl Usage for Memory {
         range: TimeRange,
         after: Option<PageToken>,
     ) -> PortResult<Slice<UsageRecord>> {
+        self.pause().await;
         let st = self.lock();
         let (lo, hi) = usage_bounds(range);
         let a = account_id.to_string();

@@ -16,7 +16,7 @@ mod queue;
 mod webhooks;
 
 pub use blobs::MemoryBlobs;
-pub use queue::{MemoryQueue, QueueStats};
+pub use queue::{MemoryQueue, QueueChaos, QueueStats};
 
 use crate::config::Settings;
 use crate::ports::records::{
@@ -171,6 +171,35 @@ pub struct Memory {
     state: Arc<Mutex<State>>,
     /// Serve eventually consistent reads (global indexes) without the latest writes.
     stale_reads: Arc<AtomicBool>,
+    /// Make every call a point where other work may run first (see [`Memory::interleave`]).
+    interleave: Arc<AtomicBool>,
+}
+
+/// A future that is pending once: whoever polls the caller decides what runs in between.
+pub(crate) struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// Yields once when `on`: the point between two calls where a real store lets other
+/// clients' calls land.
+pub(crate) async fn pause_if(on: &AtomicBool) {
+    if on.load(Ordering::SeqCst) {
+        YieldOnce(false).await;
+    }
 }
 
 impl Memory {
@@ -200,6 +229,16 @@ impl Memory {
 
     pub(crate) fn stale(&self) -> bool {
         self.stale_reads.load(Ordering::SeqCst)
+    }
+
+    /// From now on every call yields once before it runs, so concurrent callers interleave
+    /// at every call (the simulator picks which runs next; a call never yields inside).
+    pub fn interleave(&self, on: bool) {
+        self.interleave.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) async fn pause(&self) {
+        pause_if(&self.interleave).await;
     }
 
     /// Every port in memory: this store, a queue and blob storage on the same clock, and

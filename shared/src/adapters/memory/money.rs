@@ -159,6 +159,7 @@ impl State {
 #[async_trait]
 impl Money for Memory {
     async fn commit(&self, mv: MoneyMove) -> Result<(), CommitError> {
+        self.pause().await;
         let mut st = self.lock();
         let Some(a) = st.accounts.get(&mv.account_id) else {
             return Err(CommitError::Stale);
@@ -193,6 +194,7 @@ impl Money for Memory {
     }
 
     async fn settle(&self, batch: &BatchRecord, s: &Settlement, now_ms: i64) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let key = (batch.account_id.clone(), batch.batch_id.clone());
         let holds = st.batches.get(&key).is_some_and(|b| {
@@ -222,6 +224,7 @@ impl Money for Memory {
 #[async_trait]
 impl Ledger for Memory {
     async fn list(&self, q: &LedgerQuery) -> PortResult<Listed<LedgerRecord>> {
+        self.pause().await;
         let st = self.lock();
         let from = (q.account_id.clone(), 0);
         let to = (q.account_id.clone(), u64::MAX);
@@ -238,6 +241,7 @@ impl Ledger for Memory {
     }
 
     async fn last_before(&self, account_id: &str, ms: i64) -> PortResult<Option<LedgerRecord>> {
+        self.pause().await;
         let st = self.lock();
         let from = (account_id.to_string(), 0);
         let to = (account_id.to_string(), u64::MAX);
@@ -252,6 +256,7 @@ impl Ledger for Memory {
     }
 
     async fn get(&self, account_id: &str, seq: u64) -> PortResult<Option<LedgerRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .ledger
@@ -265,6 +270,7 @@ impl Ledger for Memory {
         range: TimeRange,
         after: Option<PageToken>,
     ) -> PortResult<Slice<LedgerRecord>> {
+        self.pause().await;
         let st = self.lock();
         let from = (account_id.to_string(), 0);
         let to = (account_id.to_string(), u64::MAX);
@@ -280,10 +286,12 @@ impl Ledger for Memory {
 #[async_trait]
 impl Accounts for Memory {
     async fn get(&self, account_id: &str) -> PortResult<Option<AccountRecord>> {
+        self.pause().await;
         Ok(self.lock().accounts.get(&account_id.to_string()).cloned())
     }
 
     async fn scan(&self, after: Option<PageToken>) -> PortResult<Slice<AccountRecord>> {
+        self.pause().await;
         let st = self.lock();
         slice(
             st.accounts
@@ -299,6 +307,7 @@ impl Accounts for Memory {
         retention_days: Option<u32>,
         max_concurrency: Option<u32>,
     ) -> PortResult<Option<AccountRecord>> {
+        self.pause().await;
         Ok(self.lock().accounts.update(&account_id.to_string(), |a| {
             if let Some(r) = retention_days {
                 a.retention_days = r;
@@ -311,6 +320,7 @@ impl Accounts for Memory {
     }
 
     async fn set_status(&self, account_id: &str, status: AccountStatus) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = account_id.to_string();
         if st.accounts.get(&k).is_none_or(|a| a.status == status) {
@@ -325,6 +335,7 @@ impl Accounts for Memory {
         account_id: &str,
         threshold: Option<Credits>,
     ) -> PortResult<Option<AccountRecord>> {
+        self.pause().await;
         Ok(self.lock().accounts.update(&account_id.to_string(), |a| {
             a.low_balance_threshold = threshold;
             a.clone()
@@ -332,6 +343,7 @@ impl Accounts for Memory {
     }
 
     async fn acquire_slot(&self, account_id: &str, max: u32) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = account_id.to_string();
         if st.accounts.get(&k).is_none_or(|a| a.running >= max) {
@@ -342,6 +354,7 @@ impl Accounts for Memory {
     }
 
     async fn release_slot(&self, account_id: &str) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         let k = account_id.to_string();
         if st.accounts.get(&k).is_some_and(|a| a.running > 0) {
@@ -351,6 +364,7 @@ impl Accounts for Memory {
     }
 
     async fn reset_slots(&self, account_id: &str, observed: u32, actual: u32) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = account_id.to_string();
         if st.accounts.get(&k).is_none_or(|a| a.running != observed) {
@@ -361,6 +375,7 @@ impl Accounts for Memory {
     }
 
     async fn note_slot_audit(&self, account_id: &str, seen: &str) -> PortResult<()> {
+        self.pause().await;
         self.lock().accounts.update(&account_id.to_string(), |a| {
             a.slot_audit = Some(seen.to_string())
         });
@@ -371,6 +386,7 @@ impl Accounts for Memory {
 #[async_trait]
 impl Requests for Memory {
     async fn get(&self, owner: &str, request_key: &str) -> PortResult<Option<RequestRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .requests
@@ -379,6 +395,7 @@ impl Requests for Memory {
     }
 
     async fn create_all(&self, creates: Vec<NewRecord>) -> Result<(), CommitError> {
+        self.pause().await;
         let mut st = self.lock();
         st.check_records(&creates, &[])?;
         for c in creates {
@@ -392,6 +409,7 @@ impl Requests for Memory {
         change: Change,
         creates: Vec<NewRecord>,
     ) -> Result<(), CommitError> {
+        self.pause().await;
         let mut st = self.lock();
         if !st.change_holds(&change)? {
             return Err(CommitError::Stale);
@@ -408,6 +426,7 @@ impl Requests for Memory {
 #[async_trait]
 impl Files for Memory {
     async fn get(&self, account_id: &str, file_id: &str) -> PortResult<Option<FileRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .files
@@ -419,10 +438,12 @@ impl Files for Memory {
 #[async_trait]
 impl Models for Memory {
     async fn get(&self, model: &str) -> PortResult<Option<ModelSetting>> {
+        self.pause().await;
         Ok(self.lock().models.get(&model.to_string()).cloned())
     }
 
     async fn set(&self, model: &str, setting: &ModelSetting) -> PortResult<()> {
+        self.pause().await;
         self.lock().models.put(model.to_string(), setting.clone());
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Batches, task records and progress shards, in memory.
 
 use super::{listed, partition, slice, Memory};
-use crate::domain::batch::{BatchStatus, TaskStatus};
+use crate::domain::batch::BatchStatus;
 use crate::domain::task::{shard_count, shard_len, shard_of};
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
@@ -15,6 +15,7 @@ fn bkey(account_id: &str, batch_id: &str) -> (String, String) {
 #[async_trait]
 impl Batches for Memory {
     async fn get(&self, account_id: &str, batch_id: &str) -> PortResult<Option<BatchRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .batches
@@ -29,6 +30,7 @@ impl Batches for Memory {
         limit: usize,
         before: Option<String>,
     ) -> PortResult<Listed<BatchRecord>> {
+        self.pause().await;
         let st = self.lock();
         let items = st
             .batches
@@ -45,6 +47,7 @@ impl Batches for Memory {
         account_id: &str,
         after: Option<PageToken>,
     ) -> PortResult<Slice<BatchRecord>> {
+        self.pause().await;
         let st = self.lock();
         let items = st
             .batches
@@ -54,6 +57,7 @@ impl Batches for Memory {
     }
 
     async fn mark_queued(&self, account_id: &str, batch_id: &str) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         let k = bkey(account_id, batch_id);
         if st
@@ -73,6 +77,7 @@ impl Batches for Memory {
         now_ms: i64,
         until_ms: i64,
     ) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = bkey(account_id, batch_id);
         let free = st
@@ -91,17 +96,23 @@ impl Batches for Memory {
         batch_id: &str,
         from: u32,
         to: u32,
+        now_ms: i64,
     ) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = bkey(account_id, batch_id);
         if st.batches.get(&k).is_none_or(|b| b.next_dispatch != from) {
             return Ok(false);
         }
-        st.batches.update(&k, |b| b.next_dispatch = to);
+        st.batches.update(&k, |b| {
+            b.next_dispatch = to;
+            b.dispatched_ms = now_ms;
+        });
         Ok(true)
     }
 
     async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()> {
+        self.pause().await;
         self.lock()
             .batches
             .update(&bkey(account_id, batch_id), |b| b.last_progress_ms = now_ms);
@@ -109,6 +120,7 @@ impl Batches for Memory {
     }
 
     async fn request_cancel(&self, account_id: &str, batch_id: &str) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = bkey(account_id, batch_id);
         if st
@@ -123,6 +135,7 @@ impl Batches for Memory {
     }
 
     async fn open(&self) -> PortResult<Vec<(String, String)>> {
+        self.pause().await;
         // A global index: eventually consistent.
         let view = self.lock().batches.view(self.stale());
         Ok(view
@@ -140,6 +153,7 @@ fn tkey(batch_id: &str, idx: u32) -> (String, u32) {
 #[async_trait]
 impl Tasks for Memory {
     async fn put_all(&self, tasks: &[TaskRecord]) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         for t in tasks {
             st.tasks.put(tkey(&t.batch_id, t.idx), t.clone());
@@ -148,10 +162,12 @@ impl Tasks for Memory {
     }
 
     async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>> {
+        self.pause().await;
         Ok(self.lock().tasks.get(&tkey(batch_id, idx)).cloned())
     }
 
     async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>> {
+        self.pause().await;
         let st = self.lock();
         Ok(idxs
             .iter()
@@ -159,10 +175,29 @@ impl Tasks for Memory {
             .collect())
     }
 
-    async fn save(&self, task: &TaskRecord, expected: TaskStatus) -> PortResult<bool> {
+    async fn put_missing(&self, tasks: &[TaskRecord]) -> PortResult<usize> {
+        self.pause().await;
+        let mut st = self.lock();
+        let mut written = 0;
+        for t in tasks {
+            let k = tkey(&t.batch_id, t.idx);
+            if !st.tasks.contains(&k) {
+                st.tasks.put(k, t.clone());
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    async fn save(&self, task: &TaskRecord, expected_version: u64) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = tkey(&task.batch_id, task.idx);
-        if st.tasks.get(&k).is_none_or(|t| t.status != expected) {
+        if st
+            .tasks
+            .get(&k)
+            .is_none_or(|t| t.version != expected_version)
+        {
             return Ok(false);
         }
         st.tasks.put(k, task.clone());
@@ -175,6 +210,7 @@ impl Tasks for Memory {
         limit: usize,
         after_idx: Option<u32>,
     ) -> PortResult<Listed<TaskRecord>> {
+        self.pause().await;
         let st = self.lock();
         let from = after_idx.map_or(0, |i| i.saturating_add(1));
         let items = st
@@ -190,6 +226,7 @@ impl Tasks for Memory {
         batch_id: &str,
         after: Option<PageToken>,
     ) -> PortResult<Slice<TaskRecord>> {
+        self.pause().await;
         let st = self.lock();
         let items = st
             .tasks
@@ -202,15 +239,20 @@ impl Tasks for Memory {
 #[async_trait]
 impl Progress for Memory {
     async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         for sh in 0..shard_count(total) {
-            let rec = ShardRecord::empty(batch_id, sh, shard_len(total, sh));
-            st.progress.put(tkey(batch_id, sh), rec);
+            let k = tkey(batch_id, sh);
+            if !st.progress.contains(&k) {
+                st.progress
+                    .put(k, ShardRecord::empty(batch_id, sh, shard_len(total, sh)));
+            }
         }
         Ok(())
     }
 
     async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>> {
+        self.pause().await;
         let st = self.lock();
         Ok(st
             .progress
@@ -220,10 +262,12 @@ impl Progress for Memory {
     }
 
     async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>> {
+        self.pause().await;
         Ok(self.lock().progress.get(&tkey(batch_id, shard)).cloned())
     }
 
     async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = tkey(batch_id, shard_of(idx));
         let key = idx.to_string();
@@ -241,6 +285,7 @@ impl Progress for Memory {
     }
 
     async fn end_mark(&self, m: &EndMark) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         if !st.end_mark_holds(m)? {
             return Ok(false);

@@ -6,6 +6,7 @@ use crate::ports::queue::{QueueName, Received, MAX_DELAY_SECS};
 use crate::ports::{Clock, PortResult, Queue};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// (visibility timeout in seconds, receives before the dead-letter queue, that queue).
@@ -45,11 +46,23 @@ struct Queues {
     next_id: u64,
 }
 
+/// What a real queue does to order and timing, drawn from a seeded source: visible messages
+/// are handed out in any order, and some sends arrive late.
+#[derive(Clone)]
+pub struct QueueChaos {
+    pub random: Arc<dyn crate::ports::Random>,
+    /// Chance that a send is delayed by up to `max_extra_delay_ms` more.
+    pub delay_p: f64,
+    pub max_extra_delay_ms: u64,
+}
+
 pub struct MemoryQueue {
     inner: Mutex<Queues>,
     clock: Arc<dyn Clock>,
     /// Honour delays (as SQS `DelaySeconds`); off where the test pump parks early messages.
     delays: bool,
+    interleave: AtomicBool,
+    chaos: Mutex<Option<QueueChaos>>,
 }
 
 impl MemoryQueue {
@@ -58,7 +71,47 @@ impl MemoryQueue {
             inner: Mutex::new(Queues::default()),
             clock,
             delays,
+            interleave: AtomicBool::new(false),
+            chaos: Mutex::new(None),
         }
+    }
+
+    /// Reorders and delays from now on (the simulator's queue).
+    pub fn set_chaos(&self, chaos: Option<QueueChaos>) {
+        if let Ok(mut c) = self.chaos.lock() {
+            *c = chaos;
+        }
+    }
+
+    fn chaos(&self) -> Option<QueueChaos> {
+        self.chaos.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// A received message's visibility runs out early, as SQS's may: it is handed out again
+    /// while its first receiver still works on it (at-least-once delivery). `pick` chooses
+    /// among the invisible messages; returns its body.
+    pub fn expose(&self, q: QueueName, pick: u64) -> Option<String> {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let msgs = st.messages.get_mut(&q)?;
+        let received: Vec<usize> = (0..msgs.len())
+            .filter(|i| msgs[*i].receipt.is_some() && msgs[*i].visible_at_ms > now)
+            .collect();
+        if received.is_empty() {
+            return None;
+        }
+        let i = received[(pick % received.len() as u64) as usize];
+        msgs[i].visible_at_ms = now;
+        Some(msgs[i].body.clone())
+    }
+
+    /// Every call yields once first (see `Memory::interleave`).
+    pub fn interleave(&self, on: bool) {
+        self.interleave.store(on, Ordering::SeqCst);
+    }
+
+    async fn pause(&self) {
+        super::pause_if(&self.interleave).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Queues> {
@@ -86,6 +139,19 @@ impl MemoryQueue {
             .unwrap_or_default()
     }
 
+    /// Visits the bodies waiting to be handed out (not held by a receiver right now).
+    pub fn for_each_pending(&self, q: QueueName, mut f: impl FnMut(&str)) {
+        let now = self.clock.now_ms();
+        if let Some(msgs) = self.lock().messages.get(&q) {
+            for m in msgs
+                .iter()
+                .filter(|m| m.receipt.is_none() || m.visible_at_ms <= now)
+            {
+                f(&m.body);
+            }
+        }
+    }
+
     /// Drops every message of a queue (an outage that loses messages).
     pub fn purge(&self, q: QueueName) {
         self.lock().messages.remove(&q);
@@ -107,15 +173,22 @@ impl Queue for MemoryQueue {
     }
 
     async fn send(&self, q: QueueName, bodies: &[(String, u64)]) -> PortResult<()> {
+        self.pause().await;
         let now = self.clock.now_ms();
+        let chaos = self.chaos();
         let mut st = self.lock();
         for (body, delay) in bodies {
             st.next_id += 1;
-            let delay_ms = if self.delays {
+            let mut delay_ms = if self.delays {
                 (*delay).min(MAX_DELAY_SECS) as i64 * 1_000
             } else {
                 0
             };
+            if let Some(c) = &chaos {
+                if c.random.unit() < c.delay_p {
+                    delay_ms += c.random.up_to(c.max_extra_delay_ms) as i64;
+                }
+            }
             let m = Message {
                 id: st.next_id,
                 body: body.clone(),
@@ -130,11 +203,20 @@ impl Queue for MemoryQueue {
     }
 
     async fn receive(&self, q: QueueName, _wait_secs: i32) -> PortResult<Vec<Received>> {
+        self.pause().await;
         let now = self.clock.now_ms();
         let (visibility_secs, max_receives, dlq) = settings(q);
+        let chaos = self.chaos();
         let mut st = self.lock();
         let mut out = Vec::new();
         let mut dead = Vec::new();
+        if let (Some(msgs), Some(c)) = (st.messages.get_mut(&q), &chaos) {
+            // Any visible message may come first: rotate the list by a random amount.
+            if !msgs.is_empty() {
+                let k = c.random.up_to(msgs.len() as u64 - 1) as usize;
+                msgs.rotate_left(k);
+            }
+        }
         if let Some(msgs) = st.messages.get_mut(&q) {
             let mut i = 0;
             while i < msgs.len() && out.len() < 10 {
@@ -154,6 +236,7 @@ impl Queue for MemoryQueue {
                 out.push(Received {
                     receipt,
                     body: m.body.clone(),
+                    receive_count: m.receives,
                 });
                 i += 1;
             }
@@ -173,6 +256,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn delete(&self, q: QueueName, receipt: &str) -> PortResult<()> {
+        self.pause().await;
         let mut st = self.lock();
         let mut deleted = 0;
         if let Some(msgs) = st.messages.get_mut(&q) {
@@ -185,6 +269,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn release(&self, q: QueueName, receipt: &str, secs: i32) -> PortResult<()> {
+        self.pause().await;
         let now = self.clock.now_ms();
         let mut st = self.lock();
         if let Some(m) = st.messages.get_mut(&q).and_then(|msgs| {

@@ -18,6 +18,7 @@ fn k2(a: &str, b: &str) -> (String, String) {
 #[async_trait]
 impl Endpoints for Memory {
     async fn get(&self, account_id: &str, endpoint_id: &str) -> PortResult<Option<EndpointRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .endpoints
@@ -26,6 +27,7 @@ impl Endpoints for Memory {
     }
 
     async fn list(&self, account_id: &str) -> PortResult<Vec<EndpointRecord>> {
+        self.pause().await;
         let st = self.lock();
         Ok(st
             .endpoints
@@ -41,6 +43,7 @@ impl Endpoints for Memory {
         patch: &EndpointPatch,
         now_ms: i64,
     ) -> PortResult<Option<EndpointRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .endpoints
@@ -75,6 +78,7 @@ impl Endpoints for Memory {
     }
 
     async fn delete(&self, account_id: &str, endpoint_id: &str) -> PortResult<bool> {
+        self.pause().await;
         Ok(self
             .lock()
             .endpoints
@@ -88,6 +92,7 @@ impl Endpoints for Memory {
         endpoint_id: &str,
         now_ms: i64,
     ) -> PortResult<()> {
+        self.pause().await;
         self.lock()
             .endpoints
             .update(&k2(account_id, endpoint_id), |e| {
@@ -104,6 +109,7 @@ impl Endpoints for Memory {
         endpoint_id: &str,
         now_ms: i64,
     ) -> PortResult<()> {
+        self.pause().await;
         self.lock()
             .endpoints
             .update(&k2(account_id, endpoint_id), |e| {
@@ -120,6 +126,7 @@ impl Endpoints for Memory {
         reason: &str,
         now_ms: i64,
     ) -> PortResult<Option<EndpointRecord>> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(account_id, endpoint_id);
         if st.endpoints.get(&k).is_none_or(|e| !e.enabled) {
@@ -141,6 +148,7 @@ impl Endpoints for Memory {
         reason: &str,
         now_ms: i64,
     ) -> PortResult<usize> {
+        self.pause().await;
         let ids: Vec<String> = Endpoints::list(self, account_id)
             .await?
             .into_iter()
@@ -180,6 +188,7 @@ impl Endpoints for Memory {
 #[async_trait]
 impl Events for Memory {
     async fn put_once(&self, rec: &EventRecord) -> PortResult<EventRecord> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(&rec.account_id, &rec.event_id);
         if let Some(first) = st.events.get(&k) {
@@ -190,6 +199,7 @@ impl Events for Memory {
     }
 
     async fn get(&self, account_id: &str, event_id: &str) -> PortResult<Option<EventRecord>> {
+        self.pause().await;
         Ok(self.lock().events.get(&k2(account_id, event_id)).cloned())
     }
 
@@ -200,6 +210,7 @@ impl Events for Memory {
         limit: usize,
         before: Option<TimePos>,
     ) -> PortResult<Listed<EventRecord>> {
+        self.pause().await;
         let st = self.lock();
         // The `by_time` index: (created_ms, event_id) order within the account.
         let mut items: Vec<&EventRecord> = st
@@ -239,6 +250,7 @@ impl Memory {
 #[async_trait]
 impl Deliveries for Memory {
     async fn create(&self, rec: &DeliveryRecord) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(&rec.endpoint_id, &rec.event_id);
         if st.deliveries.contains(&k) {
@@ -249,6 +261,7 @@ impl Deliveries for Memory {
     }
 
     async fn get(&self, endpoint_id: &str, event_id: &str) -> PortResult<Option<DeliveryRecord>> {
+        self.pause().await;
         Ok(self
             .lock()
             .deliveries
@@ -264,6 +277,7 @@ impl Deliveries for Memory {
         now_ms: i64,
         until_ms: i64,
     ) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(endpoint_id, event_id);
         let prev = n.saturating_sub(1);
@@ -289,6 +303,7 @@ impl Deliveries for Memory {
         status: DeliveryStatus,
         next_attempt_ms: Option<i64>,
     ) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(endpoint_id, event_id);
         let due = st
@@ -313,6 +328,7 @@ impl Deliveries for Memory {
         event_id: &str,
         now_ms: i64,
     ) -> PortResult<Option<u32>> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(endpoint_id, event_id);
         let finished = st.deliveries.get(&k).is_some_and(|d| {
@@ -338,6 +354,7 @@ impl Deliveries for Memory {
         limit: usize,
         before: Option<TimePos>,
     ) -> PortResult<Listed<DeliveryRecord>> {
+        self.pause().await;
         let items = self
             .deliveries_by_time(endpoint_id, range)
             .into_iter()
@@ -357,6 +374,7 @@ impl Deliveries for Memory {
         range: TimeRange,
         after: Option<PageToken>,
     ) -> PortResult<Slice<DeliveryRecord>> {
+        self.pause().await;
         let items = self
             .deliveries_by_time(endpoint_id, range)
             .into_iter()
@@ -368,6 +386,7 @@ impl Deliveries for Memory {
 #[async_trait]
 impl Exports for Memory {
     async fn get(&self, account_id: &str, export_id: &str) -> PortResult<Option<ExportRecord>> {
+        self.pause().await;
         Ok(self.lock().exports.get(&k2(account_id, export_id)).cloned())
     }
 
@@ -377,6 +396,7 @@ impl Exports for Memory {
         limit: usize,
         before: Option<String>,
     ) -> PortResult<Listed<ExportRecord>> {
+        self.pause().await;
         let st = self.lock();
         let items = st
             .exports
@@ -389,6 +409,7 @@ impl Exports for Memory {
     }
 
     async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(&rec.account_id, &rec.export_id);
         let free = st
@@ -414,6 +435,7 @@ impl Exports for Memory {
         rows: u64,
         bytes: u64,
     ) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(&rec.account_id, &rec.export_id);
         let ours = st
@@ -430,6 +452,7 @@ impl Exports for Memory {
     }
 
     async fn finish(&self, rec: &ExportRecord, run: u32, f: &ExportFinish) -> PortResult<bool> {
+        self.pause().await;
         let mut st = self.lock();
         let k = k2(&rec.account_id, &rec.export_id);
         let ours = st

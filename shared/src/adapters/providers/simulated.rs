@@ -163,6 +163,7 @@ mod tests {
             resolution: "720p".into(),
             attempt,
             now_ms: 1_000,
+            idempotency_key: None,
         }
     }
 

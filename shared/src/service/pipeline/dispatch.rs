@@ -23,6 +23,7 @@ pub async fn send_runs(
                 batch_id: batch.batch_id.clone(),
                 idx,
                 not_before_ms,
+                version: Some(0),
             };
             (m, delay_secs)
         })
@@ -46,7 +47,7 @@ async fn claim(
         }
         if svc
             .batches
-            .advance_dispatch(&batch.account_id, &batch.batch_id, cur, to)
+            .advance_dispatch(&batch.account_id, &batch.batch_id, cur, to, svc.now_ms())
             .await?
         {
             return Ok(Some((cur, to)));

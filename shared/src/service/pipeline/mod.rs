@@ -6,6 +6,7 @@
 //! idempotent state that any duplicate or re-drive can repeat.
 
 pub mod dispatch;
+pub mod materialize;
 pub mod settle;
 pub mod sweeper;
 pub mod worker;
@@ -33,6 +34,10 @@ pub enum TaskMessage {
         idx: u32,
         #[serde(default)]
         not_before_ms: i64,
+        /// The task's version this message was sent at (see `TaskRecord::version`); absent
+        /// in messages from before versions, which are taken as they come.
+        #[serde(default)]
+        version: Option<u64>,
     },
     /// End undispatched tasks `[from, to)` with one outcome (cancellation, queue time-out).
     EndRange {

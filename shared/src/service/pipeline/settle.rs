@@ -28,6 +28,7 @@ pub async fn settle_batch(
             batch.credits.refunded,
         ) {
             Ok(st) => {
+                finish_stragglers(p, &batch, &shards).await?;
                 svc.money.settle(&batch, &st, svc.now_ms()).await?;
                 tracing::info!(
                     batch_id,
@@ -65,4 +66,37 @@ pub async fn settle_batch(
         crate::service::events::emit(svc, &[event]).await?;
     }
     Ok(())
+}
+
+/// Before a batch closes, every task record shows how its task ended: a worker that died
+/// between a task's end mark and its record (or a sweep that timed a task out and died) left
+/// a record behind its mark; it is finished here, once per batch, from the marks.
+async fn finish_stragglers(
+    p: &Pipeline,
+    batch: &crate::ports::records::BatchRecord,
+    shards: &[crate::ports::records::ShardRecord],
+) -> Result<(), PipelineError> {
+    let marks: std::collections::BTreeMap<u32, crate::domain::task::Outcome> = shards
+        .iter()
+        .flat_map(|s| s.ended.iter())
+        .filter_map(|(k, o)| k.parse::<u32>().ok().map(|i| (i, *o)))
+        .collect();
+    let svc = &p.svc;
+    let mut after = None;
+    loop {
+        let page = svc.tasks.page(&batch.batch_id, after.take()).await?;
+        for t in page.items {
+            if t.status.is_terminal() {
+                continue;
+            }
+            if let Some(outcome) = marks.get(&t.idx).copied() {
+                tracing::warn!(task_id = %t.task_id, "finishing a task record left behind its end mark");
+                super::worker::finish_record(p, batch, t, outcome, None, None).await?;
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
 }

@@ -3,18 +3,28 @@
 //!
 //! Per open batch: finish writing its task records if their writer died; settle it if every
 //! task ended; end undispatched tasks that outwaited the queue limit or were cancelled; top
-//! the dispatch window up; time out in-flight tasks past their deadline; re-send the messages
-//! of in-flight tasks that made no progress for `STALL_MS`. Per account: correct a leaked
-//! concurrency-slot count. Then the dead-letter queues are drained into the log.
+//! the dispatch window up; time out in-flight tasks past their deadline; start a new message
+//! chain for a task whose chain broke (its `next_check_ms` promise lapsed). Per account:
+//! correct a leaked concurrency-slot count. Then the dead-letter queues are drained into the
+//! log.
+//!
+//! A pass has a budget (batches and time, well inside the function's timeout) and starts
+//! where the last one stopped, so every open batch is swept within a few passes however many
+//! there are.
 
 use super::{dispatch, worker, Pipeline, PipelineError, SettleMessage, TaskMessage};
 use crate::domain::batch::BatchStatus;
 use crate::domain::task::{all_ended, dispatch_window, task_counts, Outcome};
 use crate::ports::queue::QueueName;
-use std::collections::HashMap;
+use crate::ports::records::TaskRecord;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// A task untouched this long is assumed to have lost its message.
+/// A task whose chain made no promise (`next_check_ms`) and that nobody touched this long
+/// since it was dispatched is taken to have lost its message.
 pub const STALL_MS: i64 = 5 * 60_000;
+
+/// How long past its promised check a chain may be late before it is taken for lost.
+pub const LATE_GRACE_MS: i64 = 60_000;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -27,19 +37,49 @@ pub struct SweepReport {
     pub slot_corrections: u32,
     pub dead_letters: u32,
     pub errors: u32,
+    /// Open batches this pass left for the next one (its budget ran out).
+    pub deferred: u32,
+}
+
+/// True when a task's message chain has broken: it is past the check its chain promised
+/// (or, before any promise, untouched for `STALL_MS` since it was dispatched).
+pub fn chain_lost(task: &TaskRecord, dispatched_ms: i64, now: i64) -> bool {
+    if task.next_check_ms > 0 {
+        task.next_check_ms + LATE_GRACE_MS <= now
+    } else {
+        task.updated_ms.max(dispatched_ms) + STALL_MS <= now
+    }
 }
 
 pub async fn sweep(p: &Pipeline) -> Result<SweepReport, PipelineError> {
     let mut report = SweepReport::default();
-    let mut slots_in_use: HashMap<String, u32> = HashMap::new();
-    for (account_id, batch_id) in p.svc.batches.open().await? {
+    let started = p.svc.now_ms();
+    let mut open = p.svc.batches.open().await?;
+    // Start where the last pass's budget ended: every batch is reached within a few passes.
+    let budget = p.svc.settings.sweep_batches_per_pass.max(1);
+    if open.len() > budget {
+        let pass = usize::try_from(started / 60_000).unwrap_or(0);
+        let k = pass.wrapping_mul(budget) % open.len();
+        open.rotate_left(k);
+    }
+    let mut slots_in_use: BTreeMap<String, u32> = BTreeMap::new();
+    // Accounts whose slot count this pass cannot trust (a batch of theirs went unswept).
+    let mut partial: BTreeSet<String> = BTreeSet::new();
+    for (k, (account_id, batch_id)) in open.iter().enumerate() {
+        let out_of_time = p.svc.now_ms() - started > p.svc.settings.sweep_budget_ms;
+        if k >= budget || out_of_time {
+            report.deferred += 1;
+            partial.insert(account_id.clone());
+            continue;
+        }
         report.batches += 1;
-        if let Err(e) = sweep_batch(p, &account_id, &batch_id, &mut report, &mut slots_in_use).await
-        {
+        if let Err(e) = sweep_batch(p, account_id, batch_id, &mut report, &mut slots_in_use).await {
             report.errors += 1;
+            partial.insert(account_id.clone());
             tracing::error!(batch_id, error = %e, "sweeping a batch failed; next sweep retries");
         }
     }
+    slots_in_use.retain(|a, _| !partial.contains(a));
     correct_slots(p, &slots_in_use, &mut report).await?;
     drain_dead_letters(p, &mut report).await?;
     tracing::info!(?report, "sweep done");
@@ -51,7 +91,7 @@ async fn sweep_batch(
     account_id: &str,
     batch_id: &str,
     report: &mut SweepReport,
-    slots_in_use: &mut HashMap<String, u32>,
+    slots_in_use: &mut BTreeMap<String, u32>,
 ) -> Result<(), PipelineError> {
     let svc = &p.svc;
     let Some(mut batch) = svc.batches.get(account_id, batch_id).await? else {
@@ -59,7 +99,7 @@ async fn sweep_batch(
     };
     slots_in_use.entry(account_id.to_string()).or_insert(0);
     if batch.status == BatchStatus::Accepted {
-        if crate::service::batches::recover(&p.svc, &batch).await? {
+        if super::materialize::recover(&p.svc, &batch).await? {
             report.recovered += 1;
         }
         return Ok(());
@@ -92,7 +132,7 @@ async fn sweep_batch(
             .unwrap_or(batch);
     }
 
-    let ended: std::collections::HashSet<u32> = shards
+    let ended: BTreeSet<u32> = shards
         .iter()
         .flat_map(|s| s.ended.keys().filter_map(|k| k.parse::<u32>().ok()))
         .collect();
@@ -138,16 +178,26 @@ async fn sweep_batch(
             }
             continue;
         }
-        if task.updated_ms + STALL_MS <= now {
-            stalled.push(task.idx);
+        if chain_lost(&task, batch.dispatched_ms, now) {
+            stalled.push(task);
         }
     }
-    for idx in stalled {
+    for mut task in stalled {
+        // A new chain: the task's new version is its token, so a slow old chain that wakes
+        // up finds its messages stale and stops. Never two chains for one task.
+        let read_at = task.version;
+        task.version = read_at + 1;
+        task.next_check_ms = now + worker::CHECK_AHEAD_MS;
+        task.updated_ms = now;
+        if !svc.tasks.save(&task, read_at).await? {
+            continue;
+        }
         let m = TaskMessage::Run {
             account_id: account_id.into(),
             batch_id: batch_id.into(),
-            idx,
+            idx: task.idx,
             not_before_ms: 0,
+            version: Some(task.version),
         };
         svc.enqueue(QueueName::Tasks, &[(m, 0)]).await?;
         report.redriven += 1;
@@ -160,7 +210,7 @@ async fn sweep_batch(
 /// two sweeps in a row, so an acquisition in flight is never mistaken for a leak.
 async fn correct_slots(
     p: &Pipeline,
-    in_use: &HashMap<String, u32>,
+    in_use: &BTreeMap<String, u32>,
     report: &mut SweepReport,
 ) -> Result<(), PipelineError> {
     for (account_id, counted) in in_use {

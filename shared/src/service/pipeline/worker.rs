@@ -17,6 +17,13 @@ use crate::service::ServiceError;
 /// How long a task waits before asking again for a concurrency slot.
 pub const SLOT_WAIT_SECS: u64 = 15;
 
+/// How far ahead a task's `next_check_ms` promise reaches when renewed: one write covers
+/// every poll of the next few minutes.
+pub const CHECK_AHEAD_MS: i64 = 4 * 60_000;
+
+/// How long a submission claim holds: longer than a provider call may take.
+pub const SUBMIT_CLAIM_MS: i64 = 2 * 60_000;
+
 fn poll_interval_secs(model: crate::domain::pricing::Model) -> u64 {
     match model {
         crate::domain::pricing::Model::Sora2 => 5,
@@ -24,21 +31,44 @@ fn poll_interval_secs(model: crate::domain::pricing::Model) -> u64 {
     }
 }
 
-pub async fn handle(p: &Pipeline, msg: TaskMessage) -> Result<(), PipelineError> {
+/// Advances the task a message names. `receive_count` is how often the queue has handed
+/// this message out: above one, another worker may have run this very step already (a
+/// crash, a visibility timeout that ran out), so the step is first claimed with a write.
+pub async fn handle(
+    p: &Pipeline,
+    msg: TaskMessage,
+    receive_count: u32,
+) -> Result<(), PipelineError> {
     match msg {
         TaskMessage::Run {
             account_id,
             batch_id,
             idx,
             not_before_ms,
+            version,
         } => {
+            let step = Step {
+                account_id: &account_id,
+                batch_id: &batch_id,
+                idx,
+                version,
+                redelivered: receive_count > 1,
+            };
             let now = p.svc.now_ms();
             if not_before_ms > now + 1_000 {
                 // Early (SQS caps delays at 15 minutes): go round again.
                 let delay = ((not_before_ms - now) / 1_000).max(1) as u64;
-                return requeue(p, &account_id, &batch_id, idx, delay).await;
+                let m = TaskMessage::Run {
+                    account_id: account_id.clone(),
+                    batch_id: batch_id.clone(),
+                    idx,
+                    not_before_ms,
+                    version,
+                };
+                p.svc.enqueue(QueueName::Tasks, &[(m, delay)]).await?;
+                return Ok(());
             }
-            run(p, &account_id, &batch_id, idx).await
+            run(p, &step).await
         }
         TaskMessage::EndRange {
             account_id,
@@ -74,30 +104,70 @@ pub async fn handle(p: &Pipeline, msg: TaskMessage) -> Result<(), PipelineError>
     }
 }
 
-async fn requeue(
-    p: &Pipeline,
-    account_id: &str,
-    batch_id: &str,
+/// Which message is running: a task, and the version of it the message was sent at.
+struct Step<'a> {
+    account_id: &'a str,
+    batch_id: &'a str,
     idx: u32,
+    version: Option<u64>,
+    redelivered: bool,
+}
+
+/// Sends the chain's next message, due in `delay_secs`, carrying the task's version: the
+/// chain stays one chain because a message of an older version is dropped on arrival.
+async fn send_next(
+    p: &Pipeline,
+    step: &Step<'_>,
+    task: &TaskRecord,
     delay_secs: u64,
 ) -> Result<(), PipelineError> {
     let m = TaskMessage::Run {
-        account_id: account_id.to_string(),
-        batch_id: batch_id.to_string(),
-        idx,
+        account_id: step.account_id.to_string(),
+        batch_id: step.batch_id.to_string(),
+        idx: step.idx,
         not_before_ms: p.svc.now_ms() + (delay_secs as i64) * 1_000,
+        version: Some(task.version),
     };
     p.svc.enqueue(QueueName::Tasks, &[(m, delay_secs)]).await?;
     Ok(())
 }
 
-async fn run(
+/// Saves `task` over the version it was read at (optimistic concurrency): a stale copy never
+/// overwrites a newer state. On success `task` carries its new version.
+async fn save(p: &Pipeline, task: &mut TaskRecord) -> Result<bool, PipelineError> {
+    let read_at = task.version;
+    task.version = read_at + 1;
+    if p.svc.tasks.save(task, read_at).await? {
+        return Ok(true);
+    }
+    task.version = read_at;
+    Ok(false)
+}
+
+/// Schedules the next look at a task in `delay_secs`, renewing its `next_check_ms` promise
+/// when the message would land past it (so the sweeper never takes a live chain for lost).
+async fn again(
     p: &Pipeline,
-    account_id: &str,
-    batch_id: &str,
-    idx: u32,
+    step: &Step<'_>,
+    mut task: TaskRecord,
+    delay_secs: u64,
 ) -> Result<(), PipelineError> {
+    let due = p.svc.now_ms() + (delay_secs as i64) * 1_000;
+    if task.next_check_ms < due + 30_000 {
+        task.next_check_ms = due + CHECK_AHEAD_MS;
+        task.updated_ms = p.svc.now_ms();
+        if !save(p, &mut task).await? {
+            // Someone else moved the task on (a re-driven chain, an end): their message
+            // carries on; this chain stops here.
+            return Ok(());
+        }
+    }
+    send_next(p, step, &task, delay_secs).await
+}
+
+async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
     let svc = &p.svc;
+    let (account_id, batch_id, idx) = (step.account_id, step.batch_id, step.idx);
     let Some(batch) = svc.batches.get(account_id, batch_id).await? else {
         return Ok(());
     };
@@ -106,6 +176,19 @@ async fn run(
     };
     if task.status.is_terminal() {
         return Ok(());
+    }
+    if step.version.is_some_and(|v| v != task.version) {
+        // A message of a version the task has left (a replaced chain, a step that already
+        // ran): the chain carries on with the newer message; this one ends here.
+        return Ok(());
+    }
+    if step.redelivered {
+        // This step may have run already, and sent its next message: claim it with a write,
+        // so that message (of the old version) is dropped and only this run carries on.
+        task.updated_ms = p.svc.now_ms();
+        if !save(p, &mut task).await? {
+            return Ok(());
+        }
     }
     // A dead worker may have recorded the end but not the task's own record: finish it.
     if let Some(outcome) = recorded_end(p, &task).await? {
@@ -123,6 +206,11 @@ async fn run(
             None,
         )
         .await;
+    }
+    if let Some(until) = task.submit_claim_until_ms.filter(|u| *u > now) {
+        // Another worker is submitting this task upstream: look again once its claim ends.
+        let delay = ((until - now) / 1_000 + 1) as u64;
+        return send_next(p, step, &task, delay).await;
     }
     if batch.cancel_requested {
         cancel_upstream(p, &task).await;
@@ -146,7 +234,7 @@ async fn run(
             .await?
         {
             let jitter = svc.random.up_to(SLOT_WAIT_SECS);
-            return requeue(p, account_id, batch_id, idx, SLOT_WAIT_SECS + jitter).await;
+            return again(p, step, task, SLOT_WAIT_SECS + jitter).await;
         }
         svc.faults.check("worker.after_slot")?;
         let route = p.providers.route(task.model);
@@ -155,19 +243,26 @@ async fn run(
         started.slot = true;
         started.started_ms = Some(now);
         started.updated_ms = now;
+        started.next_check_ms = now + CHECK_AHEAD_MS;
         started.deadline_ms = now + svc.settings.deadlines.run_ms(task.model);
         started.provider = route.map(|r| r.provider.name().to_string());
         started.provider_model = route.map(|r| r.provider_model.clone());
-        if !svc.tasks.save(&started, TaskStatus::Queued).await? {
+        if !save(p, &mut started).await? {
             svc.accounts.release_slot(account_id).await?;
             return Ok(());
         }
-        svc.progress.mark_started(batch_id, idx).await?;
+        if !svc.progress.mark_started(batch_id, idx).await? {
+            // It ended (a cancel, a time-out) between our read and our start: it must not
+            // reach a provider. Finish its end (the record, the slot we just took).
+            if let Some(outcome) = recorded_end(p, &started).await? {
+                return end(p, &batch, started, outcome, None, None).await;
+            }
+        }
         task = started;
     }
     match task.provider_job_id.clone() {
-        None => submit(p, &batch, task).await,
-        Some(job) => poll(p, &batch, task, &job).await,
+        None => submit(p, step, &batch, task).await,
+        Some(job) => poll(p, step, &batch, task, &job).await,
     }
 }
 
@@ -196,38 +291,54 @@ fn job_request(p: &Pipeline, task: &TaskRecord) -> Result<(Route, JobRequest), P
         resolution: task.spec.resolution.clone(),
         attempt: task.attempts,
         now_ms: p.svc.now_ms(),
+        // A retake after a crash repeats the key: a provider that honours it answers with
+        // the job the lost call made instead of making a second.
+        idempotency_key: Some(format!("{}.{}", task.task_id, task.attempts)),
     };
     Ok((route, req))
 }
 
+/// Submits the task upstream, once: a conditional claim first, so two messages of the same
+/// task never both submit; then the job id, saved over the claim.
 async fn submit(
     p: &Pipeline,
+    step: &Step<'_>,
     batch: &BatchRecord,
     mut task: TaskRecord,
 ) -> Result<(), PipelineError> {
+    let now = p.svc.now_ms();
+    task.submit_claim_until_ms = Some(now + SUBMIT_CLAIM_MS);
+    task.updated_ms = now;
+    if !save(p, &mut task).await? {
+        // Another message of this task got there first; it carries on.
+        return Ok(());
+    }
+    p.svc.faults.check("worker.after_claim")?;
     let (route, req) = job_request(p, &task)?;
     match route.provider.submit(&req).await {
         Ok(job) => {
-            task.provider_job_id = Some(job);
+            task.provider_job_id = Some(job.clone());
+            task.submit_claim_until_ms = None;
             task.updated_ms = p.svc.now_ms();
-            if p.svc.tasks.save(&task, TaskStatus::Running).await? {
-                requeue(
-                    p,
-                    &task.account_id,
-                    &task.batch_id,
-                    task.idx,
-                    poll_interval_secs(task.model),
-                )
-                .await?;
+            task.next_check_ms = task.updated_ms + CHECK_AHEAD_MS;
+            if save(p, &mut task).await? {
+                send_next(p, step, &task, poll_interval_secs(task.model)).await?;
+            } else {
+                // The task moved on without us (it ended): the job is not wanted.
+                cancel_upstream(p, &task).await;
             }
             Ok(())
         }
-        Err(e) => provider_error(p, batch, task, e).await,
+        Err(e) => {
+            task.submit_claim_until_ms = None;
+            provider_error(p, step, batch, task, e).await
+        }
     }
 }
 
 async fn poll(
     p: &Pipeline,
+    step: &Step<'_>,
     batch: &BatchRecord,
     task: TaskRecord,
     job: &str,
@@ -235,19 +346,13 @@ async fn poll(
     let (route, _) = job_request(p, &task)?;
     match route.provider.poll(job, p.svc.now_ms()).await {
         Ok(JobState::Running { .. }) => {
-            requeue(
-                p,
-                &task.account_id,
-                &task.batch_id,
-                task.idx,
-                poll_interval_secs(task.model),
-            )
-            .await
+            let interval = poll_interval_secs(task.model);
+            again(p, step, task, interval).await
         }
         Ok(JobState::Succeeded(video)) => {
             let bytes = match route.provider.download(job, &video).await {
                 Ok(b) => b,
-                Err(e) => return provider_error(p, batch, task, e).await,
+                Err(e) => return provider_error(p, step, batch, task, e).await,
             };
             if bytes.len() < 8 {
                 return end(
@@ -295,12 +400,13 @@ async fn poll(
             )
             .await
         }
-        Err(e) => provider_error(p, batch, task, e).await,
+        Err(e) => provider_error(p, step, batch, task, e).await,
     }
 }
 
 async fn provider_error(
     p: &Pipeline,
+    step: &Step<'_>,
     batch: &BatchRecord,
     mut task: TaskRecord,
     e: ProviderError,
@@ -320,9 +426,10 @@ async fn provider_error(
             ) {
                 Some(delay) => {
                     task.updated_ms = now;
+                    task.next_check_ms = now + (delay as i64) * 1_000 + CHECK_AHEAD_MS;
                     task.error_message = Some(message.chars().take(300).collect());
-                    if p.svc.tasks.save(&task, TaskStatus::Running).await? {
-                        requeue(p, &task.account_id, &task.batch_id, task.idx, delay).await?;
+                    if save(p, &mut task).await? {
+                        send_next(p, step, &task, delay).await?;
                     }
                     Ok(())
                 }
@@ -390,8 +497,14 @@ pub async fn end(
     video_key: Option<String>,
 ) -> Result<(), PipelineError> {
     let svc = &p.svc;
-    let shard_no = crate::domain::task::shard_of(task.idx);
-    let shard = svc.progress.shard(&task.batch_id, shard_no).await?;
+    let (account_id, batch_id, idx, task_id) = (
+        task.account_id.clone(),
+        task.batch_id.clone(),
+        task.idx,
+        task.task_id.clone(),
+    );
+    let shard_no = crate::domain::task::shard_of(idx);
+    let shard = svc.progress.shard(&batch_id, shard_no).await?;
     let shard = shard.as_ref();
     let key = task.idx.to_string();
     let recorded = shard.and_then(|s| s.ended.get(&key).copied());
@@ -422,7 +535,48 @@ pub async fn end(
         }
     };
     svc.faults.check("end.after_mark")?;
+    finish_record(p, batch, task, outcome, error, video_key).await?;
+    let now = p.svc.now_ms();
 
+    svc.batches.touch(&account_id, &batch_id, now).await?;
+    tracing::info!(task_id = %task_id, batch_id = %batch_id, outcome = outcome.as_str(), "task ended");
+
+    // Only the end that completes its shard looks at the whole batch.
+    let shard_done = svc
+        .progress
+        .shard(&batch_id, shard_no)
+        .await?
+        .is_some_and(|s| s.counts().ended() == s.size);
+    let batch_done = shard_done && {
+        let shards = svc.progress.all(&batch_id).await?;
+        all_ended(&task_counts(
+            &shards.iter().map(|s| s.counts()).collect::<Vec<_>>(),
+        ))
+    };
+    if batch_done {
+        let m = SettleMessage {
+            account_id: account_id.clone(),
+            batch_id: batch_id.clone(),
+        };
+        svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
+    } else if let Some(fresh) = svc.batches.get(&account_id, &batch_id).await? {
+        dispatch::dispatch(svc, &fresh, 1).await?;
+    }
+    Ok(())
+}
+
+/// The task record follows its end mark: the events, then the terminal record (from
+/// whatever version is current), and the slot back if the record held one. Safe to repeat:
+/// event ids are derived, and a terminal record is left alone.
+pub(crate) async fn finish_record(
+    p: &Pipeline,
+    batch: &BatchRecord,
+    task: TaskRecord,
+    outcome: Outcome,
+    error: Option<(&str, &str)>,
+    video_key: Option<String>,
+) -> Result<(), PipelineError> {
+    let svc = &p.svc;
     let now = p.svc.now_ms();
     let mut done = task.clone();
     done.status = outcome.status();
@@ -453,34 +607,30 @@ pub async fn end(
     }
     crate::service::events::emit(svc, &events).await?;
     svc.faults.check("end.after_events")?;
-    if svc.tasks.save(&done, task.status).await? && task.slot {
-        svc.accounts.release_slot(&task.account_id).await?;
-    }
-    svc.batches
-        .touch(&task.account_id, &task.batch_id, now)
-        .await?;
-    tracing::info!(task_id = %task.task_id, batch_id = %task.batch_id, outcome = outcome.as_str(), "task ended");
-
-    // Only the end that completes its shard looks at the whole batch.
-    let shard_done = svc
-        .progress
-        .shard(&task.batch_id, shard_no)
-        .await?
-        .is_some_and(|s| s.counts().ended() == s.size);
-    let batch_done = shard_done && {
-        let shards = svc.progress.all(&task.batch_id).await?;
-        all_ended(&task_counts(
-            &shards.iter().map(|s| s.counts()).collect::<Vec<_>>(),
-        ))
-    };
-    if batch_done {
-        let m = SettleMessage {
-            account_id: task.account_id.clone(),
-            batch_id: task.batch_id.clone(),
-        };
-        svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
-    } else if let Some(fresh) = svc.batches.get(&task.account_id, &task.batch_id).await? {
-        dispatch::dispatch(svc, &fresh, 1).await?;
+    // The record follows the mark. Whoever moves it from holding a slot to terminal gives
+    // the slot back: exactly once, since a save lands only on the version it read.
+    let mut current = task;
+    for _ in 0..10 {
+        if current.status.is_terminal() {
+            break;
+        }
+        let held_slot = current.slot;
+        let mut terminal = done.clone();
+        terminal.version = current.version;
+        terminal.submit_claim_until_ms = None;
+        if terminal.provider_job_id.is_none() {
+            terminal.provider_job_id = current.provider_job_id.clone();
+        }
+        if save(p, &mut terminal).await? {
+            if held_slot {
+                svc.accounts.release_slot(&current.account_id).await?;
+            }
+            break;
+        }
+        match svc.tasks.get(&current.batch_id, current.idx).await? {
+            Some(t) => current = t,
+            None => break,
+        }
     }
     Ok(())
 }
