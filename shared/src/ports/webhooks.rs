@@ -138,6 +138,21 @@ pub struct PostOutcome {
     pub error: Option<String>,
 }
 
+impl PostOutcome {
+    /// A receiver that answered `code` at once with an empty body (test doubles).
+    pub fn answered(code: u16) -> PostOutcome {
+        PostOutcome {
+            result: AttemptResult::Status {
+                code,
+                retry_after_secs: None,
+            },
+            latency_ms: 1,
+            body: None,
+            error: None,
+        }
+    }
+}
+
 /// The outbound side of webhooks.
 #[async_trait]
 pub trait WebhookSender: Send + Sync {

@@ -34,15 +34,7 @@ impl WebhookSender for Recorder {
         if let Ok(mut v) = self.0.lock() {
             v.push(url.to_string());
         }
-        PostOutcome {
-            result: shared::domain::webhook::AttemptResult::Status {
-                code: 200,
-                retry_after_secs: None,
-            },
-            latency_ms: 1,
-            body: None,
-            error: None,
-        }
+        PostOutcome::answered(200)
     }
 
     async fn check_public_name(&self, _host: &str, _port: Option<u16>) -> Result<(), String> {

@@ -106,15 +106,7 @@ struct NullSender;
 #[async_trait::async_trait]
 impl WebhookSender for NullSender {
     async fn post(&self, _url: &str, _headers: &[(&str, String)], _body: Vec<u8>) -> PostOutcome {
-        PostOutcome {
-            result: shared::domain::webhook::AttemptResult::Status {
-                code: 200,
-                retry_after_secs: None,
-            },
-            latency_ms: 1,
-            body: None,
-            error: None,
-        }
+        PostOutcome::answered(200)
     }
 
     async fn check_public_name(&self, _host: &str, _port: Option<u16>) -> Result<(), String> {

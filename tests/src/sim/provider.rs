@@ -118,24 +118,9 @@ impl SimProvider {
     }
 }
 
-/// Yields once: a provider call is a point where other work runs (it is a network call).
+/// A provider call is a point where other work runs (it is a network call).
 async fn network() {
-    struct Once(bool);
-    impl std::future::Future for Once {
-        type Output = ();
-        fn poll(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<()> {
-            if self.0 {
-                return std::task::Poll::Ready(());
-            }
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    }
-    Once(false).await
+    shared::adapters::memory::yield_once().await;
 }
 
 #[async_trait::async_trait]

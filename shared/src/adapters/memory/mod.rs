@@ -176,7 +176,7 @@ pub struct Memory {
 }
 
 /// A future that is pending once: whoever polls the caller decides what runs in between.
-pub(crate) struct YieldOnce(bool);
+struct YieldOnce(bool);
 
 impl std::future::Future for YieldOnce {
     type Output = ();
@@ -194,11 +194,17 @@ impl std::future::Future for YieldOnce {
     }
 }
 
+/// Yields once: the point where whoever polls the caller runs something else first (the
+/// simulator makes every network call one).
+pub async fn yield_once() {
+    YieldOnce(false).await;
+}
+
 /// Yields once when `on`: the point between two calls where a real store lets other
 /// clients' calls land.
 pub(crate) async fn pause_if(on: &AtomicBool) {
     if on.load(Ordering::SeqCst) {
-        YieldOnce(false).await;
+        yield_once().await;
     }
 }
 
