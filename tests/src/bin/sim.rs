@@ -47,6 +47,7 @@ async fn main() {
     let (mut failed, mut steps, mut tasks, mut virtual_ms) = (Vec::new(), 0usize, 0u64, 0i64);
     let mut worst_polls = 0;
     let mut worst_live = 0;
+    let (mut kills, mut timeouts) = (0usize, 0usize);
     for (k, seed) in seeds.iter().enumerate() {
         let one = Instant::now();
         let r = run(*seed, opts.clone()).await;
@@ -65,11 +66,16 @@ async fn main() {
         virtual_ms += r.virtual_ms;
         worst_polls = worst_polls.max(r.max_polls_per_minute);
         worst_live = worst_live.max(r.max_live_messages_per_task);
+        kills += r.kills;
+        timeouts += r.timeouts;
         if seeds.len() == 1 {
             println!("{r:#?}");
         }
         if let Some(v) = &r.violation {
-            println!("seed {seed}: {v}\n  replay: {}", replay_command(*seed));
+            println!(
+                "seed {seed}: {v}\n  replay: {}",
+                replay_command(*seed, &opts)
+            );
             failed.push(*seed);
         }
         if (k + 1) % 1_000 == 0 {
@@ -84,7 +90,7 @@ async fn main() {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "sim: {} seeds, {} with violations, {steps} steps, {tasks} tasks, {:.1} simulated hours, \
-         worst polls/min {worst_polls}, worst live messages/task {worst_live}, {secs:.1} s, {:.0} seeds/s",
+         {kills} kills, {timeouts} time-outs, worst polls/min {worst_polls}, worst live messages/task {worst_live}, {secs:.1} s, {:.0} seeds/s",
         seeds.len(),
         failed.len(),
         virtual_ms as f64 / 3_600_000.0,

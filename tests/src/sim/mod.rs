@@ -6,9 +6,10 @@
 //! replays, concurrent duplicates, cancels, grants, adjustments, reconcile calls), what the
 //! providers answer and how long their jobs take (up to past the deadlines), when they go
 //! down, what the queue does (late, reordered, handed out twice when a visibility timeout runs
-//! out), where a fault point fails, which invocation is killed mid-flight, how much of a sweep
-//! runs, and when an index serves stale reads. The clock is manual, randomness is seeded, and
-//! invocations are polled by hand on one thread, so a run replays exactly.
+//! out), where a fault point fails, which invocation is killed mid-flight or stalls (up to
+//! its function's timeout, when the platform ends it), how much of a sweep runs, and when an
+//! index serves stale reads. The clock is manual, randomness is seeded, and invocations are
+//! polled by hand on one thread, so a run replays exactly.
 //!
 //! After every step the invariants of docs/CONTRACT.md are checked (conservation, no negative
 //! balance, a gap-free ledger, `held` equal to the open holds, per-batch refund tallies), and
@@ -94,6 +95,8 @@ pub struct Report {
     pub max_polls_per_minute: usize,
     pub reconciles: usize,
     pub kills: usize,
+    /// Invocations the platform ended at their function's timeout.
+    pub timeouts: usize,
     /// The first invariant or bound that failed, if one did.
     pub violation: Option<String>,
     /// The steps before it.
@@ -134,6 +137,24 @@ type Job = Pin<Box<dyn Future<Output = Done>>>;
 struct Inflight {
     label: String,
     fut: Job,
+    /// A stalled instance (a long pause, a slow network) is not polled before this.
+    frozen_until_ms: i64,
+    /// When it started: the platform ends it once its function's timeout has passed.
+    started_ms: i64,
+}
+
+/// How long the function behind an invocation may run (`template.yaml` timeouts): a stall
+/// lasts at most that long.
+fn lifetime_ms(label: &str) -> i64 {
+    if label == "sweep" {
+        300_000
+    } else if label.contains(" tasks[") || label.contains(" events[") {
+        60_000
+    } else if label.contains(" settle[") {
+        30_000
+    } else {
+        29_000
+    }
 }
 
 struct Account {
@@ -306,7 +327,13 @@ impl Sim {
 
     fn spawn(&mut self, label: String, fut: Job) {
         self.note(format!("start {label}"));
-        self.inflight.push(Inflight { label, fut });
+        let started_ms = self.now();
+        self.inflight.push(Inflight {
+            label,
+            fut,
+            frozen_until_ms: 0,
+            started_ms,
+        });
     }
 
     /// Polls one in-flight invocation once; handles it if it finished.
@@ -528,11 +555,27 @@ impl Sim {
                 if self.submissions.is_empty() {
                     return;
                 }
-                let k = self.pick(self.submissions.len());
-                let Some((rid, (a, body, _))) = self.submissions.iter().nth(k) else {
+                // Mostly a client retrying what never got its 201 (a crash, a time-out):
+                // that is when a retry races a recovery of the same batch.
+                let unanswered: Vec<&String> = self
+                    .submissions
+                    .iter()
+                    .filter(|(_, (_, _, batch))| batch.is_none())
+                    .map(|(rid, _)| rid)
+                    .collect();
+                let rid = if !unanswered.is_empty() && self.rng.unit() < 0.7 {
+                    unanswered[self.pick(unanswered.len())].clone()
+                } else {
+                    let k = self.pick(self.submissions.len());
+                    match self.submissions.keys().nth(k) {
+                        Some(r) => r.clone(),
+                        None => return,
+                    }
+                };
+                let Some((a, body, _)) = self.submissions.get(&rid) else {
                     return;
                 };
-                let (rid, a, body) = (rid.clone(), *a, body.clone());
+                let (a, body) = (*a, body.clone());
                 let f = self.submit_future(a, body);
                 self.spawn(format!("replay {rid}"), f);
             }
@@ -628,12 +671,21 @@ impl Sim {
 
     /// One step of weather.
     async fn step(&mut self) -> Result<(), String> {
+        self.end_timed_out();
         self.sweep_if_due();
         let roll = self.rng.up_to(999);
         match roll {
             0..=449 if !self.inflight.is_empty() => {
-                let i = self.pick(self.inflight.len());
-                self.poll_one(i).await?;
+                let now = self.now();
+                let awake: Vec<usize> = (0..self.inflight.len())
+                    .filter(|&i| self.inflight[i].frozen_until_ms <= now)
+                    .collect();
+                if awake.is_empty() {
+                    self.advance_a_little();
+                } else {
+                    let i = awake[self.pick(awake.len())];
+                    self.poll_one(i).await?;
+                }
             }
             0..=649 => {
                 let q = match self.rng.up_to(9) {
@@ -674,6 +726,19 @@ impl Sim {
                 self.stack.store.catch_up();
                 self.note("index replicas catch up".into());
             }
+            970..=979 if !self.inflight.is_empty() => {
+                // An instance stalls for up to its function's whole timeout, then goes on
+                // as if nothing happened: whatever leases it held may have run out.
+                let i = self.pick(self.inflight.len());
+                let life = lifetime_ms(&self.inflight[i].label);
+                let until = self.now() + 1_000 + self.rng.up_to(life as u64) as i64;
+                self.inflight[i].frozen_until_ms = until;
+                let label = self.inflight[i].label.clone();
+                self.note(format!(
+                    "stall {label} until t=+{:.1}s",
+                    (until - T0) as f64 / 1e3
+                ));
+            }
             _ => {
                 self.advance_a_little();
             }
@@ -682,9 +747,35 @@ impl Sim {
         Ok(())
     }
 
+    /// While an instance is awake, time moves as fast as its calls (milliseconds); when
+    /// every instance waits or sleeps, it moves as fast as the clients and schedules.
     fn advance_a_little(&mut self) {
-        let dt = 200 + self.rng.up_to(20_000) as i64;
+        let now = self.now();
+        let busy = self.inflight.iter().any(|f| f.frozen_until_ms <= now);
+        let dt = if busy {
+            1 + self.rng.up_to(250) as i64
+        } else {
+            200 + self.rng.up_to(20_000) as i64
+        };
         self.clock.advance_ms(dt);
+    }
+
+    /// The platform ends every invocation whose function's timeout has passed, stalled or
+    /// not: what it wrote stays, the rest never happens.
+    fn end_timed_out(&mut self) {
+        let now = self.now();
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            if now - f.started_ms > lifetime_ms(&f.label) {
+                let f = self.inflight.swap_remove(i);
+                self.report.timeouts += 1;
+                self.note(format!("timeout {}", f.label));
+            } else {
+                i += 1;
+            }
+        }
+        self.forget_sweep_if_gone();
     }
 
     /// Checks every invariant and bound that must hold at any instant. The reads do not
@@ -826,18 +917,33 @@ impl Sim {
                 self.marks.insert((b.clone(), idx), o);
             }
         }
-        // At most two messages per task wait to be handed out: the chain's next one, and at
-        // most one stale one (sent by a step that ran twice, dropped when it arrives).
-        let mut live: BTreeMap<(String, u32), usize> = BTreeMap::new();
+        // At most two live messages per task wait to be handed out: the chain's next one, and
+        // at most one copy of it (a step that ran twice). Messages for an older version of the
+        // task are dead: they are dropped on arrival and send nothing, so they cannot grow a
+        // second chain; they are not counted.
+        let mut pending: BTreeMap<(String, u32), Vec<Option<u64>>> = BTreeMap::new();
         self.stack.queue.for_each_pending(QueueName::Tasks, |body| {
-            if let Some(task) = run_target(body) {
-                *live.entry(task).or_default() += 1;
+            if let Some((task, version)) = run_target(body) {
+                pending.entry(task).or_default().push(version);
             }
         });
-        if let Some(((b, i), n)) = live.iter().max_by_key(|(_, n)| **n) {
-            self.report.max_live_messages_per_task = self.report.max_live_messages_per_task.max(*n);
-            if *n > 2 && !self.ignores("live-messages") {
-                return Err(format!("{n} live messages for task {i} of {b}"));
+        for ((b, i), versions) in pending.into_iter().filter(|(_, v)| v.len() > 1) {
+            let current = svc
+                .tasks
+                .get(&b, i)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_or(0, |t| t.version);
+            let live = versions
+                .iter()
+                .filter(|v| v.is_none_or(|v| v >= current))
+                .count();
+            self.report.max_live_messages_per_task =
+                self.report.max_live_messages_per_task.max(live);
+            if live > 2 && !self.ignores("live-messages") {
+                return Err(format!(
+                    "{live} live messages for task {i} of {b} (versions {versions:?}, task at {current})"
+                ));
             }
         }
         // At most one upstream job per task; polls no more often than the interval allows
@@ -986,18 +1092,15 @@ impl Sim {
     }
 }
 
-/// The task a `run` message names, read without a full parse (this runs every step).
-fn run_target(body: &str) -> Option<(String, u32)> {
-    if !body.contains("\"kind\":\"run\"") {
+/// The task a `Run` message is for, and the task version it was sent for.
+fn run_target(body: &str) -> Option<((String, u32), Option<u64>)> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    if v["kind"] != "run" {
         return None;
     }
-    let field = |name: &str| {
-        let start = body.find(name)? + name.len();
-        let rest = &body[start..];
-        let end = rest.find([',', '}'])?;
-        Some(rest[..end].trim_matches('"').to_string())
-    };
-    Some((field("\"batch_id\":")?, field("\"idx\":")?.parse().ok()?))
+    let batch = v["batch_id"].as_str()?.to_string();
+    let idx = u32::try_from(v["idx"].as_u64()?).ok()?;
+    Some(((batch, idx), v["version"].as_u64()))
 }
 
 fn failures(r: aws_lambda_events::event::sqs::SqsBatchResponse) -> BTreeSet<String> {
@@ -1012,7 +1115,21 @@ pub async fn run(seed: u64, opts: Options) -> Report {
     Sim::new(seed, opts).await.run().await
 }
 
-/// The command that replays `seed` with its step trace.
-pub fn replay_command(seed: u64) -> String {
-    format!("scripts/sim.sh --seed {seed} --verbose")
+/// The command that replays `seed` under `opts` with its step trace.
+pub fn replay_command(seed: u64, opts: &Options) -> String {
+    let d = Options::default();
+    let mut cmd = format!("scripts/sim.sh --seed {seed}");
+    if opts.steps != d.steps {
+        cmd += &format!(" --steps {}", opts.steps);
+    }
+    if opts.crash_p != d.crash_p {
+        cmd += &format!(" --crash {}", opts.crash_p);
+    }
+    if opts.veo_share != d.veo_share {
+        cmd += &format!(" --veo {}", opts.veo_share);
+    }
+    if !opts.ignore.is_empty() {
+        cmd += &format!(" --ignore {}", opts.ignore.join(","));
+    }
+    cmd + " --verbose"
 }

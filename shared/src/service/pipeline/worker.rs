@@ -291,9 +291,10 @@ fn job_request(p: &Pipeline, task: &TaskRecord) -> Result<(Route, JobRequest), P
         resolution: task.spec.resolution.clone(),
         attempt: task.attempts,
         now_ms: p.svc.now_ms(),
-        // A retake after a crash repeats the key: a provider that honours it answers with
-        // the job the lost call made instead of making a second.
-        idempotency_key: Some(format!("{}.{}", task.task_id, task.attempts)),
+        // One key per task, whatever the attempt: a retake after a crash (or after a 429
+        // that followed a call whose answer was lost) repeats it, and a provider that
+        // honours it answers with the job the lost call made instead of making a second.
+        idempotency_key: Some(task.task_id.clone()),
     };
     Ok((route, req))
 }
