@@ -46,6 +46,7 @@ pub fn account(id: &str) -> AccountRecord {
         lifetime_granted: Credits::ZERO,
         lifetime_charged: Credits::ZERO,
         lifetime_refunded: Credits::ZERO,
+        lifetime_released: Credits::ZERO,
         ledger_seq: 0,
         last_entry_ms: 0,
         created_ms: T0,
@@ -89,6 +90,7 @@ fn movement(a: &AccountRecord, kind: EntryKind, amount: i64, at: i64) -> MoneyMo
         },
         charged_delta: Credits::ZERO,
         refunded_delta: Credits::ZERO,
+        released_delta: Credits::ZERO,
         creates: vec![],
         changes: vec![],
     }
@@ -168,6 +170,7 @@ fn task(b: &BatchRecord, idx: u32) -> TaskRecord {
         version: 0,
         next_check_ms: 0,
         submit_claim_until_ms: None,
+        charged: None,
     }
 }
 
@@ -390,6 +393,7 @@ pub async fn money(p: &Ports) {
         held: Credits(490),
         charged: Credits(441),
         refunded: Credits(49),
+        released: Credits::ZERO,
         counts,
     };
     let wrong = Settlement {
@@ -430,6 +434,116 @@ pub async fn money(p: &Ports) {
     assert_eq!(
         (acct.held, acct.lifetime_charged),
         (Credits::ZERO, Credits(441))
+    );
+}
+
+/// Releases (a cancel that landed before the task reached a provider): the entry, the
+/// account's lifetime total, the batch's own tally and the end mark land together, and
+/// settlement closes only against the release tally it was computed from.
+pub async fn releases(p: &Ports) {
+    let a = funded(p, 40, 1_000).await;
+    let b = batch(&a.account_id, &id("bat", 40), 10);
+    let mut hold = movement(&a, EntryKind::PreDeduct, -490, T0 + 1);
+    hold.held_delta = Credits(490);
+    hold.creates = vec![NewRecord::Batch(b.clone())];
+    p.money.commit(hold).await.expect("hold");
+    p.progress.init(&b.batch_id, 10).await.expect("shards");
+    let now = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    let mut release = movement(&now, EntryKind::Release, 49, T0 + 2);
+    release.held_delta = Credits(-49);
+    release.released_delta = Credits(49);
+    release.changes = vec![
+        Change::EndMark(EndMark {
+            batch_id: b.batch_id.clone(),
+            idx: 7,
+            was_started: false,
+            outcome: Outcome::Released,
+        }),
+        Change::BatchRelease {
+            account_id: a.account_id.clone(),
+            batch_id: b.batch_id.clone(),
+            amount: Credits(49),
+        },
+    ];
+    p.money.commit(release.clone()).await.expect("release");
+    // The same end again: the mark's condition fails, nothing lands twice.
+    let again = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    release.expected = again.book();
+    release.entry = entry(&again, EntryKind::Release, 49, T0 + 3);
+    assert_eq!(dup(p.money.commit(release).await), Some(0));
+    let acct = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!(
+        (
+            acct.balance,
+            acct.held,
+            acct.lifetime_released,
+            acct.lifetime_refunded
+        ),
+        (Credits(559), Credits(441), Credits(49), Credits::ZERO)
+    );
+    let b2 = p
+        .batches
+        .get(&a.account_id, &b.batch_id)
+        .await
+        .expect("read")
+        .expect("b");
+    assert_eq!(
+        (b2.credits.released, b2.credits.refunded),
+        (Credits(49), Credits::ZERO)
+    );
+    let shard = p
+        .progress
+        .shard(&b.batch_id, 0)
+        .await
+        .expect("read")
+        .expect("shard");
+    assert_eq!(shard.ended.get("7"), Some(&Outcome::Released));
+    assert_eq!((shard.n_released, shard.n_cancelled), (1, 0));
+    assert_eq!(shard.counts().released, 1);
+
+    let st = Settlement {
+        held: Credits(490),
+        charged: Credits(441),
+        refunded: Credits::ZERO,
+        released: Credits(49),
+        counts: TaskCounts {
+            total: 10,
+            succeeded: 9,
+            released: 1,
+            ..Default::default()
+        },
+    };
+    let wrong = Settlement {
+        released: Credits::ZERO,
+        charged: Credits(490),
+        ..st
+    };
+    assert!(!p.money.settle(&b2, &wrong, T0 + 4).await.expect("settle"));
+    assert!(p.money.settle(&b2, &st, T0 + 4).await.expect("settle"));
+    let acct = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!(
+        (acct.held, acct.lifetime_charged, acct.balance),
+        (Credits::ZERO, Credits(441), Credits(559))
     );
 }
 
@@ -894,6 +1008,7 @@ pub async fn batches(p: &Ports) {
         held: Credits(490),
         charged: Credits(490),
         refunded: Credits::ZERO,
+        released: Credits::ZERO,
         counts: TaskCounts {
             total: 10,
             succeeded: 10,

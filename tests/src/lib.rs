@@ -934,7 +934,7 @@ impl TestApp {
             let open: Credits = batches
                 .iter()
                 .filter(|b| b.status != BatchStatus::Completed)
-                .map(|b| b.credits.held - b.credits.refunded)
+                .map(|b| b.credits.held - b.credits.refunded - b.credits.released)
                 .sum();
             assert_eq!(
                 a.held, open,
@@ -952,6 +952,23 @@ impl TestApp {
                 refunds, tallied,
                 "every refund entry is in its batch's tally"
             );
+            let releases: i64 = self
+                .ledger_entries(&a.account_id, "release")
+                .await
+                .iter()
+                .map(|e| e["amount"].as_i64().unwrap_or(0))
+                .sum();
+            let tallied: i64 = batches.iter().map(|b| b.credits.released.value()).sum();
+            assert_eq!(
+                releases, tallied,
+                "every release entry is in its batch's tally"
+            );
+            assert_eq!(
+                a.lifetime_released.value(),
+                releases,
+                "lifetime_released of {}",
+                a.account_id
+            );
             for b in batches
                 .iter()
                 .filter(|b| b.status == BatchStatus::Completed)
@@ -961,7 +978,7 @@ impl TestApp {
                 assert_eq!(st.held, b.credits.held, "{}", b.batch_id);
                 assert_eq!(
                     st.held.value(),
-                    st.charged.value() + st.refunded.value(),
+                    st.charged.value() + st.refunded.value() + st.released.value(),
                     "closure of {}",
                     b.batch_id
                 );
@@ -974,6 +991,12 @@ impl TestApp {
                 assert_eq!(
                     st.refunded.value(),
                     b.unit_price.value() * i64::from(c.failed + c.timed_out),
+                    "{}",
+                    b.batch_id
+                );
+                assert_eq!(
+                    st.released.value(),
+                    b.unit_price.value() * i64::from(c.released),
                     "{}",
                     b.batch_id
                 );

@@ -30,6 +30,7 @@ macro_rules! both {
 
 both!(
     money,
+    releases,
     ledger,
     accounts,
     requests,

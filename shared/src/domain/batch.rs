@@ -291,10 +291,24 @@ pub struct TaskCounts {
     pub failed: u32,
     pub rejected: u32,
     pub timed_out: u32,
+    /// Cancelled after reaching a provider: charged (contract 2.2).
     pub cancelled: u32,
+    /// Cancelled before reaching a provider: released, not charged.
+    #[serde(default)]
+    pub released: u32,
 }
 
 impl TaskCounts {
+    /// Tasks with an outcome.
+    pub fn ended(&self) -> u32 {
+        self.succeeded
+            + self.failed
+            + self.rejected
+            + self.timed_out
+            + self.cancelled
+            + self.released
+    }
+
     pub fn all_queued(total: u32) -> Self {
         TaskCounts {
             total,
@@ -310,6 +324,10 @@ pub struct BatchCredits {
     pub held: Credits,
     pub charged: Credits,
     pub refunded: Credits,
+    /// Units of tasks cancelled before they reached a provider (absent on batches from
+    /// before the cancel rule: zero).
+    #[serde(default)]
+    pub released: Credits,
 }
 
 /// A task's id: its batch's id and its 0-based position, so a task id alone finds its row.

@@ -16,6 +16,9 @@ pub enum EntryKind {
     PreDeduct,
     /// A failed or timed-out task's unit given back.
     Refund,
+    /// A cancelled task's unit given back because it never reached a provider (see
+    /// docs/CONTRACT.md, 2.2): not a refund, since nothing failed.
+    Release,
     /// An operator's correction (reconciliation, disputes), with reason and actor.
     Adjustment,
     /// SLA compensation credits.
@@ -23,10 +26,11 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 5] = [
+    pub const ALL: [EntryKind; 6] = [
         EntryKind::Grant,
         EntryKind::PreDeduct,
         EntryKind::Refund,
+        EntryKind::Release,
         EntryKind::Adjustment,
         EntryKind::Compensation,
     ];
@@ -36,6 +40,7 @@ impl EntryKind {
             EntryKind::Grant => "grant",
             EntryKind::PreDeduct => "pre_deduct",
             EntryKind::Refund => "refund",
+            EntryKind::Release => "release",
             EntryKind::Adjustment => "adjustment",
             EntryKind::Compensation => "compensation",
         }

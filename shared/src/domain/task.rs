@@ -18,23 +18,47 @@ pub enum Outcome {
     Rejected,
     /// Past the model's deadline (contract 3.2: failed and refunded).
     TimedOut,
-    /// The customer cancelled (contract 2.2: charged).
+    /// The customer cancelled after the task reached a provider (contract 2.2: charged).
     Cancelled,
+    /// The customer cancelled before the task reached a provider: its unit is released
+    /// (docs/CONTRACT.md, our reading of 2.2). Its status is `cancelled`.
+    Released,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Rejected,
         Outcome::TimedOut,
         Outcome::Cancelled,
+        Outcome::Released,
     ];
 
     /// Contract 1.1 / 2.1 / 2.2 / 3.2: failures and time-outs are refunded; successes,
-    /// policy rejections and cancellations are charged.
+    /// policy rejections and cancellations of started work are charged.
     pub fn refunded(self) -> bool {
         matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+
+    /// A cancel that landed before the task reached a provider: given back, not charged.
+    pub fn released(self) -> bool {
+        self == Outcome::Released
+    }
+
+    /// Whether the task's unit is charged at settlement.
+    pub fn charged(self) -> bool {
+        !self.refunded() && !self.released()
+    }
+
+    /// How a cancel ends a task: released when no provider job exists for it, charged
+    /// once one does (the provider is already doing the work).
+    pub fn of_cancel(reached_provider: bool) -> Self {
+        if reached_provider {
+            Outcome::Cancelled
+        } else {
+            Outcome::Released
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +68,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::TimedOut => "timed_out",
             Outcome::Cancelled => "cancelled",
+            Outcome::Released => "released",
         }
     }
 
@@ -57,7 +82,7 @@ impl Outcome {
             Outcome::Failed => TaskStatus::Failed,
             Outcome::Rejected => TaskStatus::Rejected,
             Outcome::TimedOut => TaskStatus::TimedOut,
-            Outcome::Cancelled => TaskStatus::Cancelled,
+            Outcome::Cancelled | Outcome::Released => TaskStatus::Cancelled,
         }
     }
 }
@@ -146,11 +171,20 @@ pub struct ShardCounts {
     pub rejected: u32,
     pub timed_out: u32,
     pub cancelled: u32,
+    pub released: u32,
 }
 
 impl ShardCounts {
     pub fn ended(&self) -> u32 {
-        self.succeeded + self.failed + self.rejected + self.timed_out + self.cancelled
+        let outcomes = [
+            self.succeeded,
+            self.failed,
+            self.rejected,
+            self.timed_out,
+            self.cancelled,
+            self.released,
+        ];
+        outcomes.iter().sum()
     }
 }
 
@@ -169,12 +203,13 @@ pub fn task_counts(shards: &[ShardCounts]) -> TaskCounts {
         c.rejected += s.rejected;
         c.timed_out += s.timed_out;
         c.cancelled += s.cancelled;
+        c.released += s.released;
     }
     c
 }
 
 pub fn all_ended(c: &TaskCounts) -> bool {
-    c.succeeded + c.failed + c.rejected + c.timed_out + c.cancelled == c.total
+    c.ended() == c.total
 }
 
 /// A batch's settlement record.
@@ -183,6 +218,9 @@ pub struct Settlement {
     pub held: Credits,
     pub charged: Credits,
     pub refunded: Credits,
+    /// Units of tasks cancelled before they reached a provider.
+    #[serde(default)]
+    pub released: Credits,
     pub counts: TaskCounts,
 }
 
@@ -190,47 +228,54 @@ pub struct Settlement {
 pub enum ClosureError {
     #[error("{0} tasks are not terminal yet")]
     Unfinished(u32),
-    #[error("held {held} != charged {charged} + refunded {refunded}")]
+    #[error("held {held} != charged {charged} + refunded {refunded} + released {released}")]
     Mismatch {
         held: Credits,
         charged: Credits,
         refunded: Credits,
+        released: Credits,
     },
 }
 
-/// DESIGN.md §3.2: `hold == charged + refunded`, `charged == unit x (succeeded + cancelled +
-/// rejected)`. `refunded_in_ledger` is what refunds actually moved; it must equal
-/// `unit x (failed + timed_out)`.
+/// What a batch's refund and release entries moved, by its own tallies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GivenBack {
+    pub refunded: Credits,
+    pub released: Credits,
+}
+
+/// DESIGN.md §3.2 with the cancel rule: `hold == charged + refunded + released`, `charged ==
+/// unit x (succeeded + rejected + cancelled)`. `given_back` is what refund and release
+/// entries actually moved; they must equal `unit x (failed + timed_out)` and `unit x
+/// released`.
 pub fn settle(
     unit: Credits,
     held: Credits,
     counts: TaskCounts,
-    refunded_in_ledger: Credits,
+    given_back: GivenBack,
 ) -> Result<Settlement, ClosureError> {
     if !all_ended(&counts) {
-        let ended = counts.succeeded
-            + counts.failed
-            + counts.rejected
-            + counts.timed_out
-            + counts.cancelled;
-        return Err(ClosureError::Unfinished(counts.total - ended));
+        return Err(ClosureError::Unfinished(counts.total - counts.ended()));
     }
-    let charged =
-        Credits(unit.value() * i64::from(counts.succeeded + counts.rejected + counts.cancelled));
-    let expected_refund = Credits(unit.value() * i64::from(counts.failed + counts.timed_out));
-    if expected_refund != refunded_in_ledger
-        || charged.value() + refunded_in_ledger.value() != held.value()
+    let units = |n: u32| Credits(unit.value() * i64::from(n));
+    let charged = units(counts.succeeded + counts.rejected + counts.cancelled);
+    let GivenBack { refunded, released } = given_back;
+    if units(counts.failed + counts.timed_out) != refunded
+        || units(counts.released) != released
+        || charged.value() + refunded.value() + released.value() != held.value()
     {
         return Err(ClosureError::Mismatch {
             held,
             charged,
-            refunded: refunded_in_ledger,
+            refunded,
+            released,
         });
     }
     Ok(Settlement {
         held,
         charged,
-        refunded: refunded_in_ledger,
+        refunded,
+        released,
         counts,
     })
 }
@@ -243,6 +288,13 @@ mod tests {
     fn who_pays_follows_the_contract() {
         let refunded: Vec<_> = Outcome::ALL.into_iter().filter(|o| o.refunded()).collect();
         assert_eq!(refunded, vec![Outcome::Failed, Outcome::TimedOut]);
+        let charged: Vec<_> = Outcome::ALL.into_iter().filter(|o| o.charged()).collect();
+        assert_eq!(
+            charged,
+            vec![Outcome::Succeeded, Outcome::Rejected, Outcome::Cancelled]
+        );
+        assert_eq!(Outcome::of_cancel(false), Outcome::Released);
+        assert_eq!(Outcome::Released.status(), TaskStatus::Cancelled);
         assert_eq!(Outcome::parse("timed_out"), Some(Outcome::TimedOut));
     }
 
@@ -256,13 +308,33 @@ mod tests {
             cancelled: 1,
             ..Default::default()
         };
-        let s = settle(Credits(49), Credits(490), counts, Credits(98));
+        let back = |refunded, released| GivenBack {
+            refunded: Credits(refunded),
+            released: Credits(released),
+        };
+        let s = settle(Credits(49), Credits(490), counts, back(98, 0));
         assert_eq!(
             s.map(|s| (s.charged, s.refunded)),
             Ok((Credits(392), Credits(98)))
         );
         assert!(matches!(
-            settle(Credits(49), Credits(490), counts, Credits(49)),
+            settle(Credits(49), Credits(490), counts, back(49, 0)),
+            Err(ClosureError::Mismatch { .. })
+        ));
+        // Two of the ten cancelled before reaching a provider: released, not charged.
+        let with_release = TaskCounts {
+            succeeded: 5,
+            released: 2,
+            cancelled: 0,
+            ..counts
+        };
+        assert_eq!(
+            settle(Credits(49), Credits(490), with_release, back(98, 98))
+                .map(|s| (s.charged, s.released)),
+            Ok((Credits(294), Credits(98)))
+        );
+        assert!(matches!(
+            settle(Credits(49), Credits(490), with_release, back(98, 49)),
             Err(ClosureError::Mismatch { .. })
         ));
         let open = TaskCounts {
@@ -271,7 +343,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            settle(Credits(49), Credits(490), open, Credits(0)),
+            settle(Credits(49), Credits(490), open, GivenBack::default()),
             Err(ClosureError::Unfinished(1))
         );
     }

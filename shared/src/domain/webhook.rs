@@ -342,7 +342,8 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ),
     (
         "task.cancelled",
-        "a task was cancelled before it started (charged per contract 2.2); data is the task",
+        "a task was cancelled; data is the task, whose `charged` says whether its unit is \
+         charged (it had reached a provider, contract 2.2) or was released",
     ),
     (
         "batch.completed",
@@ -351,6 +352,10 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     (
         "credits.refunded",
         "credits came back for a failed or timed-out task; data is the refund",
+    ),
+    (
+        "credits.released",
+        "credits came back for a task cancelled before it reached a provider; data is the release",
     ),
     (
         "credits.granted",

@@ -25,6 +25,10 @@ pub struct AccountRecord {
     pub lifetime_granted: Credits,
     pub lifetime_charged: Credits,
     pub lifetime_refunded: Credits,
+    /// Units of cancelled tasks that never reached a provider, given back (absent on
+    /// accounts from before the cancel rule: zero).
+    #[serde(default)]
+    pub lifetime_released: Credits,
     /// Sequence number of the newest ledger entry; every balance change conditions on it.
     pub ledger_seq: u64,
     pub last_entry_ms: i64,
@@ -245,6 +249,10 @@ pub struct TaskRecord {
     pub error_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_key: Option<String>,
+    /// Once ended: whether its unit is charged (false for refunds and for cancels that
+    /// landed before the task reached a provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged: Option<bool>,
     /// DynamoDB TTL (epoch seconds): the account's retention, counted from the batch's
     /// creation plus the longest a batch can run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +299,8 @@ pub struct ShardRecord {
     pub n_timed_out: u32,
     #[serde(default)]
     pub n_cancelled: u32,
+    #[serde(default)]
+    pub n_released: u32,
 }
 
 impl ShardRecord {
@@ -309,6 +319,7 @@ impl ShardRecord {
             n_rejected: 0,
             n_timed_out: 0,
             n_cancelled: 0,
+            n_released: 0,
         }
     }
 
@@ -322,6 +333,7 @@ impl ShardRecord {
             rejected: self.n_rejected,
             timed_out: self.n_timed_out,
             cancelled: self.n_cancelled,
+            released: self.n_released,
         }
     }
 }

@@ -36,6 +36,13 @@ pub enum Change {
         batch_id: String,
         amount: Credits,
     },
+    /// A release (a cancelled task that never reached a provider) added to its batch's
+    /// own tally; the batch must exist.
+    BatchRelease {
+        account_id: String,
+        batch_id: String,
+        amount: Credits,
+    },
     /// An endpoint's signing secrets replaced, if nobody rotated since `version` was read.
     RotateSecrets {
         account_id: String,
@@ -70,6 +77,7 @@ pub struct MoneyMove {
     pub granted_delta: Credits,
     pub charged_delta: Credits,
     pub refunded_delta: Credits,
+    pub released_delta: Credits,
     pub creates: Vec<NewRecord>,
     /// A failed condition of `changes[i]` is `Duplicate(creates.len() + i)`.
     pub changes: Vec<Change>,
@@ -98,7 +106,7 @@ pub trait Money: Send + Sync {
 
     /// Settlement, exactly once: the batch becomes `completed` with its settlement record
     /// and the account's `held` becomes `lifetime_charged`, together. False when the batch
-    /// is completed already or its refund tally is no longer `st.refunded`.
+    /// is completed already or its refund or release tally is no longer what `st` says.
     async fn settle(&self, batch: &BatchRecord, st: &Settlement, now_ms: i64) -> PortResult<bool>;
 }
 

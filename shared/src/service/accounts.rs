@@ -41,6 +41,7 @@ pub async fn create_account(
                     lifetime_granted: Credits::ZERO,
                     lifetime_charged: Credits::ZERO,
                     lifetime_refunded: Credits::ZERO,
+                    lifetime_released: Credits::ZERO,
                     ledger_seq: 0,
                     last_entry_ms: 0,
                     created_ms: now,

@@ -287,6 +287,7 @@ async fn hold(
             granted_delta: Credits::ZERO,
             charged_delta: Credits::ZERO,
             refunded_delta: Credits::ZERO,
+            released_delta: Credits::ZERO,
             creates: vec![NewRecord::Batch(batch.clone()), NewRecord::Request(req_rec)],
             changes: vec![],
         };
@@ -567,8 +568,9 @@ struct CancelReply {
     note: &'static str,
 }
 
-/// Cancels the unfinished tasks of a batch. Finished tasks keep their outcome; cancelled
-/// tasks are charged (contract 2.2), as the reply says.
+/// Cancels the unfinished tasks of a batch. Finished tasks keep their outcome; tasks that
+/// had reached a provider are charged (contract 2.2), the others are released (their units
+/// go back to the balance), as the reply says.
 pub async fn cancel(
     svc: &Services,
     account_id: &str,
@@ -609,7 +611,7 @@ pub async fn cancel(
         status: 202,
         body: json(&CancelReply {
             batch: BatchView::live(&fresh, &shards),
-            note: "Unfinished tasks are being cancelled. Per contract clause 2.2, cancelled tasks are charged and not refunded; tasks that already finished keep their outcome.",
+            note: "Unfinished tasks are being cancelled. Tasks that had not reached a provider are released: their credits return to your balance (ledger entries of kind release). Tasks a provider was already generating are charged and not refunded (contract clause 2.2). Tasks that already finished keep their outcome.",
         })?,
         replayed: false,
     };

@@ -185,6 +185,7 @@ async fn post(
             granted_delta: granted,
             charged_delta: Credits::ZERO,
             refunded_delta: Credits::ZERO,
+            released_delta: Credits::ZERO,
             creates: vec![NewRecord::Request(req_rec)],
             changes: vec![],
         };

@@ -50,9 +50,13 @@ pub(crate) fn snapshot<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-/// A task reached its end: `task.succeeded`, `task.failed`, ...
+/// A task reached its end: `task.succeeded`, `task.failed`, ... (a released task is
+/// `task.cancelled` with `charged: false`).
 pub fn task_ended(task: &TaskRecord, outcome: Outcome, ended_ms: i64) -> Event {
-    let status = outcome.as_str();
+    let status = match outcome {
+        Outcome::Released => Outcome::Cancelled.as_str(),
+        other => other.as_str(),
+    };
     Event {
         id: format!("evt_{}_{status}", task.task_id),
         event_type: format!("task.{status}"),
@@ -62,16 +66,22 @@ pub fn task_ended(task: &TaskRecord, outcome: Outcome, ended_ms: i64) -> Event {
     }
 }
 
-/// A failed or timed-out task's unit came back.
-pub fn credits_refunded(
+/// A task's unit came back: `credits.refunded` for a failed or timed-out task,
+/// `credits.released` for one cancelled before it reached a provider.
+pub fn credits_given_back(
     task: &TaskRecord,
     outcome: Outcome,
     amount: crate::domain::money::Credits,
     ended_ms: i64,
 ) -> Event {
+    let what = if outcome.released() {
+        "released"
+    } else {
+        "refunded"
+    };
     Event {
-        id: format!("evt_{}_refunded", task.task_id),
-        event_type: "credits.refunded".into(),
+        id: format!("evt_{}_{what}", task.task_id),
+        event_type: format!("credits.{what}"),
         created_at: rfc3339_ms(ended_ms),
         account_id: task.account_id.clone(),
         data: serde_json::json!({

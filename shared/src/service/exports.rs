@@ -373,12 +373,15 @@ const BATCH_COLUMNS: &[&str] = &[
     "rejected",
     "timed_out",
     "cancelled",
+    "released",
     "held",
     "charged",
     "refunded",
+    "released_credits",
     "held_usd",
     "charged_usd",
     "refunded_usd",
+    "released_usd",
     "completed_at",
 ];
 const TASK_COLUMNS: &[&str] = &[
@@ -395,6 +398,7 @@ const TASK_COLUMNS: &[&str] = &[
     "ended_at",
     "error_code",
     "error_message",
+    "charged",
 ];
 const USAGE_COLUMNS: &[&str] = &[
     "id",
@@ -441,9 +445,9 @@ fn ledger_row(e: &LedgerRecord) -> Value {
 }
 
 fn batch_row(b: &BatchRecord) -> Value {
-    let (charged, refunded) = match &b.settlement {
-        Some(s) => (s.charged.value(), s.refunded.value()),
-        None => (0, b.credits.refunded.value()),
+    let (charged, refunded, released) = match &b.settlement {
+        Some(s) => (s.charged.value(), s.refunded.value(), s.released.value()),
+        None => (0, b.credits.refunded.value(), b.credits.released.value()),
     };
     let c = b.settlement.map(|s| s.counts).unwrap_or_default();
     j!({
@@ -451,9 +455,12 @@ fn batch_row(b: &BatchRecord) -> Value {
         "status": b.status.as_str(), "model": b.model, "unit_price": b.unit_price,
         "task_count": b.task_count, "succeeded": c.succeeded, "failed": c.failed,
         "rejected": c.rejected, "timed_out": c.timed_out, "cancelled": c.cancelled,
+        "released": c.released,
         "held": b.credits.held.value(), "charged": charged, "refunded": refunded,
+        "released_credits": released,
         "held_usd": usd(b.credits.held.value()), "charged_usd": usd(charged),
-        "refunded_usd": usd(refunded), "completed_at": b.completed_ms.map(rfc3339_ms),
+        "refunded_usd": usd(refunded), "released_usd": usd(released),
+        "completed_at": b.completed_ms.map(rfc3339_ms),
     })
 }
 
@@ -465,6 +472,7 @@ fn task_row(t: &TaskRecord) -> Value {
         "aspect_ratio": v["aspect_ratio"], "created_at": v["created_at"],
         "started_at": v["started_at"], "ended_at": v["ended_at"],
         "error_code": v["error"]["code"], "error_message": v["error"]["message"],
+        "charged": v["charged"],
     })
 }
 

@@ -15,7 +15,7 @@ use std::pin::pin;
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Discrepancy {
     /// `balance_mismatch`, `ledger_gap`, `held_mismatch`, `batch_not_closed`,
-    /// `refund_tally_mismatch`, `balance_after_mismatch`.
+    /// `refund_tally_mismatch`, `release_tally_mismatch`, `balance_after_mismatch`.
     pub kind: &'static str,
     pub expected: i64,
     pub found: i64,
@@ -82,9 +82,12 @@ pub async fn account(svc: &Services, account: &AccountRecord) -> Result<Report, 
         if attempt + 1 == BUSY_RETRIES {
             // Still moving: keep what is exact (the ledger), leave the batches unjudged.
             let mut report = report;
-            report
-                .discrepancies
-                .retain(|d| !matches!(d.kind, "held_mismatch" | "refund_tally_mismatch"));
+            report.discrepancies.retain(|d| {
+                !matches!(
+                    d.kind,
+                    "held_mismatch" | "refund_tally_mismatch" | "release_tally_mismatch"
+                )
+            });
             report.held_checked = false;
             report.ok = report.discrepancies.is_empty();
             return Ok(report);
@@ -101,9 +104,10 @@ async fn scan(svc: &Services, account: &AccountRecord) -> Result<Report, Service
     let mut out = Vec::new();
 
     // The ledger, oldest first, up to what the account read names: the sum, the count, the
-    // running balance, refunds per batch.
+    // running balance, refunds and releases per batch.
     let mut tally = Tally::from_start();
     let mut refunds: HashMap<String, i64> = HashMap::new();
+    let mut releases: HashMap<String, i64> = HashMap::new();
     let mut entries = pin!(pages(|t| svc.ledger.page(account_id, TimeRange::ALL, t)));
     'ledger: while let Some(page) = entries.try_next().await? {
         for e in page {
@@ -113,10 +117,13 @@ async fn scan(svc: &Services, account: &AccountRecord) -> Result<Report, Service
             tally
                 .add(e.seq, e.amount, e.balance_after)
                 .map_err(|err| ServiceError::Internal(err.to_string()))?;
-            if e.kind == EntryKind::Refund {
-                if let Some(b) = &e.batch_id {
-                    *refunds.entry(b.clone()).or_default() += e.amount.value();
-                }
+            let per_batch = match e.kind {
+                EntryKind::Refund => Some(&mut refunds),
+                EntryKind::Release => Some(&mut releases),
+                _ => None,
+            };
+            if let (Some(m), Some(b)) = (per_batch, &e.batch_id) {
+                *m.entry(b.clone()).or_default() += e.amount.value();
             }
         }
     }
@@ -162,9 +169,19 @@ async fn scan(svc: &Services, account: &AccountRecord) -> Result<Report, Service
                 x.batch_id = Some(b.batch_id.clone());
                 out.push(x);
             }
+            let released_entries = releases.get(&b.batch_id).copied().unwrap_or(0);
+            if released_entries != b.credits.released.value() {
+                let mut x = d(
+                    "release_tally_mismatch",
+                    released_entries,
+                    b.credits.released.value(),
+                );
+                x.batch_id = Some(b.batch_id.clone());
+                out.push(x);
+            }
             if b.status == BatchStatus::Completed {
                 if let Some(s) = &b.settlement {
-                    let closed = s.charged.value() + s.refunded.value();
+                    let closed = s.charged.value() + s.refunded.value() + s.released.value();
                     if s.held.value() != closed {
                         let mut x = d("batch_not_closed", s.held.value(), closed);
                         x.batch_id = Some(b.batch_id.clone());
@@ -172,7 +189,9 @@ async fn scan(svc: &Services, account: &AccountRecord) -> Result<Report, Service
                     }
                 }
             } else {
-                open_holds += b.credits.held.value() - b.credits.refunded.value();
+                open_holds += b.credits.held.value()
+                    - b.credits.refunded.value()
+                    - b.credits.released.value();
             }
         }
     }

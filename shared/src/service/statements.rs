@@ -44,6 +44,8 @@ pub struct Movements {
     pub grants: i64,
     pub pre_deducts: i64,
     pub refunds: i64,
+    /// Cancelled tasks that never reached a provider, given back.
+    pub releases: i64,
     pub adjustments: i64,
     pub compensation: i64,
 }
@@ -69,6 +71,7 @@ pub struct ModelUsage {
     pub succeeded_value: i64,
     pub charged: i64,
     pub refunded: i64,
+    pub released: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,7 +83,8 @@ pub struct BatchLine {
     pub status: String,
     pub pre_deducted_in_month: i64,
     pub refunded_in_month: i64,
-    /// Once settled: charged + refunded == held.
+    pub released_in_month: i64,
+    /// Once settled: charged + refunded + released == held.
     pub charged: Option<i64>,
     pub settled_at: Option<String>,
 }
@@ -128,7 +132,8 @@ pub async fn build(
     };
     let mut mv = Movements::default();
     let mut invoices = Vec::new();
-    let mut per_batch: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    // Per batch: (pre-deducted, refunded, released) in the month.
+    let mut per_batch: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     let mut tally = Tally::after(opening);
     let mut entries = pin!(pages(|t| svc.ledger.page(account_id, period, t)));
     while let Some(page) = entries.try_next().await? {
@@ -151,6 +156,7 @@ pub async fn build(
                 }
                 EntryKind::PreDeduct => mv.pre_deducts += amount,
                 EntryKind::Refund => mv.refunds += amount,
+                EntryKind::Release => mv.releases += amount,
                 EntryKind::Adjustment => mv.adjustments += amount,
                 EntryKind::Compensation => mv.compensation += amount,
             }
@@ -159,6 +165,7 @@ pub async fn build(
                 match e.kind {
                     EntryKind::PreDeduct => line.0 += amount,
                     EntryKind::Refund => line.1 += amount,
+                    EntryKind::Release => line.2 += amount,
                     _ => {}
                 }
             }
@@ -196,9 +203,10 @@ pub async fn build(
                     u.succeeded_value += i64::from(s.counts.succeeded) * b.unit_price.value();
                     u.charged += s.charged.value();
                     u.refunded += s.refunded.value();
+                    u.released += s.released.value();
                 }
             }
-            let (pre, refunded) = moved.unwrap_or_default();
+            let (pre, refunded, released) = moved.unwrap_or_default();
             lines.push(BatchLine {
                 batch_id: b.batch_id.clone(),
                 model,
@@ -207,6 +215,7 @@ pub async fn build(
                 status: b.status.as_str().to_string(),
                 pre_deducted_in_month: pre,
                 refunded_in_month: refunded,
+                released_in_month: released,
                 charged: b.settlement.map(|s| s.charged.value()),
                 settled_at: b.completed_ms.map(rfc3339_ms),
             });
@@ -268,6 +277,7 @@ fn csv(s: &Statement) -> String {
         ("grants", m.grants),
         ("pre_deducts", m.pre_deducts),
         ("refunds", m.refunds),
+        ("releases", m.releases),
         ("adjustments", m.adjustments),
         ("compensation", m.compensation),
     ] {
@@ -297,7 +307,7 @@ fn csv(s: &Statement) -> String {
         out.push_str(&money(
             "batch",
             &b.batch_id,
-            b.pre_deducted_in_month + b.refunded_in_month,
+            b.pre_deducted_in_month + b.refunded_in_month + b.released_in_month,
             format!("{} {} tasks, {}", b.model, b.task_count, b.status),
         ));
     }
@@ -326,6 +336,11 @@ fn html(s: &Statement) -> String {
     add("Credits purchased / granted", "", m.grants);
     add("Pre-deducted for batches", "", m.pre_deducts);
     add("Refunded (failed, timed out)", "", m.refunds);
+    add(
+        "Released (cancelled before reaching a provider)",
+        "",
+        m.releases,
+    );
     add("Adjustments", "", m.adjustments);
     add("Compensation", "", m.compensation);
     for i in &s.invoices {

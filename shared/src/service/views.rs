@@ -54,6 +54,8 @@ pub struct CreditsView {
     pub lifetime_granted: Credits,
     pub lifetime_charged: Credits,
     pub lifetime_refunded: Credits,
+    /// Units of cancelled tasks that never reached a provider, given back.
+    pub lifetime_released: Credits,
     /// Sequence number of the newest ledger entry.
     pub ledger_seq: u64,
 }
@@ -67,6 +69,7 @@ impl From<&AccountRecord> for CreditsView {
             lifetime_granted: a.lifetime_granted,
             lifetime_charged: a.lifetime_charged,
             lifetime_refunded: a.lifetime_refunded,
+            lifetime_released: a.lifetime_released,
             ledger_seq: a.ledger_seq,
         }
     }
@@ -130,16 +133,18 @@ pub struct BatchView {
     pub credits: BatchCredits,
     pub metadata: BTreeMap<String, String>,
     pub created_at: String,
-    /// Contract 2.2: tasks cancelled by the customer are charged, not refunded.
+    /// A cancel was asked for: tasks that had reached a provider are charged (contract
+    /// 2.2), the others released.
     pub cancel_requested: bool,
     pub completed_at: Option<String>,
-    /// The closing record once every task has ended: held == charged + refunded.
+    /// The closing record once every task has ended: held == charged + refunded + released.
     pub settlement: Option<crate::domain::task::Settlement>,
 }
 
 impl BatchView {
     /// The batch with live counts from its progress shards and credits consistent with the
-    /// ledger: `refunded` moves in the same transaction as each refund entry.
+    /// ledger: `refunded` and `released` move in the same transaction as each refund and
+    /// release entry.
     pub fn live(b: &BatchRecord, shards: &[crate::ports::records::ShardRecord]) -> Self {
         let mut v = BatchView::from(b);
         if shards.is_empty() {
@@ -154,6 +159,7 @@ impl BatchView {
                 v.status = BatchStatus::Running;
             }
             let consumed = u64::from(counts.succeeded + counts.rejected + counts.cancelled);
+            // Released tasks are not consumed: their units went back already.
             v.credits.charged = b.unit_price.times(consumed).unwrap_or(v.credits.held);
         }
         v
@@ -197,6 +203,9 @@ pub struct TaskView {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub error: Option<TaskErrorView>,
+    /// Once ended: whether its unit is charged. False for failures and time-outs (refunded)
+    /// and for cancels that landed before the task reached a provider (released).
+    pub charged: Option<bool>,
     /// Presigned HTTPS link to the video (succeeded tasks, single-task reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_url: Option<String>,
@@ -234,6 +243,13 @@ impl From<&TaskRecord> for TaskView {
                 }),
                 _ => None,
             },
+            // Tasks that ended before the record kept this: every cancel was charged then.
+            charged: t.charged.or_else(|| {
+                t.status.is_terminal().then_some(!matches!(
+                    t.status,
+                    TaskStatus::Failed | TaskStatus::TimedOut
+                ))
+            }),
             download_url: None,
             download_expires_at: None,
         }

@@ -279,7 +279,7 @@ impl World {
         let a = self.read_account(account_id).await;
         let mut tally = Tally::from_start();
         let mut after = None;
-        let mut refunds = Credits::ZERO;
+        let (mut refunds, mut releases) = (Credits::ZERO, Credits::ZERO);
         loop {
             let page = self
                 .svc
@@ -289,8 +289,10 @@ impl World {
                 .expect("page");
             for e in &page.items {
                 tally.add(e.seq, e.amount, e.balance_after).expect("sum");
-                if e.kind == shared::domain::ledger::EntryKind::Refund {
-                    refunds += e.amount;
+                match e.kind {
+                    shared::domain::ledger::EntryKind::Refund => refunds += e.amount,
+                    shared::domain::ledger::EntryKind::Release => releases += e.amount,
+                    _ => {}
                 }
             }
             match page.next {
@@ -311,11 +313,14 @@ impl World {
         let open: Credits = batches
             .iter()
             .filter(|b| b.status != BatchStatus::Completed)
-            .map(|b| b.credits.held - b.credits.refunded)
+            .map(|b| b.credits.held - b.credits.refunded - b.credits.released)
             .sum();
         assert_eq!(a.held, open, "held == open holds");
         let tallied: Credits = batches.iter().map(|b| b.credits.refunded).sum();
         assert_eq!(refunds, tallied, "every refund in its batch's tally");
+        let tallied: Credits = batches.iter().map(|b| b.credits.released).sum();
+        assert_eq!(releases, tallied, "every release in its batch's tally");
+        assert_eq!(a.lifetime_released, releases, "lifetime_released");
         for b in batches
             .iter()
             .filter(|b| b.status == BatchStatus::Completed)
@@ -323,7 +328,7 @@ impl World {
             let st = b.settlement.expect("settled");
             assert_eq!(
                 st.held,
-                st.charged + st.refunded,
+                st.charged + st.refunded + st.released,
                 "closure of {}",
                 b.batch_id
             );

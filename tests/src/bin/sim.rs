@@ -48,6 +48,7 @@ async fn main() {
     let mut worst_polls = 0;
     let mut worst_live = 0;
     let (mut kills, mut timeouts) = (0usize, 0usize);
+    let (mut released, mut cancelled_charged) = (0usize, 0usize);
     for (k, seed) in seeds.iter().enumerate() {
         let one = Instant::now();
         let r = run(*seed, opts.clone()).await;
@@ -68,6 +69,8 @@ async fn main() {
         worst_live = worst_live.max(r.max_live_messages_per_task);
         kills += r.kills;
         timeouts += r.timeouts;
+        released += r.released;
+        cancelled_charged += r.cancelled_charged;
         if seeds.len() == 1 {
             println!("{r:#?}");
         }
@@ -90,7 +93,8 @@ async fn main() {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "sim: {} seeds, {} with violations, {steps} steps, {tasks} tasks, {:.1} simulated hours, \
-         {kills} kills, {timeouts} time-outs, worst polls/min {worst_polls}, worst live messages/task {worst_live}, {secs:.1} s, {:.0} seeds/s",
+         {kills} kills, {timeouts} time-outs, {released} cancels released, \
+         {cancelled_charged} cancels charged, worst polls/min {worst_polls}, worst live messages/task {worst_live}, {secs:.1} s, {:.0} seeds/s",
         seeds.len(),
         failed.len(),
         virtual_ms as f64 / 3_600_000.0,

@@ -12,7 +12,8 @@
 //! polled by hand on one thread, so a run replays exactly.
 //!
 //! After every step the invariants of docs/CONTRACT.md are checked (conservation, no negative
-//! balance, a gap-free ledger, `held` equal to the open holds, per-batch refund tallies), and
+//! balance, a gap-free ledger, `held` equal to the open holds, per-batch refund and release
+//! tallies, `held == charged + refunded + released` for every settled batch), and
 //! the cost and liveness bounds: at most one upstream job and at most two live messages per
 //! task, provider polls per minute within the poll interval, the concurrency cap, and a
 //! reconcile that reports only what is real. At the end everything quiets down and every batch
@@ -95,6 +96,9 @@ pub struct Report {
     pub max_polls_per_minute: usize,
     pub reconciles: usize,
     pub kills: usize,
+    /// Cancelled tasks that had reached a provider (charged), and those released.
+    pub cancelled_charged: usize,
+    pub released: usize,
     /// Invocations the platform ended at their function's timeout.
     pub timeouts: usize,
     /// The first invariant or bound that failed, if one did.
@@ -800,6 +804,7 @@ impl Sim {
                 .ok_or("account vanished")?;
             let mut tally = Tally::from_start();
             let mut refunds: BTreeMap<String, Credits> = BTreeMap::new();
+            let mut releases: BTreeMap<String, Credits> = BTreeMap::new();
             let mut after = None;
             loop {
                 let page = svc
@@ -811,10 +816,13 @@ impl Sim {
                     tally
                         .add(e.seq, e.amount, e.balance_after)
                         .map_err(|e| e.to_string())?;
-                    if e.kind == EntryKind::Refund {
-                        *refunds
-                            .entry(e.batch_id.clone().unwrap_or_default())
-                            .or_default() += e.amount;
+                    let per_batch = match e.kind {
+                        EntryKind::Refund => Some(&mut refunds),
+                        EntryKind::Release => Some(&mut releases),
+                        _ => None,
+                    };
+                    if let Some(m) = per_batch {
+                        *m.entry(e.batch_id.clone().unwrap_or_default()).or_default() += e.amount;
                     }
                 }
                 match page.next {
@@ -853,13 +861,20 @@ impl Sim {
                             b.batch_id, tallied, b.credits.refunded
                         ));
                     }
+                    let released = releases.get(&b.batch_id).copied().unwrap_or_default();
+                    if released != b.credits.released {
+                        return Err(format!(
+                            "release tally of {}: entries {} != batch {}",
+                            b.batch_id, released, b.credits.released
+                        ));
+                    }
                     if b.status == BatchStatus::Completed {
                         let st = b.settlement.ok_or("completed without settlement")?;
-                        if st.held != st.charged + st.refunded {
+                        if st.held != st.charged + st.refunded + st.released {
                             return Err(format!("{} does not close: {st:?}", b.batch_id));
                         }
                     } else {
-                        open += b.credits.held - b.credits.refunded;
+                        open += b.credits.held - b.credits.refunded - b.credits.released;
                     }
                 }
                 before = page.last().map(|b| b.batch_id.clone());
@@ -1043,7 +1058,16 @@ impl Sim {
 
     /// Task records agree with how their tasks ended (a batch that settled has no task left
     /// running or queued).
+    /// After settlement: no task is left open, and the cancel rule held: a cancelled task
+    /// is charged only if a job was made for it upstream (it had reached a provider). (A
+    /// released task may still have one: a submit that raced the cancel, whose job the
+    /// losing worker cancels.)
     async fn check_task_records(&mut self) -> Result<(), String> {
+        let upstream: BTreeSet<String> = [&self.providers.sora, &self.providers.veo]
+            .iter()
+            .flat_map(|p| p.jobs())
+            .map(|(_, j)| j.task_id)
+            .collect();
         for (_, b) in &self.batches {
             let mut after = None;
             loop {
@@ -1059,6 +1083,17 @@ impl Sim {
                             "{} is still {:?} after settlement",
                             t.task_id, t.status
                         ));
+                    }
+                    if t.status == TaskStatus::Cancelled {
+                        let charged = t.charged.ok_or("a cancelled task without `charged`")?;
+                        if charged && !upstream.contains(&t.task_id) {
+                            return Err(format!(
+                                "{} was charged for a cancel but never reached a provider",
+                                t.task_id
+                            ));
+                        }
+                        self.report.released += usize::from(!charged);
+                        self.report.cancelled_charged += usize::from(charged);
                     }
                 }
                 after = page.last().map(|t| t.idx);

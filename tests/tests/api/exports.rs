@@ -99,6 +99,7 @@ async fn seed_ledger(app: &TestApp, acct: &str, n: u64, pad: usize) -> i64 {
                 granted_delta: Credits::ZERO,
                 charged_delta: Credits::ZERO,
                 refunded_delta: Credits::ZERO,
+                released_delta: Credits::ZERO,
                 creates: vec![],
                 changes: vec![],
                 entry: e.clone(),

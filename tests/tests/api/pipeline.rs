@@ -307,7 +307,7 @@ async fn past_the_deadline_a_task_times_out_refunded_and_a_late_success_changes_
 }
 
 #[tokio::test]
-async fn cancel_in_the_middle_charges_cancelled_tasks_and_keeps_finished_ones() {
+async fn cancel_in_the_middle_charges_started_work_releases_the_rest_and_keeps_finished_ones() {
     let app = TestApp::spawn_sim(Simulated {
         latency_ms: 20_000,
         ..sim(0.0, 0.0)
@@ -329,7 +329,8 @@ async fn cancel_in_the_middle_charges_cancelled_tasks_and_keeps_finished_ones() 
         .post(&format!("/v1/batches/{batch}/cancel"), &key, &body)
         .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    assert!(r.body["note"].as_str().unwrap_or("").contains("2.2"));
+    let note = r.body["note"].as_str().unwrap_or("");
+    assert!(note.contains("2.2") && note.contains("released"), "{note}");
     assert_eq!(r.body["batch"]["cancel_requested"], true);
     let again = app
         .post(&format!("/v1/batches/{batch}/cancel"), &key, &body)
@@ -338,15 +339,33 @@ async fn cancel_in_the_middle_charges_cancelled_tasks_and_keeps_finished_ones() 
     app.drive_to_settlement(&acct, &batch, 5_000, 10 * 60_000)
         .await;
     let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
-    let ok = b["counts"]["succeeded"].as_i64().unwrap_or(0);
-    let cancelled = b["counts"]["cancelled"].as_i64().unwrap_or(0);
-    assert!(ok >= 4 && cancelled > 0 && ok + cancelled == 20, "{b}");
-    assert_eq!(
-        b["settlement"]["charged"], 980,
-        "cancelled tasks are charged"
-    );
+    let count = |k: &str| b["counts"][k].as_i64().unwrap_or(-1);
+    let (ok, cancelled, released) = (count("succeeded"), count("cancelled"), count("released"));
+    // Concurrency 4: the tasks at the provider when the cancel landed are charged; the
+    // ones still waiting for a slot never reached it and are released.
+    assert!(ok >= 4 && cancelled > 0 && released > 0, "{b}");
+    assert_eq!(ok + cancelled + released, 20, "{b}");
+    assert_eq!(b["settlement"]["charged"], 49 * (ok + cancelled), "{b}");
+    assert_eq!(b["settlement"]["released"], 49 * released, "{b}");
     assert_eq!(b["settlement"]["refunded"], 0);
+    assert_eq!(b["credits"]["released"], 49 * released, "{b}");
     assert!(app.ledger_entries(&acct, "refund").await.is_empty());
+    let releases = app.ledger_entries(&acct, "release").await;
+    assert_eq!(releases.len() as i64, released);
+    assert!(releases.iter().all(|e| e["amount"] == 49));
+    assert_eq!(
+        app.account(&acct).await.balance.value(),
+        10_000 - 49 * (ok + cancelled)
+    );
+    // Every cancelled task says whether it was charged; both kinds read `cancelled`.
+    let tasks = all_tasks(&app, &key, &batch).await;
+    let of = |charged: bool| {
+        tasks
+            .iter()
+            .filter(|t| t["status"] == "cancelled" && t["charged"] == charged)
+            .count() as i64
+    };
+    assert_eq!((of(true), of(false)), (cancelled, released));
     let late = app
         .post(
             &format!("/v1/batches/{batch}/cancel"),
@@ -355,6 +374,60 @@ async fn cancel_in_the_middle_charges_cancelled_tasks_and_keeps_finished_ones() 
         )
         .await;
     assert_eq!((late.status, late.code()), (409, "batch_completed"));
+    app.assert_invariants().await;
+}
+
+/// The case the cancel rule is for: a batch cancelled before any of it reached a provider
+/// costs nothing, and says so in its ledger, its settlement and its events.
+#[tokio::test]
+async fn a_batch_cancelled_before_any_task_started_is_released_whole() {
+    let app = TestApp::spawn_sim(sim(0.0, 0.0)).await;
+    let (acct, key) = app.account_with(10_000).await;
+    let batch = submit(&app, &key, "veo-pro", 10).await;
+    let held = app.account(&acct).await;
+    assert_eq!(
+        (held.balance.value(), held.held.value()),
+        (10_000 - 5_990, 5_990)
+    );
+    let r = app
+        .post(
+            &format!("/v1/batches/{batch}/cancel"),
+            &key,
+            &json!({"request_id": "never-mind"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    app.drive_to_settlement(&acct, &batch, 5_000, 10 * 60_000)
+        .await;
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(
+        (
+            b["counts"]["released"].as_i64(),
+            b["counts"]["cancelled"].as_i64()
+        ),
+        (Some(10), Some(0)),
+        "{b}"
+    );
+    assert_eq!(
+        (
+            b["settlement"]["charged"].as_i64(),
+            b["settlement"]["released"].as_i64()
+        ),
+        (Some(0), Some(5_990))
+    );
+    let a = app.account(&acct).await;
+    assert_eq!(
+        (
+            a.balance.value(),
+            a.held.value(),
+            a.lifetime_charged.value(),
+            a.lifetime_released.value()
+        ),
+        (10_000, 0, 0, 5_990)
+    );
+    assert_eq!(app.ledger_entries(&acct, "release").await.len(), 10);
+    let summary = app.get("/v1/credits", &key).await.body;
+    assert_eq!(summary["lifetime_released"], 5_990, "{summary}");
     app.assert_invariants().await;
 }
 

@@ -126,6 +126,29 @@ impl Dynamo {
         put_new_item(table, item, key_attr)
     }
 
+    /// `amount` added to one of a batch's own tallies (`credits.<tally>`); the batch must
+    /// exist. Batches from before a tally existed lack it: absent counts as zero.
+    fn batch_tally(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        tally: &str,
+        amount: crate::domain::money::Credits,
+    ) -> PortResult<Update> {
+        build(
+            Update::builder()
+                .table_name(&self.t.batches)
+                .key("account_id", s(account_id))
+                .key("batch_id", s(batch_id))
+                .update_expression(format!(
+                    "SET credits.{tally} = if_not_exists(credits.{tally}, :zero) + :a"
+                ))
+                .condition_expression("attribute_exists(batch_id)")
+                .expression_attribute_values(":a", n(amount.value()))
+                .expression_attribute_values(":zero", n(0)),
+        )
+    }
+
     /// A conditional change inside a transaction.
     fn change(&self, c: &Change) -> PortResult<TransactWriteItem> {
         let update = match c {
@@ -134,15 +157,12 @@ impl Dynamo {
                 account_id,
                 batch_id,
                 amount,
-            } => build(
-                Update::builder()
-                    .table_name(&self.t.batches)
-                    .key("account_id", s(account_id))
-                    .key("batch_id", s(batch_id))
-                    .update_expression("SET credits.refunded = credits.refunded + :a")
-                    .condition_expression("attribute_exists(batch_id)")
-                    .expression_attribute_values(":a", n(amount.value())),
-            )?,
+            } => self.batch_tally(account_id, batch_id, "refunded", *amount)?,
+            Change::BatchRelease {
+                account_id,
+                batch_id,
+                amount,
+            } => self.batch_tally(account_id, batch_id, "released", *amount)?,
             Change::RotateSecrets {
                 account_id,
                 endpoint_id,

@@ -28,6 +28,8 @@ impl Money for Dynamo {
             (":granted".to_string(), n(mv.granted_delta.value())),
             (":charged".to_string(), n(mv.charged_delta.value())),
             (":refunded".to_string(), n(mv.refunded_delta.value())),
+            (":released".to_string(), n(mv.released_delta.value())),
+            (":zero".to_string(), n(0)),
         ]);
         let mut names = HashMap::new();
         if mv.require_active {
@@ -44,6 +46,7 @@ impl Money for Dynamo {
                      lifetime_granted = lifetime_granted + :granted, \
                      lifetime_charged = lifetime_charged + :charged, \
                      lifetime_refunded = lifetime_refunded + :refunded, \
+                     lifetime_released = if_not_exists(lifetime_released, :zero) + :released, \
                      ledger_seq = :next, last_entry_ms = :ms",
                 )
                 .condition_expression(condition)
@@ -67,6 +70,12 @@ impl Money for Dynamo {
     async fn settle(&self, batch: &BatchRecord, st: &Settlement, now_ms: i64) -> PortResult<bool> {
         let settlement = serde_dynamo::to_attribute_value(st)
             .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+        // Batches from before the cancel rule have no release tally: absent means zero.
+        let released = if st.released.value() == 0 {
+            "(attribute_not_exists(credits.released) OR credits.released = :released)"
+        } else {
+            "credits.released = :released"
+        };
         let b = build(
             Update::builder()
                 .table_name(&self.t.batches)
@@ -76,13 +85,16 @@ impl Money for Dynamo {
                     "SET #st = :completed, settlement = :s, completed_ms = :now, \
                      credits.charged = :charged REMOVE open_shard",
                 )
-                .condition_expression("#st <> :completed AND credits.refunded = :refunded")
+                .condition_expression(format!(
+                    "#st <> :completed AND credits.refunded = :refunded AND {released}"
+                ))
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":completed", s(BatchStatus::Completed.as_str()))
                 .expression_attribute_values(":s", settlement)
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":charged", n(st.charged.value()))
-                .expression_attribute_values(":refunded", n(st.refunded.value())),
+                .expression_attribute_values(":refunded", n(st.refunded.value()))
+                .expression_attribute_values(":released", n(st.released.value())),
         )?;
         let a = build(
             Update::builder()

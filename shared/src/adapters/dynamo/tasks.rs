@@ -32,6 +32,7 @@ fn counter(o: Outcome) -> &'static str {
         Outcome::Rejected => "n_rejected",
         Outcome::TimedOut => "n_timed_out",
         Outcome::Cancelled => "n_cancelled",
+        Outcome::Released => "n_released",
     }
 }
 

@@ -67,6 +67,11 @@ impl State {
                 account_id,
                 batch_id,
                 ..
+            }
+            | Change::BatchRelease {
+                account_id,
+                batch_id,
+                ..
             } => self
                 .batches
                 .contains(&(account_id.clone(), batch_id.clone())),
@@ -92,6 +97,14 @@ impl State {
             } => {
                 self.batches
                     .update(&(account_id, batch_id), |b| b.credits.refunded += amount);
+            }
+            Change::BatchRelease {
+                account_id,
+                batch_id,
+                amount,
+            } => {
+                self.batches
+                    .update(&(account_id, batch_id), |b| b.credits.released += amount);
             }
             Change::RotateSecrets {
                 account_id,
@@ -134,6 +147,7 @@ impl State {
                 Rejected => s.n_rejected += 1,
                 TimedOut => s.n_timed_out += 1,
                 Cancelled => s.n_cancelled += 1,
+                Released => s.n_released += 1,
             }
             if !was_started {
                 s.n_ended_unstarted += 1;
@@ -180,6 +194,7 @@ impl Money for Memory {
             a.lifetime_granted += mv.granted_delta;
             a.lifetime_charged += mv.charged_delta;
             a.lifetime_refunded += mv.refunded_delta;
+            a.lifetime_released += mv.released_delta;
             a.ledger_seq = seq;
             a.last_entry_ms = ms;
         });
@@ -198,7 +213,9 @@ impl Money for Memory {
         let mut st = self.lock();
         let key = (batch.account_id.clone(), batch.batch_id.clone());
         let holds = st.batches.get(&key).is_some_and(|b| {
-            b.status != BatchStatus::Completed && b.credits.refunded == s.refunded
+            b.status != BatchStatus::Completed
+                && b.credits.refunded == s.refunded
+                && b.credits.released == s.released
         });
         if !holds {
             return Ok(false);

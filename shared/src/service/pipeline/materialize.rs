@@ -109,6 +109,7 @@ pub(crate) async fn materialize(
                 version: 0,
                 next_check_ms: 0,
                 submit_claim_until_ms: None,
+                charged: None,
             }
         })
         .collect();

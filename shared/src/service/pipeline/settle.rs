@@ -3,7 +3,7 @@
 //! `batch.completed` event goes out. A closure that does not add up is refused and alarmed.
 
 use super::{Pipeline, PipelineError, SettleMessage};
-use crate::domain::task::{settle, task_counts, ClosureError};
+use crate::domain::task::{settle, task_counts, ClosureError, GivenBack};
 
 pub async fn handle(p: &Pipeline, m: SettleMessage) -> Result<(), PipelineError> {
     settle_batch(p, &m.account_id, &m.batch_id).await
@@ -25,7 +25,10 @@ pub async fn settle_batch(
             batch.unit_price,
             batch.credits.held,
             counts,
-            batch.credits.refunded,
+            GivenBack {
+                refunded: batch.credits.refunded,
+                released: batch.credits.released,
+            },
         ) {
             Ok(st) => {
                 finish_stragglers(p, &batch, &shards).await?;
@@ -34,6 +37,7 @@ pub async fn settle_batch(
                     batch_id,
                     charged = st.charged.value(),
                     refunded = st.refunded.value(),
+                    released = st.released.value(),
                     "batch settled"
                 );
             }

@@ -505,6 +505,14 @@ pub async fn end(
         task.task_id.clone(),
     );
     let shard_no = crate::domain::task::shard_of(idx);
+    // The cancel rule, in one place: a cancel that lands before the task has a provider
+    // job releases its unit; once a job exists the provider is doing the work (charged).
+    let outcome = match outcome {
+        Outcome::Cancelled | Outcome::Released => {
+            Outcome::of_cancel(task.provider_job_id.is_some())
+        }
+        other => other,
+    };
     let shard = svc.progress.shard(&batch_id, shard_no).await?;
     let shard = shard.as_ref();
     let key = task.idx.to_string();
@@ -520,8 +528,8 @@ pub async fn end(
                 was_started,
                 outcome,
             };
-            let landed = if outcome.refunded() {
-                refund(p, batch, &task, mark).await?
+            let landed = if outcome.refunded() || outcome.released() {
+                give_back(p, batch, &task, mark).await?
             } else {
                 svc.progress.end_mark(&mark).await?
             };
@@ -584,6 +592,7 @@ pub(crate) async fn finish_record(
     done.ended_ms = Some(done.ended_ms.unwrap_or(now));
     done.updated_ms = now;
     done.slot = false;
+    done.charged = Some(outcome.charged());
     if let Some((code, message)) = error {
         done.error_code = Some(code.to_string());
         done.error_message = Some(message.chars().take(500).collect());
@@ -598,8 +607,8 @@ pub(crate) async fn finish_record(
     // yet) and re-emits the same ids, which dispatch deduplicates.
     let ended_ms = done.ended_ms.unwrap_or(now);
     let mut events = vec![crate::service::events::task_ended(&done, outcome, ended_ms)];
-    if outcome.refunded() {
-        events.push(crate::service::events::credits_refunded(
+    if outcome.refunded() || outcome.released() {
+        events.push(crate::service::events::credits_given_back(
             &done,
             outcome,
             batch.unit_price,
@@ -639,13 +648,21 @@ pub(crate) async fn finish_record(
 /// The refund of one task's unit: balance, ledger entry (keyed to the task), the batch's
 /// refund tally and the task's end mark, in one transaction. False if the mark's condition
 /// failed (ended or started meanwhile).
-async fn refund(
+/// A refunded or released task's unit back on the balance, with its end mark and its
+/// batch's tally, in one money movement.
+async fn give_back(
     p: &Pipeline,
     batch: &BatchRecord,
     task: &TaskRecord,
     mark: EndMark,
 ) -> Result<bool, PipelineError> {
     let unit = batch.unit_price;
+    let released = mark.outcome.released();
+    let (kind, refunded_delta, released_delta) = if released {
+        (EntryKind::Release, Credits::ZERO, unit)
+    } else {
+        (EntryKind::Refund, unit, Credits::ZERO)
+    };
     let moved = money::commit(&p.svc, &task.account_id, None, |account, now| {
         let next = next_entry(account.book(), unit, now)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -653,7 +670,7 @@ async fn refund(
             account_id: task.account_id.clone(),
             seq: next.seq,
             created_ms: next.created_ms,
-            kind: EntryKind::Refund,
+            kind,
             amount: unit,
             balance_after: next.balance_after,
             batch_id: Some(task.batch_id.clone()),
@@ -673,14 +690,23 @@ async fn refund(
             held_delta: -unit,
             granted_delta: Credits::ZERO,
             charged_delta: Credits::ZERO,
-            refunded_delta: unit,
+            refunded_delta,
+            released_delta,
             creates: vec![],
             changes: vec![
                 Change::EndMark(mark.clone()),
-                Change::BatchRefund {
-                    account_id: task.account_id.clone(),
-                    batch_id: task.batch_id.clone(),
-                    amount: unit,
+                if released {
+                    Change::BatchRelease {
+                        account_id: task.account_id.clone(),
+                        batch_id: task.batch_id.clone(),
+                        amount: unit,
+                    }
+                } else {
+                    Change::BatchRefund {
+                        account_id: task.account_id.clone(),
+                        batch_id: task.batch_id.clone(),
+                        amount: unit,
+                    }
                 },
             ],
         };
@@ -689,7 +715,7 @@ async fn refund(
     .await?;
     match moved {
         Moved::Committed(()) => {
-            tracing::info!(task_id = %task.task_id, amount = unit.value(), "refunded");
+            tracing::info!(task_id = %task.task_id, amount = unit.value(), kind = kind.as_str(), "given back");
             Ok(true)
         }
         Moved::Replayed(_) | Moved::Duplicate(_) => Ok(false),
