@@ -26,6 +26,20 @@ impl Dataset {
             Dataset::AccountArchive => "account_archive",
         }
     }
+
+    /// The scope a key needs to export (or download) this dataset: what the matching API
+    /// routes need. Usage (addresses, user agents), webhook deliveries (endpoint URLs) and
+    /// the archive (keys' allowlists, endpoints) are admin data; the money and the work are
+    /// for any reader.
+    pub fn required_scope(self) -> super::access::KeyScope {
+        use super::access::KeyScope;
+        match self {
+            Dataset::Ledger | Dataset::Batches | Dataset::Tasks => KeyScope::Read,
+            Dataset::Usage | Dataset::WebhookDeliveries | Dataset::AccountArchive => {
+                KeyScope::Admin
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

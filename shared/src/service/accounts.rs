@@ -55,6 +55,7 @@ pub async fn create_account(
                         body: json(&AccountView::from(&account))?,
                         replayed: false,
                     },
+                    replayed: None,
                     resource_id: account.account_id.clone(),
                     creates: vec![NewRecord::Account(account)],
                 })

@@ -9,6 +9,7 @@ use super::json;
 use super::pages;
 use super::views::{ApiKeyView, EndpointView, LedgerEntryView, TaskView, UsageView};
 use super::{ErrorCode, Page, Reply, ServiceError, Services};
+use crate::domain::access::{allowed, KeyScope};
 use crate::domain::export::{
     csv_header, csv_line, usd, Cell, Dataset, Format, PART_BYTES, UTF8_BOM,
 };
@@ -104,9 +105,31 @@ fn manifest(rec: &ExportRecord) -> Value {
     })
 }
 
-async fn view(svc: &Services, rec: &ExportRecord) -> Result<ExportView, ServiceError> {
+/// Refuses a key that may not read `dataset`, as the guard refuses a route.
+fn check_scope(scopes: &[KeyScope], dataset: Dataset) -> Result<(), ServiceError> {
+    let needed = dataset.required_scope();
+    if allowed(scopes, needed) {
+        return Ok(());
+    }
+    Err(ServiceError::reject_with(
+        ErrorCode::InsufficientScope,
+        format!(
+            "the {} dataset needs the {} scope",
+            dataset.as_str(),
+            needed.as_str()
+        ),
+        j!({ "required_scope": needed.as_str() }),
+    ))
+}
+
+/// An export as its owner sees it; the link and manifest only for a key that may read it.
+async fn view(
+    svc: &Services,
+    rec: &ExportRecord,
+    readable: bool,
+) -> Result<ExportView, ServiceError> {
     let done = rec.status == "completed";
-    let link = if done {
+    let link = if done && readable {
         let name = rec.s3_key.rsplit('/').next().unwrap_or("export");
         Some(svc.blobs.presign_get(&rec.s3_key, name).await?)
     } else {
@@ -126,7 +149,7 @@ async fn view(svc: &Services, rec: &ExportRecord) -> Result<ExportView, ServiceE
         created_at: rfc3339_ms(rec.created_ms),
         completed_at: rec.completed_ms.map(rfc3339_ms),
         error: rec.error.clone(),
-        manifest: done.then(|| manifest(rec)),
+        manifest: (done && readable).then(|| manifest(rec)),
         download_expires_at: link
             .as_ref()
             .map(|l| rfc3339_ms(now + i64::try_from(l.expires_in_secs).unwrap_or(3_600) * 1_000)),
@@ -146,9 +169,12 @@ async fn enqueue(svc: &Services, account_id: &str, export_id: &str) -> Result<()
 pub async fn create(
     svc: &Services,
     account_id: &str,
+    scopes: &[KeyScope],
     req: CreateExport,
     fingerprint: &str,
 ) -> Result<Reply, ServiceError> {
+    // Before the idempotency record: a replay must not hand a reader what an admin made.
+    check_scope(scopes, req.dataset)?;
     if req.dataset == Dataset::AccountArchive && req.format != Format::Json {
         return Err(ServiceError::reject(
             ErrorCode::InvalidExport,
@@ -207,9 +233,10 @@ pub async fn create(
             Ok(Creation {
                 reply: Reply {
                     status: 202,
-                    body: json(&view(svc, &rec).await?)?,
+                    body: json(&view(svc, &rec, true).await?)?,
                     replayed: false,
                 },
+                replayed: None,
                 resource_id: export_id,
                 creates: vec![NewRecord::Export(rec)],
             })
@@ -229,6 +256,7 @@ pub async fn create(
 pub async fn get(
     svc: &Services,
     account_id: &str,
+    scopes: &[KeyScope],
     export_id: &str,
 ) -> Result<ExportView, ServiceError> {
     if !ids::is_valid("exp", export_id) {
@@ -239,10 +267,11 @@ pub async fn get(
         .get(account_id, export_id)
         .await?
         .ok_or_else(|| ServiceError::not_found("export"))?;
+    check_scope(scopes, rec.dataset)?;
     if rec.status == "queued" && svc.now_ms() - rec.created_ms > 60_000 {
         enqueue(svc, account_id, export_id).await?;
     }
-    view(svc, &rec).await
+    view(svc, &rec, true).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,9 +281,12 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// The account's exports, newest first. Those of datasets the key may not read are listed
+/// without their link and manifest.
 pub async fn list(
     svc: &Services,
     account_id: &str,
+    scopes: &[KeyScope],
     p: &ListParams,
 ) -> Result<Page<ExportView>, ServiceError> {
     let limit = super::parse_limit(p.limit.as_deref())?;
@@ -271,7 +303,8 @@ pub async fn list(
     let (recs, more) = svc.exports.list(account_id, limit, before).await?;
     let mut data = Vec::new();
     for r in &recs {
-        data.push(view(svc, r).await?);
+        let readable = check_scope(scopes, r.dataset).is_ok();
+        data.push(view(svc, r, readable).await?);
     }
     Ok(Page {
         next_cursor: match (more, recs.last()) {

@@ -77,6 +77,7 @@ pub async fn create(
                         body: json(&FileView::new(&rec, Some(link.url), None))?,
                         replayed: false,
                     },
+                    replayed: None,
                     resource_id: file_id,
                     creates: vec![NewRecord::File(rec)],
                 })

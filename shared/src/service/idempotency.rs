@@ -70,6 +70,9 @@ pub fn record(
 pub struct Creation {
     pub creates: Vec<NewRecord>,
     pub reply: Reply,
+    /// What a replay answers when it must differ from `reply`: the resource without a
+    /// secret that is shown once (a replay must never reveal it again).
+    pub replayed: Option<Reply>,
     pub resource_id: String,
 }
 
@@ -96,6 +99,7 @@ where
         let Creation {
             mut creates,
             reply,
+            replayed,
             resource_id,
         } = build(now).await?;
         let req = record(
@@ -103,7 +107,7 @@ where
             scope,
             request_id,
             fingerprint,
-            &reply,
+            replayed.as_ref().unwrap_or(&reply),
             &resource_id,
             now,
         );

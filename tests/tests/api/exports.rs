@@ -511,3 +511,61 @@ async fn bench_export() {
         rec.peak_buffer_bytes
     );
 }
+
+/// Exports follow the scopes of the routes that show the same data: a read key exports the
+/// ledger, batches and tasks, but not usage, webhook deliveries or the archive (addresses,
+/// user agents, endpoint URLs, allowlists), and cannot fetch such an export an admin made.
+#[tokio::test]
+async fn a_read_key_exports_money_and_work_but_not_admin_data() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.account_with(1_000).await;
+    let r = app
+        .post(
+            "/v1/api-keys",
+            &admin,
+            &json!({"request_id": "reader", "name": "finance", "scopes": ["read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let reader = r.body["secret"].as_str().unwrap_or_default().to_string();
+    for dataset in ["usage", "webhook_deliveries", "account_archive"] {
+        let body =
+            json!({"request_id": format!("r-{dataset}"), "dataset": dataset, "format": "json"});
+        let r = app.post("/v1/exports", &reader, &body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "insufficient_scope"),
+            "{dataset}"
+        );
+        assert_eq!(r.body["error"]["details"]["required_scope"], "admin");
+    }
+    for dataset in ["ledger", "batches", "tasks"] {
+        let body =
+            json!({"request_id": format!("r-{dataset}"), "dataset": dataset, "format": "csv"});
+        export(&app, &reader, body).await;
+    }
+    // An admin's usage export: the admin downloads it; the reader may not, and its list
+    // shows the export without link or manifest.
+    let body = json!({"request_id": "a-usage", "dataset": "usage", "format": "json"});
+    let e = export(&app, &admin, body.clone()).await;
+    let id = e["id"].as_str().unwrap_or_default();
+    assert!(e["download_url"].is_string());
+    let r = app.get(&format!("/v1/exports/{id}"), &reader).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"));
+    // Replaying the admin's request_id with the reader's key is refused as well.
+    let r = app.post("/v1/exports", &reader, &body).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"));
+    let listed = app.get("/v1/exports", &reader).await.body;
+    let usage = listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["id"] == id)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(usage["status"], "completed", "{listed}");
+    assert!(
+        usage["download_url"].is_null() && usage["manifest"].is_null(),
+        "{usage}"
+    );
+}

@@ -7,6 +7,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
+use shared::service::access::scopes_of;
 use shared::service::views::{
     AccountView, ApiKeyView, BatchView, CreditsView, FileView, LedgerEntryView, TaskView, UsageView,
 };
@@ -204,7 +205,15 @@ pub async fn create_export(
     Customer(c): Customer,
     body: JsonBody<exports::CreateExport>,
 ) -> Result<Response> {
-    let r = exports::create(&s.svc, &c.account.account_id, body.value, &body.fingerprint).await?;
+    let scopes = scopes_of(&c.key);
+    let r = exports::create(
+        &s.svc,
+        &c.account.account_id,
+        &scopes,
+        body.value,
+        &body.fingerprint,
+    )
+    .await?;
     Ok(reply(r))
 }
 
@@ -214,7 +223,7 @@ pub async fn list_exports(
     Params(p): Params<exports::ListParams>,
 ) -> Result<Json<Page<exports::ExportView>>> {
     Ok(Json(
-        exports::list(&s.svc, &c.account.account_id, &p).await?,
+        exports::list(&s.svc, &c.account.account_id, &scopes_of(&c.key), &p).await?,
     ))
 }
 
@@ -224,7 +233,7 @@ pub async fn get_export(
     Id(id): Id,
 ) -> Result<Json<exports::ExportView>> {
     Ok(Json(
-        exports::get(&s.svc, &c.account.account_id, &id).await?,
+        exports::get(&s.svc, &c.account.account_id, &scopes_of(&c.key), &id).await?,
     ))
 }
 

@@ -178,6 +178,12 @@ pub async fn create(
                         body: json(&EndpointView::new(&rec, Some(secret), now))?,
                         replayed: false,
                     },
+                    // The secret is shown once; a replay gets the endpoint without it.
+                    replayed: Some(Reply {
+                        status: 201,
+                        body: json(&EndpointView::new(&rec, None, now))?,
+                        replayed: false,
+                    }),
                     resource_id: rec.endpoint_id.clone(),
                     creates: vec![NewRecord::Endpoint(rec)],
                 })
@@ -295,12 +301,18 @@ pub async fn rotate_secret(
             body: json(&EndpointView::new(&after, Some(secret), now))?,
             replayed: false,
         };
+        // The new secret is shown once; a replay gets the endpoint without it.
+        let stored = Reply {
+            status: 200,
+            body: json(&EndpointView::new(&after, None, now))?,
+            replayed: false,
+        };
         let req_rec = record(
             account_id,
             Scope::RotateSecret,
             &scope_id,
             fingerprint,
-            &reply,
+            &stored,
             endpoint_id,
             now,
         );
