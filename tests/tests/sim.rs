@@ -82,3 +82,11 @@ async fn seed_315_recovery_after_cancel_keeps_end_marks() {
 async fn seed_1557_a_lost_submit_then_a_429_makes_no_second_job() {
     regression(1557, Options::default()).await;
 }
+
+/// Fault 5: with reconcile reverted to one pass over a moving account (the account read at
+/// the start, ledger and batches scanned later), seed 2 got `balance_mismatch`, `ledger_gap`
+/// and `held_mismatch` for an account that had none.
+#[tokio::test]
+async fn seed_2_reconcile_on_a_busy_account_reports_only_what_is_real() {
+    regression(2, Options::default()).await;
+}
