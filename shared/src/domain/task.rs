@@ -93,6 +93,54 @@ impl TaskStatus {
     }
 }
 
+/// The longest error message a customer sees on a task.
+pub const CUSTOMER_MESSAGE_CHARS: usize = 300;
+
+/// A provider's error text as a customer may see it. Providers put their own identifiers in
+/// error bodies (cloud project ids and numbers, resource paths, service-account addresses,
+/// console links); those are ours, not the customer's, and stay in our logs. What remains
+/// (the provider's words, our codes) is kept, so a policy rejection still says why.
+pub fn customer_message(raw: &str) -> String {
+    let scrubbed: Vec<String> = raw.split_whitespace().map(scrub_word).collect();
+    let text = scrubbed.join(" ");
+    match text.char_indices().nth(CUSTOMER_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+fn scrub_word(word: &str) -> String {
+    if word.contains("://") {
+        return "[link removed]".into();
+    }
+    if word.contains('@') && word.contains('.') {
+        return "[address removed]".into();
+    }
+    // Resource paths name our project: `projects/my-proj-123/locations/...`.
+    if let Some(at) = word.find("projects/") {
+        return format!("{}projects/[removed]", &word[..at]);
+    }
+    // Project numbers and other long identifiers: six digits or more in a row.
+    let mut out = String::with_capacity(word.len());
+    let mut digits = String::new();
+    for c in word.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if digits.len() >= 6 {
+            out.push_str("[number removed]");
+        } else {
+            out.push_str(&digits);
+        }
+        digits.clear();
+        if c != ' ' {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Hard deadlines, chosen against the SLA (contract 3.2: p95 `sora-2` <= 2 min, `veo-pro` <=
 /// 10 min): five and three times the p95 target, so a healthy provider's tail is never cut,
 /// and a stuck job is refunded well within the hour.
@@ -296,6 +344,28 @@ mod tests {
         assert_eq!(Outcome::of_cancel(false), Outcome::Released);
         assert_eq!(Outcome::Released.status(), TaskStatus::Cancelled);
         assert_eq!(Outcome::parse("timed_out"), Some(Outcome::TimedOut));
+    }
+
+    #[test]
+    fn provider_identifiers_never_reach_customers() {
+        let raw = "Quota exceeded for aiplatform.googleapis.com/generate in projects/acme-vid-prod/locations/us-central1 \
+                   (project number 123456789012); see https://console.cloud.google.com/iam?project=acme \
+                   or ask ops@acme-internal.com. Code 429, retry in 30 s.";
+        let shown = customer_message(raw);
+        for secret in ["acme-vid-prod", "123456789012", "console.cloud", "ops@acme"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.starts_with("Quota exceeded for"), "{shown}");
+        assert!(shown.contains("Code 429, retry in 30 s."), "{shown}");
+        assert_eq!(
+            customer_message("The prompt was blocked by the safety filter."),
+            "The prompt was blocked by the safety filter."
+        );
+        let long = "word ".repeat(200);
+        assert_eq!(
+            customer_message(&long).chars().count(),
+            CUSTOMER_MESSAGE_CHARS + 1
+        );
     }
 
     #[test]

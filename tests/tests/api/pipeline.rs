@@ -583,3 +583,88 @@ async fn an_unavailable_model_is_refused_before_any_charge() {
     assert_eq!(ok.status, 201);
     app.assert_invariants().await;
 }
+
+/// A provider whose every job fails with the kind of body real providers send: our project
+/// id and number, a console link, an operator's address.
+struct Leaky;
+
+const LEAKY_MESSAGE: &str = "Internal error in projects/acme-video-prod/locations/us-central1/publishers/google \
+     (project number 998877665544); details: https://console.cloud.google.com/logs?project=acme-video-prod \
+     contact video-ops@acme-internal.example";
+
+#[async_trait::async_trait]
+impl shared::ports::Provider for Leaky {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+    async fn submit(
+        &self,
+        req: &shared::ports::provider::JobRequest,
+    ) -> Result<String, shared::ports::provider::ProviderError> {
+        Ok(format!("job-{}", req.task_id))
+    }
+    async fn poll(
+        &self,
+        _job_id: &str,
+        _now_ms: i64,
+    ) -> Result<shared::ports::provider::JobState, shared::ports::provider::ProviderError> {
+        Ok(shared::ports::provider::JobState::Failed {
+            code: "model_error".into(),
+            message: LEAKY_MESSAGE.into(),
+        })
+    }
+    async fn download(
+        &self,
+        _job_id: &str,
+        _video: &shared::ports::provider::Video,
+    ) -> Result<Vec<u8>, shared::ports::provider::ProviderError> {
+        Err(shared::ports::provider::ProviderError::Permanent {
+            code: "no_video".into(),
+            message: "no video".into(),
+        })
+    }
+    async fn cancel(&self, _job_id: &str) -> Result<(), shared::ports::provider::ProviderError> {
+        Ok(())
+    }
+}
+
+/// Our identifiers in a provider's error body stay ours: the task, its event and the task
+/// export show the provider's words without them.
+#[tokio::test]
+async fn provider_error_bodies_reach_customers_without_our_identifiers() {
+    let app = TestApp::spawn_on(
+        integration_tests::Backend::Memory,
+        shared::ports::Faults::none(),
+        |_| std::sync::Arc::new(Leaky) as std::sync::Arc<dyn shared::ports::Provider>,
+        true,
+    )
+    .await;
+    let (acct, key) = app.account_with(10_000).await;
+    let batch = submit(&app, &key, "sora-2", 10).await;
+    app.drive_to_settlement(&acct, &batch, 5_000, 10 * 60_000)
+        .await;
+    let all = all_tasks(&app, &key, &batch).await;
+    assert_eq!(all.len(), 10);
+    let events = app.events_of(&acct).await;
+    let failed_event = events
+        .iter()
+        .find(|e| e["type"] == "task.failed")
+        .cloned()
+        .unwrap_or_default();
+    for shown in all
+        .iter()
+        .map(|t| t["error"]["message"].to_string())
+        .chain([failed_event["data"]["error"]["message"].to_string()])
+    {
+        assert!(shown.contains("Internal error in"), "{shown}");
+        for ours in [
+            "acme-video-prod",
+            "998877665544",
+            "console.cloud",
+            "video-ops@",
+        ] {
+            assert!(!shown.contains(ours), "{ours} reached a customer: {shown}");
+        }
+    }
+    app.assert_invariants().await;
+}

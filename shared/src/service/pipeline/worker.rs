@@ -595,7 +595,13 @@ pub(crate) async fn finish_record(
     done.charged = Some(outcome.charged());
     if let Some((code, message)) = error {
         done.error_code = Some(code.to_string());
-        done.error_message = Some(message.chars().take(500).collect());
+        // The customer sees the provider's words without our identifiers; the raw text
+        // stays in our logs.
+        let shown = crate::domain::task::customer_message(message);
+        if shown != message {
+            tracing::info!(task_id = %done.task_id, code, raw = %message, "provider message scrubbed for the customer");
+        }
+        done.error_message = Some(shown);
     } else if outcome == Outcome::Succeeded {
         done.error_code = None;
         done.error_message = None;
