@@ -547,3 +547,25 @@ async fn faults_make_no_partial_writes() {
     assert_eq!((st.counts.failed, st.refunded), (10, Credits(490)));
     w.assert_invariants(&acct).await;
 }
+
+/// Dead letters stay where the alarm can see them and an operator can read them: the sweep
+/// re-drives the work from the batch records and leaves the dead-letter queues alone.
+#[tokio::test]
+async fn the_sweep_leaves_dead_letters_for_the_alarm_and_the_operator() {
+    use shared::ports::queue::{Queue, QueueName};
+    let w = World::new(steady());
+    for q in [QueueName::TasksDlq, QueueName::SettleDlq] {
+        w.queue
+            .send(q, &[(r#"{"kind":"dead"}"#.to_string(), 0)])
+            .await
+            .expect("send");
+    }
+    shared::service::pipeline::sweeper::sweep(&w.p)
+        .await
+        .expect("sweep");
+    for q in [QueueName::TasksDlq, QueueName::SettleDlq] {
+        let mut left = 0;
+        w.queue.for_each_pending(q, |_| left += 1);
+        assert_eq!(left, 1, "{q:?}");
+    }
+}

@@ -5,8 +5,11 @@
 //! task ended; end undispatched tasks that outwaited the queue limit or were cancelled; top
 //! the dispatch window up; time out in-flight tasks past their deadline; start a new message
 //! chain for a task whose chain broke (its `next_check_ms` promise lapsed). Per account:
-//! correct a leaked concurrency-slot count. Then the dead-letter queues are drained into the
-//! log.
+//! correct a leaked concurrency-slot count.
+//!
+//! Dead letters are left where they are: the batch-level checks re-drive the work they stood
+//! for, and the messages stay for the alarm that watches each dead-letter queue and for an
+//! operator to read and redrive (docs/OPERATIONS.md).
 //!
 //! A pass has a budget (batches and time, well inside the function's timeout) and starts
 //! where the last one stopped, so every open batch is swept within a few passes however many
@@ -35,7 +38,6 @@ pub struct SweepReport {
     pub redriven: u32,
     pub dispatched: u32,
     pub slot_corrections: u32,
-    pub dead_letters: u32,
     pub errors: u32,
     /// Open batches this pass left for the next one (its budget ran out).
     pub deferred: u32,
@@ -81,7 +83,6 @@ pub async fn sweep(p: &Pipeline) -> Result<SweepReport, PipelineError> {
     }
     slots_in_use.retain(|a, _| !partial.contains(a));
     correct_slots(p, &slots_in_use, &mut report).await?;
-    drain_dead_letters(p, &mut report).await?;
     tracing::info!(?report, "sweep done");
     Ok(report)
 }
@@ -237,28 +238,6 @@ async fn correct_slots(
             }
         } else {
             p.svc.accounts.note_slot_audit(account_id, &seen).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Messages that reached a dead-letter queue are logged (with their ids) and removed: the
-/// batch-level checks above re-drive the work they stood for.
-async fn drain_dead_letters(p: &Pipeline, report: &mut SweepReport) -> Result<(), PipelineError> {
-    for q in [QueueName::TasksDlq, QueueName::SettleDlq] {
-        if !p.svc.queue.has(q) {
-            continue;
-        }
-        for _ in 0..10 {
-            let msgs = p.svc.queue.receive(q, 0).await?;
-            if msgs.is_empty() {
-                break;
-            }
-            for m in msgs {
-                tracing::warn!(queue = q.as_str(), message = %m.body, "dead letter accounted for; its batch is re-driven by the sweep");
-                p.svc.queue.delete(q, &m.receipt).await?;
-                report.dead_letters += 1;
-            }
         }
     }
     Ok(())
