@@ -2226,6 +2226,7 @@ pub async fn exports(p: &Ports) {
         completed_ms: None,
         error: None,
         peak_buffer_bytes: 0,
+        nudged_ms: None,
         expires_at: T0 / 1_000 + 30 * 86_400,
     };
     for n in 1..=3 {
@@ -2249,6 +2250,29 @@ pub async fn exports(p: &Ports) {
         .await
         .expect("list");
     assert_eq!((rest.len(), more), (1, false));
+
+    // A queued export is nudged once per gap, however many readers ask.
+    let q = rec(3);
+    assert!(p
+        .exports
+        .nudge(&q, T0 + 60_001, 60_000)
+        .await
+        .expect("nudge"));
+    assert!(!p
+        .exports
+        .nudge(&q, T0 + 60_002, 60_000)
+        .await
+        .expect("again"));
+    assert!(!p
+        .exports
+        .nudge(&q, T0 + 120_001, 60_000)
+        .await
+        .expect("a gap"));
+    assert!(p
+        .exports
+        .nudge(&q, T0 + 120_002, 60_000)
+        .await
+        .expect("later"));
 
     let r = rec(1);
     assert!(p.exports.start_run(&r, 1, "up-1").await.expect("start"));
@@ -2298,6 +2322,12 @@ pub async fn exports(p: &Ports) {
     };
     assert!(!p.exports.finish(&running, 1, &f).await.expect("superseded"));
     assert!(p.exports.finish(&running, 2, &f).await.expect("finish"));
+    // Only a queued export is nudged.
+    assert!(!p
+        .exports
+        .nudge(&running, T0 + 999_999, 60_000)
+        .await
+        .expect("done"));
     let done = p
         .exports
         .get(&acct, &r.export_id)

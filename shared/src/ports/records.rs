@@ -508,5 +508,8 @@ pub struct ExportRecord {
     /// The largest amount of file data the run held in memory at once (bytes).
     #[serde(default)]
     pub peak_buffer_bytes: u64,
+    /// When a read of the still-queued export last sent it to its queue again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nudged_ms: Option<i64>,
     pub expires_at: i64,
 }

@@ -237,6 +237,10 @@ pub trait Exports: Send + Sync {
         limit: usize,
         before: Option<String>,
     ) -> PortResult<Listed<ExportRecord>>;
+    /// Records that a queued export was sent to its queue again at `now_ms`, if it is still
+    /// queued and was last sent before `now_ms - gap_ms`: false means someone did already,
+    /// so readers polling a stuck export send one message a `gap_ms`, not one per read.
+    async fn nudge(&self, rec: &ExportRecord, now_ms: i64, gap_ms: i64) -> PortResult<bool>;
     /// Starts run `run` of an export that has not completed, if the record still carries
     /// `rec.run`; false if it completed or another run started.
     async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool>;

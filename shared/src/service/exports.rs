@@ -105,6 +105,10 @@ fn manifest(rec: &ExportRecord) -> Value {
     })
 }
 
+/// How long a queued export waits before a read sends it to its queue again, and between two
+/// such sends.
+const NUDGE_GAP_MS: i64 = 60_000;
+
 /// Refuses a key that may not read `dataset`, as the guard refuses a route.
 fn check_scope(scopes: &[KeyScope], dataset: Dataset) -> Result<(), ServiceError> {
     let needed = dataset.required_scope();
@@ -228,6 +232,7 @@ pub async fn create(
                 completed_ms: None,
                 error: None,
                 peak_buffer_bytes: 0,
+                nudged_ms: None,
                 expires_at: now / 1_000 + EXPORT_KEEP_DAYS * 86_400,
             };
             Ok(Creation {
@@ -268,7 +273,13 @@ pub async fn get(
         .await?
         .ok_or_else(|| ServiceError::not_found("export"))?;
     check_scope(scopes, rec.dataset)?;
-    if rec.status == "queued" && svc.now_ms() - rec.created_ms > 60_000 {
+    // A queued export whose message may be lost goes to its queue again, once a minute
+    // however often it is read (each message starts a run, and a reader may poll every second).
+    let now = svc.now_ms();
+    if rec.status == "queued"
+        && now - rec.created_ms > NUDGE_GAP_MS
+        && svc.exports.nudge(&rec, now, NUDGE_GAP_MS).await?
+    {
         enqueue(svc, account_id, export_id).await?;
     }
     view(svc, &rec, true).await

@@ -569,3 +569,40 @@ async fn a_read_key_exports_money_and_work_but_not_admin_data() {
         "{usage}"
     );
 }
+
+/// A queued export whose message was lost is sent again when it is read, but once a minute
+/// however often it is read: each message starts a run, and a reader may poll every second.
+#[tokio::test]
+async fn reading_a_stuck_export_sends_it_again_once_a_minute_not_once_a_read() {
+    use shared::ports::queue::QueueName;
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account_with(1_000).await;
+    let body = json!({"request_id": "stuck", "dataset": "ledger", "format": "csv"});
+    let r = app.post("/v1/exports", &key, &body).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+    // The message is lost.
+    let queue = app.svc.queue.clone();
+    for m in queue.receive(QueueName::Exports, 0).await.expect("receive") {
+        queue
+            .delete(QueueName::Exports, &m.receipt)
+            .await
+            .expect("delete");
+    }
+    app.clock.advance_ms(61_000);
+    for _ in 0..30 {
+        let r = app.get(&format!("/v1/exports/{id}"), &key).await;
+        assert_eq!((r.status, r.body["status"].as_str()), (200, Some("queued")));
+    }
+    let sent = queue.receive(QueueName::Exports, 0).await.expect("receive");
+    assert_eq!(sent.len(), 1, "one message for thirty reads");
+    for m in &sent {
+        queue
+            .release(QueueName::Exports, &m.receipt, 0)
+            .await
+            .expect("release");
+    }
+    app.run_until_idle().await;
+    let done = app.get(&format!("/v1/exports/{id}"), &key).await;
+    assert_eq!(done.body["status"], "completed", "{:?}", done.body);
+}

@@ -30,6 +30,29 @@ impl Exports for Dynamo {
         self.query_list(&q, limit, start).await
     }
 
+    async fn nudge(&self, rec: &ExportRecord, now_ms: i64, gap_ms: i64) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.exports)
+            .set_key(Some(account_key(
+                "export_id",
+                &rec.account_id,
+                &rec.export_id,
+            )))
+            .update_expression("SET nudged_ms = :now")
+            .condition_expression(
+                "#status = :queued AND (attribute_not_exists(nudged_ms) OR nudged_ms < :cutoff)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":cutoff", n(now_ms - gap_ms))
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
+
     async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool> {
         let res = self
             .ddb

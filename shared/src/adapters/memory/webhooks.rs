@@ -408,6 +408,19 @@ impl Exports for Memory {
         Ok(out)
     }
 
+    async fn nudge(&self, rec: &ExportRecord, now_ms: i64, gap_ms: i64) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        let k = k2(&rec.account_id, &rec.export_id);
+        let due = st.exports.get(&k).is_some_and(|x| {
+            x.status == "queued" && x.nudged_ms.is_none_or(|t| t < now_ms - gap_ms)
+        });
+        if due {
+            st.exports.update(&k, |x| x.nudged_ms = Some(now_ms));
+        }
+        Ok(due)
+    }
+
     async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool> {
         self.pause().await;
         let mut st = self.lock();
