@@ -2227,6 +2227,7 @@ pub async fn exports(p: &Ports) {
         error: None,
         peak_buffer_bytes: 0,
         nudged_ms: None,
+        run_started_ms: None,
         expires_at: T0 / 1_000 + 30 * 86_400,
     };
     for n in 1..=3 {
@@ -2275,10 +2276,14 @@ pub async fn exports(p: &Ports) {
         .expect("later"));
 
     let r = rec(1);
-    assert!(p.exports.start_run(&r, 1, "up-1").await.expect("start"));
+    assert!(p
+        .exports
+        .start_run(&r, 1, "up-1", T0 + 1)
+        .await
+        .expect("start"));
     assert!(!p
         .exports
-        .start_run(&r, 1, "up-1b")
+        .start_run(&r, 1, "up-1b", T0 + 1)
         .await
         .expect("start from a stale run"));
     let running = p
@@ -2295,6 +2300,7 @@ pub async fn exports(p: &Ports) {
         ),
         ("running", 1, Some("up-1"))
     );
+    assert_eq!(running.run_started_ms, Some(T0 + 1));
     assert!(p
         .exports
         .progress(&running, 1, 10, 100)
@@ -2303,7 +2309,7 @@ pub async fn exports(p: &Ports) {
     // A second run takes over; the first one's writes are refused from then on.
     assert!(p
         .exports
-        .start_run(&running, 2, "up-2")
+        .start_run(&running, 2, "up-2", T0 + 1)
         .await
         .expect("takeover"));
     assert!(!p
@@ -2356,7 +2362,7 @@ pub async fn exports(p: &Ports) {
     );
     assert!(!p
         .exports
-        .start_run(&done, 3, "up-3")
+        .start_run(&done, 3, "up-3", T0 + 1)
         .await
         .expect("completed stays"));
     let failed = ExportFinish {
@@ -2366,7 +2372,11 @@ pub async fn exports(p: &Ports) {
         ..f
     };
     let r2 = rec(2);
-    assert!(p.exports.start_run(&r2, 1, "u").await.expect("start"));
+    assert!(p
+        .exports
+        .start_run(&r2, 1, "u", T0 + 1)
+        .await
+        .expect("start"));
     assert!(p.exports.finish(&r2, 1, &failed).await.expect("finish"));
     let x = p
         .exports

@@ -508,6 +508,10 @@ pub struct ExportRecord {
     /// The largest amount of file data the run held in memory at once (bytes).
     #[serde(default)]
     pub peak_buffer_bytes: u64,
+    /// When the current run started: until the export function's timeout has passed since,
+    /// it may still be alive, and a second message does not take over from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_started_ms: Option<i64>,
     /// When a read of the still-queued export last sent it to its queue again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nudged_ms: Option<i64>,

@@ -241,9 +241,15 @@ pub trait Exports: Send + Sync {
     /// queued and was last sent before `now_ms - gap_ms`: false means someone did already,
     /// so readers polling a stuck export send one message a `gap_ms`, not one per read.
     async fn nudge(&self, rec: &ExportRecord, now_ms: i64, gap_ms: i64) -> PortResult<bool>;
-    /// Starts run `run` of an export that has not completed, if the record still carries
-    /// `rec.run`; false if it completed or another run started.
-    async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool>;
+    /// Starts run `run` of an export that has not completed, at `now_ms`, if the record
+    /// still carries `rec.run`; false if it completed or another run started.
+    async fn start_run(
+        &self,
+        rec: &ExportRecord,
+        run: u32,
+        upload_id: &str,
+        now_ms: i64,
+    ) -> PortResult<bool>;
     /// Rows and bytes so far, while run `run` is the running one.
     async fn progress(
         &self,

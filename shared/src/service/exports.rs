@@ -105,6 +105,10 @@ fn manifest(rec: &ExportRecord) -> Value {
     })
 }
 
+/// The export function's timeout (`template.yaml`): a run started longer ago than this is
+/// dead, whatever its record says.
+pub const EXPORT_RUN_LIFETIME_MS: i64 = 900_000;
+
 /// How long a queued export waits before a read sends it to its queue again, and between two
 /// such sends.
 const NUDGE_GAP_MS: i64 = 60_000;
@@ -233,6 +237,7 @@ pub async fn create(
                 error: None,
                 peak_buffer_bytes: 0,
                 nudged_ms: None,
+                run_started_ms: None,
                 expires_at: now / 1_000 + EXPORT_KEEP_DAYS * 86_400,
             };
             Ok(Creation {
@@ -633,12 +638,32 @@ pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<()
     if rec.status == "completed" {
         return Ok(());
     }
+    let now = svc.now_ms();
+    if rec.status == "running"
+        && rec
+            .run_started_ms
+            .is_some_and(|t| now - t <= EXPORT_RUN_LIFETIME_MS)
+    {
+        // A second message (a duplicate, a nudge that crossed the first) while the run may
+        // still be alive: leave it be. If that run dies, its own message comes back after
+        // the visibility timeout, which is longer than the function lives, and takes over.
+        tracing::info!(
+            export_id,
+            run = rec.run,
+            "export already running; duplicate message dropped"
+        );
+        return Ok(());
+    }
     let run = rec.run + 1;
     let upload = svc
         .blobs
         .start_upload(&rec.s3_key, rec.format.content_type(), "kind=export")
         .await?;
-    if !svc.exports.start_run(&rec, run, &upload.upload_id).await? {
+    if !svc
+        .exports
+        .start_run(&rec, run, &upload.upload_id, now)
+        .await?
+    {
         svc.blobs
             .abort_upload(&rec.s3_key, &upload.upload_id)
             .await?;

@@ -606,3 +606,55 @@ async fn reading_a_stuck_export_sends_it_again_once_a_minute_not_once_a_read() {
     let done = app.get(&format!("/v1/exports/{id}"), &key).await;
     assert_eq!(done.body["status"], "completed", "{:?}", done.body);
 }
+
+/// A second message for an export whose run may still be alive does not take over (the
+/// displaced run would fail half-way); once the function's timeout has passed since the run
+/// started, the run is dead and the next message runs it again, once.
+#[tokio::test]
+async fn a_duplicate_message_leaves_a_live_run_alone_and_a_dead_one_is_taken_over() {
+    use shared::service::exports::{run, EXPORT_RUN_LIFETIME_MS};
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(1_000).await;
+    let body = json!({"request_id": "dup", "dataset": "ledger", "format": "csv"});
+    let r = app.post("/v1/exports", &key, &body).await;
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+    // A run started (its worker is busy with the file) and never reported back.
+    let rec = app
+        .svc
+        .exports
+        .get(&acct, &id)
+        .await
+        .expect("read")
+        .expect("export");
+    let started = app.svc.now_ms();
+    assert!(app
+        .svc
+        .exports
+        .start_run(&rec, 1, "upload-of-the-live-run", started)
+        .await
+        .expect("start"));
+    // A duplicate message meanwhile: the live run keeps its export.
+    app.clock.advance_ms(EXPORT_RUN_LIFETIME_MS - 1_000);
+    run(&app.svc, &acct, &id).await.expect("duplicate");
+    let still = app
+        .svc
+        .exports
+        .get(&acct, &id)
+        .await
+        .expect("read")
+        .expect("export");
+    assert_eq!((still.status.as_str(), still.run), ("running", 1));
+    // Past the function's timeout the run is dead: the redelivered message takes over.
+    app.clock.advance_ms(2_000);
+    run(&app.svc, &acct, &id).await.expect("takeover");
+    let done = app.get(&format!("/v1/exports/{id}"), &key).await.body;
+    assert_eq!(done["status"], "completed", "{done}");
+    let rec = app
+        .svc
+        .exports
+        .get(&acct, &id)
+        .await
+        .expect("read")
+        .expect("export");
+    assert_eq!(rec.run, 2);
+}

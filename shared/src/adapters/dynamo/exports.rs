@@ -53,7 +53,13 @@ impl Exports for Dynamo {
         applied(res, "UpdateItem")
     }
 
-    async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool> {
+    async fn start_run(
+        &self,
+        rec: &ExportRecord,
+        run: u32,
+        upload_id: &str,
+        now_ms: i64,
+    ) -> PortResult<bool> {
         let res = self
             .ddb
             .update_item()
@@ -65,7 +71,7 @@ impl Exports for Dynamo {
             )))
             .update_expression(
                 "SET #status = :running, run = :run, upload_id = :u, rows_written = :zero, \
-                 #bytes = :zero",
+                 #bytes = :zero, run_started_ms = :now",
             )
             .condition_expression("#status <> :completed AND run = :prev")
             .expression_attribute_names("#status", "status")
@@ -76,6 +82,7 @@ impl Exports for Dynamo {
             .expression_attribute_values(":prev", n(rec.run))
             .expression_attribute_values(":u", s(upload_id))
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
         applied(res, "UpdateItem")

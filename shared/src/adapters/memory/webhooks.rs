@@ -421,7 +421,13 @@ impl Exports for Memory {
         Ok(due)
     }
 
-    async fn start_run(&self, rec: &ExportRecord, run: u32, upload_id: &str) -> PortResult<bool> {
+    async fn start_run(
+        &self,
+        rec: &ExportRecord,
+        run: u32,
+        upload_id: &str,
+        now_ms: i64,
+    ) -> PortResult<bool> {
         self.pause().await;
         let mut st = self.lock();
         let k = k2(&rec.account_id, &rec.export_id);
@@ -436,6 +442,7 @@ impl Exports for Memory {
                 x.upload_id = Some(upload_id.to_string());
                 x.rows_written = 0;
                 x.bytes = 0;
+                x.run_started_ms = Some(now_ms);
             });
         }
         Ok(free)
