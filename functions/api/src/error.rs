@@ -36,6 +36,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | WebhookUrlForbidden
         | InvalidEventTypes
         | EndpointLimitReached
+        | KeyLimitReached
         | InvalidApiKeySettings
         | InvalidExport
         | InvalidAdjustment => StatusCode::UNPROCESSABLE_ENTITY,

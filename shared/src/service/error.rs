@@ -62,6 +62,7 @@ error_codes! {
     WebhookUrlForbidden => "webhook_url_forbidden",
     InvalidEventTypes => "invalid_event_types",
     EndpointLimitReached => "endpoint_limit_reached",
+    KeyLimitReached => "key_limit_reached",
     EndpointDisabled => "endpoint_disabled",
     InternalError => "internal_error",
 }

@@ -110,6 +110,9 @@ fn check_scopes(scopes: &[String]) -> Result<Vec<String>, ServiceError> {
 
 /// Creates a key. `default_scopes` is what a request without `scopes` gets (the operator's
 /// first key of an account must be able to manage the others).
+/// Keys an account may hold at once (revoked keys do not count).
+pub const MAX_KEYS_PER_ACCOUNT: usize = 50;
+
 pub async fn create(
     svc: &Services,
     account_id: &str,
@@ -130,6 +133,23 @@ pub async fn create(
         return Err(ServiceError::reject(
             ErrorCode::AccountTerminated,
             "cannot issue keys for a terminated account",
+        ));
+    }
+    // Each key has its own rate limit, so minting keys must not multiply an account's share
+    // of the platform without bound. (Two creations racing each other can both pass.)
+    let live = svc
+        .keys
+        .list(account_id)
+        .await?
+        .iter()
+        .filter(|k| k.revoked_ms.is_none())
+        .count();
+    if live >= MAX_KEYS_PER_ACCOUNT {
+        return Err(ServiceError::reject(
+            ErrorCode::KeyLimitReached,
+            format!(
+                "an account can have at most {MAX_KEYS_PER_ACCOUNT} API keys that are not revoked; revoke one first"
+            ),
         ));
     }
     let name = req.name.clone().unwrap_or_else(|| "default".to_string());

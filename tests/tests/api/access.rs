@@ -454,3 +454,47 @@ async fn termination_disables_keys_and_endpoints_but_running_batches_settle_and_
     assert_eq!(e.body["enabled"], true);
     app.assert_invariants().await;
 }
+
+/// Every key carries its own rate limit, so an account cannot mint keys without bound: at
+/// most 50 that are not revoked. Revoking one makes room.
+#[tokio::test]
+async fn an_account_holds_at_most_fifty_live_keys() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.account_with(0).await;
+    // The account's first key is one of the fifty.
+    let mut last = String::new();
+    for i in 1..50 {
+        let r = app
+            .post(
+                "/v1/api-keys",
+                &admin,
+                &json!({"request_id": format!("k{i}"), "name": format!("key {i}"), "scopes": ["read"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "key {i}: {:?}", r.body);
+        last = r.body["id"].as_str().unwrap_or_default().to_string();
+    }
+    let one_more = json!({"request_id": "k50", "name": "one more", "scopes": ["read"]});
+    let r = app.post("/v1/api-keys", &admin, &one_more).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "key_limit_reached"),
+        "{:?}",
+        r.body
+    );
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("50"));
+    let gone = app
+        .send(
+            "DELETE",
+            &format!("/v1/api-keys/{last}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(gone.status < 300, "{:?}", gone.body);
+    let r = app.post("/v1/api-keys", &admin, &one_more).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
