@@ -13,7 +13,10 @@ use axum::response::{IntoResponse, Response};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use shared::domain::access::RateState;
-use shared::service::access::{authorize, record, AccessRequest, Answered, UNAUTHENTICATED};
+use shared::service::access::{
+    admit_operator_address, authorize, operator_auth_failed, record, AccessRequest, Answered,
+    Refused, UNAUTHENTICATED,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -38,6 +41,22 @@ fn set_rate_headers(h: &mut HeaderMap, rate: &RateState) {
             h.insert(name, v);
         }
     }
+}
+
+const LIFT_BLOCK_ROUTE: &str = "/admin/v1/ip-blocks/{ip}";
+
+/// A refusal as the client sees it: the error, and the rate and retry headers it names.
+fn refused_response(refused: Refused) -> Response {
+    let mut resp = ApiError(refused.error).into_response();
+    if let Some(rate) = &refused.rate {
+        set_rate_headers(resp.headers_mut(), rate);
+    }
+    if let Some(secs) = refused.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
 }
 
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -74,7 +93,26 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         .map(str::to_string);
 
     let (resp, account_id, retention, key, admitted) = if operator {
-        let resp = next.run(req).await;
+        // Operators face the same address rules: a blocked address is refused first, and a
+        // wrong credential counts toward a block. Lifting a block is the exception, so an
+        // operator behind a blocked address (a shared office or NAT address) can still lift
+        // it; it needs the operator credential all the same.
+        let admitted = if route == LIFT_BLOCK_ROUTE {
+            Ok(())
+        } else {
+            admit_operator_address(&s.svc, ip).await
+        };
+        let resp = match admitted {
+            Err(refused) => refused_response(*refused),
+            Ok(()) => {
+                let resp = next.run(req).await;
+                let code = resp.extensions().get::<ErrorCodeExt>().map(|c| c.0);
+                if code == Some(shared::service::ErrorCode::Unauthorized.as_str()) {
+                    operator_auth_failed(&s.svc, ip).await;
+                }
+                resp
+            }
+        };
         (resp, "_operator".to_string(), 365, None, false)
     } else if !customer {
         let resp = next.run(req).await;
@@ -111,21 +149,13 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 )
             }
             Err(refused) => {
-                let mut resp = ApiError(refused.error).into_response();
-                if let Some(rate) = &refused.rate {
-                    set_rate_headers(resp.headers_mut(), rate);
-                }
-                if let Some(secs) = refused.retry_after_secs {
-                    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                        resp.headers_mut().insert(header::RETRY_AFTER, v);
-                    }
-                }
                 let account = refused
                     .key
                     .as_ref()
                     .map(|k| k.account_id.clone())
                     .unwrap_or_else(|| UNAUTHENTICATED.to_string());
-                (resp, account, 90, refused.key, false)
+                let key = refused.key.clone();
+                (refused_response(*refused), account, 90, key, false)
             }
         }
     };

@@ -110,23 +110,7 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         }
     };
     let (blocked, authenticated) = tokio::join!(block, authenticate(svc, r.authorization));
-    {
-        let blocked = blocked.map_err(|e| Refused::new(e.into()))?;
-        if let Some(crate::ports::access::IpBlock {
-            until_ms: until,
-            reason,
-        }) = blocked
-        {
-            let mut refused = Refused::new(ServiceError::reject_with(
-                ErrorCode::IpBlocked,
-                "requests from this address are blocked for a while after an unusual pattern",
-                serde_json::json!({ "reason": reason }),
-            ));
-            refused.retry_after_secs =
-                Some(u64::try_from((until - now).max(1_000) / 1_000).unwrap_or(1));
-            return Err(refused);
-        }
-    }
+    refuse_if_blocked(blocked.map_err(|e| Refused::new(e.into()))?, now)?;
     let caller = match authenticated {
         Ok(c) => c,
         Err(f) => {
@@ -202,6 +186,51 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
 }
 
 /// Counts a failed authentication from `ip`; too many in a minute block the address.
+fn refuse_if_blocked(
+    block: Option<crate::ports::access::IpBlock>,
+    now: i64,
+) -> Result<(), Box<Refused>> {
+    let Some(crate::ports::access::IpBlock {
+        until_ms: until,
+        reason,
+    }) = block
+    else {
+        return Ok(());
+    };
+    let mut refused = Refused::new(ServiceError::reject_with(
+        ErrorCode::IpBlocked,
+        "requests from this address are blocked for a while after an unusual pattern",
+        serde_json::json!({ "reason": reason }),
+    ));
+    refused.retry_after_secs = Some(u64::try_from((until - now).max(1_000) / 1_000).unwrap_or(1));
+    Err(refused)
+}
+
+/// The operator routes' side of the address rules: a blocked address is refused before the
+/// operator credential is looked at, as on the customer routes.
+pub async fn admit_operator_address(
+    svc: &Services,
+    source_ip: Option<IpAddr>,
+) -> Result<(), Box<Refused>> {
+    let Some(ip) = source_ip.map(canonical_ip) else {
+        return Ok(());
+    };
+    let now = svc.now_ms();
+    let block = svc
+        .rates
+        .ip_block(&ip.to_string(), now)
+        .await
+        .map_err(|e| Refused::new(e.into()))?;
+    refuse_if_blocked(block, now)
+}
+
+/// A wrong operator credential counts toward the address's block like a wrong key.
+pub async fn operator_auth_failed(svc: &Services, source_ip: Option<IpAddr>) {
+    if let Some(ip) = source_ip.map(canonical_ip) {
+        note_auth_failure(svc, ip, svc.now_ms()).await;
+    }
+}
+
 async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
     let (window, _) = window_of(now);
     let ip = ip.to_string();

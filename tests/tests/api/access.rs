@@ -498,3 +498,49 @@ async fn an_account_holds_at_most_fifty_live_keys() {
     let r = app.post("/v1/api-keys", &admin, &one_more).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
 }
+
+/// The operator routes face the address rules too: wrong operator credentials count toward
+/// a block, and a blocked address cannot reach them, except to lift a block.
+#[tokio::test]
+async fn operator_routes_count_failures_and_respect_address_blocks() {
+    let app = TestApp::spawn().await;
+    let (acct, _) = app.account_with(0).await;
+    let path = format!("/admin/v1/accounts/{acct}");
+    assert_eq!(app.get(&path, OPERATOR_TOKEN).await.status, 200);
+    for _ in 0..20 {
+        assert_eq!(app.get(&path, "not-the-operator-token").await.status, 401);
+    }
+    let r = app.get(&path, OPERATOR_TOKEN).await;
+    assert_eq!((r.status, r.code()), (403, "ip_blocked"), "{:?}", r.body);
+    let grant = app
+        .admin_post(
+            &format!("/admin/v1/accounts/{acct}/grants"),
+            &json!({"request_id": "g", "amount": 100, "reason": "test", "actor": "ops"}),
+        )
+        .await;
+    assert_eq!(
+        grant.code(),
+        "ip_blocked",
+        "no credits minted from a blocked address"
+    );
+    // Lifting the block still works, with the operator credential only.
+    let r = app
+        .send(
+            "DELETE",
+            "/admin/v1/ip-blocks/127.0.0.1",
+            Some("wrong"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let r = app
+        .send(
+            "DELETE",
+            "/admin/v1/ip-blocks/127.0.0.1",
+            Some(OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["was_blocked"], true, "{:?}", r.body);
+    assert_eq!(app.get(&path, OPERATOR_TOKEN).await.status, 200);
+}
