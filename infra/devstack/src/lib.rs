@@ -505,14 +505,7 @@ Resources:
         let env = t
             .and_then(|t| {
                 let mut refs = t.static_refs("x");
-                for q in [
-                    "TasksQueue",
-                    "SettleQueue",
-                    "EventsQueue",
-                    "ExportsQueue",
-                    "TasksDeadLetterQueue",
-                    "SettleDeadLetterQueue",
-                ] {
+                for q in ["TasksQueue", "SettleQueue", "EventsQueue", "ExportsQueue"] {
                     refs.insert(q.into(), format!("http://queue/{q}"));
                 }
                 t.environment(&refs).map_err(|e| e.to_string())
@@ -524,7 +517,6 @@ Resources:
             "BATCHES_TABLE",
             "DATA_BUCKET",
             "TASKS_QUEUE_URL",
-            "TASKS_DLQ_URL",
             "SORA_2_PROVIDER",
         ] {
             assert!(env.contains_key(k), "{k} missing from {env:?}");
