@@ -77,6 +77,19 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What an address block applies to: an IPv4 address, or the /64 network of an IPv6 one
+/// (one subscriber usually holds a whole /64, so blocking a single address of it would let
+/// the same client go on from the next one).
+pub fn block_subject(ip: IpAddr) -> String {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        v4 => v4.to_string(),
+    }
+}
+
 impl Cidr {
     /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
     pub fn parse(s: &str) -> Result<Cidr, CidrError> {
@@ -256,6 +269,25 @@ pub fn ip_anomaly(auth_failures: u64) -> Option<Anomaly> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_cover_an_ipv6_slash_64_and_a_single_ipv4_address() {
+        assert_eq!(block_subject(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(block_subject(ip("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(
+            block_subject(ip("2001:db8:85a3:12::8a2e:370:7334")),
+            "2001:db8:85a3:12::/64"
+        );
+        assert_eq!(
+            block_subject(ip("2001:db8:85a3:12:ffff::1")),
+            block_subject(ip("2001:db8:85a3:12::2")),
+            "one /64, one block"
+        );
+        assert_ne!(
+            block_subject(ip("2001:db8:85a3:12::1")),
+            block_subject(ip("2001:db8:85a3:13::1"))
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse()

@@ -8,9 +8,9 @@
 use super::auth::{authenticate, Caller};
 use super::{ErrorCode, ServiceError, Services};
 use crate::domain::access::{
-    allowed, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly, rate_state,
-    required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope, RateState,
-    DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
+    allowed, block_subject, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly,
+    rate_state, required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope,
+    RateState, DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
 };
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use std::collections::HashMap;
@@ -105,7 +105,7 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
     // The block and the key are independent reads: one round trip instead of two.
     let block = async {
         match ip {
-            Some(ip) => svc.rates.ip_block(&ip.to_string(), now).await,
+            Some(ip) => svc.rates.ip_block(&block_subject(ip), now).await,
             None => Ok(None),
         }
     };
@@ -218,7 +218,7 @@ pub async fn admit_operator_address(
     let now = svc.now_ms();
     let block = svc
         .rates
-        .ip_block(&ip.to_string(), now)
+        .ip_block(&block_subject(ip), now)
         .await
         .map_err(|e| Refused::new(e.into()))?;
     refuse_if_blocked(block, now)
@@ -233,7 +233,7 @@ pub async fn operator_auth_failed(svc: &Services, source_ip: Option<IpAddr>) {
 
 async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
     let (window, _) = window_of(now);
-    let ip = ip.to_string();
+    let ip = block_subject(ip);
     let result = async {
         let failures = svc.rates.count_auth_failure(&ip, window).await?;
         if let Some(rule) = ip_anomaly(failures) {

@@ -111,7 +111,8 @@ pub async fn unblock_ip(
     let addr: std::net::IpAddr = ip
         .parse()
         .map_err(|_| ApiError::new(ErrorCode::NotFound, "not an IP address"))?;
-    let ip = shared::domain::access::canonical_ip(addr).to_string();
+    // Lifts the block that covers this address (its /64 for IPv6).
+    let ip = shared::domain::access::block_subject(addr);
     let was = s
         .svc
         .rates
