@@ -2,7 +2,7 @@
 //! operator's `/admin/v1/accounts/{id}/api-keys` run the same code. Secrets are shown once and
 //! stored only as a SHA-256 hash; an idempotent replay returns the key without its secret.
 
-use super::idempotency::{check_request_id, record, replay};
+use super::idempotency::{check_request_id, create_once, replay, Creation};
 use super::json;
 use super::views::{ApiKeyView, UsageView};
 use super::{ErrorCode, Page, Reply, ServiceError, Services};
@@ -13,7 +13,7 @@ use crate::domain::ids;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::ports::access::{KeyPatch, UsageFilter};
 use crate::ports::records::ApiKeyRecord;
-use crate::ports::store::{CommitError, NewRecord};
+use crate::ports::store::NewRecord;
 use crate::ports::time::random_bytes;
 use crate::ports::TimeRange;
 use serde::Deserialize;
@@ -197,48 +197,31 @@ pub async fn create(
         throttle: None,
         updated_ms: now,
     };
-    let shown = ApiKeyView::at(&rec, Some(secret), now);
+    let shown = Reply {
+        status: 201,
+        body: json(&ApiKeyView::at(&rec, Some(secret), now))?,
+        replayed: false,
+    };
     let Some(rid) = &req.request_id else {
         svc.keys.put(&rec).await?;
-        return Ok(Reply {
-            status: 201,
-            body: json(&shown)?,
-            replayed: false,
-        });
+        return Ok(shown);
     };
     // The stored reply is the key without its secret: a replay cannot reveal it.
-    let stored = Reply {
+    let replayed = Reply {
         status: 201,
         body: json(&ApiKeyView::at(&rec, None, now))?,
         replayed: false,
     };
-    let req_rec = record(
-        account_id,
-        Scope::CreateKey,
-        rid,
-        fingerprint,
-        &stored,
-        &rec.key_id,
-        now,
-    );
-    let creates = vec![NewRecord::ApiKey(rec), NewRecord::Request(req_rec)];
-    match svc.requests.create_all(creates).await {
-        Ok(()) => Ok(Reply {
-            status: 201,
-            body: json(&shown)?,
-            replayed: false,
-        }),
-        Err(CommitError::Duplicate(_)) | Err(CommitError::Stale) => {
-            match replay(svc, account_id, Scope::CreateKey, rid, fingerprint).await? {
-                Some((reply, _)) => Ok(reply),
-                None => Err(ServiceError::reject(
-                    ErrorCode::RequestInProgress,
-                    "a request with this request_id is being processed; retry shortly",
-                )),
-            }
-        }
-        Err(CommitError::Store(e)) => Err(e.into()),
-    }
+    create_once(svc, account_id, Scope::CreateKey, rid, fingerprint, |_| {
+        let creation = Creation {
+            creates: vec![NewRecord::ApiKey(rec.clone())],
+            reply: shown.clone(),
+            replayed: Some(replayed.clone()),
+            resource_id: rec.key_id.clone(),
+        };
+        async move { Ok(creation) }
+    })
+    .await
 }
 
 async fn find(

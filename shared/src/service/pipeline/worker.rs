@@ -486,7 +486,8 @@ async fn cancel_upstream(p: &Pipeline, task: &TaskRecord) {
 
 /// Ends a task, exactly once in money and counts however often it runs:
 /// 1. the end mark in the task's progress shard — for failed and timed-out tasks in the same
-///    transaction as the refund (balance, ledger entry, the batch's refund tally);
+///    transaction as the refund, for a cancel that found no provider job in the same
+///    transaction as the release (balance, ledger entry, the batch's tally: `give_back`);
 /// 2. the task record; 3. its concurrency slot; 4. settlement if it was the last; 5. the next
 ///    task of the batch.
 pub async fn end(
