@@ -26,6 +26,9 @@ from moto.moto_server.werkzeug_app import (
 _DYNAMODB_LOCK = threading.Lock()
 _COUNTS_LOCK = threading.Lock()
 _COUNTS: dict = {}
+# The same counts per access key id: each function (and each test's app) signs with its own,
+# so a test can ask what one of them did (GET /_launcher/stats?key=AKID).
+_COUNTS_BY_KEY: dict = {}
 
 
 def _operation(environ) -> str:
@@ -37,9 +40,22 @@ def _operation(environ) -> str:
     return "s3." + environ.get("REQUEST_METHOD", "?")
 
 
+def _access_key_id(environ) -> str:
+    """The access key id a request was signed with: from the SigV4 `Authorization` header,
+    or from a presigned URL's `X-Amz-Credential`."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker in auth:
+        return auth.split(marker, 1)[1].split("/", 1)[0]
+    from urllib.parse import parse_qs
+
+    cred = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential", [""])[0]
+    return cred.split("/", 1)[0] or "-"
+
+
 class SerialisedDynamoDB:
     """Also counts requests per operation, for the benchmark (GET /_launcher/stats, and
-    POST /_launcher/stats to reset)."""
+    POST /_launcher/stats to reset), in total and per access key id (`?key=AKID`)."""
 
     def __init__(self, app):
         self.app = app
@@ -47,16 +63,22 @@ class SerialisedDynamoDB:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/_launcher/stats":
             import json
+            from urllib.parse import parse_qs
 
+            key = parse_qs(environ.get("QUERY_STRING", "")).get("key", [None])[0]
             with _COUNTS_LOCK:
-                body = json.dumps(_COUNTS).encode()
+                counts = _COUNTS if key is None else _COUNTS_BY_KEY.get(key, {})
+                body = json.dumps(counts).encode()
                 if environ.get("REQUEST_METHOD") == "POST":
-                    _COUNTS.clear()
+                    counts.clear()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         op = _operation(environ)
+        key = _access_key_id(environ)
         with _COUNTS_LOCK:
             _COUNTS[op] = _COUNTS.get(op, 0) + 1
+            per_key = _COUNTS_BY_KEY.setdefault(key, {})
+            per_key[op] = per_key.get(op, 0) + 1
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if not target.startswith("DynamoDB_"):
             return self.app(environ, start_response)

@@ -105,13 +105,17 @@ pub async fn aws_ports(
 ) -> (shared::ports::Ports, SdkConfig, BTreeMap<String, String>) {
     shared::runtime::ensure_tls();
     let endpoint = emulator();
-    let sdk = devstack::emulator_sdk_config(endpoint).await;
+    let prefix = unique_prefix();
+    // Signed with an access key id of its own, so the launcher can say what this app did.
+    let access_key_id = format!("AKID{}", prefix.replace('-', ""));
+    let sdk = devstack::emulator_sdk_config_as(endpoint, &access_key_id).await;
     let yaml =
         std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template.yaml");
     let template = devstack::Template::parse(&yaml).expect("template parses");
-    let mut env = devstack::create_all(&sdk, &template, &unique_prefix())
+    let mut env = devstack::create_all(&sdk, &template, &prefix)
         .await
         .expect("bootstrap");
+    env.insert("EMULATOR_ACCESS_KEY_ID".into(), access_key_id);
     env.insert(
         "OPERATOR_TOKEN_SHA256".into(),
         shared::domain::api_key::hash_secret(OPERATOR_TOKEN),
@@ -698,6 +702,38 @@ impl TestApp {
         }
     }
 
+    /// The requests this app has made to the emulator so far, per operation
+    /// (`dynamodb.PutItem`, ...), as the emulator launcher counted them.
+    pub async fn emulator_operations(&self) -> BTreeMap<String, u64> {
+        let key = &self.aws().env["EMULATOR_ACCESS_KEY_ID"];
+        let url = format!("{}/_launcher/stats?key={key}", emulator());
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .expect("launcher stats")
+            .json()
+            .await
+            .expect("launcher stats json")
+    }
+
+    /// How many DynamoDB writes this app has made so far.
+    pub async fn dynamodb_writes(&self) -> u64 {
+        const WRITES: [&str; 5] = [
+            "dynamodb.PutItem",
+            "dynamodb.UpdateItem",
+            "dynamodb.DeleteItem",
+            "dynamodb.TransactWriteItems",
+            "dynamodb.BatchWriteItem",
+        ];
+        self.emulator_operations()
+            .await
+            .iter()
+            .filter(|(op, _)| WRITES.contains(&op.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Resp {
         self.send("GET", path, Some(key), None).await
     }
@@ -862,7 +898,9 @@ impl TestApp {
     /// Every `/v1` and `/admin/v1` request this app's `send` made is in `enterprise_api_usage`
     /// with its method, route template (matching the path), status and request id.
     pub async fn assert_usage_logged(&self) {
+        shared::service::access::write_tally(&self.svc).await;
         let mut logged = std::collections::HashMap::new();
+        let mut tallied = 0;
         let mut owners: Vec<String> = self
             .all_accounts()
             .await
@@ -872,18 +910,29 @@ impl TestApp {
         owners.extend(["_unauthenticated".to_string(), "_operator".to_string()]);
         for owner in owners {
             for u in self.usage_of(&owner).await {
-                logged.insert(u.request_id.clone(), u);
+                if u.kind == "unauthenticated" {
+                    tallied += u.count.unwrap_or(0);
+                } else {
+                    logged.insert(u.request_id.clone(), u);
+                }
             }
         }
         let sent = self.sent.lock().expect("sent").clone();
+        let mut nobodys = 0;
         for (id, method, path, status) in sent {
             let path = path.split('?').next().unwrap_or("");
             if !(path.starts_with("/v1/") || path.starts_with("/admin/")) {
                 continue;
             }
-            let u = logged
-                .get(&id)
-                .unwrap_or_else(|| panic!("{method} {path} ({id}) is not in the usage log"));
+            // Calls without a valid key are counted per source and minute, not one by one.
+            let Some(u) = logged.get(&id) else {
+                assert!(
+                    [401, 403, 404].contains(&status),
+                    "{method} {path} ({id}, {status}) is not in the usage log"
+                );
+                nobodys += 1;
+                continue;
+            };
             assert_eq!(
                 (u.method.as_str(), u.status),
                 (method.as_str(), status),
@@ -904,6 +953,10 @@ impl TestApp {
                 assert_eq!(u.account_id, "_operator");
             }
         }
+        assert!(
+            tallied >= nobodys,
+            "{nobodys} calls without a valid key, {tallied} in the per-source tallies"
+        );
     }
 
     /// The invariants of DESIGN.md section 3 that hold at rest, for every account of this

@@ -102,18 +102,25 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         } else {
             admit_operator_address(&s.svc, ip).await
         };
-        let resp = match admitted {
-            Err(refused) => refused_response(*refused),
+        let (resp, credential_ok) = match admitted {
+            Err(refused) => (refused_response(*refused), false),
             Ok(()) => {
                 let resp = next.run(req).await;
                 let code = resp.extensions().get::<ErrorCodeExt>().map(|c| c.0);
-                if code == Some(shared::service::ErrorCode::Unauthorized.as_str()) {
+                let unauthorized = code == Some(shared::service::ErrorCode::Unauthorized.as_str());
+                if unauthorized {
                     operator_auth_failed(&s.svc, ip).await;
                 }
-                resp
+                (resp, !unauthorized)
             }
         };
-        (resp, "_operator".to_string(), 365, None, false)
+        // A call without the operator credential is nobody's: tallied, not written one by one.
+        let owner = if credential_ok {
+            "_operator"
+        } else {
+            UNAUTHENTICATED
+        };
+        (resp, owner.to_string(), 365, None, false)
     } else if !customer {
         let resp = next.run(req).await;
         (resp, UNAUTHENTICATED.to_string(), 90, None, false)

@@ -445,11 +445,21 @@ async fn create_queues(
 
 /// An SDK configuration for the emulator at `endpoint`, with dummy credentials.
 pub async fn emulator_sdk_config(endpoint: &str) -> SdkConfig {
+    emulator_sdk_config_as(endpoint, "test").await
+}
+
+/// The same, signing with `access_key_id`: the emulator launcher counts what each access key
+/// id did, so a test (or the local stack, one id per function) can ask for its own figures.
+pub async fn emulator_sdk_config_as(endpoint: &str, access_key_id: &str) -> SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "emulator",
+            access_key_id,
+            "test",
+            None,
+            None,
+            "emulator",
         ))
         .load()
         .await

@@ -75,8 +75,6 @@ pub trait RateWindows: Send + Sync {
         client_error: bool,
         payment_required: bool,
     ) -> PortResult<KeyMinute>;
-    /// Counts a failed authentication from `ip`; returns the count in the window.
-    async fn count_auth_failure(&self, ip: &str, window_start: i64) -> PortResult<u64>;
     /// Blocks an address until `until_ms` unless a block is in force; true when this did it.
     async fn block_ip(
         &self,

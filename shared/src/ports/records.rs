@@ -111,7 +111,8 @@ pub struct UsageRecord {
     /// `{at_ms, 13 digits}#{request_id}`: sorts by time.
     pub usage_id: String,
     pub at_ms: i64,
-    /// `request` or `anomaly`.
+    /// `request`, `anomaly`, or `unauthenticated`: one source's calls without a valid key in
+    /// one minute, as seen by one instance (`count` of them; the fields describe the first).
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
@@ -129,6 +130,9 @@ pub struct UsageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub expires_at: i64,
+    /// How many calls an `unauthenticated` summary stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -12,10 +12,11 @@ use crate::domain::access::{
     rate_state, required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope,
     RateState, DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
 };
+use crate::ports::access::IpBlock;
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// The account under which calls without a valid key are logged.
 pub const UNAUTHENTICATED: &str = "_unauthenticated";
@@ -102,15 +103,27 @@ async fn previous_count(
 pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, Box<Refused>> {
     let now = svc.now_ms();
     let ip = r.source_ip.map(canonical_ip);
+    let subject = ip.map(block_subject);
+    // A block this instance saw recently refuses at once: no read, no write.
+    if let Some(known) = subject
+        .as_deref()
+        .and_then(|s| svc.local.known_block(s, now))
+    {
+        refuse_if_blocked(Some(known), now)?;
+    }
     // The block and the key are independent reads: one round trip instead of two.
     let block = async {
-        match ip {
-            Some(ip) => svc.rates.ip_block(&block_subject(ip), now).await,
+        match subject.as_deref() {
+            Some(s) => svc.rates.ip_block(s, now).await,
             None => Ok(None),
         }
     };
     let (blocked, authenticated) = tokio::join!(block, authenticate(svc, r.authorization));
-    refuse_if_blocked(blocked.map_err(|e| Refused::new(e.into()))?, now)?;
+    let blocked = blocked.map_err(|e| Refused::new(e.into()))?;
+    if let (Some(s), Some(b)) = (subject.as_deref(), &blocked) {
+        svc.local.remember_block(s, b, now);
+    }
+    refuse_if_blocked(blocked, now)?;
     let caller = match authenticated {
         Ok(c) => c,
         Err(f) => {
@@ -186,11 +199,8 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
 }
 
 /// Counts a failed authentication from `ip`; too many in a minute block the address.
-fn refuse_if_blocked(
-    block: Option<crate::ports::access::IpBlock>,
-    now: i64,
-) -> Result<(), Box<Refused>> {
-    let Some(crate::ports::access::IpBlock {
+fn refuse_if_blocked(block: Option<IpBlock>, now: i64) -> Result<(), Box<Refused>> {
+    let Some(IpBlock {
         until_ms: until,
         reason,
     }) = block
@@ -216,12 +226,36 @@ pub async fn admit_operator_address(
         return Ok(());
     };
     let now = svc.now_ms();
+    let subject = block_subject(ip);
+    if let Some(known) = svc.local.known_block(&subject, now) {
+        return refuse_if_blocked(Some(known), now);
+    }
     let block = svc
         .rates
-        .ip_block(&block_subject(ip), now)
+        .ip_block(&subject, now)
         .await
         .map_err(|e| Refused::new(e.into()))?;
+    if let Some(b) = &block {
+        svc.local.remember_block(&subject, b, now);
+    }
     refuse_if_blocked(block, now)
+}
+
+/// Writes this instance's tally of nobody's calls now, the current minute included (an
+/// instance shutting down; tests that read the usage log).
+pub async fn write_tally(svc: &Services) {
+    for summary in svc.local.take_before(i64::MAX) {
+        put_usage(svc, &summary).await;
+    }
+}
+
+/// An operator lifts the block that covers `addr` (its /64 for IPv6): at once here, in other
+/// instances within `BLOCK_RECHECK_MS`. Returns the subject and whether it was blocked.
+pub async fn lift_block(svc: &Services, addr: IpAddr) -> Result<(String, bool), ServiceError> {
+    let subject = block_subject(canonical_ip(addr));
+    let was = svc.rates.unblock_ip(&subject).await?;
+    svc.local.forget_block(&subject);
+    Ok((subject, was))
 }
 
 /// A wrong operator credential counts toward the address's block like a wrong key.
@@ -231,27 +265,34 @@ pub async fn operator_auth_failed(svc: &Services, source_ip: Option<IpAddr>) {
     }
 }
 
+/// Counts a failed authentication from `ip` in this instance's memory (no write); the
+/// rule's threshold writes the block once, where every instance reads it.
 async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
     let (window, _) = window_of(now);
-    let ip = block_subject(ip);
-    let result = async {
-        let failures = svc.rates.count_auth_failure(&ip, window).await?;
-        if let Some(rule) = ip_anomaly(failures) {
-            if svc
-                .rates
-                .block_ip(&ip, rule.as_str(), now, now + THROTTLE_MS)
-                .await?
-            {
-                tracing::warn!(ip, rule = rule.as_str(), "address blocked");
-                let rec = anomaly_record(UNAUTHENTICATED, None, &ip, rule.as_str(), now, 30);
-                svc.usage.put(&rec).await?;
-            }
-        }
-        Ok::<_, crate::ports::StoreError>(())
+    let subject = block_subject(ip);
+    let failures = svc.local.count_failure(&subject, window);
+    let Some(rule) = ip_anomaly(failures) else {
+        return;
+    };
+    if svc.local.known_block(&subject, now).is_some() {
+        return;
     }
-    .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "could not count a failed authentication");
+    let block = IpBlock {
+        until_ms: now + THROTTLE_MS,
+        reason: rule.as_str().to_string(),
+    };
+    match svc
+        .rates
+        .block_ip(&subject, rule.as_str(), now, block.until_ms)
+        .await
+    {
+        Ok(newly) => {
+            if newly {
+                tracing::warn!(ip = subject, rule = rule.as_str(), "address blocked");
+            }
+            svc.local.remember_block(&subject, &block, now);
+        }
+        Err(e) => tracing::error!(error = %e, ip = subject, "could not block an address"),
     }
 }
 
@@ -280,6 +321,7 @@ fn anomaly_record(
         user_agent: None,
         code: Some(rule.to_string()),
         expires_at: now / 1_000 + i64::from(retention_days) * 86_400,
+        count: None,
     }
 }
 
@@ -320,23 +362,17 @@ pub async fn record(svc: &Services, a: Answered<'_>) {
         user_agent: a.user_agent.map(|u| u.chars().take(256).collect()),
         code: a.code.map(str::to_string),
         expires_at: a.started_ms / 1_000 + i64::from(a.retention_days) * 86_400,
+        count: None,
     };
-    let mut written = false;
-    for attempt in 0..3 {
-        match svc.usage.put(&rec).await {
-            Ok(()) => {
-                written = true;
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "usage record not written yet");
-                svc.backoff(attempt).await;
-            }
-        }
+    for summary in svc.local.ended_minutes(a.started_ms) {
+        put_usage(svc, &summary).await;
     }
-    if !written {
-        tracing::error!(usage = %serde_json::to_string(&rec).unwrap_or_default(), "usage record kept in the log only");
+    if a.account_id == UNAUTHENTICATED {
+        // Nobody's call: counted in memory, written once per source and minute.
+        svc.local.tally(rec);
+        return;
     }
+    put_usage(svc, &rec).await;
     if let Some((key, true)) = a.key {
         let client_error = (400..500).contains(&a.status) && a.status != 429;
         if client_error {
@@ -347,6 +383,21 @@ pub async fn record(svc: &Services, a: Answered<'_>) {
             }
         }
     }
+}
+
+/// Writes one usage record; one that cannot be written after three tries goes to the log in
+/// full, so nothing is lost silently.
+async fn put_usage(svc: &Services, rec: &UsageRecord) {
+    for attempt in 0..3 {
+        match svc.usage.put(rec).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "usage record not written yet");
+                svc.backoff(attempt).await;
+            }
+        }
+    }
+    tracing::error!(usage = %serde_json::to_string(rec).unwrap_or_default(), "usage record kept in the log only");
 }
 
 async fn judge_key(
@@ -396,4 +447,131 @@ async fn judge_key(
     throttled.throttle = Some(t);
     super::events::emit(svc, &[super::events::key_throttled(&throttled, now)]).await?;
     Ok(())
+}
+
+/// How long an instance trusts a block it read before reading it again: an operator's lift
+/// reaches every instance within this time, and a blocked address costs at most one read
+/// per instance per period.
+pub const BLOCK_RECHECK_MS: i64 = 10_000;
+/// Sources tallied per minute; beyond, calls are counted under one `other` source, so a
+/// flood from many addresses cannot grow an instance's memory without bound.
+pub const MAX_TALLIED_SOURCES: usize = 10_000;
+
+/// What one instance remembers between requests about traffic without a valid key, so that
+/// refusing it costs no DynamoDB write: failed authentications per address and minute, the
+/// blocks it has seen, and a tally of nobody's calls per source and minute, written as one
+/// `unauthenticated` usage record each once the minute has ended.
+///
+/// The failure counts are per instance: with N warm instances an address may fail up to N
+/// times the threshold before every one of them refuses it. Each failure still costs only
+/// a key read, and once one instance writes the block every instance reads it.
+#[derive(Default)]
+pub struct Local {
+    state: Mutex<LocalState>,
+}
+
+#[derive(Default)]
+struct LocalState {
+    /// Address (or /64) -> (minute window, failures in it).
+    failures: HashMap<String, (i64, u64)>,
+    /// Address (or /64) -> (the block, when this instance last read or wrote it).
+    blocks: HashMap<String, (IpBlock, i64)>,
+    /// (minute start, source) -> (calls, the first one).
+    tally: BTreeMap<(i64, String), (u64, UsageRecord)>,
+}
+
+impl Local {
+    fn state(&self) -> MutexGuard<'_, LocalState> {
+        // The state is counters; one left half-updated by a panic is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn known_block(&self, subject: &str, now: i64) -> Option<IpBlock> {
+        let mut st = self.state();
+        match st.blocks.get(subject) {
+            Some((b, seen)) if b.until_ms > now && now - seen < BLOCK_RECHECK_MS => Some(b.clone()),
+            Some(_) => {
+                st.blocks.remove(subject);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_block(&self, subject: &str, block: &IpBlock, now: i64) {
+        let mut st = self.state();
+        st.blocks.retain(|_, (b, _)| b.until_ms > now);
+        st.blocks.insert(subject.to_string(), (block.clone(), now));
+    }
+
+    fn forget_block(&self, subject: &str) {
+        let mut st = self.state();
+        st.blocks.remove(subject);
+        st.failures.remove(subject);
+    }
+
+    fn count_failure(&self, subject: &str, window: i64) -> u64 {
+        let mut st = self.state();
+        // Only the current minute matters; older counts go as soon as a new one starts.
+        if st.failures.values().any(|(w, _)| *w != window) {
+            st.failures.retain(|_, (w, _)| *w == window);
+        }
+        let entry = st
+            .failures
+            .entry(subject.to_string())
+            .or_insert((window, 0));
+        entry.1 += 1;
+        entry.1
+    }
+
+    fn tally(&self, rec: UsageRecord) {
+        let (minute, _) = window_of(rec.at_ms);
+        let source = rec
+            .source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .map(block_subject)
+            .unwrap_or_else(|| "-".to_string());
+        let mut st = self.state();
+        let sources = st.tally.range((minute, String::new())..).count();
+        let source = if sources >= MAX_TALLIED_SOURCES
+            && !st.tally.contains_key(&(minute, source.clone()))
+        {
+            "other".to_string()
+        } else {
+            source
+        };
+        st.tally
+            .entry((minute, source))
+            .and_modify(|(n, _)| *n += 1)
+            .or_insert((1, rec));
+    }
+
+    /// The summaries of the minutes that ended before `now`, taken out of memory.
+    fn ended_minutes(&self, now: i64) -> Vec<UsageRecord> {
+        self.take_before(window_of(now).0)
+    }
+
+    fn take_before(&self, current: i64) -> Vec<UsageRecord> {
+        let mut st = self.state();
+        if st.tally.keys().next().is_none_or(|(m, _)| *m >= current) {
+            return Vec::new();
+        }
+        let keep = st.tally.split_off(&(current, String::new()));
+        let ended = std::mem::replace(&mut st.tally, keep);
+        drop(st);
+        ended
+            .into_iter()
+            .map(|((minute, source), (count, first))| UsageRecord {
+                usage_id: format!(
+                    "{minute:013}#src_{source}_{}",
+                    first.usage_id.rsplit('#').next().unwrap_or_default()
+                ),
+                at_ms: minute,
+                kind: "unauthenticated".into(),
+                count: Some(count),
+                ..first
+            })
+            .collect()
+    }
 }

@@ -29,21 +29,29 @@ use std::sync::Arc;
 
 pub use error::{ErrorCode, ServiceError};
 
-/// What every use case needs: the ports and the settings. Cheap to clone (one `Arc`).
+/// What every use case needs: the ports and the settings. Cheap to clone (two `Arc`s).
 #[derive(Clone)]
-pub struct Services(Arc<Ports>);
+pub struct Services {
+    ports: Arc<Ports>,
+    /// What this instance remembers between requests (see `access::Local`): shared by the
+    /// clones and fault-hooked copies of one instance's services.
+    pub(crate) local: Arc<access::Local>,
+}
 
 impl std::ops::Deref for Services {
     type Target = Ports;
 
     fn deref(&self) -> &Ports {
-        &self.0
+        &self.ports
     }
 }
 
 impl Services {
     pub fn new(ports: Ports) -> Self {
-        Services(Arc::new(ports))
+        Services {
+            ports: Arc::new(ports),
+            local: Arc::default(),
+        }
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -52,9 +60,12 @@ impl Services {
 
     /// The same services with a fault hook (tests crash them between two writes).
     pub fn with_faults(&self, faults: Faults) -> Self {
-        let mut p = (*self.0).clone();
+        let mut p = (*self.ports).clone();
         p.faults = faults;
-        Services(Arc::new(p))
+        Services {
+            ports: Arc::new(p),
+            local: self.local.clone(),
+        }
     }
 
     /// A fresh id with the given prefix (`acct`, `bat`, `key`, ...): time-ordered, unguessable.

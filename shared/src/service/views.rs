@@ -392,6 +392,10 @@ pub struct UsageView {
     pub source_ip: Option<String>,
     pub request_id: String,
     pub user_agent: Option<String>,
+    /// `unauthenticated` summaries only: how many calls without a valid key came from this
+    /// source in this minute (the other fields describe the first of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl From<&crate::ports::records::UsageRecord> for UsageView {
@@ -409,6 +413,7 @@ impl From<&crate::ports::records::UsageRecord> for UsageView {
             source_ip: u.source_ip.clone(),
             request_id: u.request_id.clone(),
             user_agent: u.user_agent.clone(),
+            count: u.count,
         }
     }
 }

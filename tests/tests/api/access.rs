@@ -544,3 +544,75 @@ async fn operator_routes_count_failures_and_respect_address_blocks() {
     assert_eq!(r.body["was_blocked"], true, "{:?}", r.body);
     assert_eq!(app.get(&path, OPERATOR_TOKEN).await.status, 200);
 }
+
+/// Calls without a valid key cost no DynamoDB write: made-up tokens, unknown routes and a
+/// blocked address are refused from memory and counted per source and minute, one record
+/// each. The one write is the block itself, which every instance reads.
+#[tokio::test]
+async fn refusing_calls_without_a_valid_key_writes_nothing() {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn_aws().await;
+    let (_, key) = app.account_with(0).await;
+    let writes = app.dynamodb_writes().await;
+    // Under the address rule's threshold (20 a minute), and routes that do not exist.
+    for i in 0..19 {
+        let r = app.get("/v1/credits", &format!("vgk_made_up_{i}")).await;
+        assert_eq!(r.status, 401);
+    }
+    for _ in 0..50 {
+        assert_eq!(app.get("/v1/no-such-route", &key).await.status, 404);
+    }
+    assert_eq!(
+        app.dynamodb_writes().await,
+        writes,
+        "no write for nobody's calls"
+    );
+    // The twentieth failure blocks the address: one conditional write.
+    assert_eq!(app.get("/v1/credits", "vgk_made_up_19").await.status, 401);
+    assert_eq!(app.dynamodb_writes().await, writes + 1, "the block, once");
+
+    // A flood from the blocked address: refused from memory, no write and no read at all.
+    let ops = app.emulator_operations().await;
+    let flood: u64 = 10_000;
+    let refused = futures_util::stream::iter(0..flood)
+        .map(|i| {
+            let app = &app;
+            async move { app.get("/v1/credits", &format!("vgk_junk_{i}")).await }
+        })
+        .buffer_unordered(32)
+        .filter(|r| std::future::ready(r.status == 403 && r.code() == "ip_blocked"))
+        .count()
+        .await;
+    assert_eq!(refused as u64, flood);
+    assert_eq!(
+        app.emulator_operations().await,
+        ops,
+        "{flood} refusals made no AWS request"
+    );
+
+    // Once the minute is over, the next call writes the minute's tally: one record.
+    app.clock.advance_ms(WINDOW_MS);
+    assert_eq!(
+        app.get("/v1/credits", "vgk_next_minute").await.code(),
+        "ip_blocked"
+    );
+    assert_eq!(
+        app.dynamodb_writes().await,
+        writes + 2,
+        "the block and one tally"
+    );
+    let tally: Vec<_> = app
+        .usage_of("_unauthenticated")
+        .await
+        .into_iter()
+        .filter(|u| u.kind == "unauthenticated")
+        .collect();
+    assert_eq!(tally.len(), 1, "{tally:?}");
+    assert_eq!(tally[0].count, Some(19 + 50 + 1 + flood));
+    assert_eq!(tally[0].source_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        tally[0].status, 401,
+        "the first call of the minute is the sample"
+    );
+    app.assert_usage_logged().await;
+}

@@ -111,14 +111,7 @@ pub async fn unblock_ip(
     let addr: std::net::IpAddr = ip
         .parse()
         .map_err(|_| ApiError::new(ErrorCode::NotFound, "not an IP address"))?;
-    // Lifts the block that covers this address (its /64 for IPv6).
-    let ip = shared::domain::access::block_subject(addr);
-    let was = s
-        .svc
-        .rates
-        .unblock_ip(&ip)
-        .await
-        .map_err(ServiceError::from)?;
+    let (ip, was) = shared::service::access::lift_block(&s.svc, addr).await?;
     Ok(Json(serde_json::json!({ "ip": ip, "was_blocked": was })))
 }
 

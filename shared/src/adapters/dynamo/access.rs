@@ -328,22 +328,6 @@ impl RateWindows for Dynamo {
         })
     }
 
-    async fn count_auth_failure(&self, ip: &str, window_start: i64) -> PortResult<u64> {
-        let out = self
-            .ddb
-            .update_item()
-            .table_name(&self.t.rate_limits)
-            .key("pk", s(format!("ip#{ip}#{window_start}")))
-            .update_expression("ADD f :one SET expires_at = :exp")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":exp", n(window_expiry(window_start)))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("UpdateItem", e))?;
-        Ok(out.attributes.map(|a| num(&a, "f")).unwrap_or(1))
-    }
-
     async fn block_ip(
         &self,
         ip: &str,

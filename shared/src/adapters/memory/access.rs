@@ -7,14 +7,13 @@ use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
 use async_trait::async_trait;
 
-/// One rate-limit window item: admitted requests, client errors, 402s, failed
-/// authentications (the attributes `n`, `ce`, `pr`, `f` of the DynamoDB item).
+/// One rate-limit window item: admitted requests, client errors, 402s (the attributes `n`,
+/// `ce`, `pr` of the DynamoDB item).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Window {
     n: Option<u64>,
     ce: u64,
     pr: u64,
-    f: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -246,17 +245,6 @@ impl RateWindows for Memory {
         };
         st.windows.put(k, w);
         Ok(minute)
-    }
-
-    async fn count_auth_failure(&self, ip: &str, window_start: i64) -> PortResult<u64> {
-        self.pause().await;
-        let mut st = self.lock();
-        let k = format!("ip#{ip}#{window_start}");
-        let mut w = st.windows.get(&k).cloned().unwrap_or_default();
-        w.f += 1;
-        let f = w.f;
-        st.windows.put(k, w);
-        Ok(f)
     }
 
     async fn block_ip(
