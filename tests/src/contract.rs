@@ -16,12 +16,12 @@ use shared::domain::money::Credits;
 use shared::domain::pricing::Model;
 use shared::domain::task::{Outcome, Settlement};
 use shared::domain::webhook::SigningSecret;
-use shared::ports::access::{KeyPatch, UsageFilter};
+use shared::ports::access::{Admission, Caps, KeyPatch, UsageFilter, WindowCounts};
 use shared::ports::queue::QueueName;
 use shared::ports::records::*;
 use shared::ports::store::{
     Change, CommitError, EndMark, ExportFinish, LedgerPos, LedgerQuery, ModelSetting, MoneyMove,
-    NewRecord,
+    NewRecord, TermsPatch,
 };
 use shared::ports::webhooks::EndpointPatch;
 use shared::ports::{PageToken, Ports, TimeRange};
@@ -52,6 +52,7 @@ pub fn account(id: &str) -> AccountRecord {
         created_ms: T0,
         running: 0,
         low_balance_threshold: None,
+        request_budget_per_min: None,
         slot_audit: None,
     }
 }
@@ -675,14 +676,34 @@ pub async fn accounts(p: &Ports) {
     );
     let changed = p
         .accounts
-        .change_terms(&a.account_id, Some(180), None)
+        .change_terms(
+            &a.account_id,
+            &TermsPatch {
+                retention_days: Some(180),
+                request_budget_per_min: Some(120),
+                ..Default::default()
+            },
+        )
         .await
         .expect("terms")
         .expect("account");
-    assert_eq!((changed.retention_days, changed.max_concurrency), (180, 2));
+    assert_eq!(
+        (
+            changed.retention_days,
+            changed.max_concurrency,
+            changed.request_budget_per_min
+        ),
+        (180, 2, Some(120))
+    );
     assert!(p
         .accounts
-        .change_terms(&ghost, Some(30), None)
+        .change_terms(
+            &ghost,
+            &TermsPatch {
+                retention_days: Some(30),
+                ..Default::default()
+            },
+        )
         .await
         .expect("terms")
         .is_none());
@@ -1439,41 +1460,102 @@ pub async fn keys(p: &Ports) {
 /// Rate windows, failed-authentication counts and address blocks.
 pub async fn rate_windows(p: &Ports) {
     let w = 1_800_000_000_000 / 60_000 * 60_000;
+    let caps = |key, account| Caps { key, account };
+    let admitted = |key, account| Admission::Admitted(WindowCounts { key, account });
     for n in 1..=3 {
-        assert_eq!(p.rates.admit("key_a", w, 3).await.expect("admit"), Some(n));
+        assert_eq!(
+            p.rates
+                .admit("acct_a", "key_a", w, caps(3, 10))
+                .await
+                .expect("admit"),
+            admitted(n, n)
+        );
     }
-    assert_eq!(p.rates.admit("key_a", w, 3).await.expect("admit"), None);
-    assert_eq!(p.rates.admit("key_a", w, 0).await.expect("admit"), None);
-    assert_eq!(p.rates.admit("key_a", w, 5).await.expect("admit"), Some(4));
-    assert_eq!(p.rates.count("key_a", w).await.expect("count"), 4);
-    assert_eq!(p.rates.count("key_a", w - 60_000).await.expect("count"), 0);
+    assert_eq!(
+        p.rates
+            .admit("acct_a", "key_a", w, caps(3, 10))
+            .await
+            .expect("admit"),
+        Admission::KeyFull
+    );
+    assert_eq!(
+        p.rates
+            .admit("acct_a", "key_a", w, caps(0, 10))
+            .await
+            .expect("admit"),
+        Admission::KeyFull
+    );
+    assert_eq!(
+        p.rates
+            .admit("acct_a", "key_a", w, caps(5, 10))
+            .await
+            .expect("admit"),
+        admitted(4, 4)
+    );
+    // Another key of the same account shares the account's count, and its budget.
+    assert_eq!(
+        p.rates
+            .admit("acct_a", "key_c", w, caps(5, 5))
+            .await
+            .expect("admit"),
+        admitted(1, 5)
+    );
+    assert_eq!(
+        p.rates
+            .admit("acct_a", "key_c", w, caps(5, 5))
+            .await
+            .expect("admit"),
+        Admission::AccountFull
+    );
+    assert_eq!(
+        p.rates.count("acct_a", "key_a", w).await.expect("count"),
+        WindowCounts { key: 4, account: 5 }
+    );
+    assert_eq!(
+        p.rates
+            .count("acct_a", "key_a", w - 60_000)
+            .await
+            .expect("count"),
+        WindowCounts::default()
+    );
     let m = p
         .rates
-        .count_errors("key_a", w, true, false)
+        .count_errors("acct_a", "key_a", w, true, false)
         .await
         .expect("errors");
     assert_eq!(
-        m,
+        m.key,
         KeyMinute {
             requests: 4,
             client_errors: 1,
             payment_required: 0
         }
     );
+    assert_eq!(m.account.requests, 5);
     let m = p
         .rates
-        .count_errors("key_a", w, true, true)
+        .count_errors("acct_a", "key_c", w, true, true)
         .await
         .expect("errors");
-    assert_eq!((m.client_errors, m.payment_required), (2, 1));
+    assert_eq!((m.key.client_errors, m.key.payment_required), (1, 1));
+    assert_eq!(
+        (m.account.client_errors, m.account.payment_required),
+        (2, 1)
+    );
     // Errors counted first, then a request admitted into the same window.
     let m = p
         .rates
-        .count_errors("key_b", w, true, false)
+        .count_errors("acct_b", "key_b", w, true, false)
         .await
         .expect("errors");
-    assert_eq!(m.requests, 0);
-    assert_eq!(p.rates.admit("key_b", w, 1).await.expect("admit"), Some(1));
+    assert_eq!(m.key.requests, 0);
+    assert_eq!(
+        p.rates
+            .admit("acct_b", "key_b", w, caps(1, 1))
+            .await
+            .expect("admit"),
+        admitted(1, 1)
+    );
     assert!(p
         .rates
         .ip_block("10.1.2.3", w)

@@ -144,7 +144,13 @@ pub fn ip_allowed(allowlist: &[Cidr], client: Option<IpAddr>) -> bool {
 /// The rate-limit window.
 pub const WINDOW_MS: i64 = 60_000;
 pub const DEFAULT_RATE_LIMIT_PER_MIN: u32 = 600;
-pub const MAX_RATE_LIMIT_PER_MIN: u32 = 100_000;
+/// An account's request budget per minute, over all its keys, unless its contract says
+/// otherwise: ten keys at the default limit.
+pub const DEFAULT_REQUEST_BUDGET_PER_MIN: u32 = 6_000;
+/// The highest budget, and so the highest key limit: one account's minute is one DynamoDB
+/// item, and one item takes about 1,000 writes a second.
+pub const MAX_REQUEST_BUDGET_PER_MIN: u32 = 60_000;
+pub const MAX_RATE_LIMIT_PER_MIN: u32 = MAX_REQUEST_BUDGET_PER_MIN;
 
 /// Where `now_ms` falls: the start of its fixed window and how far into it.
 pub fn window_of(now_ms: i64) -> (i64, i64) {

@@ -60,21 +60,66 @@ pub struct IpBlock {
     pub reason: String,
 }
 
+/// Requests admitted in one minute: by the key, and by its whole account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub key: u64,
+    pub account: u64,
+}
+
+/// What a minute may still hold in all: the key's cap and its account's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    pub key: u64,
+    pub account: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted: the counts with this request.
+    Admitted(WindowCounts),
+    /// Refused by the key's own limit; nothing counted.
+    KeyFull,
+    /// Refused by the account's budget; nothing counted.
+    AccountFull,
+}
+
+/// A minute's error classes, for the anomaly rules: the key's and its account's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MinuteErrors {
+    pub key: KeyMinute,
+    pub account: KeyMinute,
+}
+
+/// One item per account and minute holds the account's counts and each key's, so admitting
+/// a request against both the key's limit and the account's budget is one conditional write.
 #[async_trait]
 pub trait RateWindows: Send + Sync {
-    /// Admits one request into a key's window if its count is below `cap`: the count with
-    /// this request, or `None` (refused, nothing counted).
-    async fn admit(&self, key_id: &str, window_start: i64, cap: u64) -> PortResult<Option<u64>>;
-    /// Requests admitted in one of a key's windows.
-    async fn count(&self, key_id: &str, window_start: i64) -> PortResult<u64>;
+    /// Admits one request if the key's count is below `caps.key` and the account's below
+    /// `caps.account`.
+    async fn admit(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        window_start: i64,
+        caps: Caps,
+    ) -> PortResult<Admission>;
+    /// Requests admitted in one minute.
+    async fn count(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        window_start: i64,
+    ) -> PortResult<WindowCounts>;
     /// Counts an answered request's error class; returns the minute so far.
     async fn count_errors(
         &self,
+        account_id: &str,
         key_id: &str,
         window_start: i64,
         client_error: bool,
         payment_required: bool,
-    ) -> PortResult<KeyMinute>;
+    ) -> PortResult<MinuteErrors>;
     /// Blocks an address until `until_ms` unless a block is in force; true when this did it.
     async fn block_ip(
         &self,

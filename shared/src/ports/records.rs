@@ -39,6 +39,9 @@ pub struct AccountRecord {
     /// Below this balance a `credits.low_balance` event goes out (None: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_balance_threshold: Option<Credits>,
+    /// Requests a minute over all the account's keys (a contract term; None: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_budget_per_min: Option<u32>,
     /// The sweeper's last "running:counted" observation of a slot surplus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_audit: Option<String>,

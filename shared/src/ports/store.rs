@@ -147,18 +147,25 @@ pub trait Ledger: Send + Sync {
 
 /// Accounts: terms, status, and the concurrency slots of the task pipeline. Balances move
 /// only through [`Money`].
+/// A change to an account's terms; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TermsPatch {
+    pub retention_days: Option<u32>,
+    pub max_concurrency: Option<u32>,
+    pub request_budget_per_min: Option<u32>,
+}
+
 #[async_trait]
 pub trait Accounts: Send + Sync {
     /// Strongly consistent.
     async fn get(&self, account_id: &str) -> PortResult<Option<AccountRecord>>;
     /// Every account, a page at a time.
     async fn scan(&self, after: Option<PageToken>) -> PortResult<Slice<AccountRecord>>;
-    /// Changes retention and concurrency; `None` leaves a field. `None` back: no account.
+    /// Changes the terms an operator sets; `None` back: no account.
     async fn change_terms(
         &self,
         account_id: &str,
-        retention_days: Option<u32>,
-        max_concurrency: Option<u32>,
+        change: &TermsPatch,
     ) -> PortResult<Option<AccountRecord>>;
     /// False if the account already had this status (or does not exist).
     async fn set_status(&self, account_id: &str, status: AccountStatus) -> PortResult<bool>;

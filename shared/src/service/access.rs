@@ -10,13 +10,14 @@ use super::{ErrorCode, ServiceError, Services};
 use crate::domain::access::{
     allowed, block_subject, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly,
     rate_state, required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope,
-    RateState, DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
+    RateState, DEFAULT_RATE_LIMIT_PER_MIN, DEFAULT_REQUEST_BUDGET_PER_MIN, THROTTLE_MS, WINDOW_MS,
 };
 use crate::ports::access::IpBlock;
+use crate::ports::access::{Admission, Caps, WindowCounts};
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 /// The account under which calls without a valid key are logged.
 pub const UNAUTHENTICATED: &str = "_unauthenticated";
@@ -69,33 +70,21 @@ pub fn scopes_of(key: &ApiKeyRecord) -> Vec<KeyScope> {
         .collect()
 }
 
-/// A finished window's count never changes again (give stragglers two seconds), so each
-/// instance reads it once.
-fn previous_cache() -> &'static Mutex<HashMap<(String, i64), u64>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, i64), u64>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-async fn previous_count(
+/// A finished window's counts never change again (give stragglers two seconds), so each
+/// instance reads them once.
+async fn previous_counts(
     svc: &Services,
+    account_id: &str,
     key_id: &str,
     prev_window: i64,
     elapsed_ms: i64,
-) -> Result<u64, ServiceError> {
-    let k = (key_id.to_string(), prev_window);
-    if let Some(v) = previous_cache()
-        .lock()
-        .ok()
-        .and_then(|c| c.get(&k).copied())
-    {
+) -> Result<WindowCounts, ServiceError> {
+    if let Some(v) = svc.local.previous(account_id, key_id, prev_window) {
         return Ok(v);
     }
-    let v = svc.rates.count(key_id, prev_window).await?;
+    let v = svc.rates.count(account_id, key_id, prev_window).await?;
     if elapsed_ms >= 2_000 {
-        if let Ok(mut c) = previous_cache().lock() {
-            c.retain(|(_, w), _| *w >= prev_window);
-            c.insert(k, v);
-        }
+        svc.local.keep_previous(account_id, key_id, prev_window, v);
     }
     Ok(v)
 }
@@ -163,39 +152,67 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         )));
     }
     let limit = effective_limit(key, now);
+    let budget = request_budget(&caller.account);
     let (window, elapsed) = window_of(now);
-    let prev = previous_count(svc, &key.key_id, window - WINDOW_MS, elapsed)
+    let account_id = caller.account.account_id.as_str();
+    let prev = previous_counts(svc, account_id, &key.key_id, window - WINDOW_MS, elapsed)
         .await
         .map_err(&refuse)?;
-    let cap = current_window_cap(limit, prev, elapsed);
-    match svc
+    let caps = Caps {
+        key: current_window_cap(limit, prev.key, elapsed),
+        account: current_window_cap(budget, prev.account, elapsed),
+    };
+    let admission = svc
         .rates
-        .admit(&key.key_id, window, cap)
+        .admit(account_id, &key.key_id, window, caps)
         .await
-        .map_err(|e| refuse(e.into()))?
-    {
-        Some(curr) => Ok(Granted {
-            rate: rate_state(limit, prev, curr, elapsed),
-            caller,
-        }),
-        None => {
-            let curr = svc
-                .rates
-                .count(&key.key_id, window)
-                .await
-                .map_err(|e| refuse(e.into()))?;
-            let mut refused = refuse(ServiceError::reject_with(
-                ErrorCode::RateLimited,
-                format!("this API key may make {limit} requests a minute; slow down"),
-                serde_json::json!({ "limit": limit }),
-            ));
-            let mut state = rate_state(limit, prev, curr, elapsed);
-            state.remaining = 0;
-            refused.rate = Some(state);
-            refused.retry_after_secs = Some(retry_after_secs(limit, prev, curr, elapsed));
-            Err(refused)
-        }
+        .map_err(|e| refuse(e.into()))?;
+    if let Admission::Admitted(curr) = admission {
+        // The headers describe whichever limit is closer: the key's or the account's.
+        let by_key = rate_state(limit, prev.key, curr.key, elapsed);
+        let by_account = rate_state(budget, prev.account, curr.account, elapsed);
+        let rate = if by_account.remaining < by_key.remaining {
+            by_account
+        } else {
+            by_key
+        };
+        return Ok(Granted { rate, caller });
     }
+    let curr = svc
+        .rates
+        .count(account_id, &key.key_id, window)
+        .await
+        .map_err(|e| refuse(e.into()))?;
+    let (limit, prev, curr, error) = if admission == Admission::AccountFull {
+        let e = ServiceError::reject_with(
+            ErrorCode::RateLimited,
+            format!(
+                "this account may make {budget} requests a minute over all its keys (its request budget); slow down"
+            ),
+            serde_json::json!({ "limit": budget, "applies_to": "account" }),
+        );
+        (budget, prev.account, curr.account, e)
+    } else {
+        let e = ServiceError::reject_with(
+            ErrorCode::RateLimited,
+            format!("this API key may make {limit} requests a minute; slow down"),
+            serde_json::json!({ "limit": limit, "applies_to": "key" }),
+        );
+        (limit, prev.key, curr.key, e)
+    };
+    let mut refused = refuse(error);
+    let mut state = rate_state(limit, prev, curr, elapsed);
+    state.remaining = 0;
+    refused.rate = Some(state);
+    refused.retry_after_secs = Some(retry_after_secs(limit, prev, curr, elapsed));
+    Err(refused)
+}
+
+/// The account's request budget per minute, over all its keys (a contract term).
+pub fn request_budget(account: &crate::ports::records::AccountRecord) -> u32 {
+    account
+        .request_budget_per_min
+        .unwrap_or(DEFAULT_REQUEST_BUDGET_PER_MIN)
 }
 
 /// Counts a failed authentication from `ip`; too many in a minute block the address.
@@ -410,9 +427,9 @@ async fn judge_key(
     let (window, _) = window_of(now);
     let minute = svc
         .rates
-        .count_errors(&key.key_id, window, true, payment_required)
+        .count_errors(&key.account_id, &key.key_id, window, true, payment_required)
         .await?;
-    let Some(rule) = key_anomaly(minute) else {
+    let Some(rule) = key_anomaly(minute.key) else {
         return Ok(());
     };
     let own = key.rate_limit_per_min.unwrap_or(DEFAULT_RATE_LIMIT_PER_MIN);
@@ -478,6 +495,8 @@ struct LocalState {
     blocks: HashMap<String, (IpBlock, i64)>,
     /// (minute start, source) -> (calls, the first one).
     tally: BTreeMap<(i64, String), (u64, UsageRecord)>,
+    /// (account, key) -> a finished minute and its counts.
+    previous: HashMap<(String, String), (i64, WindowCounts)>,
 }
 
 impl Local {
@@ -502,6 +521,23 @@ impl Local {
         let mut st = self.state();
         st.blocks.retain(|_, (b, _)| b.until_ms > now);
         st.blocks.insert(subject.to_string(), (block.clone(), now));
+    }
+
+    fn previous(&self, account_id: &str, key_id: &str, window: i64) -> Option<WindowCounts> {
+        let k = (account_id.to_string(), key_id.to_string());
+        match self.state().previous.get(&k) {
+            Some((w, counts)) if *w == window => Some(*counts),
+            _ => None,
+        }
+    }
+
+    fn keep_previous(&self, account_id: &str, key_id: &str, window: i64, counts: WindowCounts) {
+        let mut st = self.state();
+        st.previous.retain(|_, (w, _)| *w >= window);
+        st.previous.insert(
+            (account_id.to_string(), key_id.to_string()),
+            (window, counts),
+        );
     }
 
     fn forget_block(&self, subject: &str) {

@@ -3,12 +3,13 @@
 use super::idempotency::{create_once, Creation};
 use super::views::AccountView;
 use super::{json, ErrorCode, Reply, ServiceError, Services};
+use crate::domain::access::MAX_REQUEST_BUDGET_PER_MIN;
 use crate::domain::account::{AccountStatus, AccountTerms};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::money::Credits;
 use crate::ports::records::AccountRecord;
-use crate::ports::store::NewRecord;
+use crate::ports::store::{NewRecord, TermsPatch};
 
 /// Idempotency records of operator requests live under this owner.
 pub const OPERATOR: &str = "_operator";
@@ -48,6 +49,7 @@ pub async fn create_account(
                     running: 0,
                     slot_audit: None,
                     low_balance_threshold: None,
+                    request_budget_per_min: None,
                 };
                 Ok(Creation {
                     reply: Reply {
@@ -121,6 +123,9 @@ pub struct AccountTermsChange {
     pub retention_days: Option<u32>,
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Requests a minute over all the account's keys; each key's own limit stays within it.
+    #[serde(default)]
+    pub request_budget_per_min: Option<u32>,
 }
 
 pub async fn change_terms(
@@ -139,10 +144,22 @@ pub async fn change_terms(
     {
         return Err(bad("max_concurrency must be between 1 and 10000"));
     }
+    if c.request_budget_per_min
+        .is_some_and(|b| !(1..=MAX_REQUEST_BUDGET_PER_MIN).contains(&b))
+    {
+        return Err(bad(&format!(
+            "request_budget_per_min must be between 1 and {MAX_REQUEST_BUDGET_PER_MIN}"
+        )));
+    }
     get_account(svc, account_id).await?;
+    let patch = TermsPatch {
+        retention_days: c.retention_days,
+        max_concurrency: c.max_concurrency,
+        request_budget_per_min: c.request_budget_per_min,
+    };
     let a = svc
         .accounts
-        .change_terms(account_id, c.retention_days, c.max_concurrency)
+        .change_terms(account_id, &patch)
         .await?
         .ok_or_else(|| ServiceError::not_found("account"))?;
     Ok(AccountView::from(&a))

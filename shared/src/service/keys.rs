@@ -2,6 +2,7 @@
 //! operator's `/admin/v1/accounts/{id}/api-keys` run the same code. Secrets are shown once and
 //! stored only as a SHA-256 hash; an idempotent replay returns the key without its secret.
 
+use super::access::request_budget;
 use super::idempotency::{check_request_id, create_once, replay, Creation};
 use super::json;
 use super::views::{ApiKeyView, UsageView};
@@ -12,7 +13,7 @@ use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::ports::access::{KeyPatch, UsageFilter};
-use crate::ports::records::ApiKeyRecord;
+use crate::ports::records::{AccountRecord, ApiKeyRecord};
 use crate::ports::store::NewRecord;
 use crate::ports::time::random_bytes;
 use crate::ports::TimeRange;
@@ -62,11 +63,18 @@ fn check_name(name: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn check_limit(limit: u32) -> Result<(), ServiceError> {
-    if !(1..=MAX_RATE_LIMIT_PER_MIN).contains(&limit) {
-        return Err(invalid(format!(
-            "rate_limit_per_min must be 1 to {MAX_RATE_LIMIT_PER_MIN}"
-        )));
+/// A key's limit lies within its account's request budget (which is at most
+/// `MAX_RATE_LIMIT_PER_MIN`).
+fn check_limit(limit: u32, account: &AccountRecord) -> Result<(), ServiceError> {
+    let budget = request_budget(account).min(MAX_RATE_LIMIT_PER_MIN);
+    if !(1..=budget).contains(&limit) {
+        return Err(ServiceError::reject_with(
+            ErrorCode::InvalidApiKeySettings,
+            format!(
+                "rate_limit_per_min must be 1 to {budget}, the account's request budget per minute"
+            ),
+            serde_json::json!({ "request_budget_per_min": budget }),
+        ));
     }
     Ok(())
 }
@@ -162,7 +170,7 @@ pub async fn create(
             .collect(),
     };
     if let Some(l) = req.rate_limit_per_min {
-        check_limit(l)?;
+        check_limit(l, &account)?;
     }
     let ip_allowlist = check_allowlist(req.ip_allowlist.as_deref().unwrap_or_default())?;
     let now = svc.now_ms();
@@ -271,7 +279,7 @@ pub async fn update(
         check_name(n)?;
     }
     if let Some(l) = req.rate_limit_per_min {
-        check_limit(l)?;
+        check_limit(l, &super::accounts::get_account(svc, account_id).await?)?;
     }
     let ip_allowlist = req
         .ip_allowlist

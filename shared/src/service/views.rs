@@ -21,6 +21,8 @@ pub struct AccountView {
     pub retention_days: u32,
     pub max_concurrency: u32,
     pub min_batch_size: u32,
+    /// Requests a minute over all the account's API keys.
+    pub request_budget_per_min: u32,
     pub created_at: String,
     pub credits: CreditsView,
     /// Below this balance a `credits.low_balance` event goes out; null: never.
@@ -37,6 +39,7 @@ impl From<&AccountRecord> for AccountView {
             retention_days: a.retention_days,
             max_concurrency: a.max_concurrency,
             min_batch_size: a.min_batch_size,
+            request_budget_per_min: super::access::request_budget(a),
             created_at: rfc3339_ms(a.created_ms),
             credits: CreditsView::from(a),
             low_balance_threshold: a.low_balance_threshold,

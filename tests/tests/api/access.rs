@@ -616,3 +616,84 @@ async fn refusing_calls_without_a_valid_key_writes_nothing() {
     );
     app.assert_usage_logged().await;
 }
+
+/// An account's request budget holds over all its keys: minting keys does not multiply it,
+/// and one account flooding at 50 times its budget leaves another account untouched.
+#[tokio::test]
+async fn one_account_flooding_its_budget_leaves_another_untouched() {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn().await;
+    let (noisy, admin) = app.account_with(0).await;
+    let (_, quiet) = app.account_with(0).await;
+    let budget = 20;
+    let r = app
+        .send(
+            "PATCH",
+            &format!("/admin/v1/accounts/{noisy}"),
+            Some(OPERATOR_TOKEN),
+            Some(
+                json!({ "request_budget_per_min": budget })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.body["request_budget_per_min"], budget, "{:?}", r.body);
+    // No key may promise more than the account has.
+    let r = app
+        .post(
+            "/v1/api-keys",
+            &admin,
+            &json!({"request_id": "over", "rate_limit_per_min": budget + 1}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "invalid_api_key_settings"));
+    let mut keys = vec![admin.clone()];
+    for i in 0..3 {
+        let body = json!({"request_id": format!("k{i}"), "scopes": ["read"], "rate_limit_per_min": budget});
+        keys.push(new_key(&app, &admin, body).await.1);
+    }
+    // Four keys of 20 each, 1,000 requests: the account gets its budget, not 80 (the four
+    // key requests above were already part of it).
+    let earlier = 4;
+    let flood = 50 * budget as usize;
+    let noisy_calls = futures_util::stream::iter(0..flood)
+        .map(|i| {
+            let (app, key) = (&app, &keys[i % keys.len()]);
+            async move { app.get("/v1/credits", key).await }
+        })
+        .buffer_unordered(16);
+    let quiet_calls = futures_util::stream::iter(0..200)
+        .map(|_| {
+            let (app, key) = (&app, &quiet);
+            async move { app.get("/v1/credits", key).await }
+        })
+        .buffer_unordered(4);
+    let (noisy_results, quiet_results) = tokio::join!(
+        noisy_calls.collect::<Vec<_>>(),
+        quiet_calls.collect::<Vec<_>>()
+    );
+    let ok = noisy_results.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok + earlier,
+        budget as usize,
+        "the noisy account got exactly its budget"
+    );
+    let by_account = noisy_results
+        .iter()
+        .filter(|r| r.status == 429 && r.body["error"]["details"]["applies_to"] == "account")
+        .count();
+    assert_eq!(
+        ok + by_account,
+        flood,
+        "every other call refused by the budget"
+    );
+    let refusal = noisy_results
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("a 429");
+    assert!(refusal.headers.contains_key("retry-after"));
+    assert!(quiet_results.iter().all(|r| r.status == 200));
+    assert_eq!(quiet_results.len(), 200);
+    app.assert_usage_logged().await;
+}

@@ -1,18 +1,22 @@
-//! Access tables: ApiKeys (`key_hash`; GSI `by_account`), RateLimits (`pk`: per-key windows
-//! `k#{key}#{minute}`, failed authentications `ip#{addr}#{minute}`, blocks `block#{addr}`)
+//! Access tables: ApiKeys (`key_hash`; GSI `by_account`), RateLimits (`pk`: per-account
+//! windows `a#{account}#{minute}` holding each key's counts too, blocks `block#{addr}`)
 //! and EnterpriseApiUsage (`account_id`, `usage_id` = `{ms:013}#{id}`).
 
 use super::{applied, dynamo_err, from_item, n, num, s, to_item, updated, Dynamo, Item, Query};
 use crate::domain::access::{KeyMinute, WINDOW_MS};
-use crate::ports::access::{IpBlock, KeyPatch, UsageFilter};
+use crate::ports::access::{
+    Admission, Caps, IpBlock, KeyPatch, MinuteErrors, UsageFilter, WindowCounts,
+};
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::collections::HashMap;
 
-fn key_window(key_id: &str, window_start: i64) -> String {
-    format!("k#{key_id}#{window_start}")
+/// One account's minute: its counts (`n`, `ce`, `pr`) and each key's (`n_{key}`, ...).
+fn account_window(account_id: &str, window_start: i64) -> String {
+    format!("a#{account_id}#{window_start}")
 }
 
 /// Window items outlive their minute a little: the next minute reads them as "previous".
@@ -263,56 +267,102 @@ impl Dynamo {
 
 #[async_trait]
 impl RateWindows for Dynamo {
-    async fn admit(&self, key_id: &str, window_start: i64, cap: u64) -> PortResult<Option<u64>> {
-        if cap == 0 {
-            return Ok(None);
+    async fn admit(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        window_start: i64,
+        caps: Caps,
+    ) -> PortResult<Admission> {
+        if caps.key == 0 {
+            return Ok(Admission::KeyFull);
+        }
+        if caps.account == 0 {
+            return Ok(Admission::AccountFull);
         }
         let res = self
             .ddb
             .update_item()
             .table_name(&self.t.rate_limits)
-            .key("pk", s(key_window(key_id, window_start)))
-            .update_expression("ADD n :one SET expires_at = :exp")
-            .condition_expression("attribute_not_exists(n) OR n < :cap")
+            .key("pk", s(account_window(account_id, window_start)))
+            .update_expression("ADD n :one, #kn :one SET expires_at = :exp")
+            .condition_expression(
+                "(attribute_not_exists(#kn) OR #kn < :kcap) AND (attribute_not_exists(n) OR n < :acap)",
+            )
+            .expression_attribute_names("#kn", format!("n_{key_id}"))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":cap", n(cap))
+            .expression_attribute_values(":kcap", n(caps.key))
+            .expression_attribute_values(":acap", n(caps.account))
             .expression_attribute_values(":exp", n(window_expiry(window_start)))
             .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
         match res {
-            Ok(out) => Ok(Some(out.attributes.map(|a| num(&a, "n")).unwrap_or(1))),
-            Err(e) if super::condition_failed(&e) => Ok(None),
-            Err(e) => Err(dynamo_err("UpdateItem", e)),
+            Ok(out) => {
+                let a = out.attributes.unwrap_or_default();
+                Ok(Admission::Admitted(WindowCounts {
+                    key: num(&a, &format!("n_{key_id}")),
+                    account: num(&a, "n"),
+                }))
+            }
+            Err(e) => {
+                let old = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                        c.item.clone().unwrap_or_default()
+                    }
+                    _ => return Err(dynamo_err("UpdateItem", e)),
+                };
+                // Whichever count stood at its cap refused it; the key's is reported first.
+                if num(&old, &format!("n_{key_id}")) >= caps.key {
+                    Ok(Admission::KeyFull)
+                } else {
+                    Ok(Admission::AccountFull)
+                }
+            }
         }
     }
 
-    async fn count(&self, key_id: &str, window_start: i64) -> PortResult<u64> {
+    async fn count(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        window_start: i64,
+    ) -> PortResult<WindowCounts> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.t.rate_limits)
-            .key("pk", s(key_window(key_id, window_start)))
+            .key("pk", s(account_window(account_id, window_start)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| dynamo_err("GetItem", e))?;
-        Ok(out.item.map(|i| num(&i, "n")).unwrap_or(0))
+        let a = out.item.unwrap_or_default();
+        Ok(WindowCounts {
+            key: num(&a, &format!("n_{key_id}")),
+            account: num(&a, "n"),
+        })
     }
 
     async fn count_errors(
         &self,
+        account_id: &str,
         key_id: &str,
         window_start: i64,
         client_error: bool,
         payment_required: bool,
-    ) -> PortResult<KeyMinute> {
+    ) -> PortResult<MinuteErrors> {
         let out = self
             .ddb
             .update_item()
             .table_name(&self.t.rate_limits)
-            .key("pk", s(key_window(key_id, window_start)))
-            .update_expression("ADD ce :ce, pr :pr SET expires_at = :exp")
+            .key("pk", s(account_window(account_id, window_start)))
+            .update_expression("ADD ce :ce, pr :pr, #kce :ce, #kpr :pr SET expires_at = :exp")
+            .expression_attribute_names("#kce", format!("ce_{key_id}"))
+            .expression_attribute_names("#kpr", format!("pr_{key_id}"))
             .expression_attribute_values(":ce", n(u8::from(client_error)))
             .expression_attribute_values(":pr", n(u8::from(payment_required)))
             .expression_attribute_values(":exp", n(window_expiry(window_start)))
@@ -321,10 +371,17 @@ impl RateWindows for Dynamo {
             .await
             .map_err(|e| dynamo_err("UpdateItem", e))?;
         let a = out.attributes.unwrap_or_default();
-        Ok(KeyMinute {
-            requests: num(&a, "n"),
-            client_errors: num(&a, "ce"),
-            payment_required: num(&a, "pr"),
+        Ok(MinuteErrors {
+            key: KeyMinute {
+                requests: num(&a, &format!("n_{key_id}")),
+                client_errors: num(&a, &format!("ce_{key_id}")),
+                payment_required: num(&a, &format!("pr_{key_id}")),
+            },
+            account: KeyMinute {
+                requests: num(&a, "n"),
+                client_errors: num(&a, "ce"),
+                payment_required: num(&a, "pr"),
+            },
         })
     }
 

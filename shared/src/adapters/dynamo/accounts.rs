@@ -5,6 +5,7 @@ use super::{applied, condition_failed, dynamo_err, from_item, n, s, updated, Dyn
 use crate::domain::account::AccountStatus;
 use crate::domain::money::Credits;
 use crate::ports::records::AccountRecord;
+use crate::ports::store::TermsPatch;
 use crate::ports::{Accounts, PageToken, PortResult, Slice};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
@@ -51,8 +52,7 @@ impl Accounts for Dynamo {
     async fn change_terms(
         &self,
         account_id: &str,
-        retention_days: Option<u32>,
-        max_concurrency: Option<u32>,
+        change: &TermsPatch,
     ) -> PortResult<Option<AccountRecord>> {
         let mut set = Vec::new();
         let mut u = self
@@ -62,13 +62,17 @@ impl Accounts for Dynamo {
             .key("account_id", s(account_id))
             .condition_expression("attribute_exists(account_id)")
             .return_values(ReturnValue::AllNew);
-        if let Some(r) = retention_days {
+        if let Some(r) = change.retention_days {
             set.push("retention_days = :r");
             u = u.expression_attribute_values(":r", n(r));
         }
-        if let Some(m) = max_concurrency {
+        if let Some(m) = change.max_concurrency {
             set.push("max_concurrency = :m");
             u = u.expression_attribute_values(":m", n(m));
+        }
+        if let Some(b) = change.request_budget_per_min {
+            set.push("request_budget_per_min = :b");
+            u = u.expression_attribute_values(":b", n(b));
         }
         if set.is_empty() {
             return Accounts::get(self, account_id).await;

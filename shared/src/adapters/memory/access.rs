@@ -2,7 +2,9 @@
 
 use super::{listed, refused, slice, Memory};
 use crate::domain::access::KeyMinute;
-use crate::ports::access::{IpBlock, KeyPatch, UsageFilter};
+use crate::ports::access::{
+    Admission, Caps, IpBlock, KeyPatch, MinuteErrors, UsageFilter, WindowCounts,
+};
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
 use async_trait::async_trait;
@@ -22,8 +24,12 @@ pub(crate) struct Block {
     reason: String,
 }
 
-fn key_window(key_id: &str, window_start: i64) -> String {
-    format!("k#{key_id}#{window_start}")
+/// An account's minute and one key's share of it (one DynamoDB item; two entries here,
+/// changed together under the lock).
+fn windows(account_id: &str, key_id: &str, window_start: i64) -> (String, String) {
+    let a = format!("a#{account_id}#{window_start}");
+    let k = format!("{a}#{key_id}");
+    (a, k)
 }
 
 impl Memory {
@@ -199,52 +205,88 @@ impl Keys for Memory {
 
 #[async_trait]
 impl RateWindows for Memory {
-    async fn admit(&self, key_id: &str, window_start: i64, cap: u64) -> PortResult<Option<u64>> {
+    async fn admit(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        window_start: i64,
+        caps: Caps,
+    ) -> PortResult<Admission> {
         self.pause().await;
-        if cap == 0 {
-            return Ok(None);
-        }
         let mut st = self.lock();
-        let k = key_window(key_id, window_start);
-        let w = st.windows.get(&k).cloned().unwrap_or_default();
-        if w.n.is_some_and(|n| n >= cap) {
-            return Ok(None);
+        let (ak, kk) = windows(account_id, key_id, window_start);
+        let a = st.windows.get(&ak).cloned().unwrap_or_default();
+        let kw = st.windows.get(&kk).cloned().unwrap_or_default();
+        if kw.n.unwrap_or(0) >= caps.key {
+            return Ok(Admission::KeyFull);
         }
-        let n = w.n.unwrap_or(0) + 1;
-        st.windows.put(k, Window { n: Some(n), ..w });
-        Ok(Some(n))
+        if a.n.unwrap_or(0) >= caps.account {
+            return Ok(Admission::AccountFull);
+        }
+        let counts = WindowCounts {
+            key: kw.n.unwrap_or(0) + 1,
+            account: a.n.unwrap_or(0) + 1,
+        };
+        st.windows.put(
+            ak,
+            Window {
+                n: Some(counts.account),
+                ..a
+            },
+        );
+        st.windows.put(
+            kk,
+            Window {
+                n: Some(counts.key),
+                ..kw
+            },
+        );
+        Ok(Admission::Admitted(counts))
     }
 
-    async fn count(&self, key_id: &str, window_start: i64) -> PortResult<u64> {
+    async fn count(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        window_start: i64,
+    ) -> PortResult<WindowCounts> {
         self.pause().await;
-        Ok(self
-            .lock()
-            .windows
-            .get(&key_window(key_id, window_start))
-            .and_then(|w| w.n)
-            .unwrap_or(0))
+        let st = self.lock();
+        let (ak, kk) = windows(account_id, key_id, window_start);
+        let n = |k: &String| st.windows.get(k).and_then(|w| w.n).unwrap_or(0);
+        Ok(WindowCounts {
+            key: n(&kk),
+            account: n(&ak),
+        })
     }
 
     async fn count_errors(
         &self,
+        account_id: &str,
         key_id: &str,
         window_start: i64,
         client_error: bool,
         payment_required: bool,
-    ) -> PortResult<KeyMinute> {
+    ) -> PortResult<MinuteErrors> {
         self.pause().await;
         let mut st = self.lock();
-        let k = key_window(key_id, window_start);
-        let mut w = st.windows.get(&k).cloned().unwrap_or_default();
-        w.ce += u64::from(client_error);
-        w.pr += u64::from(payment_required);
-        let minute = KeyMinute {
-            requests: w.n.unwrap_or(0),
-            client_errors: w.ce,
-            payment_required: w.pr,
-        };
-        st.windows.put(k, w);
-        Ok(minute)
+        let (ak, kk) = windows(account_id, key_id, window_start);
+        let mut minutes = [KeyMinute::default(); 2];
+        for (i, k) in [ak, kk].into_iter().enumerate() {
+            let mut w = st.windows.get(&k).cloned().unwrap_or_default();
+            w.ce += u64::from(client_error);
+            w.pr += u64::from(payment_required);
+            minutes[i] = KeyMinute {
+                requests: w.n.unwrap_or(0),
+                client_errors: w.ce,
+                payment_required: w.pr,
+            };
+            st.windows.put(k, w);
+        }
+        Ok(MinuteErrors {
+            account: minutes[0],
+            key: minutes[1],
+        })
     }
 
     async fn block_ip(

@@ -7,7 +7,7 @@ use crate::domain::money::Credits;
 use crate::domain::task::Settlement;
 use crate::ports::records::{AccountRecord, BatchRecord, FileRecord, LedgerRecord, RequestRecord};
 use crate::ports::store::{
-    Change, CommitError, EndMark, LedgerQuery, ModelSetting, MoneyMove, NewRecord,
+    Change, CommitError, EndMark, LedgerQuery, ModelSetting, MoneyMove, NewRecord, TermsPatch,
 };
 use crate::ports::{
     Accounts, Files, Ledger, Listed, Models, Money, PageToken, PortResult, Requests, Slice,
@@ -321,16 +321,18 @@ impl Accounts for Memory {
     async fn change_terms(
         &self,
         account_id: &str,
-        retention_days: Option<u32>,
-        max_concurrency: Option<u32>,
+        change: &TermsPatch,
     ) -> PortResult<Option<AccountRecord>> {
         self.pause().await;
         Ok(self.lock().accounts.update(&account_id.to_string(), |a| {
-            if let Some(r) = retention_days {
+            if let Some(r) = change.retention_days {
                 a.retention_days = r;
             }
-            if let Some(m) = max_concurrency {
+            if let Some(m) = change.max_concurrency {
                 a.max_concurrency = m;
+            }
+            if let Some(b) = change.request_budget_per_min {
+                a.request_budget_per_min = Some(b);
             }
             a.clone()
         }))
