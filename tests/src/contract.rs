@@ -16,7 +16,7 @@ use shared::domain::money::Credits;
 use shared::domain::pricing::Model;
 use shared::domain::task::{Outcome, Settlement};
 use shared::domain::webhook::SigningSecret;
-use shared::ports::access::{Admission, Caps, KeyPatch, UsageFilter, WindowCounts};
+use shared::ports::access::{Admission, BlockExemption, Caps, KeyPatch, UsageFilter, WindowCounts};
 use shared::ports::queue::QueueName;
 use shared::ports::records::*;
 use shared::ports::store::{
@@ -1556,6 +1556,20 @@ pub async fn rate_windows(p: &Ports) {
             .expect("admit"),
         admitted(1, 1)
     );
+    // The operator's exemptions: one list, replaced only at the version it was read.
+    let none = p.rates.exemptions().await.expect("exemptions");
+    assert_eq!((none.version, none.list.len()), (0, 0));
+    let one = vec![BlockExemption {
+        cidr: "10.0.0.0/8".into(),
+        reason: "fuzzer".into(),
+        created_ms: w,
+    }];
+    assert!(p.rates.set_exemptions(0, &one).await.expect("set"));
+    assert!(!p.rates.set_exemptions(0, &[]).await.expect("stale"));
+    let read = p.rates.exemptions().await.expect("exemptions");
+    assert_eq!((read.version, read.list), (1, one));
+    assert!(p.rates.set_exemptions(1, &[]).await.expect("set"));
+    assert!(p.rates.exemptions().await.expect("read").list.is_empty());
     assert!(p
         .rates
         .ip_block("10.1.2.3", w)

@@ -79,6 +79,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/accounts/{account_id}/reinstate"),
     ("get", "/admin/v1/accounts/{account_id}/usage"),
     ("delete", "/admin/v1/ip-blocks/{ip}"),
+    ("get", "/admin/v1/ip-block-exemptions"),
+    ("post", "/admin/v1/ip-block-exemptions"),
+    ("delete", "/admin/v1/ip-block-exemptions/{cidr}"),
     ("post", "/admin/v1/accounts/{account_id}/grants"),
     ("post", "/admin/v1/accounts/{account_id}/adjustments"),
     ("patch", "/admin/v1/accounts/{account_id}"),
@@ -196,6 +199,14 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/admin/v1/ip-blocks/{ip}",
             axum::routing::delete(admin::unblock_ip),
+        )
+        .route(
+            "/admin/v1/ip-block-exemptions",
+            get(admin::block_exemptions).post(admin::exempt),
+        )
+        .route(
+            "/admin/v1/ip-block-exemptions/{cidr}",
+            axum::routing::delete(admin::unexempt),
         )
         .route("/admin/v1/accounts/{account_id}/grants", post(admin::grant))
         .route(

@@ -60,6 +60,24 @@ pub struct IpBlock {
     pub reason: String,
 }
 
+/// An address range an operator exempted from address blocks: a fuzzer in CI, a monitoring
+/// probe, an office's shared address. Its failed authentications are still counted and
+/// still refused; only the block does not follow.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlockExemption {
+    /// A CIDR block (`203.0.113.0/24`, `2001:db8::/48`) or one address.
+    pub cidr: String,
+    pub reason: String,
+    pub created_ms: i64,
+}
+
+/// The whole list (it is short, and changes rarely) with the version it was read at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exemptions {
+    pub version: u64,
+    pub list: Vec<BlockExemption>,
+}
+
 /// Requests admitted in one minute: by the key, and by its whole account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WindowCounts {
@@ -132,6 +150,14 @@ pub trait RateWindows: Send + Sync {
     async fn ip_block(&self, ip: &str, now_ms: i64) -> PortResult<Option<IpBlock>>;
     /// Lifts a block; true if there was one.
     async fn unblock_ip(&self, ip: &str) -> PortResult<bool>;
+    /// The operator's exemptions from address blocks (version 0: none ever set).
+    async fn exemptions(&self) -> PortResult<Exemptions>;
+    /// Replaces the list if it is still at `expected_version`; false if it changed meanwhile.
+    async fn set_exemptions(
+        &self,
+        expected_version: u64,
+        list: &[BlockExemption],
+    ) -> PortResult<bool>;
 }
 
 /// Filters of the usage log; `None` matches anything.

@@ -13,7 +13,7 @@ use crate::domain::access::{
     RateState, DEFAULT_RATE_LIMIT_PER_MIN, DEFAULT_REQUEST_BUDGET_PER_MIN, THROTTLE_MS, WINDOW_MS,
 };
 use crate::ports::access::IpBlock;
-use crate::ports::access::{Admission, Caps, WindowCounts};
+use crate::ports::access::{Admission, BlockExemption, Caps, WindowCounts};
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -266,6 +266,108 @@ pub async fn write_tally(svc: &Services) {
     }
 }
 
+/// Whether an operator exempted `ip` from address blocks; the list is read at most once per
+/// `BLOCK_RECHECK_MS` per instance, and only when a block is about to be written.
+async fn exempted(svc: &Services, ip: IpAddr, now: i64) -> Result<bool, ServiceError> {
+    let ranges = match svc.local.exemptions(now) {
+        Some(r) => r,
+        None => {
+            let list = svc.rates.exemptions().await?.list;
+            let ranges: Vec<Cidr> = list
+                .iter()
+                .filter_map(|e| Cidr::parse(&e.cidr).ok())
+                .collect();
+            svc.local.keep_exemptions(ranges.clone(), now);
+            ranges
+        }
+    };
+    Ok(ranges.iter().any(|c| c.contains(ip)))
+}
+
+/// At most this many exemptions: they are for a few known sources, not a second allowlist.
+pub const MAX_EXEMPTIONS: usize = 100;
+
+/// An operator's request to exempt a range from address blocks.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptionRequest {
+    pub cidr: String,
+    /// Why (who runs the fuzzer, which probe): kept with the exemption for audit.
+    pub reason: String,
+}
+
+pub async fn exemptions(svc: &Services) -> Result<Vec<BlockExemption>, ServiceError> {
+    Ok(svc.rates.exemptions().await?.list)
+}
+
+/// Adds (or replaces, for the same range) an exemption from address blocks.
+pub async fn exempt(
+    svc: &Services,
+    req: ExemptionRequest,
+) -> Result<Vec<BlockExemption>, ServiceError> {
+    let bad = |m: &str| ServiceError::reject(ErrorCode::InvalidRequest, m);
+    let cidr = Cidr::parse(&req.cidr)
+        .map_err(|_| bad("cidr must be an IPv4 or IPv6 address or CIDR block"))?
+        .to_string();
+    let reason = req.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(bad("reason must be 1 to 200 characters"));
+    }
+    let now = svc.now_ms();
+    change_exemptions(svc, |list| {
+        list.retain(|e| e.cidr != cidr);
+        if list.len() >= MAX_EXEMPTIONS {
+            return Err(bad("at most 100 exemptions; remove one first"));
+        }
+        list.push(BlockExemption {
+            cidr: cidr.clone(),
+            reason: reason.clone(),
+            created_ms: now,
+        });
+        Ok(())
+    })
+    .await
+}
+
+/// Removes the exemption of exactly this range; false if there was none.
+pub async fn unexempt(svc: &Services, cidr: &str) -> Result<bool, ServiceError> {
+    let Ok(cidr) = Cidr::parse(cidr).map(|c| c.to_string()) else {
+        return Ok(false);
+    };
+    let mut found = false;
+    change_exemptions(svc, |list| {
+        let before = list.len();
+        list.retain(|e| e.cidr != cidr);
+        found = list.len() != before;
+        Ok(())
+    })
+    .await?;
+    Ok(found)
+}
+
+/// Read, change, write if unchanged meanwhile; again if another operator got there first.
+async fn change_exemptions(
+    svc: &Services,
+    mut change: impl FnMut(&mut Vec<BlockExemption>) -> Result<(), ServiceError>,
+) -> Result<Vec<BlockExemption>, ServiceError> {
+    for attempt in 0..5 {
+        let current = svc.rates.exemptions().await?;
+        let mut list = current.list.clone();
+        change(&mut list)?;
+        if list == current.list {
+            return Ok(list);
+        }
+        if svc.rates.set_exemptions(current.version, &list).await? {
+            svc.local.forget_exemptions();
+            return Ok(list);
+        }
+        svc.backoff(attempt).await;
+    }
+    Err(ServiceError::Internal(
+        "the block exemptions kept changing; try again".into(),
+    ))
+}
+
 /// An operator lifts the block that covers `addr` (its /64 for IPv6): at once here, in other
 /// instances within `BLOCK_RECHECK_MS`. Returns the subject and whether it was blocked.
 pub async fn lift_block(svc: &Services, addr: IpAddr) -> Result<(String, bool), ServiceError> {
@@ -293,6 +395,12 @@ async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
     };
     if svc.local.known_block(&subject, now).is_some() {
         return;
+    }
+    match exempted(svc, ip, now).await {
+        Ok(true) => return,
+        Ok(false) => {}
+        // Unknown: block; a wrongly blocked exempt address is lifted by an operator.
+        Err(e) => tracing::error!(error = %e, "could not read the block exemptions"),
     }
     let block = IpBlock {
         until_ms: now + THROTTLE_MS,
@@ -497,6 +605,8 @@ struct LocalState {
     tally: BTreeMap<(i64, String), (u64, UsageRecord)>,
     /// (account, key) -> a finished minute and its counts.
     previous: HashMap<(String, String), (i64, WindowCounts)>,
+    /// The operator's exemptions from blocks, and when they were read.
+    exemptions: Option<(Vec<Cidr>, i64)>,
 }
 
 impl Local {
@@ -538,6 +648,21 @@ impl Local {
             (account_id.to_string(), key_id.to_string()),
             (window, counts),
         );
+    }
+
+    fn exemptions(&self, now: i64) -> Option<Vec<Cidr>> {
+        match &self.state().exemptions {
+            Some((ranges, read)) if now - read < BLOCK_RECHECK_MS => Some(ranges.clone()),
+            _ => None,
+        }
+    }
+
+    fn keep_exemptions(&self, ranges: Vec<Cidr>, now: i64) {
+        self.state().exemptions = Some((ranges, now));
+    }
+
+    fn forget_exemptions(&self) {
+        self.state().exemptions = None;
     }
 
     fn forget_block(&self, subject: &str) {

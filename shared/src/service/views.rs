@@ -380,6 +380,24 @@ impl ApiKeyView {
     }
 }
 
+/// A range an operator exempted from address blocks.
+#[derive(Debug, Serialize)]
+pub struct BlockExemptionView {
+    pub cidr: String,
+    pub reason: String,
+    pub created_at: String,
+}
+
+impl From<&crate::ports::access::BlockExemption> for BlockExemptionView {
+    fn from(e: &crate::ports::access::BlockExemption) -> Self {
+        BlockExemptionView {
+            cidr: e.cidr.clone(),
+            reason: e.reason.clone(),
+            created_at: rfc3339_ms(e.created_ms),
+        }
+    }
+}
+
 /// One line of `enterprise_api_usage`.
 #[derive(Debug, Serialize)]
 pub struct UsageView {

@@ -697,3 +697,46 @@ async fn one_account_flooding_its_budget_leaves_another_untouched() {
     assert_eq!(quiet_results.len(), 200);
     app.assert_usage_logged().await;
 }
+
+/// An operator exempts a known source (a fuzzer in CI) from address blocks: its failures are
+/// still refused, but no block follows; removing the exemption restores the rule.
+#[tokio::test]
+async fn an_exempt_address_is_refused_but_never_blocked() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account_with(0).await;
+    let path = "/admin/v1/ip-block-exemptions";
+    let bad = app
+        .admin_post(path, &json!({"cidr": "not-an-address", "reason": "x"}))
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_request"));
+    let r = app
+        .admin_post(
+            path,
+            &json!({"cidr": "127.0.0.0/8", "reason": "the CI fuzzer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["data"][0]["cidr"], "127.0.0.0/8");
+    for _ in 0..30 {
+        assert_eq!(app.get("/v1/credits", "vgk_fuzzed").await.status, 401);
+    }
+    assert_eq!(
+        app.get("/v1/credits", &key).await.status,
+        200,
+        "not blocked"
+    );
+    let listed = app.get(path, OPERATOR_TOKEN).await;
+    assert_eq!(listed.body["data"][0]["reason"], "the CI fuzzer");
+    let gone = app
+        .send(
+            "DELETE",
+            &format!("{path}/127.0.0.0%2F8"),
+            Some(OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(gone.body["was_exempt"], true, "{:?}", gone.body);
+    // The count of this minute already passed the threshold: the next failure blocks.
+    assert_eq!(app.get("/v1/credits", "vgk_fuzzed").await.status, 401);
+    assert_eq!(app.get("/v1/credits", &key).await.code(), "ip_blocked");
+}

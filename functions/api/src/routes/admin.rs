@@ -5,12 +5,12 @@ use crate::extract::{Id, Ids, JsonBody, Operator, Params};
 use crate::reply::reply;
 use crate::AppState;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use shared::domain::access::KeyScope;
 use shared::domain::account::{AccountTerms, Plan};
-use shared::service::views::{AccountView, ApiKeyView, LedgerEntryView};
+use shared::service::views::{AccountView, ApiKeyView, BlockExemptionView, LedgerEntryView};
 use shared::service::{accounts, credits, keys, ErrorCode, Page, ServiceError};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -113,6 +113,36 @@ pub async fn unblock_ip(
         .map_err(|_| ApiError::new(ErrorCode::NotFound, "not an IP address"))?;
     let (ip, was) = shared::service::access::lift_block(&s.svc, addr).await?;
     Ok(Json(serde_json::json!({ "ip": ip, "was_blocked": was })))
+}
+
+pub async fn block_exemptions(
+    State(s): State<AppState>,
+    _: Operator,
+) -> Result<Json<serde_json::Value>> {
+    let list = shared::service::access::exemptions(&s.svc).await?;
+    Ok(Json(
+        serde_json::json!({ "data": list.iter().map(BlockExemptionView::from).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn exempt(
+    State(s): State<AppState>,
+    _: Operator,
+    body: JsonBody<shared::service::access::ExemptionRequest>,
+) -> Result<Response> {
+    let list = shared::service::access::exempt(&s.svc, body.value).await?;
+    let body = serde_json::json!({ "data": list.iter().map(BlockExemptionView::from).collect::<Vec<_>>() });
+    Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The range comes percent-encoded in the path (`203.0.113.0%2F24`), or as one address.
+pub async fn unexempt(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(cidr): Id,
+) -> Result<Json<serde_json::Value>> {
+    let was = shared::service::access::unexempt(&s.svc, &cidr).await?;
+    Ok(Json(serde_json::json!({ "cidr": cidr, "was_exempt": was })))
 }
 
 pub async fn terminate(

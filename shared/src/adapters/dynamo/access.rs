@@ -1,11 +1,13 @@
 //! Access tables: ApiKeys (`key_hash`; GSI `by_account`), RateLimits (`pk`: per-account
-//! windows `a#{account}#{minute}` holding each key's counts too, blocks `block#{addr}`)
+//! windows `a#{account}#{minute}` holding each key's counts too, blocks `block#{addr}`, the
+//! operator's exemptions from blocks `block_exemptions`)
 //! and EnterpriseApiUsage (`account_id`, `usage_id` = `{ms:013}#{id}`).
 
 use super::{applied, dynamo_err, from_item, n, num, s, to_item, updated, Dynamo, Item, Query};
 use crate::domain::access::{KeyMinute, WINDOW_MS};
 use crate::ports::access::{
-    Admission, Caps, IpBlock, KeyPatch, MinuteErrors, UsageFilter, WindowCounts,
+    Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
+    WindowCounts,
 };
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
@@ -441,7 +443,57 @@ impl RateWindows for Dynamo {
             .map_err(|e| dynamo_err("DeleteItem", e))?;
         Ok(out.attributes.is_some())
     }
+
+    async fn exemptions(&self) -> PortResult<Exemptions> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(EXEMPTIONS))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(Exemptions::default());
+        };
+        let list = match item.get("list") {
+            Some(AttributeValue::S(json)) => serde_json::from_str(json)
+                .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?,
+            _ => Vec::new(),
+        };
+        Ok(Exemptions {
+            version: num(&item, "version"),
+            list,
+        })
+    }
+
+    async fn set_exemptions(
+        &self,
+        expected_version: u64,
+        list: &[BlockExemption],
+    ) -> PortResult<bool> {
+        let json = serde_json::to_string(list)
+            .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+        let put = self
+            .ddb
+            .put_item()
+            .table_name(&self.t.rate_limits)
+            .item("pk", s(EXEMPTIONS))
+            .item("version", n(expected_version + 1))
+            .item("list", s(json));
+        let put = if expected_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+        };
+        applied(put.send().await, "PutItem")
+    }
 }
+
+/// The one item holding the operator's exemptions from address blocks (a JSON list: short).
+const EXEMPTIONS: &str = "block_exemptions";
 
 fn usage_range<'a>(table: &'a str, account_id: &str, range: TimeRange) -> Query<'a> {
     Query::new(table, "account_id = :a AND usage_id BETWEEN :lo AND :hi")

@@ -3,7 +3,8 @@
 use super::{listed, refused, slice, Memory};
 use crate::domain::access::KeyMinute;
 use crate::ports::access::{
-    Admission, Caps, IpBlock, KeyPatch, MinuteErrors, UsageFilter, WindowCounts,
+    Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
+    WindowCounts,
 };
 use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
@@ -328,6 +329,28 @@ impl RateWindows for Memory {
     async fn unblock_ip(&self, ip: &str) -> PortResult<bool> {
         self.pause().await;
         Ok(self.lock().blocks.remove(&ip.to_string()).is_some())
+    }
+
+    async fn exemptions(&self) -> PortResult<Exemptions> {
+        self.pause().await;
+        Ok(self.lock().exemptions.clone())
+    }
+
+    async fn set_exemptions(
+        &self,
+        expected_version: u64,
+        list: &[BlockExemption],
+    ) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        if st.exemptions.version != expected_version {
+            return Ok(false);
+        }
+        st.exemptions = Exemptions {
+            version: expected_version + 1,
+            list: list.to_vec(),
+        };
+        Ok(true)
     }
 }
 

@@ -137,6 +137,7 @@ pub(crate) struct State {
     pub keys: Table<String, ApiKeyRecord>,
     pub windows: Table<String, access::Window>,
     pub blocks: Table<String, access::Block>,
+    pub exemptions: crate::ports::access::Exemptions,
     pub usage: Table<Key2, UsageRecord>,
     pub endpoints: Table<Key2, EndpointRecord>,
     pub events: Table<Key2, EventRecord>,
