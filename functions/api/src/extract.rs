@@ -18,7 +18,41 @@ pub struct JsonBody<T> {
     pub fingerprint: String,
 }
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+/// A request body type, and which of its fields may be `null`. Elsewhere a `null` is refused
+/// (400 `invalid_request`) as the API document says, rather than read as "absent": a client
+/// that sends `"to": null` learns the field does not take it.
+pub trait Body: DeserializeOwned {
+    const NULLABLE: &'static [&'static str] = &[];
+}
+
+mod bodies {
+    use super::Body;
+    use shared::service::*;
+    impl Body for crate::routes::admin::CreateAccount {}
+    impl Body for accounts::AccountSettings {
+        const NULLABLE: &'static [&'static str] = &["low_balance_threshold"];
+    }
+    impl Body for accounts::AccountTermsChange {}
+    impl Body for batches::CancelBatch {}
+    impl Body for batches::SubmitBatch {}
+    impl Body for credits::AdjustRequest {}
+    impl Body for credits::GrantRequest {}
+    impl Body for webhooks::deliveries::Recover {}
+    impl Body for webhooks::deliveries::Redeliver {}
+    impl Body for exports::CreateExport {}
+    impl Body for files::CreateFile {}
+    impl Body for keys::CreateKey {}
+    impl Body for keys::UpdateKey {}
+    impl Body for access::ExemptionRequest {}
+    impl Body for models::SetStatus {}
+    impl Body for webhooks::CreateEndpoint {}
+    impl Body for webhooks::RotateSecret {}
+    impl Body for webhooks::UpdateEndpoint {
+        const NULLABLE: &'static [&'static str] = &["event_types", "description"];
+    }
+}
+
+impl<T: Body, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -44,10 +78,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 format!("request body is not valid JSON: {e}"),
             )
         })?;
-        if !raw.is_object() {
+        let Some(fields) = raw.as_object() else {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "request body must be a JSON object",
+            ));
+        };
+        if let Some((name, _)) = fields
+            .iter()
+            .find(|(k, v)| v.is_null() && !T::NULLABLE.contains(&k.as_str()))
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid request body: {name} may not be null; leave it out instead"),
             ));
         }
         let fingerprint = fingerprint(&raw);

@@ -95,3 +95,47 @@ async fn bad_inputs_get_documented_errors_and_change_nothing() {
     assert!(app.batches_of(&acct).await.is_empty());
     app.assert_invariants().await;
 }
+
+/// A `null` is refused wherever the API document does not allow it, rather than read as
+/// "absent"; where the document allows it, it means what the document says.
+#[tokio::test]
+async fn null_is_refused_where_the_document_does_not_allow_it() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account_with(0).await;
+    for (path, body) in [
+        (
+            "/v1/exports",
+            json!({"request_id": "e", "dataset": "ledger", "to": null}),
+        ),
+        ("/v1/files", json!({"request_id": "f", "purpose": null})),
+        ("/v1/api-keys", json!({"request_id": "k", "name": null})),
+    ] {
+        let r = app.post(path, &key, &body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{path}: {:?}",
+            r.body
+        );
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may not be null"));
+    }
+    let r = app
+        .send(
+            "PATCH",
+            "/v1/account",
+            Some(&key),
+            Some(
+                json!({"low_balance_threshold": null})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(app.get("/v1/exports", &key).await.body["data"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+}
