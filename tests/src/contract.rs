@@ -2584,10 +2584,20 @@ pub async fn blobs(p: &Ports) {
     assert_eq!(link.expires_in_secs, 3_600);
     let put = p
         .blobs
-        .presign_put(key, "application/jsonl")
+        .presign_put(key, "application/jsonl", "retention-days=30")
         .await
         .expect("presign");
     assert!(put.url.contains("X-Amz-Expires=3600"));
+    let headers: std::collections::BTreeMap<_, _> = put.headers.into_iter().collect();
+    assert_eq!(
+        headers.get("x-amz-tagging").map(String::as_str),
+        Some("retention-days=30"),
+        "the tags travel as a header the uploader must send"
+    );
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/jsonl")
+    );
 }
 
 /// Global indexes are eventually consistent: a reader may miss the latest writes until the

@@ -629,26 +629,55 @@ impl TestApp {
     }
 
     /// PUTs a file to a presigned upload link (the emulator's S3, or the twin's bucket).
-    pub async fn upload(&self, url: &str, content_type: &str, body: Vec<u8>) -> u16 {
+    /// The tags of a stored object (`k=v&k2=v2`), from the emulator's S3 or the twin's bucket.
+    pub async fn object_tags(&self, key: &str) -> Option<String> {
+        if let Some(m) = &self.memory {
+            return m.blobs.object(key).and_then(|o| o.tags);
+        }
+        let aws = self.aws();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws.sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let out = s3
+            .get_object_tagging()
+            .bucket(&aws.env["DATA_BUCKET"])
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let tags: Vec<String> = out
+            .tag_set()
+            .iter()
+            .map(|t| format!("{}={}", t.key(), t.value()))
+            .collect();
+        Some(tags.join("&"))
+    }
+
+    /// Uploads to a file's `upload_url` with its `upload_headers`, as a customer would.
+    pub async fn upload(&self, file: &Value, body: Vec<u8>) -> u16 {
+        let url = file["upload_url"].as_str().expect("upload_url");
+        let headers: BTreeMap<String, String> =
+            serde_json::from_value(file["upload_headers"].clone()).expect("upload_headers");
         match &self.memory {
             Some(m) => {
                 let key = memory_key(url);
+                let content_type = headers.get("content-type").expect("content type");
+                let tags = headers.get("x-amz-tagging").map(String::as_str);
                 m.blobs
-                    .put(&key, body, content_type, None)
+                    .put(&key, body, content_type, tags)
                     .await
                     .expect("put");
                 200
             }
-            None => self
-                .http
-                .put(url)
-                .header("content-type", content_type)
-                .body(body)
-                .send()
-                .await
-                .expect("upload")
-                .status()
-                .as_u16(),
+            None => {
+                let mut put = self.http.put(url).body(body);
+                for (name, value) in &headers {
+                    put = put.header(name, value);
+                }
+                put.send().await.expect("upload").status().as_u16()
+            }
         }
     }
 

@@ -111,22 +111,37 @@ impl Blobs for S3 {
         Ok(Presigned {
             url: req.uri().to_string(),
             expires_in_secs: self.presign_ttl_secs,
+            headers: Vec::new(),
         })
     }
 
-    async fn presign_put(&self, key: &str, content_type: &str) -> PortResult<Presigned> {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        tags: &str,
+    ) -> PortResult<Presigned> {
+        // The tags become a signed `x-amz-tagging` header: S3 refuses an upload without it,
+        // so no object reaches the bucket without the retention its lifecycle rules match.
         let req = self
             .s3
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .tagging(tags)
             .presigned(self.presigning()?)
             .await
             .map_err(|e| s3_err("presign PutObject", e))?;
+        let headers = req
+            .headers()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
+            .collect();
         Ok(Presigned {
             url: req.uri().to_string(),
             expires_in_secs: self.presign_ttl_secs,
+            headers,
         })
     }
 

@@ -26,6 +26,13 @@ pub enum AccountStatus {
 /// Contract 4.3: data retention of 30, 90 or 180 days. The ledger is exempt (financial record).
 pub const RETENTION_CHOICES: [u32; 3] = [30, 90, 180];
 
+/// The S3 object tags the bucket's lifecycle rules match: an object carrying them is deleted
+/// after `days` (template.yaml, `DataBucket`). Every object holding customer data carries
+/// them: videos, input files, exports.
+pub fn retention_tags(days: u32) -> String {
+    format!("retention-days={days}")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AccountRuleError {
     #[error("name must be 1 to 200 characters")]

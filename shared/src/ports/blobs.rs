@@ -9,6 +9,8 @@ use async_trait::async_trait;
 pub struct Presigned {
     pub url: String,
     pub expires_in_secs: u64,
+    /// Headers the request must carry as they are (they are part of the signature).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A multipart upload in progress: parts go up as they fill, so a file of any size holds at
@@ -38,7 +40,10 @@ pub trait Blobs: Send + Sync {
     /// A download link that saves as `filename`.
     async fn presign_get(&self, key: &str, filename: &str) -> PortResult<Presigned>;
     /// An upload link for one PUT of `content_type`.
-    async fn presign_put(&self, key: &str, content_type: &str) -> PortResult<Presigned>;
+    /// A link to upload one object, which will carry `tags` (so the uploader must send the
+    /// link's `headers`).
+    async fn presign_put(&self, key: &str, content_type: &str, tags: &str)
+        -> PortResult<Presigned>;
     async fn start_upload(&self, key: &str, content_type: &str, tags: &str) -> PortResult<Upload>;
     async fn upload_part(&self, upload: &mut Upload, body: Vec<u8>) -> PortResult<()>;
     async fn complete_upload(&self, upload: Upload) -> PortResult<()>;

@@ -150,7 +150,7 @@ pub async fn submit(
     let batch_id = svc.new_id("bat");
     tracing::Span::current().record("batch_id", batch_id.as_str());
     let input_key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
-    let tags = format!("retention-days={}", account.retention_days);
+    let tags = crate::domain::account::retention_tags(account.retention_days);
     svc.blobs
         .put(
             &input_key,

@@ -6,7 +6,7 @@ use super::idempotency::{create_once, Creation};
 use super::json;
 use super::views::FileView;
 use super::{ErrorCode, Reply, ServiceError, Services};
-use crate::domain::account::MAX_BATCH_TASKS;
+use crate::domain::account::{retention_tags, MAX_BATCH_TASKS};
 use crate::domain::batch::{validate_task, TaskInput, TaskSpec};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
@@ -59,7 +59,11 @@ pub async fn create(
             async move {
                 let file_id = svc.new_id("file");
                 let s3_key = file_key(account_id, &file_id);
-                let link = svc.blobs.presign_put(&s3_key, INPUT_CONTENT_TYPE).await?;
+                let tags = retention_tags(caller.account.retention_days);
+                let link = svc
+                    .blobs
+                    .presign_put(&s3_key, INPUT_CONTENT_TYPE, &tags)
+                    .await?;
                 let ttl_ms = i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000;
                 let rec = FileRecord {
                     account_id: account_id.clone(),
@@ -74,7 +78,7 @@ pub async fn create(
                 Ok(Creation {
                     reply: Reply {
                         status: 201,
-                        body: json(&FileView::new(&rec, Some(link.url), None))?,
+                        body: json(&FileView::new(&rec, Some(link), None))?,
                         replayed: false,
                     },
                     replayed: None,

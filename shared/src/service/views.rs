@@ -272,6 +272,10 @@ pub struct FileView {
     /// Presigned S3 URL: `PUT` the JSON Lines file there with `Content-Type: application/jsonl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_url: Option<String>,
+    /// Send these headers with the `PUT`, exactly: they are signed (the content type, and
+    /// the tags that make the file follow the account's retention).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_headers: Option<std::collections::BTreeMap<String, String>>,
     pub upload_method: &'static str,
     pub upload_content_type: &'static str,
     pub upload_expires_at: String,
@@ -279,7 +283,15 @@ pub struct FileView {
 }
 
 impl FileView {
-    pub fn new(f: &FileRecord, upload_url: Option<String>, bytes: Option<u64>) -> Self {
+    pub fn new(
+        f: &FileRecord,
+        upload: Option<crate::ports::blobs::Presigned>,
+        bytes: Option<u64>,
+    ) -> Self {
+        let (upload_url, upload_headers) = match upload {
+            Some(p) => (Some(p.url), Some(p.headers.into_iter().collect())),
+            None => (None, None),
+        };
         FileView {
             id: f.file_id.clone(),
             request_id: f.request_id.clone(),
@@ -292,6 +304,7 @@ impl FileView {
             bytes,
             created_at: rfc3339_ms(f.created_ms),
             upload_url,
+            upload_headers,
             upload_method: "PUT",
             upload_content_type: crate::domain::batch::INPUT_CONTENT_TYPE,
             upload_expires_at: rfc3339_ms(f.upload_expires_ms),

@@ -24,7 +24,7 @@ async fn upload(app: &TestApp, key: &str, request_id: &str, content: Vec<u8>) ->
         url.contains("/files/"),
         "scoped to the account's files: {url}"
     );
-    let status = app.upload(&url, "application/jsonl", content).await;
+    let status = app.upload(&f.body, content).await;
     assert!((200..300).contains(&status), "{status}");
     f.body["id"].as_str().expect("file id").to_string()
 }
@@ -37,6 +37,13 @@ async fn a_batch_from_an_uploaded_file() {
         .map(|i| json!({"prompt": format!("Timelapse of a city, variant {i} — 東京"), "client_ref": format!("row-{i}")}).to_string() + "\n")
         .collect();
     let file_id = upload(&app, &key, "f-1", lines.into_bytes()).await;
+    // The prompts follow the account's retention like its videos: the upload link makes the
+    // uploader send the tag the bucket's lifecycle rules delete by.
+    let days = app.account(&acct).await.retention_days;
+    let tags = app
+        .object_tags(&format!("accounts/{acct}/files/{file_id}.jsonl"))
+        .await;
+    assert_eq!(tags, Some(format!("retention-days={days}")));
 
     let f = app.get(&format!("/v1/files/{file_id}"), &key).await;
     assert_eq!(f.body["status"], "uploaded");

@@ -292,24 +292,10 @@ async fn retention_sets_ttls_on_operational_data_and_never_on_the_ledger() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&app.aws().sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    let tags = s3
-        .get_object_tagging()
-        .bucket(&app.aws().env["DATA_BUCKET"])
-        .key(format!("accounts/{acct}/videos/{batch}/{task}.mp4"))
-        .send()
-        .await
-        .expect("tags");
-    let tag: Vec<(String, String)> = tags
-        .tag_set()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect();
-    assert_eq!(tag, vec![("retention-days".to_string(), "30".to_string())]);
+    let tags = app
+        .object_tags(&format!("accounts/{acct}/videos/{batch}/{task}.mp4"))
+        .await;
+    assert_eq!(tags.as_deref(), Some("retention-days=30"));
     // The template expires each tag after its days.
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),

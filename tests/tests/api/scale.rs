@@ -32,18 +32,12 @@ where
     let f = app
         .post("/v1/files", &key, &json!({"request_id": "big-file"}))
         .await;
-    let url = f.body["upload_url"]
-        .as_str()
-        .expect("upload url")
-        .to_string();
     let lines: String = (0..n)
         .map(|i| {
             json!({"prompt": format!("Aerial shot of a coastline, take {i}")}).to_string() + "\n"
         })
         .collect();
-    let status = app
-        .upload(&url, "application/jsonl", lines.into_bytes())
-        .await;
+    let status = app.upload(&f.body, lines.into_bytes()).await;
     assert_eq!(status, 200);
     let r = app
         .post(

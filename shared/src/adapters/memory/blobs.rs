@@ -84,6 +84,7 @@ impl MemoryBlobs {
                 self.presign_ttl_secs
             ),
             expires_in_secs: self.presign_ttl_secs,
+            headers: Vec::new(),
         }
     }
 }
@@ -120,8 +121,18 @@ impl Blobs for MemoryBlobs {
         Ok(self.link("GET", key))
     }
 
-    async fn presign_put(&self, key: &str, _content_type: &str) -> PortResult<Presigned> {
-        Ok(self.link("PUT", key))
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        tags: &str,
+    ) -> PortResult<Presigned> {
+        let mut link = self.link("PUT", key);
+        link.headers = vec![
+            ("content-type".into(), content_type.to_string()),
+            ("x-amz-tagging".into(), tags.to_string()),
+        ];
+        Ok(link)
     }
 
     async fn start_upload(&self, key: &str, content_type: &str, tags: &str) -> PortResult<Upload> {

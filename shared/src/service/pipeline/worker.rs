@@ -371,7 +371,7 @@ async fn poll(
                 task.account_id, task.batch_id, task.task_id
             );
             // Tagged with the retention the bucket's lifecycle rules expire it by.
-            let tags = format!("retention-days={}", batch.retention_days);
+            let tags = crate::domain::account::retention_tags(batch.retention_days);
             p.svc
                 .blobs
                 .put(&key, bytes, "video/mp4", Some(&tags))
