@@ -53,6 +53,7 @@ pub fn account(id: &str) -> AccountRecord {
         running: 0,
         low_balance_threshold: None,
         request_budget_per_min: None,
+        throttle: None,
         slot_audit: None,
     }
 }
@@ -695,6 +696,38 @@ pub async fn accounts(p: &Ports) {
         ),
         (180, 2, Some(120))
     );
+    let t = Throttle {
+        limit: 12,
+        since_ms: 1_000,
+        until_ms: 901_000,
+        reason: "error_rate".into(),
+    };
+    assert!(p
+        .accounts
+        .throttle(&a.account_id, &t)
+        .await
+        .expect("throttle"));
+    let later = Throttle {
+        since_ms: 2_000,
+        ..t.clone()
+    };
+    assert!(
+        !p.accounts
+            .throttle(&a.account_id, &later)
+            .await
+            .expect("throttle"),
+        "one in force"
+    );
+    let stored = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("get")
+        .expect("account");
+    assert_eq!(stored.throttle, Some(t.clone()));
+    assert!(!p.accounts.throttle(&ghost, &t).await.expect("throttle"));
+    assert!(p.accounts.lift_throttle(&a.account_id).await.expect("lift"));
+    assert!(!p.accounts.lift_throttle(&a.account_id).await.expect("lift"));
     assert!(p
         .accounts
         .change_terms(

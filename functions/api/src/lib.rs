@@ -76,6 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/admin/v1/accounts/{account_id}/api-keys/{key_id}/lift-throttle",
     ),
     ("post", "/admin/v1/accounts/{account_id}/terminate"),
+    ("post", "/admin/v1/accounts/{account_id}/lift-throttle"),
     ("post", "/admin/v1/accounts/{account_id}/reinstate"),
     ("get", "/admin/v1/accounts/{account_id}/usage"),
     ("delete", "/admin/v1/ip-blocks/{ip}"),
@@ -187,6 +188,10 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/admin/v1/accounts/{account_id}/terminate",
             post(admin::terminate),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/lift-throttle",
+            post(admin::lift_account_throttle),
         )
         .route(
             "/admin/v1/accounts/{account_id}/reinstate",

@@ -42,6 +42,9 @@ pub struct AccountRecord {
     /// Requests a minute over all the account's keys (a contract term; None: the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_budget_per_min: Option<u32>,
+    /// The anomaly rules lowered the budget until `until_ms` (its keys together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
     /// The sweeper's last "running:counted" observation of a slot surplus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_audit: Option<String>,

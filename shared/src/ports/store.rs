@@ -4,7 +4,7 @@
 use super::common::{Listed, PageToken, PortResult, Slice, StoreError, TimeRange};
 use super::records::{
     AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, ExportRecord, FileRecord,
-    LedgerRecord, RequestRecord,
+    LedgerRecord, RequestRecord, Throttle,
 };
 use crate::domain::account::AccountStatus;
 use crate::domain::ledger::{Book, EntryKind};
@@ -175,6 +175,11 @@ pub trait Accounts: Send + Sync {
         account_id: &str,
         threshold: Option<Credits>,
     ) -> PortResult<Option<AccountRecord>>;
+    /// Lowers the account's request budget until `t.until_ms` unless a throttle is in force
+    /// at `t.since_ms`; true when this did it.
+    async fn throttle(&self, account_id: &str, t: &Throttle) -> PortResult<bool>;
+    /// Lifts the account's throttle; true if there was one.
+    async fn lift_throttle(&self, account_id: &str) -> PortResult<bool>;
     /// Takes one of the account's concurrency slots if fewer than `max` are taken.
     async fn acquire_slot(&self, account_id: &str, max: u32) -> PortResult<bool>;
     /// Gives one back (never below zero).

@@ -14,7 +14,7 @@ use crate::domain::access::{
 };
 use crate::ports::access::IpBlock;
 use crate::ports::access::{Admission, BlockExemption, Caps, WindowCounts};
-use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
+use crate::ports::records::{AccountRecord, ApiKeyRecord, Throttle, UsageRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -152,7 +152,7 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         )));
     }
     let limit = effective_limit(key, now);
-    let budget = request_budget(&caller.account);
+    let budget = effective_budget(&caller.account, now);
     let (window, elapsed) = window_of(now);
     let account_id = caller.account.account_id.as_str();
     let prev = previous_counts(svc, account_id, &key.key_id, window - WINDOW_MS, elapsed)
@@ -209,10 +209,19 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
 }
 
 /// The account's request budget per minute, over all its keys (a contract term).
-pub fn request_budget(account: &crate::ports::records::AccountRecord) -> u32 {
+pub fn request_budget(account: &AccountRecord) -> u32 {
     account
         .request_budget_per_min
         .unwrap_or(DEFAULT_REQUEST_BUDGET_PER_MIN)
+}
+
+/// The budget now: the contract's, or a throttle's while one is in force.
+pub fn effective_budget(account: &AccountRecord, now_ms: i64) -> u32 {
+    let own = request_budget(account);
+    match &account.throttle {
+        Some(t) if t.until_ms > now_ms => own.min(t.limit),
+        _ => own,
+    }
 }
 
 /// Counts a failed authentication from `ip`; too many in a minute block the address.
@@ -510,6 +519,50 @@ pub async fn record(svc: &Services, a: Answered<'_>) {
     }
 }
 
+/// Lowers the whole account's budget to a tenth for 15 minutes, with an anomaly record the
+/// customer sees in their usage log; an operator lifts it early.
+async fn judge_account(
+    svc: &Services,
+    account_id: &str,
+    rule: crate::domain::access::Anomaly,
+    now: i64,
+    retention_days: u32,
+) -> Result<(), ServiceError> {
+    let Some(account) = svc.accounts.get(account_id).await? else {
+        return Ok(());
+    };
+    let t = Throttle {
+        limit: throttled_limit(request_budget(&account)),
+        since_ms: now,
+        until_ms: now + THROTTLE_MS,
+        reason: rule.as_str().to_string(),
+    };
+    if !svc.accounts.throttle(account_id, &t).await? {
+        return Ok(());
+    }
+    tracing::warn!(
+        account_id,
+        rule = rule.as_str(),
+        limit = t.limit,
+        "account throttled"
+    );
+    let mut rec = anomaly_record(account_id, None, "-", rule.as_str(), now, retention_days);
+    rec.route = "account".into();
+    svc.usage.put(&rec).await?;
+    Ok(())
+}
+
+/// An operator lifts an account's throttle early.
+pub async fn lift_account_throttle(
+    svc: &Services,
+    account_id: &str,
+) -> Result<crate::service::views::AccountView, ServiceError> {
+    super::accounts::get_account(svc, account_id).await?;
+    svc.accounts.lift_throttle(account_id).await?;
+    let a = super::accounts::get_account(svc, account_id).await?;
+    Ok(crate::service::views::AccountView::at(&a, svc.now_ms()))
+}
+
 /// Writes one usage record; one that cannot be written after three tries goes to the log in
 /// full, so nothing is lost silently.
 async fn put_usage(svc: &Services, rec: &UsageRecord) {
@@ -538,6 +591,11 @@ async fn judge_key(
         .count_errors(&key.account_id, &key.key_id, window, true, payment_required)
         .await?;
     let Some(rule) = key_anomaly(minute.key) else {
+        // No key broke a rule, but the account as a whole may have, spread over its keys:
+        // minting keys must not escape the rules.
+        if let Some(rule) = key_anomaly(minute.account) {
+            judge_account(svc, &key.account_id, rule, now, retention_days).await?;
+        }
         return Ok(());
     };
     let own = key.rate_limit_per_min.unwrap_or(DEFAULT_RATE_LIMIT_PER_MIN);

@@ -50,6 +50,7 @@ pub async fn create_account(
                     slot_audit: None,
                     low_balance_threshold: None,
                     request_budget_per_min: None,
+                    throttle: None,
                 };
                 Ok(Creation {
                     reply: Reply {

@@ -23,6 +23,8 @@ pub struct AccountView {
     pub min_batch_size: u32,
     /// Requests a minute over all the account's API keys.
     pub request_budget_per_min: u32,
+    /// While the anomaly rules hold the whole account to a tenth of its budget.
+    pub throttle: Option<ThrottleView>,
     pub created_at: String,
     pub credits: CreditsView,
     /// Below this balance a `credits.low_balance` event goes out; null: never.
@@ -31,6 +33,13 @@ pub struct AccountView {
 
 impl From<&AccountRecord> for AccountView {
     fn from(a: &AccountRecord) -> Self {
+        Self::at(a, i64::MAX)
+    }
+}
+
+impl AccountView {
+    /// The account as of `now_ms` (a throttle that ended is not shown).
+    pub fn at(a: &AccountRecord, now_ms: i64) -> Self {
         AccountView {
             id: a.account_id.clone(),
             name: a.name.clone(),
@@ -40,6 +49,7 @@ impl From<&AccountRecord> for AccountView {
             max_concurrency: a.max_concurrency,
             min_batch_size: a.min_batch_size,
             request_budget_per_min: super::access::request_budget(a),
+            throttle: ThrottleView::in_force(a.throttle.as_ref(), now_ms),
             created_at: rfc3339_ms(a.created_ms),
             credits: CreditsView::from(a),
             low_balance_threshold: a.low_balance_threshold,
@@ -345,6 +355,19 @@ pub struct ThrottleView {
     pub until: String,
 }
 
+impl ThrottleView {
+    /// A throttle still in force at `now_ms` (`i64::MAX`: whatever its end).
+    fn in_force(t: Option<&crate::ports::records::Throttle>, now_ms: i64) -> Option<Self> {
+        t.filter(|t| t.until_ms > now_ms || now_ms == i64::MAX)
+            .map(|t| ThrottleView {
+                limit: t.limit,
+                reason: t.reason.clone(),
+                since: rfc3339_ms(t.since_ms),
+                until: rfc3339_ms(t.until_ms),
+            })
+    }
+}
+
 impl ApiKeyView {
     pub fn new(k: &ApiKeyRecord, secret: Option<String>) -> Self {
         Self::at(k, secret, i64::MAX)
@@ -377,16 +400,7 @@ impl ApiKeyView {
             ip_allowlist: k.ip_allowlist.clone(),
             expires_at: k.expires_ms.map(rfc3339_ms),
             revoked_at: k.revoked_ms.map(rfc3339_ms),
-            throttle: k
-                .throttle
-                .as_ref()
-                .filter(|t| t.until_ms > now_ms || now_ms == i64::MAX)
-                .map(|t| ThrottleView {
-                    limit: t.limit,
-                    reason: t.reason.clone(),
-                    since: rfc3339_ms(t.since_ms),
-                    until: rfc3339_ms(t.until_ms),
-                }),
+            throttle: ThrottleView::in_force(k.throttle.as_ref(), now_ms),
             created_at: rfc3339_ms(k.created_ms),
             secret,
         }

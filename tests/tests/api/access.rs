@@ -740,3 +740,66 @@ async fn an_exempt_address_is_refused_but_never_blocked() {
     assert_eq!(app.get("/v1/credits", "vgk_fuzzed").await.status, 401);
     assert_eq!(app.get("/v1/credits", &key).await.code(), "ip_blocked");
 }
+
+/// The anomaly rules look at the account as well as each key: errors spread over many keys,
+/// none of them over the line, still throttle the whole account, new keys included.
+#[tokio::test]
+async fn spreading_errors_over_many_keys_throttles_the_account() {
+    let app = TestApp::spawn().await;
+    let (acct, admin) = app.account_with(0).await;
+    let r = app
+        .send(
+            "PATCH",
+            &format!("/admin/v1/accounts/{acct}"),
+            Some(OPERATOR_TOKEN),
+            Some(
+                json!({ "request_budget_per_min": 1_000 })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        let body = json!({"request_id": format!("k{i}"), "scopes": ["read"]});
+        keys.push(new_key(&app, &admin, body).await);
+    }
+    // Ten requests for things that do not exist per key: no key reaches the rule's 30.
+    for (_, key) in &keys {
+        for _ in 0..10 {
+            let r = app
+                .get("/v1/batches/bat_01M87QK0NREPX2ZHGKMMS7YBB3", key)
+                .await;
+            assert_eq!(r.status, 404);
+        }
+    }
+    for (id, _) in &keys {
+        let k = app.get(&format!("/v1/api-keys/{id}"), &admin).await;
+        assert!(k.body["throttle"].is_null(), "{:?}", k.body);
+    }
+    let account = app.get("/v1/account", &admin).await;
+    assert_eq!(
+        account.body["throttle"]["reason"], "error_rate",
+        "{:?}",
+        account.body
+    );
+    assert_eq!(account.body["throttle"]["limit"], 100);
+    // A key minted now shares the lowered budget.
+    let (_, fresh) = new_key(&app, &admin, json!({"request_id": "fresh"})).await;
+    let r = app.get("/v1/credits", &fresh).await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+    let anomalies = app.get("/v1/usage?kind=anomaly", &admin).await;
+    assert_eq!(anomalies.body["data"][0]["route"], "account");
+    // The operator lifts it.
+    let lifted = app
+        .admin_post(
+            &format!("/admin/v1/accounts/{acct}/lift-throttle"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(lifted.status, 200, "{:?}", lifted.body);
+    assert!(lifted.body["throttle"].is_null());
+    let r = app.get("/v1/credits", &fresh).await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("600"));
+}

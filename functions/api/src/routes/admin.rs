@@ -51,7 +51,17 @@ pub async fn get_account(
     Id(id): Id,
 ) -> Result<Json<AccountView>> {
     let a = accounts::get_account(&s.svc, &id).await?;
-    Ok(Json(AccountView::from(&a)))
+    Ok(Json(AccountView::at(&a, s.svc.now_ms())))
+}
+
+pub async fn lift_account_throttle(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(id): Id,
+) -> Result<Json<AccountView>> {
+    Ok(Json(
+        shared::service::access::lift_account_throttle(&s.svc, &id).await?,
+    ))
 }
 
 /// The operator's keys get every scope unless told otherwise: an account's first key must

@@ -125,8 +125,8 @@ pub async fn get_file(
     Ok(Json(files::get(&s.svc, &c, &id).await?))
 }
 
-pub async fn get_account(Customer(c): Customer) -> Json<AccountView> {
-    Json(AccountView::from(&c.account))
+pub async fn get_account(State(s): State<AppState>, Customer(c): Customer) -> Json<AccountView> {
+    Json(AccountView::at(&c.account, s.svc.now_ms()))
 }
 
 pub async fn update_account(

@@ -168,33 +168,13 @@ impl Keys for Dynamo {
     }
 
     async fn throttle(&self, key_hash: &str, t: &Throttle) -> PortResult<bool> {
-        let res = self
-            .ddb
-            .update_item()
-            .table_name(&self.t.api_keys)
-            .set_key(Some(hash_key(key_hash)))
-            .update_expression("SET throttle = :t")
-            .condition_expression(
-                "attribute_exists(key_hash) AND (attribute_not_exists(throttle) OR throttle.until_ms < :now)",
-            )
-            .expression_attribute_values(":t", AttributeValue::M(to_item(t)?))
-            .expression_attribute_values(":now", n(t.since_ms))
-            .send()
-            .await;
-        applied(res, "UpdateItem")
+        self.set_throttle(&self.t.api_keys, hash_key(key_hash), t)
+            .await
     }
 
     async fn lift_throttle(&self, key_hash: &str) -> PortResult<bool> {
-        let res = self
-            .ddb
-            .update_item()
-            .table_name(&self.t.api_keys)
-            .set_key(Some(hash_key(key_hash)))
-            .update_expression("REMOVE throttle")
-            .condition_expression("attribute_exists(throttle)")
-            .send()
-            .await;
-        applied(res, "UpdateItem")
+        self.remove_throttle(&self.t.api_keys, hash_key(key_hash))
+            .await
     }
 
     async fn set_all_for_account(

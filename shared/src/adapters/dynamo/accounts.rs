@@ -4,7 +4,7 @@
 use super::{applied, condition_failed, dynamo_err, from_item, n, s, updated, Dynamo};
 use crate::domain::account::AccountStatus;
 use crate::domain::money::Credits;
-use crate::ports::records::AccountRecord;
+use crate::ports::records::{AccountRecord, Throttle};
 use crate::ports::store::TermsPatch;
 use crate::ports::{Accounts, PageToken, PortResult, Slice};
 use async_trait::async_trait;
@@ -118,6 +118,16 @@ impl Accounts for Dynamo {
             None => u.update_expression("REMOVE low_balance_threshold"),
         };
         updated(u.send().await)
+    }
+
+    async fn throttle(&self, account_id: &str, t: &Throttle) -> PortResult<bool> {
+        let key = HashMap::from([("account_id".to_string(), s(account_id))]);
+        self.set_throttle(&self.t.accounts, key, t).await
+    }
+
+    async fn lift_throttle(&self, account_id: &str) -> PortResult<bool> {
+        let key = HashMap::from([("account_id".to_string(), s(account_id))]);
+        self.remove_throttle(&self.t.accounts, key).await
     }
 
     async fn acquire_slot(&self, account_id: &str, max: u32) -> PortResult<bool> {

@@ -14,7 +14,7 @@ mod webhooks;
 use crate::config::Tables;
 use crate::ports::records::{
     AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, ExportRecord, FileRecord,
-    RequestRecord,
+    RequestRecord, Throttle,
 };
 use crate::ports::store::{Change, CommitError, NewRecord};
 use crate::ports::{PageToken, PortResult, Slice, StoreError};
@@ -445,6 +445,43 @@ fn build(u: aws_sdk_dynamodb::types::builders::UpdateBuilder) -> PortResult<Upda
 /// True when a write was refused by its condition (not an error: the caller's answer).
 fn condition_failed<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
+}
+
+impl Dynamo {
+    /// Sets a throttle on an item (a key or an account) unless one is in force at its start.
+    async fn set_throttle(&self, table: &str, key: Item, t: &Throttle) -> PortResult<bool> {
+        // The item must exist: its key attribute is the one name in `key`.
+        let key_name = key.keys().next().cloned().unwrap_or_default();
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression("SET throttle = :t")
+            .condition_expression(
+                "attribute_exists(#k) AND (attribute_not_exists(throttle) OR throttle.until_ms < :now)",
+            )
+            .expression_attribute_names("#k", key_name)
+            .expression_attribute_values(":t", AttributeValue::M(to_item(t)?))
+            .expression_attribute_values(":now", n(t.since_ms))
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
+
+    /// Lifts an item's throttle; false if it had none.
+    async fn remove_throttle(&self, table: &str, key: Item) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression("REMOVE throttle")
+            .condition_expression("attribute_exists(throttle)")
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
 }
 
 /// A conditional write's outcome: `true` if it applied, `false` if its condition failed.

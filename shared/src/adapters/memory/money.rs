@@ -5,7 +5,9 @@ use crate::domain::account::AccountStatus;
 use crate::domain::batch::BatchStatus;
 use crate::domain::money::Credits;
 use crate::domain::task::Settlement;
-use crate::ports::records::{AccountRecord, BatchRecord, FileRecord, LedgerRecord, RequestRecord};
+use crate::ports::records::{
+    AccountRecord, BatchRecord, FileRecord, LedgerRecord, RequestRecord, Throttle,
+};
 use crate::ports::store::{
     Change, CommitError, EndMark, LedgerQuery, ModelSetting, MoneyMove, NewRecord, TermsPatch,
 };
@@ -359,6 +361,32 @@ impl Accounts for Memory {
             a.low_balance_threshold = threshold;
             a.clone()
         }))
+    }
+
+    async fn throttle(&self, account_id: &str, t: &Throttle) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        let k = account_id.to_string();
+        let free = st.accounts.get(&k).is_some_and(|a| {
+            a.throttle
+                .as_ref()
+                .is_none_or(|cur| cur.until_ms < t.since_ms)
+        });
+        if free {
+            st.accounts.update(&k, |a| a.throttle = Some(t.clone()));
+        }
+        Ok(free)
+    }
+
+    async fn lift_throttle(&self, account_id: &str) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        let k = account_id.to_string();
+        let had = st.accounts.get(&k).is_some_and(|a| a.throttle.is_some());
+        if had {
+            st.accounts.update(&k, |a| a.throttle = None);
+        }
+        Ok(had)
     }
 
     async fn acquire_slot(&self, account_id: &str, max: u32) -> PortResult<bool> {
