@@ -2,6 +2,7 @@
 //! ports (provider credentials from Secrets Manager in AWS, from the environment locally).
 
 use crate::adapters::clock::{OsRandom, SystemClock};
+use crate::adapters::providers::credential::{Fixed, SecretSource};
 use crate::adapters::providers::routes_from_lookup;
 use crate::config::Config;
 use crate::ports::provider::Routes;
@@ -37,25 +38,25 @@ pub async fn services_from_env() -> Result<Services, BoxError> {
 
 /// Provider settings: the environment, overlaid with the JSON object in the Secrets Manager
 /// secret named by `PROVIDER_SECRET_ARN` (API keys never sit in the template).
+/// The credentials themselves are read again as they change (a Vertex token lasts an hour):
+/// from the secret when there is one, otherwise they are the environment's.
 pub async fn providers_from_env() -> Result<Routes, BoxError> {
-    let mut secret: HashMap<String, String> = HashMap::new();
-    if let Some(arn) = std::env::var("PROVIDER_SECRET_ARN")
+    let arn = std::env::var("PROVIDER_SECRET_ARN")
         .ok()
-        .filter(|v| !v.is_empty())
-    {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let out = aws_sdk_secretsmanager::Client::new(&sdk)
-            .get_secret_value()
-            .secret_id(&arn)
-            .send()
-            .await?;
-        let text = out
-            .secret_string
-            .ok_or("the provider secret has no string value")?;
-        secret = serde_json::from_str(&text)?;
-    }
+        .filter(|v| !v.is_empty());
+    let (secret, source): (HashMap<String, String>, Arc<dyn SecretSource>) = match arn {
+        Some(arn) => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let source = crate::adapters::secrets::SecretsManager::new(&sdk, &arn);
+            (source.read().await?, Arc::new(source))
+        }
+        None => {
+            let env: HashMap<String, String> = std::env::vars().collect();
+            (HashMap::new(), Arc::new(Fixed(env)))
+        }
+    };
     let get = move |k: &str| secret.get(k).cloned().or_else(|| std::env::var(k).ok());
-    Ok(routes_from_lookup(&get)?)
+    Ok(routes_from_lookup(&get, source)?)
 }
 
 pub async fn pipeline_from_env() -> Result<Pipeline, BoxError> {

@@ -183,11 +183,28 @@ fn veo_done(flavour: &str, base: &str, prompt: &str, name: &str) -> Value {
 /// bearer token) or the Gemini API (`/v1beta/models/{m}:predictLongRunning`,
 /// `GET /v1beta/{operation}`, file download; `x-goog-api-key`).
 pub fn google(fake: Fake, flavour: &'static str, credential: &'static str) -> Router {
+    google_with(
+        fake,
+        flavour,
+        Arc::new(std::sync::Mutex::new(credential.to_string())),
+    )
+}
+
+/// The same, accepting whichever credential `accepted` holds now (tokens that expire).
+pub fn google_with(
+    fake: Fake,
+    flavour: &'static str,
+    accepted: Arc<std::sync::Mutex<String>>,
+) -> Router {
+    let current = move || accepted.lock().map(|c| c.clone()).unwrap_or_default();
+    let gemini_current = current.clone();
     let ok = move |h: &HeaderMap| match flavour {
-        "gemini" => h.get("x-goog-api-key").and_then(|v| v.to_str().ok()) == Some(credential),
+        "gemini" => {
+            h.get("x-goog-api-key").and_then(|v| v.to_str().ok()) == Some(current().as_str())
+        }
         _ => {
             h.get("authorization").and_then(|v| v.to_str().ok())
-                == Some(&format!("Bearer {credential}"))
+                == Some(&format!("Bearer {}", current()))
         }
     };
     let post_handler = move |State(f): State<Fake>,
@@ -239,7 +256,8 @@ pub fn google(fake: Fake, flavour: &'static str, credential: &'static str) -> Ro
         google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such method")
     };
     let gemini_get = move |State(f): State<Fake>, h: HeaderMap, Path(rest): Path<String>| async move {
-        if h.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(credential) {
+        if h.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(gemini_current().as_str())
+        {
             return google_error(
                 StatusCode::FORBIDDEN,
                 "PERMISSION_DENIED",
@@ -261,7 +279,7 @@ pub fn google(fake: Fake, flavour: &'static str, credential: &'static str) -> Ro
         }
     };
     Router::new()
-        .route("/v1/{*rest}", post(post_handler))
+        .route("/v1/{*rest}", post(post_handler.clone()))
         .route("/v1beta/{*rest}", post(post_handler).get(gemini_get))
         .with_state(fake)
 }

@@ -18,6 +18,7 @@ pub mod lambda;
 pub mod memory;
 pub mod providers;
 pub mod s3;
+pub mod secrets;
 pub mod sqs;
 pub mod webhook_client;
 

@@ -4,6 +4,7 @@
 use integration_tests::fakes::{self, Fake};
 use integration_tests::{tasks, TestApp};
 use serde_json::json;
+use shared::adapters::providers::credential::{Credential, SecretSource};
 use shared::adapters::providers::google::GoogleVeo;
 use shared::adapters::providers::openai::OpenAiVideos;
 use shared::ports::provider::{JobRequest, JobState, ProviderError, Video};
@@ -87,9 +88,11 @@ async fn the_openai_client_speaks_the_videos_protocol() {
     assert!(
         matches!(p.poll("video_nope", 0).await, Err(ProviderError::Permanent { code, .. }) if code == "not_found")
     );
+    // A refused key is ours to fix, not the task's: retryable (the task waits), never a
+    // failure that refunds work the provider may still be doing.
     let wrong_key: Arc<dyn Provider> = Arc::new(OpenAiVideos::new(&base, "sk-wrong"));
     assert!(
-        matches!(wrong_key.submit(&req("x", "sora-2", 4)).await, Err(ProviderError::Permanent { code, .. }) if code == "http_401")
+        matches!(wrong_key.submit(&req("x", "sora-2", 4)).await, Err(ProviderError::Retryable { message, .. }) if message.contains("401"))
     );
     // Nobody listening: retry later, not a failure.
     let gone: Arc<dyn Provider> = Arc::new(OpenAiVideos::new("http://127.0.0.1:9", "k"));
@@ -198,4 +201,82 @@ async fn a_batch_through_the_openai_protocol_respects_the_concurrency_cap_at_the
     assert_eq!(b["settlement"]["charged"], 49 * 15);
     assert_eq!(b["settlement"]["refunded"], 49);
     app.assert_invariants().await;
+}
+
+/// A secret whose value an operator (or a rotation job) changes, counting its reads.
+struct Rotating {
+    value: std::sync::Mutex<String>,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl SecretSource for Rotating {
+    async fn read(&self) -> Result<std::collections::HashMap<String, String>, String> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let v = self.value.lock().map_err(|e| e.to_string())?.clone();
+        Ok(std::collections::HashMap::from([(
+            "VERTEX_ACCESS_TOKEN".to_string(),
+            v,
+        )]))
+    }
+}
+
+/// A Vertex token lasts an hour and a warm instance lives longer. When the provider refuses
+/// the token, the client reads the secret again and sends the request once more: the task
+/// does not fail. A credential the secret cannot replace is our fault, not the task's, so it
+/// is retryable (the task waits, and is refunded only at its deadline).
+#[tokio::test]
+async fn a_refused_credential_is_read_again_and_the_request_sent_once_more() {
+    shared::runtime::ensure_tls();
+    let fake = Fake {
+        polls_to_finish: 2,
+        ..Default::default()
+    };
+    let accepted = Arc::new(std::sync::Mutex::new("token-1".to_string()));
+    let base = fakes::serve(fakes::google_with(fake, "vertex", accepted.clone())).await;
+    let secret = Arc::new(Rotating {
+        value: std::sync::Mutex::new("token-1".into()),
+        reads: Default::default(),
+    });
+    let p = GoogleVeo::vertex_with(
+        &base,
+        "proj",
+        "us-central1",
+        Credential::new("VERTEX_ACCESS_TOKEN", secret.clone()),
+    );
+    let p: Arc<dyn Provider> = Arc::new(p);
+    let job = p
+        .submit(&req("a lighthouse", "veo-3.1-generate-001", 8))
+        .await
+        .expect("submitted");
+    let reads = || secret.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reads(), 1);
+    // The hour is up: the provider takes only the new token, which the secret now holds.
+    let rotate = |to: &str| {
+        if let Ok(mut a) = accepted.lock() {
+            *a = to.to_string();
+        }
+    };
+    rotate("token-2");
+    if let Ok(mut v) = secret.value.lock() {
+        *v = "token-2".into();
+    }
+    let JobState::Succeeded(video) = finish(p.as_ref(), &job).await else {
+        panic!("the job should finish with the new token")
+    };
+    assert_eq!(
+        reads(),
+        2,
+        "read again once, on the refusal, not per request"
+    );
+    let bytes = p.download(&job, &video).await.expect("video");
+    assert_eq!(&bytes[4..8], b"ftyp");
+    // A token nobody replaced: refused again after the re-read, and retryable.
+    rotate("token-3");
+    let refused = p.submit(&req("a harbour", "veo-3.1-generate-001", 8)).await;
+    assert!(
+        matches!(&refused, Err(ProviderError::Retryable { message, .. }) if message.contains("401")),
+        "{refused:?}"
+    );
+    assert_eq!(reads(), 3);
 }

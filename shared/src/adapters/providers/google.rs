@@ -6,6 +6,7 @@
 //!
 //! A safety-filtered result (`raiMediaFilteredCount` > 0 and no video) is a rejection.
 
+use super::credential::{Credential, SecretSource};
 use super::{
     classify_status, http_client, retry_after, transport, JobRequest, JobState,
     ProviderConfigError, ProviderError, Video,
@@ -13,86 +14,115 @@ use super::{
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+const VERTEX_TOKEN: &str = "VERTEX_ACCESS_TOKEN";
+const GEMINI_KEY: &str = "GEMINI_API_KEY";
 
 #[derive(Clone)]
 enum Flavour {
-    Vertex {
-        project: String,
-        location: String,
-        access_token: String,
-    },
-    Gemini {
-        api_key: String,
-    },
+    Vertex { project: String, location: String },
+    Gemini,
 }
 
 #[derive(Clone)]
 pub struct GoogleVeo {
     base_url: String,
     flavour: Flavour,
+    /// Vertex: an OAuth access token (an hour's life); Gemini: an API key.
+    credential: Arc<Credential>,
     http: reqwest::Client,
 }
 
 impl GoogleVeo {
     pub fn vertex(base_url: &str, project: &str, location: &str, access_token: &str) -> Self {
+        Self::vertex_with(
+            base_url,
+            project,
+            location,
+            Credential::fixed(VERTEX_TOKEN, access_token),
+        )
+    }
+
+    /// Vertex with a token that is read again before it ends and after a refusal.
+    pub fn vertex_with(base_url: &str, project: &str, location: &str, token: Credential) -> Self {
         GoogleVeo {
             base_url: base_url.trim_end_matches('/').to_string(),
             flavour: Flavour::Vertex {
                 project: project.into(),
                 location: location.into(),
-                access_token: access_token.into(),
             },
+            credential: Arc::new(token),
             http: http_client(60),
         }
     }
 
     pub fn gemini(base_url: &str, api_key: &str) -> Self {
+        Self::gemini_with(base_url, Credential::fixed(GEMINI_KEY, api_key))
+    }
+
+    pub fn gemini_with(base_url: &str, key: Credential) -> Self {
         GoogleVeo {
             base_url: base_url.trim_end_matches('/').to_string(),
-            flavour: Flavour::Gemini {
-                api_key: api_key.into(),
-            },
+            flavour: Flavour::Gemini,
+            credential: Arc::new(key),
             http: http_client(60),
         }
     }
 
     pub fn vertex_from_lookup(
         get: &dyn Fn(&str) -> Option<String>,
+        secrets: Arc<dyn SecretSource>,
     ) -> Result<Self, ProviderConfigError> {
         let need = |k: &str| get(k).ok_or_else(|| ProviderConfigError::Missing(k.into()));
         let location = get("VERTEX_LOCATION").unwrap_or_else(|| "us-central1".into());
         let base = get("VERTEX_BASE_URL")
             .unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
-        Ok(Self::vertex(
+        // Present at start (a deployment without it fails loudly), then read as it changes.
+        need(VERTEX_TOKEN)?;
+        Ok(Self::vertex_with(
             &base,
             &need("VERTEX_PROJECT")?,
             &location,
-            &need("VERTEX_ACCESS_TOKEN")?,
+            Credential::new(VERTEX_TOKEN, secrets),
         ))
     }
 
     pub fn gemini_from_lookup(
         get: &dyn Fn(&str) -> Option<String>,
+        secrets: Arc<dyn SecretSource>,
     ) -> Result<Self, ProviderConfigError> {
         let base = get("GEMINI_BASE_URL")
             .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into());
-        let key = get("GEMINI_API_KEY")
-            .ok_or_else(|| ProviderConfigError::Missing("GEMINI_API_KEY".into()))?;
-        Ok(Self::gemini(&base, &key))
+        get(GEMINI_KEY).ok_or_else(|| ProviderConfigError::Missing(GEMINI_KEY.into()))?;
+        Ok(Self::gemini_with(
+            &base,
+            Credential::new(GEMINI_KEY, secrets),
+        ))
     }
 
     pub fn flavour(&self) -> &'static str {
         match self.flavour {
             Flavour::Vertex { .. } => "vertex",
-            Flavour::Gemini { .. } => "gemini",
+            Flavour::Gemini => "gemini",
         }
     }
 
-    fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.flavour {
-            Flavour::Vertex { access_token, .. } => rb.bearer_auth(access_token),
-            Flavour::Gemini { api_key } => rb.header("x-goog-api-key", api_key),
-        }
+    /// Sends the request `build` makes, with the credential (again after a refusal).
+    async fn authed(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let vertex = matches!(self.flavour, Flavour::Vertex { .. });
+        self.credential
+            .send(|secret| {
+                if vertex {
+                    build().bearer_auth(secret)
+                } else {
+                    build().header("x-goog-api-key", secret)
+                }
+            })
+            .await
     }
 
     fn model_url(&self, model: &str) -> String {
@@ -102,12 +132,15 @@ impl GoogleVeo {
             } => {
                 format!("{}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}", self.base_url)
             }
-            Flavour::Gemini { .. } => format!("{}/v1beta/models/{model}", self.base_url),
+            Flavour::Gemini => format!("{}/v1beta/models/{model}", self.base_url),
         }
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Value, ProviderError> {
-        let resp = self.authed(rb).send().await.map_err(transport)?;
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, ProviderError> {
+        let resp = self.authed(build).await?;
         let status = resp.status().as_u16();
         let ra = retry_after(resp.headers());
         let text = resp.text().await.map_err(transport)?;
@@ -141,7 +174,7 @@ impl GoogleVeo {
             "resolution": req.resolution,
             "sampleCount": 1,
         });
-        if matches!(self.flavour, Flavour::Gemini { .. }) {
+        if matches!(self.flavour, Flavour::Gemini) {
             // The Gemini API makes one video per request and has no sampleCount.
             if let Some(o) = parameters.as_object_mut() {
                 o.remove("sampleCount");
@@ -149,7 +182,7 @@ impl GoogleVeo {
         }
         let body = json!({ "instances": [{ "prompt": req.prompt }], "parameters": parameters });
         let url = format!("{}:predictLongRunning", self.model_url(&req.provider_model));
-        let v = self.send(self.http.post(url).json(&body)).await?;
+        let v = self.send(|| self.http.post(&url).json(&body)).await?;
         v["name"]
             .as_str()
             .map(str::to_string)
@@ -172,30 +205,19 @@ impl GoogleVeo {
                         message: format!("bad operation {operation}"),
                     })?;
                 let url = format!("{}:fetchPredictOperation", self.model_url(model));
-                self.send(
-                    self.http
-                        .post(url)
-                        .json(&json!({ "operationName": operation })),
-                )
-                .await?
+                let body = json!({ "operationName": operation });
+                self.send(|| self.http.post(&url).json(&body)).await?
             }
-            Flavour::Gemini { .. } => {
-                self.send(
-                    self.http
-                        .get(format!("{}/v1beta/{operation}", self.base_url)),
-                )
-                .await?
+            Flavour::Gemini => {
+                let url = format!("{}/v1beta/{operation}", self.base_url);
+                self.send(|| self.http.get(&url)).await?
             }
         };
         Ok(interpret(&op))
     }
 
     pub async fn download(&self, uri: &str) -> Result<Vec<u8>, ProviderError> {
-        let resp = self
-            .authed(self.http.get(uri))
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = self.authed(|| self.http.get(uri)).await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let ra = retry_after(resp.headers());

@@ -2,6 +2,7 @@
 //! protocol, Google's Veo (Vertex AI and the Gemini API), and the simulated provider that the
 //! local stack uses. Which one serves each of our models is configuration ([`routes_from_lookup`]).
 
+pub mod credential;
 pub mod google;
 pub mod mp4;
 pub mod openai;
@@ -26,6 +27,7 @@ pub enum ProviderConfigError {
 /// `*_PROVIDER_MODEL`, and each provider's endpoint and credentials. See docs/PROVIDERS.md.
 pub fn routes_from_lookup(
     get: &dyn Fn(&str) -> Option<String>,
+    secrets: Arc<dyn credential::SecretSource>,
 ) -> Result<Routes, ProviderConfigError> {
     let mut routes = HashMap::new();
     for (model, var, default_model) in [
@@ -37,9 +39,9 @@ pub fn routes_from_lookup(
             get(&format!("{var}_PROVIDER_MODEL")).unwrap_or_else(|| default_model.to_string());
         let provider: Arc<dyn Provider> = match kind.as_str() {
             "simulated" => Arc::new(simulated::Simulated::from_lookup(get)?),
-            "openai" => Arc::new(openai::OpenAiVideos::from_lookup(get)?),
-            "vertex" => Arc::new(google::GoogleVeo::vertex_from_lookup(get)?),
-            "gemini" => Arc::new(google::GoogleVeo::gemini_from_lookup(get)?),
+            "openai" => Arc::new(openai::OpenAiVideos::from_lookup(get, secrets.clone())?),
+            "vertex" => Arc::new(google::GoogleVeo::vertex_from_lookup(get, secrets.clone())?),
+            "gemini" => Arc::new(google::GoogleVeo::gemini_from_lookup(get, secrets.clone())?),
             other => {
                 return Err(ProviderConfigError::Invalid(
                     format!("{var}_PROVIDER"),

@@ -2,16 +2,21 @@
 //! URL and key are configuration. Job life cycle: `POST /v1/videos` -> `GET /v1/videos/{id}`
 //! until `completed` or `failed` -> `GET /v1/videos/{id}/content`.
 
+use super::credential::{Credential, SecretSource};
 use super::{
     classify_status, http_client, retry_after, transport, JobRequest, JobState,
     ProviderConfigError, ProviderError, Video,
 };
 use serde::Deserialize;
+use std::sync::Arc;
+
+const API_KEY: &str = "OPENAI_API_KEY";
 
 #[derive(Clone)]
 pub struct OpenAiVideos {
     base_url: String,
-    api_key: String,
+    /// Read again before long and after a refusal: keys get rotated.
+    api_key: Arc<Credential>,
     http: reqwest::Client,
 }
 
@@ -59,18 +64,24 @@ pub fn size_for(aspect_ratio: &str, resolution: &str) -> &'static str {
 
 impl OpenAiVideos {
     pub fn new(base_url: &str, api_key: &str) -> Self {
+        Self::with(base_url, Credential::fixed(API_KEY, api_key))
+    }
+
+    pub fn with(base_url: &str, api_key: Credential) -> Self {
         OpenAiVideos {
             base_url: base_url.trim_end_matches('/').to_string(),
-            api_key: api_key.to_string(),
+            api_key: Arc::new(api_key),
             http: http_client(30),
         }
     }
 
-    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ProviderConfigError> {
+    pub fn from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+        secrets: Arc<dyn SecretSource>,
+    ) -> Result<Self, ProviderConfigError> {
         let base = get("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com".into());
-        let key = get("OPENAI_API_KEY")
-            .ok_or_else(|| ProviderConfigError::Missing("OPENAI_API_KEY".into()))?;
-        Ok(Self::new(&base, &key))
+        get(API_KEY).ok_or_else(|| ProviderConfigError::Missing(API_KEY.into()))?;
+        Ok(Self::with(&base, Credential::new(API_KEY, secrets)))
     }
 
     async fn error_from(resp: reqwest::Response) -> ProviderError {
@@ -105,14 +116,11 @@ impl OpenAiVideos {
                 size_for(&req.aspect_ratio, &req.resolution).to_string(),
             ),
         ];
+        let url = format!("{}/v1/videos", self.base_url);
         let resp = self
-            .http
-            .post(format!("{}/v1/videos", self.base_url))
-            .bearer_auth(&self.api_key)
-            .form(&form)
-            .send()
-            .await
-            .map_err(transport)?;
+            .api_key
+            .send(|key| self.http.post(&url).bearer_auth(key).form(&form))
+            .await?;
         if !resp.status().is_success() {
             return Err(Self::error_from(resp).await);
         }
@@ -121,13 +129,11 @@ impl OpenAiVideos {
     }
 
     pub async fn poll(&self, job_id: &str) -> Result<JobState, ProviderError> {
+        let url = format!("{}/v1/videos/{job_id}", self.base_url);
         let resp = self
-            .http
-            .get(format!("{}/v1/videos/{job_id}", self.base_url))
-            .bearer_auth(&self.api_key)
-            .send()
-            .await
-            .map_err(transport)?;
+            .api_key
+            .send(|key| self.http.get(&url).bearer_auth(key))
+            .await?;
         if !resp.status().is_success() {
             return Err(Self::error_from(resp).await);
         }
@@ -163,13 +169,11 @@ impl OpenAiVideos {
     }
 
     pub async fn content(&self, job_id: &str) -> Result<Vec<u8>, ProviderError> {
+        let url = format!("{}/v1/videos/{job_id}/content", self.base_url);
         let resp = self
-            .http
-            .get(format!("{}/v1/videos/{job_id}/content", self.base_url))
-            .bearer_auth(&self.api_key)
-            .send()
-            .await
-            .map_err(transport)?;
+            .api_key
+            .send(|key| self.http.get(&url).bearer_auth(key))
+            .await?;
         if !resp.status().is_success() {
             return Err(Self::error_from(resp).await);
         }
@@ -177,13 +181,11 @@ impl OpenAiVideos {
     }
 
     pub async fn delete(&self, job_id: &str) -> Result<(), ProviderError> {
+        let url = format!("{}/v1/videos/{job_id}", self.base_url);
         let resp = self
-            .http
-            .delete(format!("{}/v1/videos/{job_id}", self.base_url))
-            .bearer_auth(&self.api_key)
-            .send()
-            .await
-            .map_err(transport)?;
+            .api_key
+            .send(|key| self.http.delete(&url).bearer_auth(key))
+            .await?;
         if resp.status().is_success() || resp.status().as_u16() == 404 {
             return Ok(());
         }
