@@ -28,7 +28,6 @@ pub trait Body: DeserializeOwned {
 mod bodies {
     use super::Body;
     use shared::service::*;
-    impl Body for crate::routes::admin::CreateAccount {}
     impl Body for accounts::AccountSettings {
         const NULLABLE: &'static [&'static str] = &["low_balance_threshold"];
     }

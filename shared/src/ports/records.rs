@@ -51,6 +51,21 @@ pub struct AccountRecord {
 }
 
 impl AccountRecord {
+    /// Requests a minute over all the account's keys: the contract's term, or the default.
+    pub fn request_budget(&self) -> u32 {
+        self.request_budget_per_min
+            .unwrap_or(crate::domain::access::DEFAULT_REQUEST_BUDGET_PER_MIN)
+    }
+
+    /// The budget at `now_ms`: the contract's, or a throttle's while one is in force.
+    pub fn effective_budget(&self, now_ms: i64) -> u32 {
+        let own = self.request_budget();
+        match &self.throttle {
+            Some(t) if t.until_ms > now_ms => own.min(t.limit),
+            _ => own,
+        }
+    }
+
     pub fn book(&self) -> Book {
         Book {
             balance: self.balance,

@@ -10,11 +10,11 @@ use super::{ErrorCode, ServiceError, Services};
 use crate::domain::access::{
     allowed, block_subject, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly,
     rate_state, required_scope, retry_after_secs, throttled_limit, window_of, Cidr, KeyScope,
-    RateState, DEFAULT_RATE_LIMIT_PER_MIN, DEFAULT_REQUEST_BUDGET_PER_MIN, THROTTLE_MS, WINDOW_MS,
+    RateState, DEFAULT_RATE_LIMIT_PER_MIN, THROTTLE_MS, WINDOW_MS,
 };
 use crate::ports::access::IpBlock;
 use crate::ports::access::{Admission, BlockExemption, Caps, WindowCounts};
-use crate::ports::records::{AccountRecord, ApiKeyRecord, Throttle, UsageRecord};
+use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -152,7 +152,7 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         )));
     }
     let limit = effective_limit(key, now);
-    let budget = effective_budget(&caller.account, now);
+    let budget = caller.account.effective_budget(now);
     let (window, elapsed) = window_of(now);
     let account_id = caller.account.account_id.as_str();
     let prev = previous_counts(svc, account_id, &key.key_id, window - WINDOW_MS, elapsed)
@@ -206,22 +206,6 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
     refused.rate = Some(state);
     refused.retry_after_secs = Some(retry_after_secs(limit, prev, curr, elapsed));
     Err(refused)
-}
-
-/// The account's request budget per minute, over all its keys (a contract term).
-pub fn request_budget(account: &AccountRecord) -> u32 {
-    account
-        .request_budget_per_min
-        .unwrap_or(DEFAULT_REQUEST_BUDGET_PER_MIN)
-}
-
-/// The budget now: the contract's, or a throttle's while one is in force.
-pub fn effective_budget(account: &AccountRecord, now_ms: i64) -> u32 {
-    let own = request_budget(account);
-    match &account.throttle {
-        Some(t) if t.until_ms > now_ms => own.min(t.limit),
-        _ => own,
-    }
 }
 
 /// Counts a failed authentication from `ip`; too many in a minute block the address.
@@ -532,7 +516,7 @@ async fn judge_account(
         return Ok(());
     };
     let t = Throttle {
-        limit: throttled_limit(request_budget(&account)),
+        limit: throttled_limit(account.request_budget()),
         since_ms: now,
         until_ms: now + THROTTLE_MS,
         reason: rule.as_str().to_string(),

@@ -2,7 +2,6 @@
 //! operator's `/admin/v1/accounts/{id}/api-keys` run the same code. Secrets are shown once and
 //! stored only as a SHA-256 hash; an idempotent replay returns the key without its secret.
 
-use super::access::request_budget;
 use super::idempotency::{check_request_id, create_once, replay, Creation};
 use super::json;
 use super::views::{ApiKeyView, UsageView};
@@ -66,7 +65,7 @@ fn check_name(name: &str) -> Result<(), ServiceError> {
 /// A key's limit lies within its account's request budget (which is at most
 /// `MAX_RATE_LIMIT_PER_MIN`).
 fn check_limit(limit: u32, account: &AccountRecord) -> Result<(), ServiceError> {
-    let budget = request_budget(account).min(MAX_RATE_LIMIT_PER_MIN);
+    let budget = account.request_budget().min(MAX_RATE_LIMIT_PER_MIN);
     if !(1..=budget).contains(&limit) {
         return Err(ServiceError::reject_with(
             ErrorCode::InvalidApiKeySettings,

@@ -48,7 +48,7 @@ impl AccountView {
             retention_days: a.retention_days,
             max_concurrency: a.max_concurrency,
             min_batch_size: a.min_batch_size,
-            request_budget_per_min: super::access::request_budget(a),
+            request_budget_per_min: a.request_budget(),
             throttle: ThrottleView::in_force(a.throttle.as_ref(), now_ms),
             created_at: rfc3339_ms(a.created_ms),
             credits: CreditsView::from(a),

@@ -15,6 +15,8 @@ use shared::service::{accounts, credits, keys, ErrorCode, Page, ServiceError};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+impl crate::extract::Body for CreateAccount {}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
