@@ -639,8 +639,9 @@ pub struct Local {
 
 #[derive(Default)]
 struct LocalState {
-    /// Address (or /64) -> (minute window, failures in it).
-    failures: HashMap<String, (i64, u64)>,
+    /// The minute `failures` counts, and address (or /64) -> failures in it.
+    failures_window: i64,
+    failures: HashMap<String, u64>,
     /// Address (or /64) -> (the block, when this instance last read or wrote it).
     blocks: HashMap<String, (IpBlock, i64)>,
     /// (minute start, source) -> (calls, the first one).
@@ -716,15 +717,13 @@ impl Local {
     fn count_failure(&self, subject: &str, window: i64) -> u64 {
         let mut st = self.state();
         // Only the current minute matters; older counts go as soon as a new one starts.
-        if st.failures.values().any(|(w, _)| *w != window) {
-            st.failures.retain(|_, (w, _)| *w == window);
+        if st.failures_window != window {
+            st.failures.clear();
+            st.failures_window = window;
         }
-        let entry = st
-            .failures
-            .entry(subject.to_string())
-            .or_insert((window, 0));
-        entry.1 += 1;
-        entry.1
+        let n = st.failures.entry(subject.to_string()).or_insert(0);
+        *n += 1;
+        *n
     }
 
     fn tally(&self, rec: UsageRecord) {
@@ -736,8 +735,9 @@ impl Local {
             .map(block_subject)
             .unwrap_or_else(|| "-".to_string());
         let mut st = self.state();
-        let sources = st.tally.range((minute, String::new())..).count();
-        let source = if sources >= MAX_TALLIED_SOURCES
+        // Every call writes the minutes that ended before it tallies, so what the tally holds
+        // is (nearly always) this minute: its length is the bound, with no scan per call.
+        let source = if st.tally.len() >= MAX_TALLIED_SOURCES
             && !st.tally.contains_key(&(minute, source.clone()))
         {
             "other".to_string()
