@@ -12,9 +12,12 @@ with it.
 """
 
 import argparse
+import io
+import json
 import os
 import sys
 import threading
+from urllib.parse import parse_qs, unquote
 
 from werkzeug.serving import make_server
 
@@ -27,8 +30,24 @@ _DYNAMODB_LOCK = threading.Lock()
 _COUNTS_LOCK = threading.Lock()
 _COUNTS: dict = {}
 # The same counts per access key id: each function (and each test's app) signs with its own,
-# so a test can ask what one of them did (GET /_launcher/stats?key=AKID).
+# so a test can ask what one of them did (GET /_launcher/stats?key=AKID, or ?prefix=AKIDx for
+# every id that starts so).
 _COUNTS_BY_KEY: dict = {}
+# What each access key id needed IAM to allow: (action, resource) as IAM evaluates them, e.g.
+# ("dynamodb:PutItem", "table/Ledger") for every item of a transaction. Resource names lose
+# their test prefix (everything up to the last "-"), object keys keep their shape only
+# ("accounts/*/exports/*"). GET /_launcher/grants serves them; with $EMULATOR_GRANTS_LOG set,
+# each new one is also appended to that file as a JSON line, so a whole test run adds up.
+_GRANTS: dict = {}
+_GRANTS_LOG = os.environ.get("EMULATOR_GRANTS_LOG")
+
+
+_SERVICES = {
+    "DynamoDB": "dynamodb",
+    "AmazonSQS": "sqs",
+    "secretsmanager": "secretsmanager",
+    "TrentService": "kms",
+}
 
 
 def _operation(environ) -> str:
@@ -36,8 +55,111 @@ def _operation(environ) -> str:
     if target:
         # "DynamoDB_20120810.GetItem" -> "dynamodb.GetItem"; "AmazonSQS.SendMessage" -> "sqs.SendMessage"
         service, _, op = target.partition(".")
-        return ("dynamodb." if service.startswith("DynamoDB") else "sqs.") + op
+        return _SERVICES.get(service.split("_")[0], service) + "." + op
     return "s3." + environ.get("REQUEST_METHOD", "?")
+
+
+def _short(name: str) -> str:
+    """A table, queue or bucket name without the prefix a test or the local stack gave it."""
+    return name.rsplit("/", 1)[-1].rsplit("-", 1)[-1].lower()
+
+
+def _key_shape(key: str) -> str:
+    parts = key.split("/")
+    if parts[0] == "accounts" and len(parts) > 3:
+        return f"accounts/*/{parts[2]}/*"
+    return parts[0] + "/*"
+
+
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Get": "GetItem",
+}
+
+
+def _grants(environ, op: str, body: bytes) -> list:
+    """The (action, resource) pairs IAM would check for this request."""
+    service, _, name = op.partition(".")
+    if service == "dynamodb":
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError:
+            return []
+        if name in ("TransactWriteItems", "TransactGetItems"):
+            out = []
+            for item in req.get("TransactItems", []):
+                for kind, inner in item.items():
+                    table = _short(inner.get("TableName", "?"))
+                    out.append((f"dynamodb:{_TRANSACT_ACTIONS.get(kind, kind)}", f"table/{table}"))
+            return out
+        if name in ("BatchWriteItem", "BatchGetItem"):
+            return [(f"dynamodb:{name}", f"table/{_short(t)}") for t in req.get("RequestItems", {})]
+        table = req.get("TableName")
+        if table is None:
+            return [(f"dynamodb:{name}", "*")]
+        resource = f"table/{_short(table)}"
+        if req.get("IndexName"):
+            resource += f"/index/{req['IndexName']}"
+        return [(f"dynamodb:{name}", resource)]
+    if service == "sqs":
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError:
+            return []
+        queue = req.get("QueueUrl") or req.get("QueueName") or "*"
+        # IAM authorises the batch calls as their single forms (sqs:SendMessage, ...).
+        action = name.removesuffix("Batch")
+        return [(f"sqs:{action}", f"queue/{_short(queue)}")]
+    if service == "secretsmanager":
+        try:
+            secret = json.loads(body or b"{}").get("SecretId", "*")
+        except ValueError:
+            secret = "*"
+        return [(f"secretsmanager:{name}", f"secret/{secret}")]
+    if service == "kms":
+        return [(f"kms:{name}", "key/*")]
+    # S3, path style: /bucket/key?query
+    path = unquote(environ.get("PATH_INFO", "/")).lstrip("/")
+    bucket, _, key = path.partition("/")
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    method = environ.get("REQUEST_METHOD", "GET")
+    if not key:
+        if method == "POST" and "delete" in query:
+            return [("s3:DeleteObject", f"bucket/{_short(bucket)}/?")]
+        return [("s3:ListBucket", f"bucket/{_short(bucket)}")]
+    resource = f"bucket/{_short(bucket)}/{_key_shape(key)}"
+    if "tagging" in query:
+        action = {"GET": "s3:GetObjectTagging", "PUT": "s3:PutObjectTagging"}.get(method, "s3:DeleteObjectTagging")
+    elif method in ("GET", "HEAD"):
+        action = "s3:GetObject"
+    elif method == "DELETE":
+        action = "s3:AbortMultipartUpload" if "uploadId" in query else "s3:DeleteObject"
+    else:
+        # PUT, and the multipart upload's POSTs: all s3:PutObject to IAM.
+        action = "s3:PutObject"
+    out = [(action, resource)]
+    if environ.get("HTTP_X_AMZ_COPY_SOURCE"):
+        source = unquote(environ["HTTP_X_AMZ_COPY_SOURCE"]).lstrip("/")
+        b, _, k = source.partition("/")
+        out.append(("s3:GetObject", f"bucket/{_short(b)}/{_key_shape(k)}"))
+    return out
+
+
+def _record(akid: str, grants: list) -> None:
+    new = []
+    with _COUNTS_LOCK:
+        seen = _GRANTS.setdefault(akid, set())
+        for g in grants:
+            if g not in seen:
+                seen.add(g)
+                new.append(g)
+        if new and _GRANTS_LOG:
+            with open(_GRANTS_LOG, "a", encoding="utf-8") as f:
+                for action, resource in new:
+                    f.write(json.dumps({"key": akid, "action": action, "resource": resource}) + "\n")
 
 
 def _access_key_id(environ) -> str:
@@ -47,8 +169,6 @@ def _access_key_id(environ) -> str:
     marker = "Credential="
     if marker in auth:
         return auth.split(marker, 1)[1].split("/", 1)[0]
-    from urllib.parse import parse_qs
-
     cred = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential", [""])[0]
     return cred.split("/", 1)[0] or "-"
 
@@ -62,19 +182,38 @@ class SerialisedDynamoDB:
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/_launcher/stats":
-            import json
-            from urllib.parse import parse_qs
-
-            key = parse_qs(environ.get("QUERY_STRING", "")).get("key", [None])[0]
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            key = query.get("key", [None])[0]
+            prefix = query.get("prefix", [None])[0]
             with _COUNTS_LOCK:
-                counts = _COUNTS if key is None else _COUNTS_BY_KEY.get(key, {})
+                if prefix is not None:
+                    counts = {}
+                    for k, per_key in _COUNTS_BY_KEY.items():
+                        if k.startswith(prefix):
+                            for op, n in per_key.items():
+                                counts[op] = counts.get(op, 0) + n
+                else:
+                    counts = _COUNTS if key is None else _COUNTS_BY_KEY.get(key, {})
                 body = json.dumps(counts).encode()
                 if environ.get("REQUEST_METHOD") == "POST":
                     counts.clear()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
+        if environ.get("PATH_INFO") == "/_launcher/grants":
+            with _COUNTS_LOCK:
+                body = json.dumps({k: sorted(v) for k, v in _GRANTS.items()}).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
         op = _operation(environ)
         key = _access_key_id(environ)
+        body = b""
+        if environ.get("HTTP_X_AMZ_TARGET"):
+            # JSON protocols: read the (small) body to see the tables and queues it names,
+            # then hand moto the same bytes.
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+        _record(key, _grants(environ, op, body))
         with _COUNTS_LOCK:
             _COUNTS[op] = _COUNTS.get(op, 0) + 1
             per_key = _COUNTS_BY_KEY.setdefault(key, {})

@@ -97,8 +97,21 @@ fn unique_prefix() -> String {
     format!("t{}-{n}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
+/// The functions of template.yaml, each with the access key id suffix it signs with on the
+/// emulator, so the launcher records what each one needed IAM to allow (see
+/// `tests/tests/roles.rs`). The harness's own reads and set-up sign as `TESTS`.
+pub const FUNCTION_IDENTITIES: [(&str, &str); 6] = [
+    ("API", "ApiFunction"),
+    ("WORKER", "TaskWorkerFunction"),
+    ("SETTLE", "SettlementFunction"),
+    ("SWEEPER", "SweeperFunction"),
+    ("WEBHOOKS", "WebhookDispatchFunction"),
+    ("EXPORT", "ExportFunction"),
+];
+
 /// Fresh AWS-backed ports on the emulator: their own tables, queues and bucket, created from
-/// template.yaml. Returns the ports and the environment the functions would see.
+/// template.yaml. Returns the ports (signing as the harness, `TESTS`) and the environment the
+/// functions would see; `ports_as` gives each function ports of its own.
 pub async fn aws_ports(
     clock: ManualClock,
     extra_env: &[(&str, &str)],
@@ -106,16 +119,16 @@ pub async fn aws_ports(
     shared::runtime::ensure_tls();
     let endpoint = emulator();
     let prefix = unique_prefix();
-    // Signed with an access key id of its own, so the launcher can say what this app did.
-    let access_key_id = format!("AKID{}", prefix.replace('-', ""));
-    let sdk = devstack::emulator_sdk_config_as(endpoint, &access_key_id).await;
+    // Every identity of this app starts so: the launcher can say what the app did in all.
+    let key_prefix = format!("AKID{}", prefix.replace('-', ""));
+    let sdk = devstack::emulator_sdk_config_as(endpoint, &format!("{key_prefix}TESTS")).await;
     let yaml =
         std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template.yaml");
     let template = devstack::Template::parse(&yaml).expect("template parses");
     let mut env = devstack::create_all(&sdk, &template, &prefix)
         .await
         .expect("bootstrap");
-    env.insert("EMULATOR_ACCESS_KEY_ID".into(), access_key_id);
+    env.insert("EMULATOR_KEY_PREFIX".into(), key_prefix);
     env.insert(
         "OPERATOR_TOKEN_SHA256".into(),
         shared::domain::api_key::hash_secret(OPERATOR_TOKEN),
@@ -128,10 +141,29 @@ pub async fn aws_ports(
     for (k, v) in extra_env {
         env.insert(k.to_string(), v.to_string());
     }
-    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-    let ports =
-        shared::adapters::aws(&sdk, &config, Arc::new(clock), Arc::new(OsRandom)).expect("ports");
+    let ports = ports_with(&sdk, &env, clock);
     (ports, sdk, env)
+}
+
+/// Ports on the emulator for the app whose environment is `env`, signing as `identity` (one
+/// of `FUNCTION_IDENTITIES`).
+pub async fn ports_as(
+    env: &BTreeMap<String, String>,
+    clock: ManualClock,
+    identity: &str,
+) -> shared::ports::Ports {
+    let key = format!("{}{identity}", env["EMULATOR_KEY_PREFIX"]);
+    let sdk = devstack::emulator_sdk_config_as(emulator(), &key).await;
+    ports_with(&sdk, env, clock)
+}
+
+fn ports_with(
+    sdk: &SdkConfig,
+    env: &BTreeMap<String, String>,
+    clock: ManualClock,
+) -> shared::ports::Ports {
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
+    shared::adapters::aws(sdk, &config, Arc::new(clock), Arc::new(OsRandom)).expect("ports")
 }
 
 /// Fresh in-memory ports (the twins), on `clock`, with the real webhook client (local mode).
@@ -243,8 +275,20 @@ impl Resp {
     }
 }
 
+/// The functions as the test pump runs them: on the emulator each has ports of its own (its
+/// own access key id), on the twins they share one store.
+struct Functions {
+    worker: Pipeline,
+    settle: Pipeline,
+    sweeper: Pipeline,
+    webhooks: Services,
+    export: Services,
+}
+
 pub struct TestApp {
-    pub pipeline: Pipeline,
+    fns: Functions,
+    /// The API function's services (what the server in this app runs on).
+    pub api: Services,
     /// Handler calls made by `run_until_idle` (what Lambda would bill as invocations).
     pub invocations: std::sync::atomic::AtomicUsize,
     /// Messages received before they were due: (queue, receipt, due time), parked invisible.
@@ -379,7 +423,17 @@ impl TestApp {
             }
         };
         let svc = Services::new(ports);
-        let faulty = svc.with_faults(faults);
+        // Each function's services, crashing where `faults` says (one hook, shared).
+        let function = |identity: &'static str| {
+            let (aws, svc, clock, faults) = (&aws, &svc, clock.clone(), faults.clone());
+            async move {
+                match aws {
+                    Some(side) => Services::new(ports_as(&side.env, clock, identity).await)
+                        .with_faults(faults),
+                    None => svc.with_faults(faults),
+                }
+            }
+        };
         let routes = Model::ALL
             .into_iter()
             .map(|m| {
@@ -396,11 +450,20 @@ impl TestApp {
                 )
             })
             .collect();
-        let pipeline = Pipeline {
-            svc: faulty.clone(),
-            providers: Routes { routes },
+        let providers = Routes { routes };
+        let pipeline = |svc: Services| Pipeline {
+            svc,
+            providers: providers.clone(),
         };
-        let app = api::app(faulty);
+        let fns = Functions {
+            worker: pipeline(function("WORKER").await),
+            settle: pipeline(function("SETTLE").await),
+            sweeper: pipeline(function("SWEEPER").await),
+            webhooks: function("WEBHOOKS").await,
+            export: function("EXPORT").await,
+        };
+        let api_svc = function("API").await;
+        let app = api::app(api_svc.clone());
         let base_v6 = match tokio::net::TcpListener::bind("[::1]:0").await {
             Ok(l6) => {
                 let url = l6.local_addr().ok().map(|a| format!("http://{a}"));
@@ -428,7 +491,8 @@ impl TestApp {
             .await;
         });
         TestApp {
-            pipeline,
+            fns,
+            api: api_svc,
             invocations: Default::default(),
             parked: Mutex::new(Vec::new()),
             base,
@@ -491,7 +555,9 @@ impl TestApp {
     /// The same; with `duplicate`, every task message is delivered twice (concurrently, in
     /// reversed order), as a standard queue may.
     pub async fn run_until_idle_with(&self, duplicate: bool) -> usize {
-        let queue = self.pipeline.svc.queue.as_ref();
+        // The pump receives and deletes as the harness: in the cloud that is the event source
+        // mapping's work (SAM grants it with the SQS event), not the function code's.
+        let queue = self.svc.queue.as_ref();
         let mut total = 0;
         for _ in 0..500 {
             let now = self.clock.now_ms();
@@ -505,7 +571,7 @@ impl TestApp {
             for (name, receipt) in due {
                 queue.release(name, &receipt, 0).await.expect("unpark");
             }
-            let p = &self.pipeline;
+            let p = &self.fns.worker;
             let t = devstack::pump::pump_round(
                 queue,
                 QueueName::Tasks,
@@ -554,19 +620,21 @@ impl TestApp {
             )
             .await
             .expect("pump tasks");
+            let settle = &self.fns.settle;
             let s = devstack::pump::pump_round(queue, QueueName::Settle, now, true, 0, |ev| {
-                settlement::handle_event(p, ev)
+                settlement::handle_event(settle, ev)
             })
             .await
             .expect("pump settle");
-            let svc = &self.pipeline.svc;
+            let webhooks = &self.fns.webhooks;
             let e = devstack::pump::pump_round(queue, QueueName::Events, now, true, 0, |ev| {
-                webhook_dispatch::handle_event(svc, ev)
+                webhook_dispatch::handle_event(webhooks, ev)
             })
             .await
             .expect("pump events");
+            let export = &self.fns.export;
             let x = devstack::pump::pump_round(queue, QueueName::Exports, now, true, 0, |ev| {
-                export::handle_event(svc, ev)
+                export::handle_event(export, ev)
             })
             .await
             .expect("pump exports");
@@ -708,7 +776,7 @@ impl TestApp {
     }
 
     pub async fn sweep(&self) -> shared::service::pipeline::sweeper::SweepReport {
-        shared::service::pipeline::sweeper::sweep(&self.pipeline)
+        shared::service::pipeline::sweeper::sweep(&self.fns.sweeper)
             .await
             .expect("sweep")
     }
@@ -738,8 +806,8 @@ impl TestApp {
     /// The requests this app has made to the emulator so far, per operation
     /// (`dynamodb.PutItem`, ...), as the emulator launcher counted them.
     pub async fn emulator_operations(&self) -> BTreeMap<String, u64> {
-        let key = &self.aws().env["EMULATOR_ACCESS_KEY_ID"];
-        let url = format!("{}/_launcher/stats?key={key}", emulator());
+        let prefix = &self.aws().env["EMULATOR_KEY_PREFIX"];
+        let url = format!("{}/_launcher/stats?prefix={prefix}", emulator());
         self.http
             .get(&url)
             .send()
@@ -931,7 +999,7 @@ impl TestApp {
     /// Every `/v1` and `/admin/v1` request this app's `send` made is in `enterprise_api_usage`
     /// with its method, route template (matching the path), status and request id.
     pub async fn assert_usage_logged(&self) {
-        shared::service::access::write_tally(&self.svc).await;
+        shared::service::access::write_tally(&self.api).await;
         let mut logged = std::collections::HashMap::new();
         let mut tallied = 0;
         let mut owners: Vec<String> = self

@@ -39,7 +39,7 @@ pub struct Template {
 }
 
 /// CloudFormation's short-form tags (`!Ref X`) arrive as tagged values.
-fn untag(v: &Value) -> (Option<String>, &Value) {
+pub fn untag(v: &Value) -> (Option<String>, &Value) {
     match v {
         Value::Tagged(t) => (
             Some(t.tag.to_string().trim_start_matches('!').to_string()),
@@ -82,10 +82,24 @@ impl Template {
         })
     }
 
-    fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
+    /// The resources of one type, by logical id.
+    pub fn of_type<'a>(
+        &'a self,
+        ty: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
         self.resources
             .iter()
             .filter(move |(_, r)| r.get("Type").and_then(Value::as_str) == Some(ty))
+    }
+
+    /// A resource's `Type`, or None when the template has no such resource.
+    pub fn type_of(&self, logical: &str) -> Option<&str> {
+        self.resources.get(logical)?.get("Type")?.as_str()
+    }
+
+    /// Whether the template declares this parameter.
+    pub fn has_parameter(&self, name: &str) -> bool {
+        self.parameters.contains_key(name)
     }
 
     /// Local physical names: `{prefix}-{LogicalId}` (lower case for buckets).
