@@ -37,7 +37,6 @@ moto_port=$(awk '/^READY/ {print $2}' "$state/moto.out")
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 
 target/debug/devstack bootstrap --endpoint "$AWS_ENDPOINT_URL" --prefix local > "$state/env"
-operator_token="op_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 {
   echo "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
   echo "AWS_ACCESS_KEY_ID=test"
@@ -46,9 +45,10 @@ operator_token="op_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
   echo "S3_FORCE_PATH_STYLE=true"
   # Local mode: webhooks may go to http:// and loopback receivers (never in the cloud).
   echo "WEBHOOKS_ALLOW_PRIVATE=true"
-  echo "OPERATOR_TOKEN_SHA256=$(printf %s "$operator_token" | sha256sum | cut -d' ' -f1)"
 } >> "$state/env"
 set -a; . "$state/env"; set +a
+# The first named operator, issued by the bootstrap command as on a real deployment.
+operator_credential=$(target/debug/devstack operator --name local-admin)
 
 PORT=$port target/debug/api > "$state/api.log" 2>&1 &
 pids+=($!)
@@ -63,10 +63,10 @@ echo
 echo "Local stack is up."
 echo "  API:            http://127.0.0.1:$port   (OpenAPI: /openapi.json)"
 echo "  Emulator:       $AWS_ENDPOINT_URL        (environment in $state/env)"
-echo "  Operator token: $operator_token"
+echo "  Operator:       local-admin, credential $operator_credential"
 echo "  Logs:           $state/api.log, $state/runner.log, $state/moto.log"
 echo
-target/debug/devstack demo --api "http://127.0.0.1:$port" --operator-token "$operator_token"
+target/debug/devstack demo --api "http://127.0.0.1:$port" --operator-credential "$operator_credential"
 echo
 echo "Batches run on the simulated provider (a few seconds a video; about 5 % fail and are"
 echo "refunded at once, 2 % are rejected for content). Watch: GET /v1/batches/{id}."

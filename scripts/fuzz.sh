@@ -4,14 +4,14 @@
 # invalid, and checks that no answer is a 5xx, that every status and every body is the one
 # the document promises, and that invalid input is refused.
 #
-# It brings up the local stack (scripts/dev.sh) unless FUZZ_API and FUZZ_OPERATOR_TOKEN name
+# It brings up the local stack (scripts/dev.sh) unless FUZZ_API and FUZZ_OPERATOR_CREDENTIAL name
 # one already running, then gives the fuzzer an account and key of its own and exempts its
 # address (loopback) from address blocks through the operator API: its bad-auth cases would
 # otherwise block it within a minute. The rule itself is not weakened.
 #
 # Budget: FUZZ_MAX_EXAMPLES cases per operation and phase (default 50) and FUZZ_MAX_TIME
 # seconds per pass (default 120); two passes (customer routes with the key, operator routes
-# with the operator token). Prints the number of cases; exits non-zero on any failure.
+# with the operator credential). Prints the number of cases; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -34,19 +34,19 @@ trap stop_stack EXIT
 
 if [ -n "${FUZZ_API:-}" ]; then
   api=$FUZZ_API
-  operator_token=${FUZZ_OPERATOR_TOKEN:?set FUZZ_OPERATOR_TOKEN with FUZZ_API}
+  operator_token=${FUZZ_OPERATOR_CREDENTIAL:?set FUZZ_OPERATOR_CREDENTIAL with FUZZ_API}
 else
   port=$(infra/.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   PORT=$port setsid scripts/dev.sh > "$state/dev.out" 2>&1 &
   stack_pid=$!
-  # dev.sh prints the operator token once the stack answers; it needs a build first.
+  # dev.sh prints the operator credential once the stack answers; it needs a build first.
   for _ in $(seq 1800); do
     grep -q '^Local stack is up' "$state/dev.out" 2>/dev/null && grep -q 'API key (shown once)' "$state/dev.out" && break
     kill -0 "$stack_pid" 2>/dev/null || { cat "$state/dev.out" >&2; exit 1; }
     sleep 0.2
   done
   api="http://127.0.0.1:$port"
-  operator_token=$(awk '/Operator token:/ {print $3}' "$state/dev.out")
+  operator_token=$(awk '/Operator: / {print $NF}' "$state/dev.out")
   [ -n "$operator_token" ] || { echo "fuzz: the local stack did not come up; see $state/dev.out" >&2; exit 1; }
 fi
 
@@ -65,10 +65,12 @@ common=(--checks "$checks" --max-examples "$max_examples" --max-time "$max_time"
 #   PATCH/DELETE /admin/v1/accounts/{id}/api-keys/{key}  the same, as the operator
 #   POST /admin/v1/accounts/{id}/terminate               ends its account (and its keys)
 #   DELETE /admin/v1/ip-block-exemptions/{cidr}          lifts its exemption
+#   DELETE /admin/v1/operators/{name}, POST .../rotate   can revoke the operator it signs in as
 excluded=(
   --exclude-operation-id updateKey --exclude-operation-id revokeKey
   --exclude-operation-id operatorUpdateKey --exclude-operation-id operatorRevokeKey
   --exclude-operation-id terminateAccount --exclude-operation-id removeBlockExemption
+  --exclude-operation-id revokeOperator --exclude-operation-id rotateOperator
 )
 
 status=0
@@ -76,7 +78,7 @@ t0=$SECONDS
 echo "== fuzz: customer routes (its own key), seed $seed"
 "$st" run "$api/openapi.json" -H "Authorization: Bearer $key" --include-path-regex '^/v1/' \
   "${common[@]}" "${excluded[@]}" 2>&1 | tee "$state/customer.out" || status=$?
-echo "== fuzz: operator routes (the operator token), seed $seed"
+echo "== fuzz: operator routes (the operator credential), seed $seed"
 "$st" run "$api/openapi.json" -H "Authorization: Bearer $operator_token" --include-path-regex '^/admin/' \
   "${common[@]}" "${excluded[@]}" 2>&1 | tee "$state/operator.out" || status=$?
 # Schemathesis ends each run with "N generated, ...".

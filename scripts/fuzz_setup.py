@@ -2,7 +2,7 @@
 an exemption of loopback from address blocks, a fresh enterprise account with a request
 budget and credits, and an API key with every scope. Prints the key's secret.
 
-Usage: fuzz_setup.py API_URL OPERATOR_TOKEN
+Usage: fuzz_setup.py API_URL OPERATOR_CREDENTIAL
 """
 
 import json
@@ -36,7 +36,7 @@ def main() -> None:
     call(api, token, "PATCH", f"/admin/v1/accounts/{acct}", {"request_budget_per_min": 60000})
     call(api, token, "POST", f"/admin/v1/accounts/{acct}/grants", {
         "request_id": f"fuzz-{run}-credits", "pack": "pack_10000",
-        "reason": "API fuzzer", "actor": "scripts/fuzz.sh",
+        "reason": "API fuzzer",
     })
     key = call(api, token, "POST", f"/admin/v1/accounts/{acct}/api-keys", {
         "request_id": f"fuzz-{run}-key", "name": "fuzzer",

@@ -58,8 +58,6 @@ pub struct Settings {
     /// How long one sweeper pass may run before it leaves the rest to the next (its Lambda
     /// timeout is 300 s).
     pub sweep_budget_ms: i64,
-    /// Hex SHA-256 of the operator token; `None` turns the operator API off.
-    pub operator_token_sha256: Option<String>,
     pub webhooks: WebhookConfig,
 }
 
@@ -69,7 +67,6 @@ impl Default for Settings {
             deadlines: crate::domain::task::Deadlines::default(),
             sweep_batches_per_pass: 2_000,
             sweep_budget_ms: 200_000,
-            operator_token_sha256: None,
             webhooks: WebhookConfig {
                 allow_private: true,
                 timeout_ms: 15_000,
@@ -106,19 +103,6 @@ impl Config {
         let required = |name: &'static str| match get(name) {
             Some(v) if !v.trim().is_empty() => Ok(v),
             _ => Err(ConfigError::Missing(name)),
-        };
-        let operator_token_sha256 = match get("OPERATOR_TOKEN_SHA256") {
-            Some(v) if !v.is_empty() => {
-                let v = v.to_ascii_lowercase();
-                if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ConfigError::Invalid(
-                        "OPERATOR_TOKEN_SHA256",
-                        "expected 64 hex characters",
-                    ));
-                }
-                Some(v)
-            }
-            _ => None,
         };
         let presign_ttl_secs = match get("PRESIGN_TTL_SECS") {
             Some(v) => v
@@ -178,7 +162,6 @@ impl Config {
                         queue_ms: ms("QUEUE_DEADLINE_SECS", d.queue_ms)?,
                     }
                 },
-                operator_token_sha256,
                 webhooks: WebhookConfig {
                     allow_private: get("WEBHOOKS_ALLOW_PRIVATE").is_some_and(|v| v == "true"),
                     timeout_ms: match get("WEBHOOK_TIMEOUT_MS") {

@@ -104,9 +104,10 @@ fn request(owner: &str, key: &str) -> RequestRecord {
         request_key: key.to_string(),
         fingerprint: "f".into(),
         status_code: 201,
-        response: "{}".into(),
+        response: Some("{}".into()),
         resource_id: "r".into(),
         created_ms: T0,
+        response_expires_ms: T0 + 30 * 86_400_000,
     }
 }
 

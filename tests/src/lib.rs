@@ -33,8 +33,6 @@ pub mod fakes;
 pub mod receiver;
 pub mod sim;
 
-pub const OPERATOR_TOKEN: &str = "op_test_token_for_the_suite";
-
 struct Emulator {
     endpoint: String,
     // Held open for the life of the process; the emulator exits when it closes.
@@ -129,10 +127,6 @@ pub async fn aws_ports(
         .await
         .expect("bootstrap");
     env.insert("EMULATOR_KEY_PREFIX".into(), key_prefix);
-    env.insert(
-        "OPERATOR_TOKEN_SHA256".into(),
-        shared::domain::api_key::hash_secret(OPERATOR_TOKEN),
-    );
     env.insert("S3_FORCE_PATH_STYLE".into(), "true".into());
     env.insert("SQS_DELAYS".into(), "false".into());
     env.insert("WEBHOOKS_ALLOW_PRIVATE".into(), "true".into());
@@ -200,7 +194,6 @@ impl MemoryStack {
             timeout_ms: 3_000,
         };
         let settings = shared::config::Settings {
-            operator_token_sha256: Some(shared::domain::api_key::hash_secret(OPERATOR_TOKEN)),
             webhooks,
             ..Default::default()
         };
@@ -287,6 +280,8 @@ struct Functions {
 
 pub struct TestApp {
     fns: Functions,
+    /// The credential of the operator `harness`, issued as the bootstrap command would.
+    pub operator: String,
     /// The API function's services (what the server in this app runs on).
     pub api: Services,
     /// Handler calls made by `run_until_idle` (what Lambda would bill as invocations).
@@ -423,6 +418,11 @@ impl TestApp {
             }
         };
         let svc = Services::new(ports);
+        let operator = shared::service::operators::create(&svc, "harness")
+            .await
+            .expect("bootstrap the harness's operator")
+            .credential
+            .expect("a new operator's credential");
         // Each function's services, crashing where `faults` says (one hook, shared).
         let function = |identity: &'static str| {
             let (aws, svc, clock, faults) = (&aws, &svc, clock.clone(), faults.clone());
@@ -492,6 +492,7 @@ impl TestApp {
         });
         TestApp {
             fns,
+            operator,
             api: api_svc,
             invocations: Default::default(),
             parked: Mutex::new(Vec::new()),
@@ -693,6 +694,11 @@ impl TestApp {
         }
     }
 
+    /// The emulator side, when this app runs on the emulator (for checks only it can make).
+    pub fn aws_side(&self) -> Option<&AwsSide> {
+        self.aws.as_ref()
+    }
+
     /// The emulator side of this app; only tests spawned with `spawn_aws` have one.
     pub fn aws(&self) -> &AwsSide {
         self.aws
@@ -845,7 +851,7 @@ impl TestApp {
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> Resp {
-        self.post(path, OPERATOR_TOKEN, body).await
+        self.post(path, &self.operator, body).await
     }
 
     /// A pay-as-you-go account with `credits` granted and one key. Returns (account, key).
@@ -884,7 +890,7 @@ impl TestApp {
         let r = self
             .admin_post(
                 &format!("/admin/v1/accounts/{account}/grants"),
-                &json!({"request_id": format!("g-{}", rand::random::<u64>()), "amount": amount, "reason": "test credit", "actor": "harness"}),
+                &json!({"request_id": format!("g-{}", rand::random::<u64>()), "amount": amount, "reason": "test credit"}),
             )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);

@@ -17,6 +17,7 @@ use shared::service::access::{
     admit_operator_address, authorize, operator_auth_failed, record, AccessRequest, Answered,
     Refused, UNAUTHENTICATED,
 };
+use shared::service::operators;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -102,25 +103,38 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         } else {
             admit_operator_address(&s.svc, ip).await
         };
-        let (resp, credential_ok) = match admitted {
-            Err(refused) => (refused_response(*refused), false),
+        let (resp, credential) = match admitted {
+            Err(refused) => (refused_response(*refused), None),
             Ok(()) => {
-                let resp = next.run(req).await;
-                let code = resp.extensions().get::<ErrorCodeExt>().map(|c| c.0);
-                let unauthorized = code == Some(shared::service::ErrorCode::Unauthorized.as_str());
-                if unauthorized {
-                    operator_auth_failed(&s.svc, ip).await;
+                let authorization = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match operators::authenticate(&s.svc, authorization).await {
+                    Ok(op) => {
+                        tracing::Span::current()
+                            .record("account_id", format!("operator:{}", op.name).as_str());
+                        let credential = op.credential.clone();
+                        req.extensions_mut().insert(op);
+                        (next.run(req).await, Some(credential))
+                    }
+                    Err(e) => {
+                        if e.code() == shared::service::ErrorCode::Unauthorized {
+                            operator_auth_failed(&s.svc, ip).await;
+                        }
+                        (ApiError(e).into_response(), None)
+                    }
                 }
-                (resp, !unauthorized)
             }
         };
         // A call without the operator credential is nobody's: tallied, not written one by one.
-        let owner = if credential_ok {
+        // With one, the usage record names the credential (and so the operator).
+        let owner = if credential.is_some() {
             "_operator"
         } else {
             UNAUTHENTICATED
         };
-        (resp, owner.to_string(), 365, None, false)
+        (resp, owner.to_string(), 365, credential, false)
     } else if !customer {
         let resp = next.run(req).await;
         (resp, UNAUTHENTICATED.to_string(), 90, None, false)

@@ -17,9 +17,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         AccountTerminated => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        IdempotencyConflict | RequestInProgress | BatchCompleted | EndpointDisabled => {
-            StatusCode::CONFLICT
-        }
+        IdempotencyConflict | IdempotencyExpired | RequestInProgress | BatchCompleted
+        | EndpointDisabled | OperatorExists | LastOperator => StatusCode::CONFLICT,
         PayloadTooLarge | InputFileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         InvalidRequestId
         | UnknownModel
@@ -39,8 +38,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | KeyLimitReached
         | InvalidApiKeySettings
         | InvalidExport
-        | InvalidAdjustment => StatusCode::UNPROCESSABLE_ENTITY,
-        OperatorApiDisabled | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        | InvalidAdjustment
+        | InvalidOperator => StatusCode::UNPROCESSABLE_ENTITY,
+        ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

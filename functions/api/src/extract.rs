@@ -5,10 +5,11 @@ use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use shared::domain::idempotency::fingerprint;
-use shared::service::auth::{authenticate_operator, Caller};
+use shared::service::auth::Caller;
+use shared::service::operators::OperatorIdentity;
 use shared::service::ErrorCode;
 
 /// A JSON body: parsed strictly (unknown fields, wrong types: 400), with the fingerprint of
@@ -44,6 +45,7 @@ mod bodies {
     impl Body for keys::UpdateKey {}
     impl Body for access::ExemptionRequest {}
     impl Body for models::SetStatus {}
+    impl Body for crate::routes::admin::CreateOperator {}
     impl Body for webhooks::CreateEndpoint {}
     impl Body for webhooks::RotateSecret {}
     impl Body for webhooks::UpdateEndpoint {
@@ -149,13 +151,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Ids {
     }
 }
 
-fn authorization(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-}
-
 /// A customer, as the access guard (`crate::access`) authenticated and admitted them.
 pub struct Customer(pub Caller);
 
@@ -173,18 +168,20 @@ impl FromRequestParts<AppState> for Customer {
     }
 }
 
-/// An operator authenticated by the operator token.
-pub struct Operator;
+/// A named operator, as the access guard (`crate::access`) authenticated them.
+pub struct Operator(pub OperatorIdentity);
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate_operator(&state.svc, authorization(parts))?;
-        tracing::Span::current().record("account_id", "operator");
-        Ok(Operator)
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let op = parts
+            .extensions
+            .get::<OperatorIdentity>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "operator credential required")
+            })?;
+        Ok(Operator(op))
     }
 }

@@ -89,6 +89,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/reconcile"),
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
     ("put", "/admin/v1/models/{model}"),
+    ("get", "/admin/v1/operators"),
+    ("post", "/admin/v1/operators"),
+    ("get", "/admin/v1/operators/{name}"),
+    ("delete", "/admin/v1/operators/{name}"),
+    ("post", "/admin/v1/operators/{name}/rotate"),
 ];
 
 #[derive(Clone)]
@@ -226,6 +231,18 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/admin/v1/models/{model}",
             axum::routing::put(admin::set_model_status),
+        )
+        .route(
+            "/admin/v1/operators",
+            get(admin::list_operators).post(admin::create_operator),
+        )
+        .route(
+            "/admin/v1/operators/{name}",
+            get(admin::get_operator).delete(admin::revoke_operator),
+        )
+        .route(
+            "/admin/v1/operators/{name}/rotate",
+            post(admin::rotate_operator),
         )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

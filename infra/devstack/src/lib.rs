@@ -545,9 +545,5 @@ Resources:
         ] {
             assert!(env.contains_key(k), "{k} missing from {env:?}");
         }
-        assert!(
-            !env.contains_key("OPERATOR_TOKEN_SHA256"),
-            "secrets without defaults are the caller's"
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! API keys and the operator token: random secrets, stored and compared only as hashes.
+//! API keys and operator credentials: random secrets, stored and compared only as hashes.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -8,9 +8,18 @@ use subtle::ConstantTimeEq;
 /// Every key starts with this, so secret scanners and people recognise it.
 pub const KEY_PREFIX: &str = "vgk_";
 
+/// Every operator credential starts with this: it is never mistaken for a customer's key
+/// (a customer route refuses it by its shape, before any lookup).
+pub const OPERATOR_PREFIX: &str = "vgo_";
+
 /// A secret from 32 random bytes: the prefix and the bytes, base64url.
 pub fn secret_from(bytes: [u8; 32]) -> String {
     format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// An operator credential from 32 random bytes.
+pub fn operator_secret_from(bytes: [u8; 32]) -> String {
+    format!("{OPERATOR_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Lower-case hex SHA-256: what the key table and the operator configuration hold.
@@ -34,9 +43,18 @@ pub fn hashes_match(a: &str, b: &str) -> bool {
 
 /// Plausible shape of a presented key: cheap rejection before any lookup.
 pub fn looks_like_key(secret: &str) -> bool {
-    secret.len() == KEY_PREFIX.len() + 43
-        && secret.starts_with(KEY_PREFIX)
-        && secret[KEY_PREFIX.len()..]
+    shaped(KEY_PREFIX, secret)
+}
+
+/// The same for an operator credential.
+pub fn looks_like_operator_credential(secret: &str) -> bool {
+    shaped(OPERATOR_PREFIX, secret)
+}
+
+fn shaped(prefix: &str, secret: &str) -> bool {
+    secret.len() == prefix.len() + 43
+        && secret.starts_with(prefix)
+        && secret[prefix.len()..]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -51,6 +69,12 @@ mod tests {
         assert!(looks_like_key(&a), "{a}");
         assert_ne!(a, secret_from([8; 32]));
         assert!(!looks_like_key("vgk_short"));
+        let o = operator_secret_from([7; 32]);
+        assert!(
+            looks_like_operator_credential(&o) && !looks_like_key(&o),
+            "{o}"
+        );
+        assert!(!looks_like_operator_credential(&a));
         let (head, tail) = display_parts(&a);
         assert_eq!(head.len(), 12);
         assert_eq!(tail.len(), 4);

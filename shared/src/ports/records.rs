@@ -370,10 +370,18 @@ pub struct RequestRecord {
     pub request_key: String,
     pub fingerprint: String,
     pub status_code: u16,
-    /// The response body exactly as first sent (JSON text).
-    pub response: String,
+    /// The response body exactly as first sent (JSON text). It is customer data and follows
+    /// the account's retention: stored apart from the rest (the DynamoDB adapter keeps it in
+    /// an item of its own with a TTL), it is `None` once deleted. The rest of the record is a
+    /// permanent tombstone: the request_id can never make a second resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
     pub resource_id: String,
     pub created_ms: i64,
+    /// When the stored response stops being served (and its item expires); 0: never
+    /// (records from before retention applied to them).
+    #[serde(default)]
+    pub response_expires_ms: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

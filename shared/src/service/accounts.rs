@@ -23,6 +23,7 @@ pub async fn create_account(
     create_once(
         svc,
         OPERATOR,
+        super::idempotency::OPERATOR_RETENTION_DAYS,
         Scope::CreateAccount,
         request_id,
         fingerprint,

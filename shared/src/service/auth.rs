@@ -1,4 +1,4 @@
-//! Who is calling: an API key (customers) or the operator token (operators).
+//! Who is calling: an API key (customers). Operators: `operators::authenticate`.
 
 use super::{ErrorCode, ServiceError, Services};
 use crate::domain::account::AccountStatus;
@@ -101,29 +101,6 @@ pub async fn authenticate(
         key_id: key.key_id.clone(),
         key,
     })
-}
-
-/// Checks the operator token against the configured hash, in constant time.
-pub fn authenticate_operator(
-    svc: &Services,
-    authorization: Option<&str>,
-) -> Result<(), ServiceError> {
-    let Some(expected) = svc.settings.operator_token_sha256.as_deref() else {
-        return Err(ServiceError::reject(
-            ErrorCode::OperatorApiDisabled,
-            "the operator API is not configured on this deployment",
-        ));
-    };
-    let token = bearer(authorization)
-        .ok_or_else(|| ServiceError::reject(ErrorCode::Unauthorized, "operator token required"))?;
-    if hashes_match(expected, &hash_secret(token)) {
-        Ok(())
-    } else {
-        Err(ServiceError::reject(
-            ErrorCode::Unauthorized,
-            "operator token required",
-        ))
-    }
 }
 
 #[cfg(test)]

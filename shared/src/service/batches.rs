@@ -277,6 +277,7 @@ async fn hold(
             &reply,
             batch_id,
             now,
+            account.retention_days,
         );
         let mv = MoneyMove {
             account_id: account_id.to_string(),
@@ -574,6 +575,7 @@ struct CancelReply {
 pub async fn cancel(
     svc: &Services,
     account_id: &str,
+    retention_days: u32,
     batch_id: &str,
     req: CancelBatch,
     fingerprint: &str,
@@ -623,6 +625,7 @@ pub async fn cancel(
         &reply,
         batch_id,
         svc.now_ms(),
+        retention_days,
     );
     match svc.requests.create_all(vec![NewRecord::Request(rec)]).await {
         Ok(()) => Ok(reply),

@@ -29,7 +29,6 @@ pub struct GrantRequest {
     #[serde(default)]
     pub amount: Option<i64>,
     pub reason: String,
-    pub actor: String,
 }
 
 #[derive(Serialize)]
@@ -49,16 +48,17 @@ fn bounded(field: &str, v: &str, max: usize) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Credits an account (a prepaid pack, or an explicit amount), as one ledger entry.
+/// Credits an account (a prepaid pack, or an explicit amount), as one ledger entry whose
+/// `actor` is the operator who asked (authenticated, never a field of the request).
 pub async fn grant(
     svc: &Services,
     account_id: &str,
     req: GrantRequest,
     fingerprint: &str,
+    actor: &str,
 ) -> Result<Reply, ServiceError> {
     check_request_id(&req.request_id)?;
     bounded("reason", &req.reason, 500)?;
-    bounded("actor", &req.actor, 200)?;
     let (amount, pack) = match (req.pack, req.amount) {
         (Some(p), None) => (p.credits(), Some(p)),
         (None, Some(a)) if (1..=MAX_GRANT).contains(&a) => (Credits(a), None),
@@ -85,7 +85,7 @@ pub async fn grant(
             kind: EntryKind::Grant,
             amount,
             reason: req.reason.trim().to_string(),
-            actor: req.actor.trim().to_string(),
+            actor: actor.to_string(),
             pack,
             refers_to: None,
         },
@@ -175,6 +175,7 @@ async fn post(
             &reply,
             &crate::domain::ledger::entry_id(next.seq),
             now,
+            account.retention_days,
         );
         let mv = MoneyMove {
             account_id: account.account_id.clone(),
@@ -223,7 +224,6 @@ pub struct AdjustRequest {
     /// Credits, positive (in the customer's favour) or negative; never zero.
     pub amount: i64,
     pub reason: String,
-    pub actor: String,
     /// `adjustment` (default) or `compensation` (SLA credits).
     #[serde(default)]
     pub kind: Option<String>,
@@ -238,13 +238,12 @@ pub async fn adjust(
     account_id: &str,
     req: AdjustRequest,
     fingerprint: &str,
+    actor: &str,
 ) -> Result<Reply, ServiceError> {
     check_request_id(&req.request_id)?;
     let bad = |m: String| ServiceError::reject(ErrorCode::InvalidAdjustment, m);
     bounded("reason", &req.reason, 500)
         .map_err(|_| bad("reason must be 1 to 500 characters".into()))?;
-    bounded("actor", &req.actor, 200)
-        .map_err(|_| bad("actor must be 1 to 200 characters".into()))?;
     if req.amount == 0 || req.amount.abs() > MAX_GRANT {
         return Err(bad(format!(
             "amount must be non-zero and at most {MAX_GRANT} credits either way"
@@ -284,7 +283,7 @@ pub async fn adjust(
             kind,
             amount: Credits(req.amount),
             reason: req.reason.trim().to_string(),
-            actor: req.actor.trim().to_string(),
+            actor: actor.to_string(),
             pack: None,
             refers_to: req.refers_to.clone(),
         },

@@ -177,6 +177,7 @@ async fn enqueue(svc: &Services, account_id: &str, export_id: &str) -> Result<()
 pub async fn create(
     svc: &Services,
     account_id: &str,
+    retention_days: u32,
     scopes: &[KeyScope],
     req: CreateExport,
     fingerprint: &str,
@@ -210,6 +211,7 @@ pub async fn create(
     let reply = create_once(
         svc,
         account_id,
+        retention_days,
         Scope::CreateExport,
         rid,
         fingerprint,

@@ -2,7 +2,7 @@
 //! link, PUTs a JSON Lines file of tasks to S3, then names the file in `POST /v1/batches`.
 
 use super::auth::Caller;
-use super::idempotency::{create_once, Creation};
+use super::idempotency::{check_request_id, create_once, replay, Creation};
 use super::json;
 use super::views::FileView;
 use super::{ErrorCode, Reply, ServiceError, Services};
@@ -48,9 +48,33 @@ pub async fn create(
     }
     let account_id = &caller.account.account_id;
     let request_id = req.request_id.as_str();
+    check_request_id(request_id)?;
+    // A replay gets a fresh upload link while nothing is uploaded, and none after: a link is
+    // a credential for an hour, so none is stored (a stored one would go stale, and stay
+    // readable in the table).
+    if let Some((_, stored)) =
+        replay(svc, account_id, Scope::CreateFile, request_id, fingerprint).await?
+    {
+        let mut rec = find(svc, account_id, &stored.resource_id).await?;
+        let bytes = svc.blobs.size(&rec.s3_key).await?;
+        let link = match bytes {
+            Some(_) => None,
+            None => {
+                let link = upload_link(svc, caller, &rec.s3_key).await?;
+                rec.upload_expires_ms = svc.now_ms() + link_ttl_ms(&link);
+                Some(link)
+            }
+        };
+        return Ok(Reply {
+            status: 201,
+            body: json(&FileView::new(&rec, link, bytes))?,
+            replayed: true,
+        });
+    }
     create_once(
         svc,
         account_id,
+        caller.account.retention_days,
         Scope::CreateFile,
         request_id,
         fingerprint,
@@ -59,12 +83,8 @@ pub async fn create(
             async move {
                 let file_id = svc.new_id("file");
                 let s3_key = file_key(account_id, &file_id);
-                let tags = retention_tags(caller.account.retention_days);
-                let link = svc
-                    .blobs
-                    .presign_put(&s3_key, INPUT_CONTENT_TYPE, &tags)
-                    .await?;
-                let ttl_ms = i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000;
+                let link = upload_link(svc, caller, &s3_key).await?;
+                let ttl_ms = link_ttl_ms(&link);
                 let rec = FileRecord {
                     account_id: account_id.clone(),
                     file_id: file_id.clone(),
@@ -81,7 +101,13 @@ pub async fn create(
                         body: json(&FileView::new(&rec, Some(link), None))?,
                         replayed: false,
                     },
-                    replayed: None,
+                    // Stored without the link (a concurrent duplicate that loses the race
+                    // gets the file without one; asking again gives a fresh one).
+                    replayed: Some(Reply {
+                        status: 201,
+                        body: json(&FileView::new(&rec, None, None))?,
+                        replayed: false,
+                    }),
                     resource_id: file_id,
                     creates: vec![NewRecord::File(rec)],
                 })
@@ -89,6 +115,24 @@ pub async fn create(
         },
     )
     .await
+}
+
+/// A presigned PUT for the file's key, signed with the content type and the account's
+/// retention tags.
+async fn upload_link(
+    svc: &Services,
+    caller: &Caller,
+    s3_key: &str,
+) -> Result<crate::ports::blobs::Presigned, ServiceError> {
+    let tags = retention_tags(caller.account.retention_days);
+    Ok(svc
+        .blobs
+        .presign_put(s3_key, INPUT_CONTENT_TYPE, &tags)
+        .await?)
+}
+
+fn link_ttl_ms(link: &crate::ports::blobs::Presigned) -> i64 {
+    i64::try_from(link.expires_in_secs).unwrap_or(3_600) * 1_000
 }
 
 async fn find(svc: &Services, account_id: &str, file_id: &str) -> Result<FileRecord, ServiceError> {

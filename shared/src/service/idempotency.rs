@@ -31,9 +31,28 @@ pub async fn replay(
             serde_json::json!({ "request_id": request_id, "resource_id": rec.resource_id }),
         ));
     }
+    // The stored response follows the account's retention (DynamoDB's TTL may delete it up
+    // to days late; it is not served a moment past its time). The tombstone stays: the
+    // request_id still names what it made, and never makes another.
+    let live = rec.response_expires_ms == 0 || svc.now_ms() < rec.response_expires_ms;
+    let Some(body) = rec.response.clone().filter(|_| live) else {
+        return Err(ServiceError::reject_with(
+            ErrorCode::IdempotencyExpired,
+            format!(
+                "this request_id was used at {}; its stored response has passed the account's retention and was deleted. It created {}: read that instead",
+                crate::domain::time::rfc3339_ms(rec.created_ms),
+                rec.resource_id
+            ),
+            serde_json::json!({
+                "request_id": request_id,
+                "resource_id": rec.resource_id,
+                "first_used_at": crate::domain::time::rfc3339_ms(rec.created_ms),
+            }),
+        ));
+    };
     let reply = Reply {
         status: rec.status_code,
-        body: rec.response.clone(),
+        body,
         replayed: true,
     };
     Ok(Some((reply, rec)))
@@ -44,7 +63,12 @@ pub fn check_request_id(request_id: &str) -> Result<(), ServiceError> {
         .map_err(|m| ServiceError::reject(ErrorCode::InvalidRequestId, m))
 }
 
-/// The record that makes a reply replayable.
+/// How long operator requests' responses are kept (the operator's own usage log keeps a year).
+pub const OPERATOR_RETENTION_DAYS: u32 = 365;
+
+/// The record that makes a reply replayable for the owner's retention (`retention_days`),
+/// and its request_id used for good.
+#[allow(clippy::too_many_arguments)]
 pub fn record(
     owner: &str,
     scope: Scope,
@@ -53,15 +77,17 @@ pub fn record(
     reply: &Reply,
     resource_id: &str,
     now_ms: i64,
+    retention_days: u32,
 ) -> RequestRecord {
     RequestRecord {
         account_id: owner.to_string(),
         request_key: request_key(scope, request_id),
         fingerprint: fingerprint.to_string(),
         status_code: reply.status,
-        response: reply.body.clone(),
+        response: Some(reply.body.clone()),
         resource_id: resource_id.to_string(),
         created_ms: now_ms,
+        response_expires_ms: now_ms + i64::from(retention_days) * 86_400_000,
     }
 }
 
@@ -77,10 +103,12 @@ pub struct Creation {
 }
 
 /// Creates records that move no money together with the request's idempotency record, all or
-/// nothing. A concurrent duplicate that loses the race replays the winner's response.
+/// nothing. A concurrent duplicate that loses the race replays the winner's response, which
+/// is kept for the owner's `retention_days`.
 pub async fn create_once<F, Fut>(
     svc: &Services,
     owner: &str,
+    retention_days: u32,
     scope: Scope,
     request_id: &str,
     fingerprint: &str,
@@ -110,6 +138,7 @@ where
             replayed.as_ref().unwrap_or(&reply),
             &resource_id,
             now,
+            retention_days,
         );
         creates.push(NewRecord::Request(req));
         match svc.requests.create_all(creates).await {

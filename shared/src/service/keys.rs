@@ -219,15 +219,24 @@ pub async fn create(
         body: json(&ApiKeyView::at(&rec, None, now))?,
         replayed: false,
     };
-    create_once(svc, account_id, Scope::CreateKey, rid, fingerprint, |_| {
-        let creation = Creation {
-            creates: vec![NewRecord::ApiKey(rec.clone())],
-            reply: shown.clone(),
-            replayed: Some(replayed.clone()),
-            resource_id: rec.key_id.clone(),
-        };
-        async move { Ok(creation) }
-    })
+    let retention_days = account.retention_days;
+    create_once(
+        svc,
+        account_id,
+        retention_days,
+        Scope::CreateKey,
+        rid,
+        fingerprint,
+        |_| {
+            let creation = Creation {
+                creates: vec![NewRecord::ApiKey(rec.clone())],
+                reply: shown.clone(),
+                replayed: Some(replayed.clone()),
+                resource_id: rec.key_id.clone(),
+            };
+            async move { Ok(creation) }
+        },
+    )
     .await
 }
 

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod models;
 pub mod money;
+pub mod operators;
 pub mod pipeline;
 pub mod reconcile;
 pub mod statements;

@@ -97,20 +97,20 @@ async fn grants_and_adjustments_are_entries_idempotent_by_request_id() {
         pack: Some(shared::domain::pricing::Pack::Pack2000),
         amount: None,
         reason: "pack bought".into(),
-        actor: "ops@example.com".into(),
     };
     let fp = fingerprint(&json!({"p": 1}));
-    let r = grant(&w.svc, &id, pack, &fp).await.expect("grant");
+    let r = grant(&w.svc, &id, pack, &fp, "ops@example.com")
+        .await
+        .expect("grant");
     assert_eq!(body(&r)["credits"]["balance"], 227_620);
     let again = GrantRequest {
         request_id: "p1".into(),
         pack: Some(shared::domain::pricing::Pack::Pack2000),
         amount: None,
         reason: "pack bought".into(),
-        actor: "ops@example.com".into(),
     };
     assert!(
-        grant(&w.svc, &id, again, &fp)
+        grant(&w.svc, &id, again, &fp, "ops@example.com")
             .await
             .expect("replay")
             .replayed
@@ -119,24 +119,47 @@ async fn grants_and_adjustments_are_entries_idempotent_by_request_id() {
         request_id: rid.into(),
         amount,
         reason: "dispute settled".into(),
-        actor: "finance@example.com".into(),
         kind: kind.map(str::to_string),
         refers_to: None,
     };
-    let e = adjust(&w.svc, &id, adj("a1", -300_000, None), "f1")
-        .await
-        .expect_err("overdraw");
+    let e = adjust(
+        &w.svc,
+        &id,
+        adj("a1", -300_000, None),
+        "f1",
+        "finance@example.com",
+    )
+    .await
+    .expect_err("overdraw");
     assert_eq!(code(&e), ErrorCode::InvalidAdjustment);
-    let e = adjust(&w.svc, &id, adj("a2", -5, Some("compensation")), "f2")
-        .await
-        .expect_err("neg");
+    let e = adjust(
+        &w.svc,
+        &id,
+        adj("a2", -5, Some("compensation")),
+        "f2",
+        "finance@example.com",
+    )
+    .await
+    .expect_err("neg");
     assert_eq!(code(&e), ErrorCode::InvalidAdjustment);
-    adjust(&w.svc, &id, adj("a3", -620, None), "f3")
-        .await
-        .expect("adjust");
-    adjust(&w.svc, &id, adj("a4", 1_000, Some("compensation")), "f4")
-        .await
-        .expect("comp");
+    adjust(
+        &w.svc,
+        &id,
+        adj("a3", -620, None),
+        "f3",
+        "finance@example.com",
+    )
+    .await
+    .expect("adjust");
+    adjust(
+        &w.svc,
+        &id,
+        adj("a4", 1_000, Some("compensation")),
+        "f4",
+        "finance@example.com",
+    )
+    .await
+    .expect("comp");
     let a = w.read_account(&id).await;
     assert_eq!(
         (a.balance, a.lifetime_granted, a.ledger_seq),
@@ -148,7 +171,9 @@ async fn grants_and_adjustments_are_entries_idempotent_by_request_id() {
         refers_to: Some(shared::domain::ledger::entry_id(1)),
         ..adj("a5", 10, None)
     };
-    let e = adjust(&w.svc, &id, late, "f5").await.expect_err("too late");
+    let e = adjust(&w.svc, &id, late, "f5", "finance@example.com")
+        .await
+        .expect_err("too late");
     assert_eq!(code(&e), ErrorCode::InvalidAdjustment);
     w.assert_invariants(&id).await;
 }
@@ -170,9 +195,8 @@ async fn a_transaction_conflict_is_retried_and_the_money_moves_once() {
         pack: None,
         amount: Some(5),
         reason: "r".into(),
-        actor: "a".into(),
     };
-    let e = grant(&w.svc, &c.account.account_id, req, "fp")
+    let e = grant(&w.svc, &c.account.account_id, req, "fp", "ops@example.com")
         .await
         .expect_err("busy");
     assert_eq!(code(&e), ErrorCode::RequestInProgress);
@@ -291,7 +315,7 @@ async fn cancel_ends_unfinished_tasks_and_keeps_finished_ones() {
     let req = batches::CancelBatch {
         request_id: "cancel-1".into(),
     };
-    let reply = batches::cancel(&w.svc, &acct, &id, req, "fp")
+    let reply = batches::cancel(&w.svc, &acct, 30, &id, req, "fp")
         .await
         .expect("cancel");
     assert_eq!(reply.status, 202);
@@ -309,7 +333,7 @@ async fn cancel_ends_unfinished_tasks_and_keeps_finished_ones() {
     let again = batches::CancelBatch {
         request_id: "cancel-2".into(),
     };
-    let e = batches::cancel(&w.svc, &acct, &id, again, "fp2")
+    let e = batches::cancel(&w.svc, &acct, 30, &id, again, "fp2")
         .await
         .expect_err("done");
     assert_eq!(code(&e), ErrorCode::BatchCompleted);

@@ -22,8 +22,6 @@ use shared::service::pipeline::{settle, worker, Pipeline};
 use shared::service::{Reply, Services};
 use std::sync::{Arc, Mutex};
 
-pub const OPERATOR_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
 /// A webhook sender that records what it was asked to send and answers 200.
 #[derive(Default)]
 pub struct Recorder(pub Mutex<Vec<String>>);
@@ -72,7 +70,6 @@ impl World {
         let queue = Arc::new(MemoryQueue::new(Arc::new(clock.clone()), true));
         let blobs = Arc::new(MemoryBlobs::default());
         let settings = Settings {
-            operator_token_sha256: Some(OPERATOR_HASH.into()),
             ..Default::default()
         };
         let mut ports = memory.ports(
@@ -169,9 +166,8 @@ impl World {
             pack: None,
             amount: Some(amount),
             reason: "test credit".into(),
-            actor: "tests".into(),
         };
-        shared::service::credits::grant(&self.svc, account_id, req, &fingerprint(&body))
+        shared::service::credits::grant(&self.svc, account_id, req, &fingerprint(&body), "tests")
             .await
             .expect("grant")
     }

@@ -313,11 +313,10 @@ impl Sim {
                 pack: None,
                 amount: Some(credits),
                 reason: "simulated prepaid".into(),
-                actor: "sim".into(),
             };
             // Fault points are quiet while the world is set up.
             self.faults_on.store(false, Ordering::SeqCst);
-            let granted = shared::service::credits::grant(&self.svc, &id, req, "open").await;
+            let granted = shared::service::credits::grant(&self.svc, &id, req, "open", "sim").await;
             self.faults_on.store(true, Ordering::SeqCst);
             if let Err(e) = granted {
                 panic!("grant: {e}");
@@ -594,7 +593,7 @@ impl Sim {
                 let bb = b.clone();
                 let f: Job = Box::pin(async move {
                     let req = shared::service::batches::CancelBatch { request_id: rid };
-                    let _ = shared::service::batches::cancel(&svc, &a, &bb, req, "fp").await;
+                    let _ = shared::service::batches::cancel(&svc, &a, 30, &bb, req, "fp").await;
                     Done::Other
                 });
                 self.spawn(format!("cancel {b}"), f);
@@ -611,10 +610,9 @@ impl Sim {
                         pack: None,
                         amount: Some(amount),
                         reason: "top-up".into(),
-                        actor: "sim".into(),
                     };
                     let fp = fingerprint(&serde_json::json!({ "amount": amount }));
-                    let _ = shared::service::credits::grant(&svc, &id, req, &fp).await;
+                    let _ = shared::service::credits::grant(&svc, &id, req, &fp, "sim").await;
                     Done::Other
                 });
                 self.spawn(format!("grant {amount} to {account_id}"), f);
@@ -629,11 +627,10 @@ impl Sim {
                         request_id: rid,
                         amount: 7,
                         reason: "goodwill".into(),
-                        actor: "sim".into(),
                         kind: Some("compensation".into()),
                         refers_to: None,
                     };
-                    let _ = shared::service::credits::adjust(&svc, &id, req, "fp").await;
+                    let _ = shared::service::credits::adjust(&svc, &id, req, "fp", "sim").await;
                     Done::Other
                 });
                 self.spawn(format!("adjust {account_id}"), f);

@@ -1,7 +1,7 @@
 //! API keys and access security: key management, the per-key rate limit, IP allowlists, the
 //! usage log, anomaly throttling, termination.
 
-use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
+use integration_tests::{tasks, TestApp};
 use serde_json::{json, Value};
 use shared::domain::access::{current_window_cap, window_of, WINDOW_MS};
 use shared::ports::Clock;
@@ -322,7 +322,7 @@ async fn every_call_is_in_the_usage_log_with_its_fields() {
         .send(
             "GET",
             "/admin/v1/accounts/_unauthenticated/usage",
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             None,
         )
         .await;
@@ -385,7 +385,7 @@ async fn anomalies_throttle_a_key_or_block_an_address_until_lifted() {
         .send(
             "DELETE",
             "/admin/v1/ip-blocks/127.0.0.1",
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             None,
         )
         .await;
@@ -506,16 +506,16 @@ async fn operator_routes_count_failures_and_respect_address_blocks() {
     let app = TestApp::spawn().await;
     let (acct, _) = app.account_with(0).await;
     let path = format!("/admin/v1/accounts/{acct}");
-    assert_eq!(app.get(&path, OPERATOR_TOKEN).await.status, 200);
+    assert_eq!(app.get(&path, &app.operator).await.status, 200);
     for _ in 0..20 {
         assert_eq!(app.get(&path, "not-the-operator-token").await.status, 401);
     }
-    let r = app.get(&path, OPERATOR_TOKEN).await;
+    let r = app.get(&path, &app.operator).await;
     assert_eq!((r.status, r.code()), (403, "ip_blocked"), "{:?}", r.body);
     let grant = app
         .admin_post(
             &format!("/admin/v1/accounts/{acct}/grants"),
-            &json!({"request_id": "g", "amount": 100, "reason": "test", "actor": "ops"}),
+            &json!({"request_id": "g", "amount": 100, "reason": "test"}),
         )
         .await;
     assert_eq!(
@@ -537,12 +537,12 @@ async fn operator_routes_count_failures_and_respect_address_blocks() {
         .send(
             "DELETE",
             "/admin/v1/ip-blocks/127.0.0.1",
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             None,
         )
         .await;
     assert_eq!(r.body["was_blocked"], true, "{:?}", r.body);
-    assert_eq!(app.get(&path, OPERATOR_TOKEN).await.status, 200);
+    assert_eq!(app.get(&path, &app.operator).await.status, 200);
 }
 
 /// Calls without a valid key cost no DynamoDB write: made-up tokens, unknown routes and a
@@ -630,7 +630,7 @@ async fn one_account_flooding_its_budget_leaves_another_untouched() {
         .send(
             "PATCH",
             &format!("/admin/v1/accounts/{noisy}"),
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             Some(
                 json!({ "request_budget_per_min": budget })
                     .to_string()
@@ -725,13 +725,13 @@ async fn an_exempt_address_is_refused_but_never_blocked() {
         200,
         "not blocked"
     );
-    let listed = app.get(path, OPERATOR_TOKEN).await;
+    let listed = app.get(path, &app.operator).await;
     assert_eq!(listed.body["data"][0]["reason"], "the CI fuzzer");
     let gone = app
         .send(
             "DELETE",
             &format!("{path}/127.0.0.0%2F8"),
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             None,
         )
         .await;
@@ -751,7 +751,7 @@ async fn spreading_errors_over_many_keys_throttles_the_account() {
         .send(
             "PATCH",
             &format!("/admin/v1/accounts/{acct}"),
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             Some(
                 json!({ "request_budget_per_min": 1_000 })
                     .to_string()

@@ -1,6 +1,6 @@
 //! Every kind of bad input gets its documented status and code, and writes nothing.
 
-use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
+use integration_tests::{tasks, TestApp};
 use serde_json::json;
 
 /// (label, method, path, auth, raw body, expected status, expected code)
@@ -28,7 +28,7 @@ async fn bad_inputs_get_documented_errors_and_change_nothing() {
         ("no key", "GET", "/v1/credits".into(), None, None, 401, "unauthorized"),
         ("unknown key", "GET", "/v1/credits".into(), Some("vgk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None, 401, "unauthorized"),
         ("garbage key", "GET", "/v1/credits".into(), Some("hello"), None, 401, "unauthorized"),
-        ("operator token is not a customer key", "GET", "/v1/credits".into(), Some(OPERATOR_TOKEN), None, 401, "unauthorized"),
+        ("operator token is not a customer key", "GET", "/v1/credits".into(), Some(&app.operator), None, 401, "unauthorized"),
         ("customer key on operator API", "POST", "/admin/v1/accounts".into(), Some(&key), Some(b"{}".to_vec()), 401, "unauthorized"),
         ("malformed JSON", "POST", "/v1/batches".into(), Some(&key), Some(b"{\"request_id\": ".to_vec()), 400, "invalid_json"),
         ("invalid UTF-8", "POST", "/v1/batches".into(), Some(&key), Some(b"{\"request_id\": \"\xff\xfe\"}".to_vec()), 400, "invalid_json"),
@@ -64,11 +64,11 @@ async fn bad_inputs_get_documented_errors_and_change_nothing() {
         ("malformed batch id", "GET", "/v1/batches/..%2F..%2Fetc".into(), Some(&key), None, 404, "not_found"),
         ("unknown route", "GET", "/v1/nothing".into(), Some(&key), None, 404, "not_found"),
         ("wrong method", "DELETE", "/v1/batches".into(), Some(&key), None, 405, "method_not_allowed"),
-        ("grant without amount", "POST", format!("/admin/v1/accounts/{acct}/grants"), Some(OPERATOR_TOKEN), Some(json!({"request_id": "g1", "reason": "r", "actor": "a"}).to_string().into_bytes()), 422, "invalid_grant"),
-        ("negative grant", "POST", format!("/admin/v1/accounts/{acct}/grants"), Some(OPERATOR_TOKEN), Some(json!({"request_id": "g2", "amount": -5, "reason": "r", "actor": "a"}).to_string().into_bytes()), 422, "invalid_grant"),
-        ("unknown pack", "POST", format!("/admin/v1/accounts/{acct}/grants"), Some(OPERATOR_TOKEN), Some(json!({"request_id": "g3", "pack": "pack_1", "reason": "r", "actor": "a"}).to_string().into_bytes()), 400, "invalid_request"),
-        ("bad retention", "POST", "/admin/v1/accounts".into(), Some(OPERATOR_TOKEN), Some(json!({"request_id": "a1", "name": "X", "plan": "payg", "retention_days": 60, "max_concurrency": 1}).to_string().into_bytes()), 422, "invalid_account_terms"),
-        ("grant to unknown account", "POST", "/admin/v1/accounts/acct_01M87QK0NREPX2ZHGKMMS7YBB3/grants".into(), Some(OPERATOR_TOKEN), Some(json!({"request_id": "g4", "amount": 5, "reason": "r", "actor": "a"}).to_string().into_bytes()), 404, "not_found"),
+        ("grant without amount", "POST", format!("/admin/v1/accounts/{acct}/grants"), Some(&app.operator), Some(json!({"request_id": "g1", "reason": "r"}).to_string().into_bytes()), 422, "invalid_grant"),
+        ("negative grant", "POST", format!("/admin/v1/accounts/{acct}/grants"), Some(&app.operator), Some(json!({"request_id": "g2", "amount": -5, "reason": "r"}).to_string().into_bytes()), 422, "invalid_grant"),
+        ("unknown pack", "POST", format!("/admin/v1/accounts/{acct}/grants"), Some(&app.operator), Some(json!({"request_id": "g3", "pack": "pack_1", "reason": "r"}).to_string().into_bytes()), 400, "invalid_request"),
+        ("bad retention", "POST", "/admin/v1/accounts".into(), Some(&app.operator), Some(json!({"request_id": "a1", "name": "X", "plan": "payg", "retention_days": 60, "max_concurrency": 1}).to_string().into_bytes()), 422, "invalid_account_terms"),
+        ("grant to unknown account", "POST", "/admin/v1/accounts/acct_01M87QK0NREPX2ZHGKMMS7YBB3/grants".into(), Some(&app.operator), Some(json!({"request_id": "g4", "amount": 5, "reason": "r"}).to_string().into_bytes()), 404, "not_found"),
     ];
     for (label, method, path, auth, body, status, code) in cases {
         let r = app.send(method, &path, auth, body).await;

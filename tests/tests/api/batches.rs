@@ -267,3 +267,83 @@ async fn batch_list_pages_newest_first_and_filters_by_status() {
     assert_eq!(completed.body["data"].as_array().map(Vec::len), Some(0));
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_request_id_outlives_its_stored_response() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(100_000).await;
+    let body = json!({"request_id": "kept-1", "model": "sora-2", "tasks": tasks(10)});
+    let first = app.post("/v1/batches", &key, &body).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let batch_id = first.body["id"].as_str().expect("batch id").to_string();
+    let replay = app.post("/v1/batches", &key, &body).await;
+    assert_eq!((replay.status, replay.replayed()), (201, true));
+    assert_eq!(replay.body, first.body);
+
+    // The account keeps 90 days: 91 days on, the stored response is gone (it holds the
+    // customer's batch as it was), the request_id is not.
+    app.clock.advance_ms(91 * 86_400_000);
+    let late = app.post("/v1/batches", &key, &body).await;
+    assert_eq!(
+        (late.status, late.code()),
+        (409, "idempotency_expired"),
+        "{:?}",
+        late.body
+    );
+    assert_eq!(
+        late.body["error"]["details"]["resource_id"],
+        batch_id.as_str()
+    );
+    let reused = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "kept-1", "model": "sora-2", "tasks": tasks(11)}),
+        )
+        .await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (409, "idempotency_conflict")
+    );
+    assert_eq!(app.batches_of(&acct).await.len(), 1, "nothing new was made");
+    assert_eq!(app.ledger_entries(&acct, "pre_deduct").await.len(), 1);
+
+    if let Some(aws) = app.aws_side() {
+        // As stored: the tombstone has no response; the response's own item expires (TTL)
+        // when the account's retention ends.
+        let ddb = aws_sdk_dynamodb::Client::new(&aws.sdk);
+        let items = ddb
+            .query()
+            .table_name(&aws.env["REQUESTS_TABLE"])
+            .key_condition_expression("account_id = :a")
+            .expression_attribute_values(
+                ":a",
+                aws_sdk_dynamodb::types::AttributeValue::S(acct.clone()),
+            )
+            .send()
+            .await
+            .expect("query requests")
+            .items
+            .unwrap_or_default();
+        let key_of = |i: &std::collections::HashMap<
+            String,
+            aws_sdk_dynamodb::types::AttributeValue,
+        >| { i["request_key"].as_s().cloned().unwrap_or_default() };
+        let tombstone = items
+            .iter()
+            .find(|i| key_of(i) == "batch#kept-1")
+            .expect("tombstone");
+        assert!(!tombstone.contains_key("response") && !tombstone.contains_key("expires_at"));
+        let stored = items
+            .iter()
+            .find(|i| key_of(i) == "batch#kept-1#reply")
+            .expect("stored response");
+        let created_ms: i64 = tombstone["created_ms"]
+            .as_n()
+            .expect("n")
+            .parse()
+            .expect("ms");
+        let expires_at: i64 = stored["expires_at"].as_n().expect("n").parse().expect("s");
+        assert_eq!(expires_at, (created_ms + 90 * 86_400_000) / 1000);
+    }
+}

@@ -153,7 +153,30 @@ async fn creating_a_file_is_idempotent_too() {
         .await;
     assert_eq!((a.status, a.replayed()), (201, false));
     assert_eq!((b.status, b.replayed()), (201, true));
-    assert_eq!(a.body, b.body);
+    assert_eq!(a.body["id"], b.body["id"]);
+    // Two hours on, the first link has expired; a replay hands out a fresh one, and it works.
+    app.clock.advance_ms(2 * 3_600_000);
+    let late = app
+        .post("/v1/files", &key, &json!({"request_id": "same-file"}))
+        .await;
+    assert_eq!((late.status, late.replayed()), (201, true));
+    assert_eq!(late.body["id"], a.body["id"]);
+    let (first_until, late_until) = (
+        a.body["upload_expires_at"].as_str().expect("expiry"),
+        late.body["upload_expires_at"].as_str().expect("expiry"),
+    );
+    assert!(late_until > first_until, "{late_until} after {first_until}");
+    assert_eq!(
+        app.upload(&late.body, b"{\"prompt\": \"a kite\"}\n".to_vec())
+            .await,
+        200
+    );
+    // Once uploaded, a replay says so and offers no link.
+    let done = app
+        .post("/v1/files", &key, &json!({"request_id": "same-file"}))
+        .await;
+    assert_eq!(done.body["status"], "uploaded");
+    assert!(done.body["upload_url"].is_null());
     let c = app
         .post(
             "/v1/files",

@@ -45,12 +45,7 @@ async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_a
         (json!("balance_mismatch"), 1)
     );
     let all = app
-        .send(
-            "GET",
-            "/admin/v1/reconcile",
-            Some(integration_tests::OPERATOR_TOKEN),
-            None,
-        )
+        .send("GET", "/admin/v1/reconcile", Some(&app.operator), None)
         .await;
     assert_eq!(all.body["accounts_with_discrepancies"], 1, "{:?}", all.body);
     assert_eq!(all.body["reports"][0]["account_id"], acct.as_str());
@@ -69,7 +64,7 @@ async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_a
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let adj = json!({"request_id": "adj-1", "amount": 98, "reason": "two videos were unusable", "actor": "support@us", "refers_to": disputed});
+    let adj = json!({"request_id": "adj-1", "amount": 98, "reason": "two videos were unusable", "refers_to": disputed});
     let r = app
         .admin_post(&format!("/admin/v1/accounts/{acct}/adjustments"), &adj)
         .await;
@@ -81,9 +76,9 @@ async fn reconcile_is_clean_then_finds_an_injected_discrepancy_and_adjustments_a
         .await;
     assert!(again.replayed());
     for bad in [
-        json!({"request_id": "a2", "amount": 0, "reason": "x", "actor": "y"}),
-        json!({"request_id": "a3", "amount": -1_000_000, "reason": "x", "actor": "y"}),
-        json!({"request_id": "a4", "amount": 5, "reason": "x", "actor": "y", "refers_to": "le_000000009999"}),
+        json!({"request_id": "a2", "amount": 0, "reason": "x"}),
+        json!({"request_id": "a3", "amount": -1_000_000, "reason": "x"}),
+        json!({"request_id": "a4", "amount": 5, "reason": "x", "refers_to": "le_000000009999"}),
     ] {
         let r = app
             .admin_post(&format!("/admin/v1/accounts/{acct}/adjustments"), &bad)
@@ -121,7 +116,7 @@ async fn statements_close_each_month_where_the_next_opens_and_match_the_ledger()
     let pack = app
         .admin_post(
             &format!("/admin/v1/accounts/{acct}/grants"),
-            &json!({"request_id": "p1", "pack": "pack_2000", "reason": "PO 17", "actor": "sales"}),
+            &json!({"request_id": "p1", "pack": "pack_2000", "reason": "PO 17"}),
         )
         .await;
     assert_eq!(pack.status, 201);
@@ -309,7 +304,7 @@ async fn retention_sets_ttls_on_operational_data_and_never_on_the_ledger() {
         .send(
             "PATCH",
             &format!("/admin/v1/accounts/{acct}"),
-            Some(integration_tests::OPERATOR_TOKEN),
+            Some(&app.operator),
             Some(json!({"retention_days": 180}).to_string().into_bytes()),
         )
         .await;

@@ -7,7 +7,7 @@ use serde_json::json;
 async fn packs_credit_at_once_and_grants_are_idempotent() {
     let app = TestApp::spawn().await;
     let (acct, key) = app.account_with(0).await;
-    let body = json!({"request_id": "inv-2026-001", "pack": "pack_5000", "reason": "invoice INV-2026-001", "actor": "finance@ops"});
+    let body = json!({"request_id": "inv-2026-001", "pack": "pack_5000", "reason": "invoice INV-2026-001"});
     let path = format!("/admin/v1/accounts/{acct}/grants");
     let first = app.admin_post(&path, &body).await;
     assert_eq!(
@@ -23,7 +23,12 @@ async fn packs_credit_at_once_and_grants_are_idempotent() {
     let again = app.admin_post(&path, &body).await;
     assert_eq!((again.status, again.replayed()), (201, true));
     assert_eq!(again.body, first.body);
-    let other = app.admin_post(&path, &json!({"request_id": "inv-2026-001", "pack": "pack_2000", "reason": "x", "actor": "y"})).await;
+    let other = app
+        .admin_post(
+            &path,
+            &json!({"request_id": "inv-2026-001", "pack": "pack_2000", "reason": "x"}),
+        )
+        .await;
     assert_eq!((other.status, other.code()), (409, "idempotency_conflict"));
     let c = app.get("/v1/credits", &key).await;
     assert_eq!(c.body["balance"], 628_950);
@@ -96,7 +101,7 @@ async fn ledger_pages_newest_first_with_kind_and_time_filters() {
         .send(
             "GET",
             &format!("/admin/v1/accounts/{acct}/ledger?limit=1"),
-            Some(integration_tests::OPERATOR_TOKEN),
+            Some(&app.operator),
             None,
         )
         .await;

@@ -10,6 +10,7 @@ mod finance;
 mod isolation;
 mod ledger;
 mod openapi;
+mod operators;
 mod pipeline;
 mod providers;
 mod scale;

@@ -1,7 +1,7 @@
 //! The OpenAPI document is checked against the code: the same routes, the same error codes,
 //! and real responses that validate against its schemas.
 
-use integration_tests::{tasks, TestApp, OPERATOR_TOKEN};
+use integration_tests::{tasks, TestApp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -132,7 +132,7 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
             .replace("{task_id}", "task_01M87QK0NREPX2ZHGKMMS7YBB3_00000")
             .replace("{model}", "sora-2");
         let auth = if path.starts_with("/admin") {
-            OPERATOR_TOKEN
+            app.operator.as_str()
         } else {
             key.as_str()
         };
@@ -151,7 +151,7 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
         .send(
             "GET",
             &format!("/admin/v1/accounts/{acct}"),
-            Some(OPERATOR_TOKEN),
+            Some(&app.operator),
             None,
         )
         .await;

@@ -543,7 +543,7 @@ async fn an_unavailable_model_is_refused_before_any_charge() {
         .send(
             "PUT",
             "/admin/v1/models/veo-pro",
-            Some(integration_tests::OPERATOR_TOKEN),
+            Some(&app.operator),
             Some(
                 json!({"status": "unavailable", "reason": "upstream retired"})
                     .to_string()

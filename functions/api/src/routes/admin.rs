@@ -1,4 +1,5 @@
-//! `/admin/v1`: the operator API, guarded by the operator token.
+//! `/admin/v1`: the operator API, for named operators (their credential checked by the
+//! access guard; `Operator` is who is calling).
 
 use crate::error::ApiError;
 use crate::extract::{Id, Ids, JsonBody, Operator, Params};
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use shared::domain::access::KeyScope;
 use shared::domain::account::{AccountTerms, Plan};
 use shared::service::views::{AccountView, ApiKeyView, BlockExemptionView, LedgerEntryView};
-use shared::service::{accounts, credits, keys, ErrorCode, Page, ServiceError};
+use shared::service::{accounts, credits, keys, operators, ErrorCode, Page, ServiceError};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -187,11 +188,11 @@ pub async fn account_usage(
 
 pub async fn grant(
     State(s): State<AppState>,
-    _: Operator,
+    Operator(op): Operator,
     Id(id): Id,
     body: JsonBody<credits::GrantRequest>,
 ) -> Result<Response> {
-    let r = credits::grant(&s.svc, &id, body.value, &body.fingerprint).await?;
+    let r = credits::grant(&s.svc, &id, body.value, &body.fingerprint, &op.name).await?;
     Ok(reply(r))
 }
 
@@ -218,11 +219,11 @@ pub async fn set_model_status(
 
 pub async fn adjust(
     State(s): State<AppState>,
-    _: Operator,
+    Operator(op): Operator,
     Id(id): Id,
     body: JsonBody<credits::AdjustRequest>,
 ) -> Result<Response> {
-    let r = credits::adjust(&s.svc, &id, body.value, &body.fingerprint).await?;
+    let r = credits::adjust(&s.svc, &id, body.value, &body.fingerprint, &op.name).await?;
     Ok(reply(r))
 }
 
@@ -240,4 +241,64 @@ pub async fn update_account(
     body: JsonBody<accounts::AccountTermsChange>,
 ) -> Result<Json<AccountView>> {
     Ok(Json(accounts::change_terms(&s.svc, &id, body.value).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOperator {
+    pub name: String,
+}
+
+pub async fn list_operators(
+    State(s): State<AppState>,
+    _: Operator,
+) -> Result<Json<Page<operators::OperatorView>>> {
+    Ok(Json(Page {
+        data: operators::list(&s.svc).await?,
+        has_more: false,
+        next_cursor: None,
+    }))
+}
+
+pub async fn get_operator(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(name): Id,
+) -> Result<Json<operators::OperatorView>> {
+    operators::list(&s.svc)
+        .await?
+        .into_iter()
+        .find(|o| o.name == name)
+        .map(Json)
+        .ok_or_else(|| ServiceError::not_found("operator").into())
+}
+
+pub async fn create_operator(
+    State(s): State<AppState>,
+    Operator(by): Operator,
+    body: JsonBody<CreateOperator>,
+) -> Result<Response> {
+    let created = operators::create(&s.svc, &body.value.name).await?;
+    tracing::info!(operator = %created.name, by = %by.name, "operator created");
+    Ok((axum::http::StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub async fn rotate_operator(
+    State(s): State<AppState>,
+    Operator(by): Operator,
+    Id(name): Id,
+) -> Result<Json<operators::OperatorView>> {
+    let rotated = operators::rotate(&s.svc, &name).await?;
+    tracing::info!(operator = %name, by = %by.name, "operator credential rotated");
+    Ok(Json(rotated))
+}
+
+pub async fn revoke_operator(
+    State(s): State<AppState>,
+    Operator(by): Operator,
+    Id(name): Id,
+) -> Result<Json<operators::OperatorView>> {
+    let revoked = operators::revoke(&s.svc, &name).await?;
+    tracing::info!(operator = %name, by = %by.name, "operator revoked");
+    Ok(Json(revoked))
 }

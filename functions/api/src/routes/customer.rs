@@ -70,6 +70,7 @@ pub async fn cancel_batch(
     let r = batches::cancel(
         &s.svc,
         &c.account.account_id,
+        c.account.retention_days,
         &id,
         body.value,
         &body.fingerprint,
@@ -209,6 +210,7 @@ pub async fn create_export(
     let r = exports::create(
         &s.svc,
         &c.account.account_id,
+        c.account.retention_days,
         &scopes,
         body.value,
         &body.fingerprint,

@@ -70,6 +70,7 @@ pub async fn rotate_secret(
     let r = webhooks::rotate_secret(
         &s.svc,
         &c.account.account_id,
+        c.account.retention_days,
         &id,
         body.value,
         &body.fingerprint,

@@ -3,7 +3,13 @@
 //! - `devstack bootstrap --endpoint URL --prefix P [--template template.yaml]`: creates the
 //!   template's tables and bucket in the emulator and prints the functions' environment as
 //!   `KEY=value` lines.
-//! - `devstack demo --api URL --operator-token TOKEN`: opens a demo account through the
+//! - `devstack operator --name NAME [--rotate]`: the bootstrap command for named operators.
+//!   With a deployment's environment (the API function's variables and AWS credentials; for
+//!   the local stack, the file scripts/dev.sh writes) it issues NAME a credential and prints
+//!   it once; `--rotate` gives an existing operator a new one and revokes the old (for a
+//!   lost credential). From then on operators manage each other through
+//!   `/admin/v1/operators`.
+//! - `devstack demo --api URL --operator-credential vgo_...`: opens a demo account through the
 //!   operator API, grants it a prepaid pack, issues a key and prints how to use it.
 
 use devstack::{create_all, emulator_sdk_config, Template};
@@ -29,7 +35,8 @@ async fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "bootstrap" => bootstrap(&flags).await,
         "demo" => demo(&flags).await,
-        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack demo --api URL --operator-token T".into()),
+        "operator" => operator(&flags).await,
+        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack operator --name NAME [--rotate] | devstack demo --api URL --operator-credential C".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,6 +74,22 @@ async fn bootstrap(flags: &HashMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
+async fn operator(flags: &HashMap<String, String>) -> Result<(), String> {
+    let name = flag(flags, "name")?;
+    let svc = shared::runtime::services_from_env()
+        .await
+        .map_err(|e| format!("the deployment's environment: {e}"))?;
+    let op = if flags.contains_key("rotate") {
+        shared::service::operators::rotate(&svc, name).await
+    } else {
+        shared::service::operators::create(&svc, name).await
+    }
+    .map_err(|e| e.to_string())?;
+    let credential = op.credential.ok_or("no credential was issued")?;
+    println!("{credential}");
+    Ok(())
+}
+
 async fn call(
     client: &reqwest::Client,
     url: String,
@@ -90,7 +113,7 @@ async fn call(
 
 async fn demo(flags: &HashMap<String, String>) -> Result<(), String> {
     let api = flag(flags, "api")?.trim_end_matches('/').to_string();
-    let token = flag(flags, "operator-token")?;
+    let token = flag(flags, "operator-credential")?;
     shared::runtime::ensure_tls();
     let client = reqwest::Client::new();
     let account = call(
@@ -105,7 +128,7 @@ async fn demo(flags: &HashMap<String, String>) -> Result<(), String> {
         &client,
         format!("{api}/admin/v1/accounts/{id}/grants"),
         token,
-        json!({"request_id": "demo-pack", "pack": "pack_2000", "reason": "demo prepaid pack", "actor": "devstack"}),
+        json!({"request_id": "demo-pack", "pack": "pack_2000", "reason": "demo prepaid pack"}),
     )
     .await?;
     let key = call(

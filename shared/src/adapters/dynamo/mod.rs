@@ -113,7 +113,12 @@ impl Dynamo {
         let (table, item, key_attr) = match r {
             NewRecord::Account(a) => (&self.t.accounts, to_item::<AccountRecord>(a)?, "account_id"),
             NewRecord::Batch(b) => (&self.t.batches, to_item::<BatchRecord>(b)?, "account_id"),
-            NewRecord::Request(q) => (&self.t.requests, to_item::<RequestRecord>(q)?, "account_id"),
+            NewRecord::Request(q) => {
+                // The permanent tombstone; the response goes in its own item (`stored_replies`).
+                let mut item = to_item::<RequestRecord>(q)?;
+                item.remove("response");
+                (&self.t.requests, item, "account_id")
+            }
             NewRecord::File(f) => (&self.t.files, to_item::<FileRecord>(f)?, "account_id"),
             NewRecord::Endpoint(e) => (
                 &self.t.webhook_endpoints,
@@ -124,6 +129,35 @@ impl Dynamo {
             NewRecord::ApiKey(k) => (&self.t.api_keys, to_item::<ApiKeyRecord>(k)?, "key_hash"),
         };
         put_new_item(table, item, key_attr)
+    }
+
+    /// The stored responses of the idempotency records among `creates`: one item each,
+    /// `{request_key}#reply`, with the DynamoDB TTL `expires_at` at the end of the account's
+    /// retention, so the response (customer data) is deleted while the tombstone stays.
+    /// Transactions put them last, after every other item, so the indexes callers see in
+    /// `CommitError::Duplicate` do not move.
+    fn stored_replies(&self, creates: &[NewRecord]) -> PortResult<Vec<TransactWriteItem>> {
+        let mut out = Vec::new();
+        for c in creates {
+            let NewRecord::Request(q) = c else { continue };
+            let Some(response) = &q.response else {
+                continue;
+            };
+            let mut item = account_key(
+                "request_key",
+                &q.account_id,
+                &format!("{}{REPLY_SUFFIX}", q.request_key),
+            );
+            item.insert("response".into(), s(response));
+            if q.response_expires_ms > 0 {
+                item.insert(
+                    "expires_at".into(),
+                    n(q.response_expires_ms.div_euclid(1000)),
+                );
+            }
+            out.push(put_new_item(&self.t.requests, item, "account_id")?);
+        }
+        Ok(out)
     }
 
     /// `amount` added to one of a batch's own tallies (`credits.<tally>`); the batch must
@@ -542,6 +576,11 @@ fn account_key(sort_attr: &str, account_id: &str, sort: &str) -> Item {
         (sort_attr.to_string(), s(sort)),
     ])
 }
+
+/// What follows a request key in the key of its stored response's item. Request ids never
+/// hold `#` or any character that sorts before it (letters, digits, `-_.:` only), so the two
+/// items of one request are next to each other and nothing else lies between them.
+const REPLY_SUFFIX: &str = "#reply";
 
 fn put_new_item(table: &str, item: Item, key_attr: &str) -> PortResult<TransactWriteItem> {
     let put = Put::builder()

@@ -63,6 +63,7 @@ impl Money for Dynamo {
         for c in &mv.changes {
             items.push(self.change(c)?);
         }
+        items.extend(self.stored_replies(&mv.creates)?);
         // creates[i] is transaction item i + 2 (and changes follow them).
         self.transact(items, 2).await
     }

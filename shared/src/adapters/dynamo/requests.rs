@@ -1,7 +1,7 @@
 //! The Requests table (idempotency records) and the all-or-nothing creation of the records a
 //! request makes; the small Files and Models tables.
 
-use super::{account_key, dynamo_err, n, s, Dynamo};
+use super::{account_key, dynamo_err, from_item, n, s, Dynamo, Query, REPLY_SUFFIX};
 use crate::ports::records::{FileRecord, RequestRecord};
 use crate::ports::store::{Change, CommitError, ModelSetting, NewRecord};
 use crate::ports::{Files, Models, PortResult, Requests};
@@ -12,19 +12,43 @@ use std::collections::HashMap;
 #[async_trait]
 impl Requests for Dynamo {
     async fn get(&self, owner: &str, request_key: &str) -> PortResult<Option<RequestRecord>> {
-        Dynamo::get(
-            self,
+        // The tombstone and its stored response, in one consistent query: nothing else lies
+        // between the two keys (see REPLY_SUFFIX).
+        let reply_key = format!("{request_key}{REPLY_SUFFIX}");
+        let q = Query::new(
             &self.t.requests,
-            account_key("request_key", owner, request_key),
+            "account_id = :a AND request_key BETWEEN :k AND :r",
         )
-        .await
+        .value(":a", s(owner))
+        .value(":k", s(request_key))
+        .value(":r", s(&reply_key));
+        let (items, _) = self.query_page(&q, None, None).await?;
+        let mut tombstone: Option<RequestRecord> = None;
+        let mut response = None;
+        for item in items {
+            match item.get("request_key").and_then(|v| v.as_s().ok()) {
+                Some(k) if k == request_key => tombstone = Some(from_item(item)?),
+                Some(k) if *k == reply_key => {
+                    response = item.get("response").and_then(|v| v.as_s().ok()).cloned()
+                }
+                _ => {}
+            }
+        }
+        Ok(tombstone.map(|mut t| {
+            // Records from before the split hold their response inline.
+            if t.response.is_none() {
+                t.response = response;
+            }
+            t
+        }))
     }
 
     async fn create_all(&self, creates: Vec<NewRecord>) -> Result<(), CommitError> {
-        let items = creates
+        let mut items = creates
             .iter()
             .map(|c| self.put_new(c))
             .collect::<PortResult<Vec<_>>>()?;
+        items.extend(self.stored_replies(&creates)?);
         self.transact(items, 0).await
     }
 
@@ -37,6 +61,7 @@ impl Requests for Dynamo {
         for c in &creates {
             items.push(self.put_new(c)?);
         }
+        items.extend(self.stored_replies(&creates)?);
         self.transact(items, 1).await
     }
 }

@@ -143,6 +143,7 @@ pub async fn create(
     create_once(
         svc,
         account_id,
+        caller.account.retention_days,
         Scope::CreateEndpoint,
         &req.request_id,
         fingerprint,
@@ -276,6 +277,7 @@ pub async fn delete(
 pub async fn rotate_secret(
     svc: &Services,
     account_id: &str,
+    retention_days: u32,
     endpoint_id: &str,
     req: RotateSecret,
     fingerprint: &str,
@@ -315,6 +317,7 @@ pub async fn rotate_secret(
             &stored,
             endpoint_id,
             now,
+            retention_days,
         );
         let change = Change::RotateSecrets {
             account_id: rec.account_id.clone(),
