@@ -2,7 +2,9 @@
 //! our HTTP clients (not mocks of our own trait). They also measure how many jobs run at once.
 //!
 //! Prompts steer them: containing `forbidden` -> a content-policy refusal; `explode` -> the
-//! job fails; `busy` -> the first submission answers 429 with `Retry-After: 7`.
+//! job fails; `busy` -> the first submission answers 429 with `Retry-After: 7`. OpenAI's
+//! content: `large` -> a video of `LARGE_VIDEO_BYTES`; `cut` -> the same, but the first
+//! download breaks off half way (the connection drops).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,6 +17,18 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The size of a `large` video: more than two multipart parts.
+pub const LARGE_VIDEO_BYTES: usize = 20 * 1024 * 1024 + 123;
+
+/// The bytes of a `large` video: a real MP4 header, then a pattern that shows any lost or
+/// reordered part.
+pub fn large_video() -> Vec<u8> {
+    let mut v = shared::adapters::providers::mp4::tiny_mp4(4, 1);
+    let n = v.len();
+    v.extend((n..LARGE_VIDEO_BYTES).map(|i| (i % 251) as u8));
+    v
+}
+
 #[derive(Default)]
 pub struct Book {
     /// job id -> (prompt, polls so far, finished)
@@ -23,6 +37,9 @@ pub struct Book {
     pub active: u32,
     pub peak_active: u32,
     busy_seen: std::collections::HashSet<String>,
+    cut_seen: std::collections::HashSet<String>,
+    /// Downloads that broke off part way.
+    pub cuts: u32,
 }
 
 #[derive(Clone, Default)]
@@ -133,14 +150,51 @@ pub fn openai(fake: Fake, key: &'static str) -> Router {
         )
         .route(
             "/v1/videos/{id}/content",
-            get(move |h: HeaderMap, Path(id): Path<String>| async move {
+            get(move |State(f): State<Fake>, h: HeaderMap, Path(id): Path<String>| async move {
                 if !authed(&h, bearer) {
                     return openai_error(StatusCode::UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided");
+                }
+                let prompt = f.book.lock().ok().and_then(|b| b.jobs.get(&id).map(|j| j.0.clone())).unwrap_or_default();
+                if prompt.contains("cut") {
+                    let first = f.book.lock().map(|mut b| {
+                        let first = b.cut_seen.insert(id.clone());
+                        b.cuts += u32::from(first);
+                        first
+                    }).unwrap_or(false);
+                    if first {
+                        return cut_short(large_video());
+                    }
+                }
+                if prompt.contains("large") || prompt.contains("cut") {
+                    return ([("content-type", "video/mp4")], large_video()).into_response();
                 }
                 ([("content-type", "video/mp4")], shared::adapters::providers::mp4::tiny_mp4(4, id.len() as u64)).into_response()
             }),
         )
         .with_state(fake)
+}
+
+/// A response that promises the whole video (its `Content-Length`) and drops the connection
+/// half way through the body.
+fn cut_short(video: Vec<u8>) -> Response {
+    let len = video.len();
+    let half = video[..len / 2].to_vec();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(half),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "cut",
+        )),
+    ];
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+    (
+        [
+            ("content-type", "video/mp4".to_string()),
+            ("content-length", len.to_string()),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn google_error(status: StatusCode, rpc: &str, message: &str) -> Response {

@@ -64,6 +64,31 @@ pub enum ProviderError {
     Permanent { code: String, message: String },
 }
 
+/// A finished video's bytes as they arrive, a chunk at a time: the worker sends them on to
+/// storage part by part, so a video of any size never sits whole in memory.
+#[async_trait]
+pub trait VideoStream: Send {
+    /// The next chunk; `None` at the end. An error part way is retryable like any transport
+    /// error (the download starts again).
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ProviderError>;
+}
+
+/// A video that is whole already (base64 in the provider's answer, or simulated).
+pub struct Whole(Option<Vec<u8>>);
+
+impl Whole {
+    pub fn boxed(bytes: Vec<u8>) -> Box<dyn VideoStream> {
+        Box::new(Whole(Some(bytes)))
+    }
+}
+
+#[async_trait]
+impl VideoStream for Whole {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
+        Ok(self.0.take())
+    }
+}
+
 /// One upstream video service.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -72,8 +97,12 @@ pub trait Provider: Send + Sync {
     /// Starts a job; its id.
     async fn submit(&self, req: &JobRequest) -> Result<String, ProviderError>;
     async fn poll(&self, job_id: &str, now_ms: i64) -> Result<JobState, ProviderError>;
-    /// The video of a finished job.
-    async fn download(&self, job_id: &str, video: &Video) -> Result<Vec<u8>, ProviderError>;
+    /// The video of a finished job, as it streams in.
+    async fn download(
+        &self,
+        job_id: &str,
+        video: &Video,
+    ) -> Result<Box<dyn VideoStream>, ProviderError>;
     /// Best effort: stops paying upstream for a job we no longer want.
     async fn cancel(&self, job_id: &str) -> Result<(), ProviderError>;
 }

@@ -229,10 +229,14 @@ impl Provider for SimProvider {
         }))
     }
 
-    async fn download(&self, _job_id: &str, video: &Video) -> Result<Vec<u8>, ProviderError> {
+    async fn download(
+        &self,
+        _job_id: &str,
+        video: &Video,
+    ) -> Result<Box<dyn shared::ports::provider::VideoStream>, ProviderError> {
         network().await;
         match video {
-            Video::Bytes(b) => Ok(b.clone()),
+            Video::Bytes(b) => Ok(shared::ports::provider::Whole::boxed(b.clone())),
             Video::Url(_) => Err(ProviderError::Permanent {
                 code: "no_video".into(),
                 message: "the simulated provider returns bytes".into(),

@@ -615,7 +615,8 @@ impl shared::ports::Provider for Leaky {
         &self,
         _job_id: &str,
         _video: &shared::ports::provider::Video,
-    ) -> Result<Vec<u8>, shared::ports::provider::ProviderError> {
+    ) -> Result<Box<dyn shared::ports::provider::VideoStream>, shared::ports::provider::ProviderError>
+    {
         Err(shared::ports::provider::ProviderError::Permanent {
             code: "no_video".into(),
             message: "no video".into(),

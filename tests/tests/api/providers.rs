@@ -7,7 +7,7 @@ use serde_json::json;
 use shared::adapters::providers::credential::{Credential, SecretSource};
 use shared::adapters::providers::google::GoogleVeo;
 use shared::adapters::providers::openai::OpenAiVideos;
-use shared::ports::provider::{JobRequest, JobState, ProviderError, Video};
+use shared::ports::provider::{JobRequest, JobState, ProviderError, Video, VideoStream};
 use shared::ports::Faults;
 use shared::ports::Provider;
 use std::sync::Arc;
@@ -24,6 +24,15 @@ fn req(prompt: &str, model: &str, seconds: u32) -> JobRequest {
         now_ms: 0,
         idempotency_key: None,
     }
+}
+
+/// A downloaded video read to its end.
+async fn whole(mut body: Box<dyn VideoStream>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next_chunk().await.expect("a chunk") {
+        out.extend(chunk);
+    }
+    out
 }
 
 async fn finish(p: &dyn Provider, job: &str) -> JobState {
@@ -56,7 +65,7 @@ async fn the_openai_client_speaks_the_videos_protocol() {
         panic!("expected success")
     };
     assert_eq!(video, Video::Url(format!("{base}/v1/videos/{job}/content")));
-    let bytes = p.download(&job, &video).await.expect("content");
+    let bytes = whole(p.download(&job, &video).await.expect("content")).await;
     assert_eq!(&bytes[4..8], b"ftyp");
 
     let failed = p
@@ -126,7 +135,7 @@ async fn the_google_clients_speak_vertex_and_gemini() {
         let JobState::Succeeded(video) = finish(p.as_ref(), &job).await else {
             panic!("{flavour}: expected success")
         };
-        let bytes = p.download(&job, &video).await.expect("video");
+        let bytes = whole(p.download(&job, &video).await.expect("video")).await;
         assert_eq!(&bytes[4..8], b"ftyp", "{flavour}");
         let filtered = p
             .submit(&req("forbidden scene", "veo-3.1-generate-001", 8))
@@ -203,6 +212,73 @@ async fn a_batch_through_the_openai_protocol_respects_the_concurrency_cap_at_the
     app.assert_invariants().await;
 }
 
+/// Videos stream from the provider to storage: a large one goes up as a multipart upload
+/// (never whole in memory), and one whose download breaks off is not stored half: the
+/// upload is aborted and the next poll downloads it again.
+#[tokio::test]
+async fn large_videos_stream_to_storage_in_parts_and_a_cut_download_is_fetched_again() {
+    let fake = Fake {
+        polls_to_finish: 1,
+        ..Default::default()
+    };
+    let base = fakes::serve(fakes::openai(fake.clone(), "sk-test")).await;
+    let app = TestApp::spawn_routes(Faults::none(), |_| {
+        Arc::new(OpenAiVideos::new(&base, "sk-test")) as Arc<dyn Provider>
+    })
+    .await;
+    let (acct, key) = app.account_with(100_000).await;
+    let mut ts = tasks(10);
+    if let Some(list) = ts.as_array_mut() {
+        list[0] = json!({"prompt": "a large harbour"});
+        list[1] = json!({"prompt": "a cut away"});
+    }
+    let r = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "big", "model": "sora-2", "tasks": ts}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let batch = r.body["id"].as_str().unwrap_or_default().to_string();
+    app.drive_to_settlement(&acct, &batch, 5_000, 30 * 60_000)
+        .await;
+    assert_eq!(fake.book.lock().map(|b| b.cuts).unwrap_or(0), 1);
+    let list = app
+        .get(&format!("/v1/batches/{batch}/tasks"), &key)
+        .await
+        .body;
+    let want = fakes::large_video();
+    let all = list["data"].as_array().expect("tasks");
+    assert!(all.iter().all(|t| t["status"] == "succeeded"), "{list}");
+    for t in &all[..2] {
+        let one = app
+            .get(
+                &format!("/v1/tasks/{}", t["id"].as_str().unwrap_or("")),
+                &key,
+            )
+            .await
+            .body;
+        let url = one["download_url"].as_str().expect("a download link");
+        let got = app.download(url).await;
+        assert!(
+            got == want,
+            "{}: {} bytes stored, {} served",
+            t["id"],
+            got.len(),
+            want.len()
+        );
+    }
+    if app.aws_side().is_some() {
+        // Three parts each (8 + 8 + 4 MiB), created and completed as multipart uploads; the
+        // cut download's first upload was aborted (S3's DELETE ?uploadId).
+        let ops = app.emulator_operations().await;
+        assert!(ops.get("s3.DELETE").copied().unwrap_or(0) >= 1, "{ops:?}");
+        assert!(ops.get("s3.POST").copied().unwrap_or(0) >= 4, "{ops:?}");
+    }
+    app.assert_invariants().await;
+}
+
 /// A secret whose value an operator (or a rotation job) changes, counting its reads.
 struct Rotating {
     value: std::sync::Mutex<String>,
@@ -269,7 +345,7 @@ async fn a_refused_credential_is_read_again_and_the_request_sent_once_more() {
         2,
         "read again once, on the refusal, not per request"
     );
-    let bytes = p.download(&job, &video).await.expect("video");
+    let bytes = whole(p.download(&job, &video).await.expect("video")).await;
     assert_eq!(&bytes[4..8], b"ftyp");
     // A token nobody replaced: refused again after the re-read, and retryable.
     rotate("token-3");

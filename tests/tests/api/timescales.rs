@@ -32,7 +32,11 @@ impl Provider for Counting {
         self.polls.fetch_add(1, Ordering::SeqCst);
         self.inner.poll(job_id, now_ms)
     }
-    async fn download(&self, job_id: &str, video: &Video) -> Result<Vec<u8>, ProviderError> {
+    async fn download(
+        &self,
+        job_id: &str,
+        video: &Video,
+    ) -> Result<Box<dyn shared::ports::provider::VideoStream>, ProviderError> {
         Provider::download(&self.inner, job_id, video).await
     }
     async fn cancel(&self, job_id: &str) -> Result<(), ProviderError> {

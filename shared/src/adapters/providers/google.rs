@@ -216,7 +216,8 @@ impl GoogleVeo {
         Ok(interpret(&op))
     }
 
-    pub async fn download(&self, uri: &str) -> Result<Vec<u8>, ProviderError> {
+    /// The video file's response, its body not read yet (it streams).
+    pub async fn download(&self, uri: &str) -> Result<reqwest::Response, ProviderError> {
         let resp = self.authed(|| self.http.get(uri)).await?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
@@ -227,7 +228,7 @@ impl GoogleVeo {
                 &resp.text().await.unwrap_or_default(),
             ));
         }
-        Ok(resp.bytes().await.map_err(transport)?.to_vec())
+        Ok(resp)
     }
 }
 

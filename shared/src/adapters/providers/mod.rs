@@ -9,7 +9,9 @@ pub mod openai;
 pub mod simulated;
 
 use crate::domain::pricing::Model;
-pub use crate::ports::provider::{JobRequest, JobState, ProviderError, Route, Routes, Video};
+pub use crate::ports::provider::{
+    JobRequest, JobState, ProviderError, Route, Routes, Video, VideoStream, Whole,
+};
 use crate::ports::Provider;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -100,6 +102,16 @@ pub(crate) fn transport(e: reqwest::Error) -> ProviderError {
     }
 }
 
+/// A video body streaming from an HTTP response (OpenAI's content endpoint, a Gemini file).
+pub(crate) struct HttpVideo(pub reqwest::Response);
+
+#[async_trait]
+impl VideoStream for HttpVideo {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
+        Ok(self.0.chunk().await.map_err(transport)?.map(|b| b.to_vec()))
+    }
+}
+
 #[async_trait]
 impl Provider for simulated::Simulated {
     fn name(&self) -> &'static str {
@@ -114,9 +126,13 @@ impl Provider for simulated::Simulated {
         simulated::Simulated::poll(self, job_id, now_ms)
     }
 
-    async fn download(&self, _job_id: &str, video: &Video) -> Result<Vec<u8>, ProviderError> {
+    async fn download(
+        &self,
+        _job_id: &str,
+        video: &Video,
+    ) -> Result<Box<dyn VideoStream>, ProviderError> {
         match video {
-            Video::Bytes(b) => Ok(b.clone()),
+            Video::Bytes(b) => Ok(Whole::boxed(b.clone())),
             Video::Url(_) => Err(ProviderError::Permanent {
                 code: "no_video".into(),
                 message: "the simulated provider returns bytes".into(),
@@ -143,10 +159,14 @@ impl Provider for openai::OpenAiVideos {
         openai::OpenAiVideos::poll(self, job_id).await
     }
 
-    async fn download(&self, job_id: &str, video: &Video) -> Result<Vec<u8>, ProviderError> {
+    async fn download(
+        &self,
+        job_id: &str,
+        video: &Video,
+    ) -> Result<Box<dyn VideoStream>, ProviderError> {
         match video {
-            Video::Bytes(b) => Ok(b.clone()),
-            Video::Url(_) => self.content(job_id).await,
+            Video::Bytes(b) => Ok(Whole::boxed(b.clone())),
+            Video::Url(_) => Ok(Box::new(HttpVideo(self.content(job_id).await?))),
         }
     }
 
@@ -169,10 +189,16 @@ impl Provider for google::GoogleVeo {
         google::GoogleVeo::poll(self, job_id).await
     }
 
-    async fn download(&self, _job_id: &str, video: &Video) -> Result<Vec<u8>, ProviderError> {
+    async fn download(
+        &self,
+        _job_id: &str,
+        video: &Video,
+    ) -> Result<Box<dyn VideoStream>, ProviderError> {
         match video {
-            Video::Bytes(b) => Ok(b.clone()),
-            Video::Url(u) => google::GoogleVeo::download(self, u).await,
+            Video::Bytes(b) => Ok(Whole::boxed(b.clone())),
+            Video::Url(u) => Ok(Box::new(HttpVideo(
+                google::GoogleVeo::download(self, u).await?,
+            ))),
         }
     }
 

@@ -168,7 +168,8 @@ impl OpenAiVideos {
         })
     }
 
-    pub async fn content(&self, job_id: &str) -> Result<Vec<u8>, ProviderError> {
+    /// The video's response, its body not read yet (it streams).
+    pub async fn content(&self, job_id: &str) -> Result<reqwest::Response, ProviderError> {
         let url = format!("{}/v1/videos/{job_id}/content", self.base_url);
         let resp = self
             .api_key
@@ -177,7 +178,7 @@ impl OpenAiVideos {
         if !resp.status().is_success() {
             return Err(Self::error_from(resp).await);
         }
-        Ok(resp.bytes().await.map_err(transport)?.to_vec())
+        Ok(resp)
     }
 
     pub async fn delete(&self, job_id: &str) -> Result<(), ProviderError> {

@@ -4,15 +4,17 @@
 
 use super::{dispatch, Pipeline, PipelineError, SettleMessage, TaskMessage};
 use crate::domain::batch::TaskStatus;
+use crate::domain::export::PART_BYTES;
 use crate::domain::ledger::{next_entry, EntryKind};
 use crate::domain::money::Credits;
 use crate::domain::task::{all_ended, retry_delay_secs, task_counts, Outcome};
-use crate::ports::provider::{JobRequest, JobState, ProviderError, Route};
+use crate::ports::blobs::Upload;
+use crate::ports::provider::{JobRequest, JobState, ProviderError, Route, VideoStream};
 use crate::ports::queue::QueueName;
 use crate::ports::records::{BatchRecord, LedgerRecord, TaskRecord};
 use crate::ports::store::{Change, EndMark, MoneyMove};
 use crate::service::money::{self, Moved};
-use crate::service::ServiceError;
+use crate::service::{ServiceError, Services};
 
 /// How long a task waits before asking again for a concurrency slot.
 pub const SLOT_WAIT_SECS: u64 = 15;
@@ -351,31 +353,31 @@ async fn poll(
             again(p, step, task, interval).await
         }
         Ok(JobState::Succeeded(video)) => {
-            let bytes = match route.provider.download(job, &video).await {
+            let body = match route.provider.download(job, &video).await {
                 Ok(b) => b,
                 Err(e) => return provider_error(p, step, batch, task, e).await,
             };
-            if bytes.len() < 8 {
-                return end(
-                    p,
-                    batch,
-                    task,
-                    Outcome::Failed,
-                    Some(("invalid_output", "the provider returned an empty video")),
-                    None,
-                )
-                .await;
-            }
             let key = format!(
                 "accounts/{}/videos/{}/{}.mp4",
                 task.account_id, task.batch_id, task.task_id
             );
             // Tagged with the retention the bucket's lifecycle rules expire it by.
             let tags = crate::domain::account::retention_tags(batch.retention_days);
-            p.svc
-                .blobs
-                .put(&key, bytes, "video/mp4", Some(&tags))
-                .await?;
+            match store_video(&p.svc, &key, &tags, body).await? {
+                Stored::Saved => {}
+                Stored::Empty => {
+                    return end(
+                        p,
+                        batch,
+                        task,
+                        Outcome::Failed,
+                        Some(("invalid_output", "the provider returned an empty video")),
+                        None,
+                    )
+                    .await
+                }
+                Stored::Cut(e) => return provider_error(p, step, batch, task, e).await,
+            }
             p.svc.faults.check("worker.after_video")?;
             end(p, batch, task, Outcome::Succeeded, None, Some(key)).await
         }
@@ -726,5 +728,63 @@ async fn give_back(
             Ok(true)
         }
         Moved::Replayed(_) | Moved::Duplicate(_) => Ok(false),
+    }
+}
+
+/// What became of a finished job's video.
+enum Stored {
+    Saved,
+    /// Fewer than 8 bytes: not a video.
+    Empty,
+    /// The download broke off part way; nothing was stored (the next poll downloads again).
+    Cut(ProviderError),
+}
+
+/// Streams a video into storage: a small one in one `PUT`, a large one as a multipart upload
+/// of `PART_BYTES` parts, so at most one part (plus a chunk) is ever held in memory.
+async fn store_video(
+    svc: &Services,
+    key: &str,
+    tags: &str,
+    mut body: Box<dyn VideoStream>,
+) -> Result<Stored, crate::ports::StoreError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut upload: Option<Upload> = None;
+    let mut total = 0usize;
+    loop {
+        let chunk = match body.next_chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(u) = upload {
+                    // Best effort: the bucket's lifecycle rule removes what is left anyway.
+                    let _ = svc.blobs.abort_upload(key, &u.upload_id).await;
+                }
+                return Ok(Stored::Cut(e));
+            }
+        };
+        total += chunk.len();
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= PART_BYTES {
+            let u = match upload.as_mut() {
+                Some(u) => u,
+                None => upload.insert(svc.blobs.start_upload(key, "video/mp4", tags).await?),
+            };
+            svc.blobs.upload_part(u, std::mem::take(&mut buf)).await?;
+        }
+    }
+    match upload {
+        None if total < 8 => Ok(Stored::Empty),
+        None => {
+            svc.blobs.put(key, buf, "video/mp4", Some(tags)).await?;
+            Ok(Stored::Saved)
+        }
+        Some(mut u) => {
+            if !buf.is_empty() {
+                svc.blobs.upload_part(&mut u, buf).await?;
+            }
+            svc.blobs.complete_upload(u).await?;
+            Ok(Stored::Saved)
+        }
     }
 }
