@@ -641,7 +641,11 @@ impl TestApp {
             .expect("pump exports");
             {
                 let mut parked = self.parked.lock().expect("parked");
-                for (name, round) in [(QueueName::Tasks, &t), (QueueName::Events, &e)] {
+                for (name, round) in [
+                    (QueueName::Tasks, &t),
+                    (QueueName::Events, &e),
+                    (QueueName::Exports, &x),
+                ] {
                     parked.extend(
                         round
                             .deferred

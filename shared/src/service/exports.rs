@@ -65,6 +65,10 @@ fn default_format() -> Format {
 pub struct ExportMessage {
     pub account_id: String,
     pub export_id: String,
+    /// Set on a message that waits for its account's share: when it is due (SQS delays it;
+    /// where delays are off, the pump holds it until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,12 +170,53 @@ async fn view(
 }
 
 async fn enqueue(svc: &Services, account_id: &str, export_id: &str) -> Result<(), ServiceError> {
+    enqueue_after(svc, account_id, export_id, 0).await
+}
+
+async fn enqueue_after(
+    svc: &Services,
+    account_id: &str,
+    export_id: &str,
+    delay_secs: u64,
+) -> Result<(), ServiceError> {
     let m = ExportMessage {
         account_id: account_id.to_string(),
         export_id: export_id.to_string(),
+        not_before_ms: (delay_secs > 0)
+            .then(|| svc.now_ms() + i64::try_from(delay_secs).unwrap_or(0) * 1_000),
     };
-    svc.enqueue(QueueName::Exports, &[(m, 0)]).await?;
+    svc.enqueue(QueueName::Exports, &[(m, delay_secs)]).await?;
     Ok(())
+}
+
+/// Exports one account may have running at once. The export function runs ten at a time
+/// (its reserved concurrency), so one tenant's exports, however many and however large,
+/// leave most of them to everyone else.
+pub const RUNNING_PER_ACCOUNT: usize = 2;
+/// How long an export waits for its account's share before it looks again.
+pub const SHARE_WAIT_SECS: u64 = 30;
+/// How many of an account's newest exports the share looks at (a running one is recent: it
+/// was created at most a few function lifetimes ago).
+const SHARE_LOOKBACK: usize = 50;
+
+/// How many of the account's exports other than `export_id` have a run that may be alive.
+/// (Two messages of one account read this at the same moment may both start: the share is
+/// a bound on the order of `RUNNING_PER_ACCOUNT`, not a lock.)
+async fn running_besides(
+    svc: &Services,
+    account_id: &str,
+    export_id: &str,
+    now: i64,
+) -> Result<usize, ServiceError> {
+    let (recent, _) = svc.exports.list(account_id, SHARE_LOOKBACK, None).await?;
+    Ok(recent
+        .iter()
+        .filter(|x| x.export_id != export_id && x.status == "running")
+        .filter(|x| {
+            x.run_started_ms
+                .is_some_and(|t| now - t <= EXPORT_RUN_LIFETIME_MS)
+        })
+        .count())
 }
 
 pub async fn create(
@@ -654,6 +699,17 @@ pub async fn run(svc: &Services, account_id: &str, export_id: &str) -> Result<()
             run = rec.run,
             "export already running; duplicate message dropped"
         );
+        return Ok(());
+    }
+    if running_besides(svc, account_id, export_id, now).await? >= RUNNING_PER_ACCOUNT {
+        // The account has its share running: this one waits its turn on the queue (still
+        // `queued`), so other accounts' exports are not held up behind it.
+        tracing::info!(
+            export_id,
+            account_id,
+            "account has {RUNNING_PER_ACCOUNT} exports running; this one waits"
+        );
+        enqueue_after(svc, account_id, export_id, SHARE_WAIT_SECS).await?;
         return Ok(());
     }
     let run = rec.run + 1;

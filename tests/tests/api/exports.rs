@@ -658,3 +658,68 @@ async fn a_duplicate_message_leaves_a_live_run_alone_and_a_dead_one_is_taken_ove
         .expect("export");
     assert_eq!(rec.run, 2);
 }
+
+/// One account's exports take at most `RUNNING_PER_ACCOUNT` of the export function's workers:
+/// the next one waits its turn on the queue, and another account's export is not held up.
+#[tokio::test]
+async fn an_account_runs_its_share_of_exports_and_another_account_is_not_held_up() {
+    use shared::service::exports::{EXPORT_RUN_LIFETIME_MS, RUNNING_PER_ACCOUNT, SHARE_WAIT_SECS};
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(1_000).await;
+    let (_, other_key) = app.account_with(1_000).await;
+    let mut ids = Vec::new();
+    for i in 0..=RUNNING_PER_ACCOUNT {
+        let body =
+            json!({"request_id": format!("share-{i}"), "dataset": "ledger", "format": "csv"});
+        let r = app.post("/v1/exports", &key, &body).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        ids.push(r.body["id"].as_str().unwrap_or_default().to_string());
+    }
+    // The first ones are running: their workers are busy with large files.
+    for id in &ids[..RUNNING_PER_ACCOUNT] {
+        let rec = app
+            .svc
+            .exports
+            .get(&acct, id)
+            .await
+            .expect("read")
+            .expect("export");
+        let now = app.svc.now_ms();
+        assert!(app
+            .svc
+            .exports
+            .start_run(&rec, 1, "upload-in-progress", now)
+            .await
+            .expect("start"));
+    }
+    let other = app
+        .post(
+            "/v1/exports",
+            &other_key,
+            &json!({"request_id": "other", "dataset": "ledger", "format": "csv"}),
+        )
+        .await;
+    let other_id = other.body["id"].as_str().unwrap_or_default().to_string();
+    let status = |k: String, id: String| {
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/exports/{id}"), &k).await.body["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    app.run_until_idle().await;
+    let waiting = ids[RUNNING_PER_ACCOUNT].clone();
+    assert_eq!(status(other_key.clone(), other_id).await, "completed");
+    assert_eq!(status(key.clone(), waiting.clone()).await, "queued");
+    // It looks again when its wait is over; the others still run, so it waits again.
+    app.clock
+        .advance_ms(i64::try_from(SHARE_WAIT_SECS).unwrap_or(30) * 1_000);
+    app.run_until_idle().await;
+    assert_eq!(status(key.clone(), waiting.clone()).await, "queued");
+    // Those runs end (here: die, past the function's lifetime); its turn comes.
+    app.clock.advance_ms(EXPORT_RUN_LIFETIME_MS);
+    app.run_until_idle().await;
+    assert_eq!(status(key.clone(), waiting).await, "completed");
+}
