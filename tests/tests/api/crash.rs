@@ -133,10 +133,10 @@ async fn recovery_waits_for_the_lease_so_it_never_races_a_live_writer() {
         .await
         .unwrap_or_default();
     assert!(tasks_now.is_empty());
-    // After it, recovery (here called directly, as the sweeper will) writes them.
+    // After it, the sweeper's recovery writes them (as the sweeper function: what it needs
+    // its role to allow is recorded for the roles check).
     app.clock.advance_ms(MATERIALIZE_LEASE_MS + 1);
-    let wrote = shared::service::batches::recover(&app.svc, batch).await;
-    assert!(matches!(wrote, Ok(true)), "{wrote:?}");
+    app.sweep().await;
     let (tasks_now, _) = app
         .svc
         .tasks
