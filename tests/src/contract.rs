@@ -1510,14 +1510,15 @@ pub async fn rate_windows(p: &Ports) {
             .admit("acct_a", "key_a", w, caps(3, 10))
             .await
             .expect("admit"),
-        Admission::KeyFull
+        Admission::KeyFull(Some(WindowCounts { key: 3, account: 3 })),
+        "the refusal brings the counts that stood"
     );
     assert_eq!(
         p.rates
             .admit("acct_a", "key_a", w, caps(0, 10))
             .await
             .expect("admit"),
-        Admission::KeyFull
+        Admission::KeyFull(None)
     );
     assert_eq!(
         p.rates
@@ -1539,7 +1540,7 @@ pub async fn rate_windows(p: &Ports) {
             .admit("acct_a", "key_c", w, caps(5, 5))
             .await
             .expect("admit"),
-        Admission::AccountFull
+        Admission::AccountFull(Some(WindowCounts { key: 1, account: 5 }))
     );
     assert_eq!(
         p.rates.count("acct_a", "key_a", w).await.expect("count"),

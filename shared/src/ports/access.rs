@@ -96,10 +96,11 @@ pub struct Caps {
 pub enum Admission {
     /// Counted: the counts with this request.
     Admitted(WindowCounts),
-    /// Refused by the key's own limit; nothing counted.
-    KeyFull,
-    /// Refused by the account's budget; nothing counted.
-    AccountFull,
+    /// Refused by the key's own limit; nothing counted. With the window's counts as they
+    /// stood when the refusal read them (`None` when a cap of zero refused it unread).
+    KeyFull(Option<WindowCounts>),
+    /// Refused by the account's budget; nothing counted. Counts as for `KeyFull`.
+    AccountFull(Option<WindowCounts>),
 }
 
 /// A minute's error classes, for the anomaly rules: the key's and its account's.

@@ -178,12 +178,20 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         };
         return Ok(Granted { rate, caller });
     }
-    let curr = svc
-        .rates
-        .count(account_id, &key.key_id, window)
-        .await
-        .map_err(|e| refuse(e.into()))?;
-    let (limit, prev, curr, error) = if admission == Admission::AccountFull {
+    let (by_account, stood) = match admission {
+        Admission::AccountFull(c) => (true, c),
+        Admission::KeyFull(c) => (false, c),
+        Admission::Admitted(_) => (false, None),
+    };
+    let curr = match stood {
+        Some(c) => c,
+        None => svc
+            .rates
+            .count(account_id, &key.key_id, window)
+            .await
+            .map_err(|e| refuse(e.into()))?,
+    };
+    let (limit, prev, curr, error) = if by_account {
         let e = ServiceError::reject_with(
             ErrorCode::RateLimited,
             format!(

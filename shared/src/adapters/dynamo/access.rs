@@ -257,10 +257,10 @@ impl RateWindows for Dynamo {
         caps: Caps,
     ) -> PortResult<Admission> {
         if caps.key == 0 {
-            return Ok(Admission::KeyFull);
+            return Ok(Admission::KeyFull(None));
         }
         if caps.account == 0 {
-            return Ok(Admission::AccountFull);
+            return Ok(Admission::AccountFull(None));
         }
         let res = self
             .ddb
@@ -297,11 +297,16 @@ impl RateWindows for Dynamo {
                     }
                     _ => return Err(dynamo_err("UpdateItem", e)),
                 };
-                // Whichever count stood at its cap refused it; the key's is reported first.
-                if num(&old, &format!("n_{key_id}")) >= caps.key {
-                    Ok(Admission::KeyFull)
+                // Whichever count stood at its cap refused it; the key's is reported first. The
+                // old item came back with the refusal: the counts cost no second read.
+                let counts = WindowCounts {
+                    key: num(&old, &format!("n_{key_id}")),
+                    account: num(&old, "n"),
+                };
+                if counts.key >= caps.key {
+                    Ok(Admission::KeyFull(Some(counts)))
                 } else {
-                    Ok(Admission::AccountFull)
+                    Ok(Admission::AccountFull(Some(counts)))
                 }
             }
         }

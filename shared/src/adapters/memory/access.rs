@@ -216,13 +216,24 @@ impl RateWindows for Memory {
         self.pause().await;
         let mut st = self.lock();
         let (ak, kk) = windows(account_id, key_id, window_start);
+        // As the adapter: a cap of zero refuses without reading.
+        if caps.key == 0 {
+            return Ok(Admission::KeyFull(None));
+        }
+        if caps.account == 0 {
+            return Ok(Admission::AccountFull(None));
+        }
         let a = st.windows.get(&ak).cloned().unwrap_or_default();
         let kw = st.windows.get(&kk).cloned().unwrap_or_default();
-        if kw.n.unwrap_or(0) >= caps.key {
-            return Ok(Admission::KeyFull);
+        let stood = WindowCounts {
+            key: kw.n.unwrap_or(0),
+            account: a.n.unwrap_or(0),
+        };
+        if stood.key >= caps.key {
+            return Ok(Admission::KeyFull(Some(stood)));
         }
-        if a.n.unwrap_or(0) >= caps.account {
-            return Ok(Admission::AccountFull);
+        if stood.account >= caps.account {
+            return Ok(Admission::AccountFull(Some(stood)));
         }
         let counts = WindowCounts {
             key: kw.n.unwrap_or(0) + 1,
