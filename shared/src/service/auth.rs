@@ -35,7 +35,8 @@ impl From<crate::ports::StoreError> for AuthFailure {
     }
 }
 
-fn bearer(header: Option<&str>) -> Option<&str> {
+/// The token of `Authorization: Bearer <token>` (customers' keys and operators' credentials).
+pub(crate) fn bearer(header: Option<&str>) -> Option<&str> {
     let h = header?;
     let (scheme, token) = h.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -88,10 +88,7 @@ pub async fn authenticate(
     svc: &Services,
     authorization: Option<&str>,
 ) -> Result<OperatorIdentity, ServiceError> {
-    let secret = authorization
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
+    let secret = super::auth::bearer(authorization)
         .filter(|t| looks_like_operator_credential(t))
         .ok_or_else(unauthorized)?;
     let presented = hash_secret(secret);
