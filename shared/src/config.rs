@@ -46,6 +46,9 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// How long presigned upload and download links stay valid, in seconds.
     pub presign_ttl_secs: u64,
+    /// The KMS key that seals webhook signing secrets (`WEBHOOK_SECRETS_KEY`): given to the
+    /// API (which seals) and webhook dispatch (which opens) only.
+    pub secrets_key: Option<String>,
     pub settings: Settings,
 }
 
@@ -142,6 +145,7 @@ impl Config {
             bucket: required("DATA_BUCKET")?,
             s3_force_path_style: get("S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true"),
             presign_ttl_secs,
+            secrets_key: get("WEBHOOK_SECRETS_KEY").filter(|v| !v.trim().is_empty()),
             settings: Settings {
                 sweep_batches_per_pass: Settings::default().sweep_batches_per_pass,
                 sweep_budget_ms: Settings::default().sweep_budget_ms,

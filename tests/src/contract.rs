@@ -1794,7 +1794,7 @@ fn endpoint(account_id: &str, n: u64) -> EndpointRecord {
         disabled_reason: None,
         disabled_ms: None,
         secrets: vec![SigningSecret {
-            secret: shared::domain::webhook::secret_from([n as u8; 32]),
+            sealed: format!("mem1:fixture-{n}"),
             created_ms: T0,
             retires_ms: None,
         }],
@@ -2691,4 +2691,30 @@ pub async fn stale_index_reads_miss_recent_writes(p: &Ports, m: &shared::adapter
         .any(|(_, x)| x == &b.batch_id));
     assert_eq!(p.keys.list(&acct).await.expect("list").len(), 2);
     m.serve_stale_reads(false);
+}
+
+/// Sealed secrets: nothing of the secret shows, and a value opens only in its own context.
+pub async fn sealer(p: &Ports) {
+    let secret = shared::domain::webhook::secret_from([9; 32]);
+    let ctx = shared::domain::webhook::secret_context("acct_s", "we_1");
+    let sealed = p.sealer.seal(&secret, &ctx).await.expect("seal");
+    assert!(!sealed.contains(&secret) && !sealed.contains(&secret[6..]));
+    assert_eq!(p.sealer.open(&sealed, &ctx).await.expect("open"), secret);
+    let again = p.sealer.seal(&secret, &ctx).await.expect("seal again");
+    assert_ne!(again, sealed, "each sealing is fresh");
+    assert_eq!(p.sealer.open(&again, &ctx).await.expect("open"), secret);
+
+    // Copied into another endpoint's record, or another account's, it opens nowhere.
+    for (a, e) in [("acct_s", "we_2"), ("acct_t", "we_1")] {
+        let other = shared::domain::webhook::secret_context(a, e);
+        assert!(p.sealer.open(&sealed, &other).await.is_err(), "{a}/{e}");
+    }
+    // Damaged, or not a sealed value at all.
+    let mut damaged = sealed.clone();
+    let last = damaged
+        .pop()
+        .map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
+    damaged.push(last);
+    assert!(p.sealer.open(&damaged, &ctx).await.is_err());
+    assert!(p.sealer.open(&secret, &ctx).await.is_err());
 }

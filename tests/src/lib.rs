@@ -817,7 +817,18 @@ impl TestApp {
     /// (`dynamodb.PutItem`, ...), as the emulator launcher counted them.
     pub async fn emulator_operations(&self) -> BTreeMap<String, u64> {
         let prefix = &self.aws().env["EMULATOR_KEY_PREFIX"];
-        let url = format!("{}/_launcher/stats?prefix={prefix}", emulator());
+        self.launcher_stats(&format!("prefix={prefix}")).await
+    }
+
+    /// The same for one function of this app (`identity` from `FUNCTION_IDENTITIES`).
+    pub async fn emulator_operations_of(&self, identity: &str) -> BTreeMap<String, u64> {
+        let prefix = &self.aws().env["EMULATOR_KEY_PREFIX"];
+        self.launcher_stats(&format!("key={prefix}{identity}"))
+            .await
+    }
+
+    async fn launcher_stats(&self, query: &str) -> BTreeMap<String, u64> {
+        let url = format!("{}/_launcher/stats?{query}", emulator());
         self.http
             .get(&url)
             .send()

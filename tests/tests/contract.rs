@@ -45,6 +45,7 @@ both!(
     exports,
     queue,
     blobs,
+    sealer,
 );
 
 #[tokio::test]

@@ -60,6 +60,8 @@ fn template() -> Template {
 fn resource_of(t: &Template, v: &Value) -> Result<String, String> {
     let arn_of = |logical: &str| -> Result<String, String> {
         let kind = match t.type_of(logical) {
+            // Key ids are random: the launcher names every key `key/*`.
+            Some("AWS::KMS::Key") => return Ok("key/*".to_string()),
             Some("AWS::DynamoDB::Table") => "table",
             Some("AWS::SQS::Queue") => "queue",
             Some("AWS::S3::Bucket") => "bucket",
@@ -126,6 +128,7 @@ fn statement(v: &Value) -> Option<&Value> {
 /// policies (SAM's policy templates hide what they allow, so the template does not use them).
 fn roles(t: &Template) -> Result<BTreeMap<String, Role>, String> {
     let mut out = BTreeMap::new();
+    let mut role_of: BTreeMap<String, String> = BTreeMap::new();
     for (logical, res) in t.of_type("AWS::Serverless::Function") {
         let props = res
             .get("Properties")
@@ -208,6 +211,68 @@ fn roles(t: &Template) -> Result<BTreeMap<String, Role>, String> {
             }
         }
         out.insert(logical.clone(), out_role);
+        role_of.insert(role_name.to_string(), logical.clone());
+    }
+    for (role, grants) in key_policy_grants(t)? {
+        if role == "root" {
+            continue; // administration, checked by its own test
+        }
+        let function = role_of
+            .get(&role)
+            .ok_or_else(|| format!("a key policy names {role}, no function's role"))?;
+        if let Some(r) = out.get_mut(function) {
+            r.grants.extend(grants);
+        }
+    }
+    Ok(out)
+}
+
+/// What the KMS keys' policies let each role do with them (a key policy, not the role,
+/// says who may use a key): `(role logical id, grants)`. Statements for the account's root
+/// (administration) are returned under `root`.
+fn key_policy_grants(t: &Template) -> Result<Vec<(String, Vec<Grant>)>, String> {
+    let mut out = Vec::new();
+    for (logical, res) in t.of_type("AWS::KMS::Key") {
+        let statements = res
+            .get("Properties")
+            .and_then(|p| p.get("KeyPolicy"))
+            .and_then(|d| d.get("Statement"))
+            .and_then(Value::as_sequence)
+            .ok_or_else(|| format!("{logical}: no KeyPolicy.Statement"))?;
+        for st in statements {
+            if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
+                return Err(format!("{logical}: only Allow statements are expected"));
+            }
+            let principal = st
+                .get("Principal")
+                .and_then(|p| p.get("AWS"))
+                .ok_or_else(|| format!("{logical}: a statement without an AWS principal"))?;
+            let who = match untag(principal) {
+                (Some(tag), Value::String(s)) if tag == "GetAtt" => s
+                    .strip_suffix(".Arn")
+                    .ok_or_else(|| format!("{logical}: principal !GetAtt {s}"))?
+                    .to_string(),
+                (Some(tag), Value::String(s)) if tag == "Sub" && s.ends_with(":root") => {
+                    "root".to_string()
+                }
+                other => return Err(format!("{logical}: unsupported principal {other:?}")),
+            };
+            let grants = strings(
+                st.get("Action")
+                    .ok_or_else(|| format!("{logical}: statement without Action"))?,
+            )
+            .into_iter()
+            .map(|a| {
+                a.as_str()
+                    .map(|a| Grant {
+                        action: a.to_string(),
+                        resource: "key/*".to_string(),
+                    })
+                    .ok_or_else(|| format!("{logical}: action {a:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+            out.push((who, grants));
+        }
     }
     Ok(out)
 }
@@ -300,6 +365,46 @@ fn no_function_facing_the_internet_can_rewrite_the_ledger() {
                 assert!(
                     !glob(&g.action, forbidden),
                     "the API may {forbidden} Ledger entries"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn only_the_api_seals_and_only_webhook_dispatch_opens_webhook_secrets() {
+    let t = template();
+    let roles = roles(&t).unwrap_or_else(|e| panic!("{e}"));
+    let uses = |function: &str| -> Vec<String> {
+        roles[function]
+            .grants
+            .iter()
+            .filter(|g| g.resource == "key/*")
+            .map(|g| g.action.clone())
+            .collect()
+    };
+    for (_, function) in FUNCTION_IDENTITIES {
+        let want: &[&str] = match function {
+            "ApiFunction" => &["kms:Encrypt"],
+            "WebhookDispatchFunction" => &["kms:Decrypt"],
+            _ => &[],
+        };
+        assert_eq!(uses(function), want, "{function}'s use of the secrets key");
+    }
+    // The account's administrators manage the key; no statement gives them its use.
+    let grants = key_policy_grants(&t).unwrap_or_else(|e| panic!("{e}"));
+    for (who, gs) in grants.iter().filter(|(who, _)| who == "root") {
+        for g in gs {
+            for usage in [
+                "kms:Encrypt",
+                "kms:Decrypt",
+                "kms:ReEncryptFrom",
+                "kms:GenerateDataKey",
+            ] {
+                assert!(
+                    !glob(&g.action, usage),
+                    "{who} may {usage} through {}",
+                    g.action
                 );
             }
         }

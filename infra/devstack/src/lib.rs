@@ -376,7 +376,34 @@ pub async fn create_all(
     }
     let mut refs = template.static_refs(prefix);
     refs.extend(create_queues(sdk, template, prefix).await?);
+    refs.extend(create_keys(sdk, template, prefix).await?);
     template.environment(&refs)
+}
+
+/// Creates the template's KMS keys (symmetric, as the template's are) and returns their key
+/// ids by logical id, which is what `!Ref` of a key gives. The key policy is the cloud's
+/// business: the emulator does not evaluate it, and the role test reads it from the template.
+async fn create_keys(
+    sdk: &SdkConfig,
+    template: &Template,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, Error> {
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let mut out = BTreeMap::new();
+    for (logical, _) in template.of_type("AWS::KMS::Key") {
+        let key = kms
+            .create_key()
+            .description(format!("{prefix}-{logical}"))
+            .send()
+            .await
+            .map_err(aws)?;
+        let id = key
+            .key_metadata
+            .map(|m| m.key_id)
+            .ok_or_else(|| bad(format!("{logical}: CreateKey gave no key id")))?;
+        out.insert(logical.clone(), id);
+    }
+    Ok(out)
 }
 
 /// Creates the template's SQS queues (dead-letter queues first, so redrive policies can name

@@ -6,6 +6,7 @@
 //! | `Money`, `Ledger`, `Accounts`, `Batches`, `Tasks`, `Progress`, `Requests`, `Files`, `Models`, `Keys`, `RateWindows`, `Usage`, `Endpoints`, `Events`, `Deliveries`, `Exports` | [`dynamo`] (one file per table family) | [`memory`] |
 //! | `Queue` | [`sqs`] | [`memory`] |
 //! | `Blobs` | [`s3`] | [`memory`] |
+//! | `Sealer` | [`kms`] (behind [`sealing::Remembered`]) | [`memory`] (the same wrapper) |
 //! | `WebhookSender` | [`webhook_client`] | tests' receivers |
 //! | `Provider` | [`providers`] (OpenAI protocol, Google Veo, simulated) | [`providers::simulated`] |
 //! | `Clock`, `Random` | [`clock`] | [`clock`] (manual, seeded) |
@@ -14,10 +15,12 @@
 
 pub mod clock;
 pub mod dynamo;
+pub mod kms;
 pub mod lambda;
 pub mod memory;
 pub mod providers;
 pub mod s3;
+pub mod sealing;
 pub mod secrets;
 pub mod sqs;
 pub mod webhook_client;
@@ -25,6 +28,23 @@ pub mod webhook_client;
 use crate::config::Config;
 use crate::ports::{Clock, Ports, Random, StoreError};
 use std::sync::Arc;
+
+/// What an AWS SDK error says, for a `StoreError`: the service's code and message when the
+/// service answered, the whole error otherwise (time-outs, connection failures). The error
+/// types are the same across the SDK's crates.
+pub(crate) fn sdk_detail<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("")
+        ),
+        None => format!("{e:?}"),
+    }
+}
 
 /// Chooses rustls's crypto provider for the process (HTTP clients panic without one).
 /// Idempotent.
@@ -66,11 +86,19 @@ pub fn aws(
     let sender = Arc::new(webhook_client::WebhookClient::new(
         config.settings.webhooks,
     )?);
+    let sealer: Arc<dyn crate::ports::Sealer> = match &config.secrets_key {
+        Some(key) => Arc::new(sealing::Remembered::new(Arc::new(kms::Kms::new(
+            aws_sdk_kms::Client::new(sdk),
+            key.clone(),
+        )))),
+        None => Arc::new(sealing::NoKey),
+    };
     Ok(Ports::from_store(
         store,
         queue,
         blobs,
         sender,
+        sealer,
         clock,
         random,
         config.settings.clone(),

@@ -111,9 +111,11 @@ pub fn verify(
 }
 
 /// One of an endpoint's signing secrets; `retires_ms` is set once a rotation replaced it.
+/// Stored sealed (`ports::Sealer`, KMS in the cloud): only where a delivery is signed is it
+/// opened, bound to [`secret_context`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SigningSecret {
-    pub secret: String,
+    pub sealed: String,
     pub created_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retires_ms: Option<i64>,
@@ -130,8 +132,17 @@ pub fn active_secrets(secrets: &[SigningSecret], now_ms: i64) -> Vec<&SigningSec
     active
 }
 
+/// Whose secret a sealed signing secret is: it opens only for this account's this endpoint.
+pub fn secret_context<'a>(account_id: &'a str, endpoint_id: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("purpose", "webhook-signing"),
+        ("account_id", account_id),
+        ("endpoint_id", endpoint_id),
+    ]
+}
+
 /// A rotation: the current secret retires in [`ROTATION_OVERLAP_MS`], secrets already retired
-/// are dropped, and `new` becomes current.
+/// are dropped, and `new` (sealed) becomes current.
 pub fn rotate(secrets: &[SigningSecret], new: String, now_ms: i64) -> Vec<SigningSecret> {
     let mut out: Vec<SigningSecret> = active_secrets(secrets, now_ms)
         .into_iter()
@@ -145,7 +156,7 @@ pub fn rotate(secrets: &[SigningSecret], new: String, now_ms: i64) -> Vec<Signin
     out.insert(
         0,
         SigningSecret {
-            secret: new,
+            sealed: new,
             created_ms: now_ms,
             retires_ms: None,
         },
@@ -446,7 +457,7 @@ mod tests {
     #[test]
     fn two_secrets_sign_side_by_side_during_a_rotation() {
         let old = SigningSecret {
-            secret: secret_from([3; SECRET_BYTES]),
+            sealed: secret_from([3; SECRET_BYTES]),
             created_ms: 0,
             retires_ms: None,
         };
@@ -459,17 +470,17 @@ mod tests {
         let at = |t| {
             active_secrets(&rotated, t)
                 .iter()
-                .map(|s| s.secret.clone())
+                .map(|s| s.sealed.clone())
                 .collect::<Vec<_>>()
         };
         assert_eq!(
             at(1_000),
-            vec![rotated[0].secret.clone(), old.secret.clone()]
+            vec![rotated[0].sealed.clone(), old.sealed.clone()]
         );
         assert_eq!(at(1_000 + ROTATION_OVERLAP_MS - 1).len(), 2);
         assert_eq!(
             at(1_000 + ROTATION_OVERLAP_MS),
-            vec![rotated[0].secret.clone()]
+            vec![rotated[0].sealed.clone()]
         );
         // Rotating twice in the overlap keeps the first retirement time and drops nothing early.
         let again = rotate(&rotated, secret_from([5; SECRET_BYTES]), 2_000);

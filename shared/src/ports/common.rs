@@ -11,6 +11,8 @@ pub enum StoreError {
     S3 { op: &'static str, detail: String },
     #[error("SQS {op}: {detail}")]
     Sqs { op: &'static str, detail: String },
+    #[error("KMS {op}: {detail}")]
+    Kms { op: &'static str, detail: String },
     /// A write whose condition the caller treats as an invariant (not as an answer) failed.
     #[error("{op} refused: {detail}")]
     Refused { op: &'static str, detail: String },

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod provider;
 pub mod queue;
 pub mod records;
+pub mod sealer;
 pub mod store;
 pub mod time;
 pub mod webhooks;
@@ -27,6 +28,7 @@ pub use blobs::Blobs;
 pub use pipeline::{Batches, Progress, Tasks};
 pub use provider::Provider;
 pub use queue::Queue;
+pub use sealer::Sealer;
 pub use store::{Accounts, Exports, Files, Ledger, Models, Money, Requests};
 pub use time::{Clock, Random};
 pub use webhooks::{Deliveries, Endpoints, Events, WebhookSender};
@@ -58,6 +60,8 @@ pub struct Ports {
     pub queue: Arc<dyn Queue>,
     pub blobs: Arc<dyn Blobs>,
     pub sender: Arc<dyn WebhookSender>,
+    /// Opens and seals webhook signing secrets (KMS in the cloud).
+    pub sealer: Arc<dyn Sealer>,
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn Random>,
     pub faults: Faults,
@@ -72,6 +76,7 @@ impl Ports {
         queue: Arc<dyn Queue>,
         blobs: Arc<dyn Blobs>,
         sender: Arc<dyn WebhookSender>,
+        sealer: Arc<dyn Sealer>,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
         settings: crate::config::Settings,
@@ -115,6 +120,7 @@ impl Ports {
             queue,
             blobs,
             sender,
+            sealer,
             clock,
             random,
             faults: Faults::none(),

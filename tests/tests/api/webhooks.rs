@@ -266,6 +266,59 @@ async fn during_a_rotation_both_secrets_verify_and_after_it_only_the_new() {
 }
 
 #[tokio::test]
+async fn secrets_are_stored_sealed_and_a_dispatch_instance_opens_each_once() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let rx = Receiver::start(Behaviour::Ok).await;
+    let (ep, secret) = endpoint(&app, &key, &rx.url, None).await;
+
+    // What is stored is sealed to this account's endpoint: nothing of the secret shows.
+    let stored = app
+        .svc
+        .endpoints
+        .get(&acct, &ep)
+        .await
+        .expect("read")
+        .expect("stored");
+    let sealed = &stored.secrets[0].sealed;
+    assert!(!sealed.contains(&secret) && !sealed.contains(&secret["whsec_".len()..]));
+    let stored_text = format!("{stored:?}");
+    assert!(
+        !stored_text.contains(&secret["whsec_".len()..]),
+        "{stored_text}"
+    );
+
+    for n in 1..=4 {
+        app.grant(&acct, 100 * n).await;
+    }
+    app.run_until_idle().await;
+    let got = rx.received();
+    assert_eq!(got.len(), 4);
+    let verdicts = verify_with_library(
+        &got.iter().map(|r| (secret.as_str(), r)).collect::<Vec<_>>(),
+        now_secs(&app),
+    );
+    assert!(verdicts.iter().all(|v| v == "ok"), "{verdicts:?}");
+
+    if app.aws_side().is_some() {
+        // The API sealed once; dispatch opened once for four deliveries; no other function
+        // touched the key.
+        let api = app.emulator_operations_of("API").await;
+        let dispatch = app.emulator_operations_of("WEBHOOKS").await;
+        assert_eq!(api.get("kms.Encrypt"), Some(&1), "{api:?}");
+        assert_eq!(api.get("kms.Decrypt"), None, "{api:?}");
+        assert_eq!(dispatch.get("kms.Decrypt"), Some(&1), "{dispatch:?}");
+        for other in ["WORKER", "SETTLE", "SWEEPER", "EXPORT"] {
+            let ops = app.emulator_operations_of(other).await;
+            assert!(
+                !ops.keys().any(|op| op.starts_with("kms.")),
+                "{other}: {ops:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn in_cloud_mode_private_and_plain_http_urls_are_refused() {
     let app = TestApp::spawn_cloud_webhooks().await;
     let (_, key) = app.account_with(0).await;

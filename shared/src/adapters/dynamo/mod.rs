@@ -454,15 +454,10 @@ pub(crate) fn dynamo_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     op: &'static str,
     e: SdkError<E>,
 ) -> StoreError {
-    let detail = match e.as_service_error() {
-        Some(se) => format!(
-            "{}: {}",
-            se.code().unwrap_or("error"),
-            se.message().unwrap_or("")
-        ),
-        None => format!("{e:?}"),
-    };
-    StoreError::Dynamo { op, detail }
+    StoreError::Dynamo {
+        op,
+        detail: super::sdk_detail(&e),
+    }
 }
 
 fn build_err(op: &'static str, e: impl std::fmt::Display) -> StoreError {

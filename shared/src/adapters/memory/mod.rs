@@ -13,10 +13,12 @@ mod blobs;
 mod money;
 mod pipeline;
 mod queue;
+mod sealer;
 mod webhooks;
 
 pub use blobs::MemoryBlobs;
 pub use queue::{MemoryQueue, QueueChaos, QueueStats};
+pub use sealer::MemorySealer;
 
 use crate::config::Settings;
 use crate::ports::records::{
@@ -259,11 +261,17 @@ impl Memory {
         random: Arc<dyn Random>,
         settings: Settings,
     ) -> Ports {
+        // Each store has its own key: a value sealed by one in-memory world opens in no other.
+        let key = crate::ports::time::random_bytes::<32>(random.as_ref());
+        let sealer = Arc::new(crate::adapters::sealing::Remembered::new(Arc::new(
+            MemorySealer::new(key),
+        )));
         Ports::from_store(
             Arc::new(self.clone()),
             queue,
             blobs,
             sender,
+            sealer,
             clock,
             random,
             settings,

@@ -15,8 +15,8 @@ use super::super::pipeline::PipelineError;
 use super::super::Services;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::domain::webhook::{
-    active_secrets, decode_secret, judge, signature_header, subscribed, AttemptResult, Verdict,
-    DISABLE_AFTER_FAILING_MS,
+    active_secrets, decode_secret, judge, secret_context, signature_header, subscribed,
+    AttemptResult, Verdict, DISABLE_AFTER_FAILING_MS,
 };
 use crate::ports::queue::QueueName;
 use crate::ports::records::{
@@ -223,10 +223,14 @@ async fn attempt(
         return Ok(());
     };
 
-    let keys: Vec<Vec<u8>> = active_secrets(&ep.secrets, now)
-        .iter()
-        .filter_map(|s| decode_secret(&s.secret).ok())
-        .collect();
+    // Opened once per instance (the sealer remembers); a key service that fails us leaves
+    // the claim to run out and the message to come back, like any other store error.
+    let context = secret_context(account_id, endpoint_id);
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for s in active_secrets(&ep.secrets, now) {
+        let plain = d.sealer.open(&s.sealed, &context).await?;
+        keys.extend(decode_secret(&plain).ok());
+    }
     let timestamp = now.div_euclid(1_000);
     let headers = [
         ("webhook-id", event.event_id.clone()),

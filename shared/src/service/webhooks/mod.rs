@@ -12,7 +12,8 @@ use super::{ErrorCode, Page, Reply, ServiceError, Services};
 use crate::domain::idempotency::Scope;
 use crate::domain::ids;
 use crate::domain::webhook::{
-    check_url, is_event_type, rotate, secret_from, SigningSecret, UrlError, UrlPolicy,
+    check_url, is_event_type, rotate, secret_context, secret_from, SigningSecret, UrlError,
+    UrlPolicy,
 };
 use crate::ports::records::EndpointRecord;
 use crate::ports::store::{Change, CommitError, NewRecord};
@@ -153,9 +154,14 @@ pub async fn create(
             let description = req.description.clone();
             async move {
                 let secret = secret_from(random_bytes(svc.random.as_ref()));
+                let endpoint_id = svc.new_id("we");
+                let sealed = svc
+                    .sealer
+                    .seal(&secret, &secret_context(account_id, &endpoint_id))
+                    .await?;
                 let rec = EndpointRecord {
                     account_id: account_id.clone(),
-                    endpoint_id: svc.new_id("we"),
+                    endpoint_id,
                     url,
                     description,
                     event_types,
@@ -163,7 +169,7 @@ pub async fn create(
                     disabled_reason: None,
                     disabled_ms: None,
                     secrets: vec![SigningSecret {
-                        secret: secret.clone(),
+                        sealed,
                         created_ms: now,
                         retires_ms: None,
                     }],
@@ -293,7 +299,11 @@ pub async fn rotate_secret(
         let rec = find(svc, account_id, endpoint_id).await?;
         let now = svc.now_ms();
         let secret = secret_from(random_bytes(svc.random.as_ref()));
-        let secrets = rotate(&rec.secrets, secret.clone(), now);
+        let sealed = svc
+            .sealer
+            .seal(&secret, &secret_context(account_id, endpoint_id))
+            .await?;
+        let secrets = rotate(&rec.secrets, sealed, now);
         let mut after = rec.clone();
         after.secrets = secrets.clone();
         after.secrets_version += 1;
