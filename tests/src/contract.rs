@@ -2718,3 +2718,87 @@ pub async fn sealer(p: &Ports) {
     assert!(p.sealer.open(&damaged, &ctx).await.is_err());
     assert!(p.sealer.open(&secret, &ctx).await.is_err());
 }
+
+/// Shares of a pool: at most `cap` holders at once, each a lease, given back only by its
+/// holder.
+pub async fn shares(p: &Ports) {
+    let pool = format!("webhooks#{}", id("acct", 77));
+    let until = T0 + 60_000;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let h = format!("h{i}");
+        let k = p
+            .rates
+            .take_share(&pool, &h, 3, T0, until)
+            .await
+            .expect("take")
+            .expect("a share is free");
+        held.push((k, h));
+    }
+    let slots: std::collections::BTreeSet<u32> = held.iter().map(|(k, _)| *k).collect();
+    assert_eq!(slots, (0..3).collect(), "three holders, three shares");
+    let take = |h: &'static str, at: i64| {
+        let pool = pool.clone();
+        async move {
+            p.rates
+                .take_share(&pool, h, 3, at, at + 60_000)
+                .await
+                .expect("take")
+        }
+    };
+    assert_eq!(take("h3", T0).await, None, "all three are held");
+    // Another pool is another account's.
+    let other = format!("webhooks#{}", id("acct", 78));
+    assert!(p
+        .rates
+        .take_share(&other, "x", 3, T0, until)
+        .await
+        .expect("take")
+        .is_some());
+    // Only the holder gives a share back.
+    let (k0, h0) = held[0].clone();
+    p.rates
+        .give_back_share(&pool, k0, "not-the-holder")
+        .await
+        .expect("give back");
+    assert_eq!(take("h4", T0).await, None);
+    p.rates
+        .give_back_share(&pool, k0, &h0)
+        .await
+        .expect("give back");
+    assert_eq!(take("h5", T0).await, Some(k0));
+    // Leases run out: a dead holder's share is free after `until`, and the old holder giving
+    // it back later takes nothing from the new one.
+    let after = until + 1;
+    let k6 = take("h6", after).await.expect("a lapsed share is free");
+    p.rates
+        .give_back_share(&pool, k6, "h1")
+        .await
+        .expect("give back");
+    p.rates
+        .give_back_share(&pool, k6, "h2")
+        .await
+        .expect("give back");
+    let (k7, k8) = (take("h7", after).await, take("h8", after).await);
+    assert!(k7.is_some() && k8.is_some() && k7 != Some(k6) && k8 != Some(k6));
+    assert_eq!(take("h9", after).await, None, "h6's share is still h6's");
+
+    // Many at once: never more than the cap.
+    let busy = format!("webhooks#{}", id("acct", 79));
+    let takes = (0..12).map(|i| {
+        let busy = busy.clone();
+        async move {
+            p.rates
+                .take_share(&busy, &format!("c{i}"), 4, T0, until)
+                .await
+                .expect("take")
+        }
+    });
+    let got: Vec<u32> = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let distinct: std::collections::BTreeSet<u32> = got.iter().copied().collect();
+    assert_eq!((got.len(), distinct.len()), (4, 4), "{got:?}");
+}

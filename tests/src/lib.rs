@@ -286,6 +286,9 @@ pub struct TestApp {
     pub api: Services,
     /// Handler calls made by `run_until_idle` (what Lambda would bill as invocations).
     pub invocations: std::sync::atomic::AtomicUsize,
+    /// Webhook dispatch invocations `run_until_idle` runs at once (1 unless a test sets it:
+    /// Lambda runs up to the function's reserved concurrency).
+    pub dispatch_instances: std::sync::atomic::AtomicUsize,
     /// Messages received before they were due: (queue, receipt, due time), parked invisible.
     parked: Mutex<Vec<(QueueName, String, i64)>>,
     pub base: String,
@@ -495,6 +498,7 @@ impl TestApp {
             operator,
             api: api_svc,
             invocations: Default::default(),
+            dispatch_instances: std::sync::atomic::AtomicUsize::new(1),
             parked: Mutex::new(Vec::new()),
             base,
             base_v6,
@@ -628,9 +632,16 @@ impl TestApp {
             .await
             .expect("pump settle");
             let webhooks = &self.fns.webhooks;
-            let e = devstack::pump::pump_round(queue, QueueName::Events, now, true, 0, |ev| {
-                webhook_dispatch::handle_event(webhooks, ev)
-            })
+            let instances = self.dispatch_instances.load(Ordering::Relaxed);
+            let e = devstack::pump::pump_round_in(
+                queue,
+                QueueName::Events,
+                now,
+                true,
+                0,
+                instances,
+                |ev| webhook_dispatch::handle_event(webhooks, ev),
+            )
             .await
             .expect("pump events");
             let export = &self.fns.export;

@@ -46,6 +46,7 @@ both!(
     queue,
     blobs,
     sealer,
+    shares,
 );
 
 #[tokio::test]

@@ -33,7 +33,7 @@ fn due(body: &str, now_ms: i64) -> bool {
     not_before(body).is_none_or(|nb| nb <= now_ms)
 }
 
-/// One round over everything currently visible on the queue.
+/// One round over everything currently visible on the queue, one invocation at a time.
 /// `retry_failed_now`: make failed messages visible again at once (tests), instead of after
 /// the queue's visibility timeout (Lambda).
 pub async fn pump_round<F, Fut>(
@@ -42,6 +42,24 @@ pub async fn pump_round<F, Fut>(
     now_ms: i64,
     retry_failed_now: bool,
     wait_secs: i32,
+    handler: F,
+) -> Result<Round, StoreError>
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
+    pump_round_in(queue, name, now_ms, retry_failed_now, wait_secs, 1, handler).await
+}
+
+/// The same with up to `instances` invocations running at once, as Lambda runs concurrent
+/// instances of a function behind one queue.
+pub async fn pump_round_in<F, Fut>(
+    queue: &dyn Queue,
+    name: QueueName,
+    now_ms: i64,
+    retry_failed_now: bool,
+    wait_secs: i32,
+    instances: usize,
     handler: F,
 ) -> Result<Round, StoreError>
 where
@@ -84,37 +102,43 @@ where
             queue.release(name, receipt, wait as i32).await?;
         }
     }
-    for chunk in ready.chunks(10) {
-        let mut event = SqsEvent::default();
-        for (i, (receipt, body, receives)) in chunk.iter().enumerate() {
-            let mut m = SqsMessage::default();
-            m.message_id = Some(i.to_string());
-            m.receipt_handle = Some(receipt.clone());
-            m.body = Some(body.clone());
-            m.attributes.insert(
-                shared::adapters::lambda::RECEIVE_COUNT.to_string(),
-                receives.to_string(),
-            );
-            event.records.push(m);
-        }
-        let resp = handler(event).await;
-        let failed: Vec<String> = resp
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        for (i, (receipt, _, _)) in chunk.iter().enumerate() {
-            if failed.contains(&i.to_string()) {
-                round.failed += 1;
-                if retry_failed_now {
-                    queue.release(name, receipt, 0).await?;
-                }
-            } else {
-                queue.delete(name, receipt).await?;
+    let chunks: Vec<_> = ready.chunks(10).collect();
+    for group in chunks.chunks(instances.max(1)) {
+        let events = group.iter().map(|chunk| {
+            let mut event = SqsEvent::default();
+            for (i, (receipt, body, receives)) in chunk.iter().enumerate() {
+                let mut m = SqsMessage::default();
+                m.message_id = Some(i.to_string());
+                m.receipt_handle = Some(receipt.clone());
+                m.body = Some(body.clone());
+                m.attributes.insert(
+                    shared::adapters::lambda::RECEIVE_COUNT.to_string(),
+                    receives.to_string(),
+                );
+                event.records.push(m);
             }
+            handler(event)
+        });
+        let responses = futures_util::future::join_all(events).await;
+        for (chunk, resp) in group.iter().zip(responses) {
+            let failed: Vec<String> = resp
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect();
+            for (i, (receipt, _, _)) in chunk.iter().enumerate() {
+                if failed.contains(&i.to_string()) {
+                    round.failed += 1;
+                    if retry_failed_now {
+                        queue.release(name, receipt, 0).await?;
+                    }
+                } else {
+                    queue.delete(name, receipt).await?;
+                }
+            }
+            round.handled += chunk.len();
+            round.invocations += 1;
         }
-        round.handled += chunk.len();
-        round.invocations += 1;
     }
     Ok(round)
 }

@@ -26,6 +26,17 @@ pub const MAX_RETRY_AFTER_SECS: u64 = 3_600;
 pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3_600_000;
 /// How much of a receiver's response body the delivery log keeps.
 pub const LOGGED_BODY_BYTES: usize = 1_024;
+/// Attempts of one account in flight at once, across every dispatcher. Dispatch runs 20
+/// instances of up to 10 concurrent attempts (template.yaml: `ReservedConcurrentExecutions`,
+/// `BatchSize`): one account's slow receivers (15 s time-outs) can hold at most this many of
+/// those 200, and its other attempts wait on the queue, so other accounts' deliveries are not
+/// held up behind them. A fast receiver (100 ms) still gets about 100 deliveries a second.
+pub const DISPATCH_SHARE: u32 = 10;
+/// How long an attempt that found its account's share in use waits before it looks again,
+/// plus up to [`SHARE_JITTER_MS`] so the waiting ones do not come back together. The wait
+/// is not an attempt: the retry schedule and the attempt count are untouched.
+pub const SHARE_WAIT_MS: i64 = 5_000;
+pub const SHARE_JITTER_MS: u64 = 5_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {

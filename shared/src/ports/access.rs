@@ -151,6 +151,19 @@ pub trait RateWindows: Send + Sync {
     async fn ip_block(&self, ip: &str, now_ms: i64) -> PortResult<Option<IpBlock>>;
     /// Lifts a block; true if there was one.
     async fn unblock_ip(&self, ip: &str) -> PortResult<bool>;
+    /// Takes one of the `cap` shares of `pool` for `holder` until `until_ms`: a lease, so the
+    /// share of a holder that died frees itself then. The share's number, or `None` when all
+    /// `cap` are held at `now_ms`. Strongly consistent: at most `cap` holders at any time.
+    async fn take_share(
+        &self,
+        pool: &str,
+        holder: &str,
+        cap: u32,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<Option<u32>>;
+    /// Gives share `slot` of `pool` back if `holder` still holds it.
+    async fn give_back_share(&self, pool: &str, slot: u32, holder: &str) -> PortResult<()>;
     /// The operator's exemptions from address blocks (version 0: none ever set).
     async fn exemptions(&self) -> PortResult<Exemptions>;
     /// Replaces the list if it is still at `expected_version`; false if it changed meanwhile.

@@ -398,6 +398,67 @@ async fn a_slow_receiver_does_not_hold_up_another_endpoint() {
 }
 
 #[tokio::test]
+async fn one_accounts_slow_receivers_hold_only_its_share_and_the_rest_wait_unattempted() {
+    use shared::domain::webhook::DISPATCH_SHARE;
+    let share = DISPATCH_SHARE as usize;
+    let app = TestApp::spawn().await;
+    // Three dispatch instances at once, as Lambda runs them behind the queue.
+    app.dispatch_instances
+        .store(3, std::sync::atomic::Ordering::Relaxed);
+    let (noisy, noisy_key) = app.account_with(0).await;
+    let (quiet, quiet_key) = app.account_with(0).await;
+    let slow = Receiver::start(Behaviour::Hang).await;
+    let fast = Receiver::start(Behaviour::Ok).await;
+    let (slow_ep, _) = endpoint(&app, &noisy_key, &slow.url, None).await;
+    let (fast_ep, _) = endpoint(&app, &quiet_key, &fast.url, None).await;
+    let burst = share * 2 + 5;
+    for i in 0..burst {
+        app.grant(&noisy, 100 + i as i64).await;
+    }
+    app.grant(&quiet, 100).await;
+    let check = async {
+        // The noisy account's share hangs at its receiver; the quiet account's delivery
+        // lands meanwhile, and none of the noisy account's other attempts went out.
+        slow.wait_for(share).await;
+        fast.wait_for(1).await;
+        assert_eq!((slow.count(), slow.in_flight()), (share, share));
+        slow.release();
+    };
+    tokio::join!(app.run_until_idle(), check);
+    assert_eq!(slow.count(), share, "the rest waited for the share");
+    let path = |ep: &str| format!("/v1/webhook-endpoints/{ep}/deliveries?limit=100");
+    let log = app.get(&path(&slow_ep), &noisy_key).await;
+    let log = log.body["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(log.len(), burst);
+    let attempts = |d: &Value| d["attempts"].as_array().map_or(0, Vec::len);
+    let done = log.iter().filter(|d| d["status"] == "succeeded").count();
+    assert_eq!(done, share);
+    // Waiting for the share is not an attempt: the others are pending with none made.
+    assert!(log
+        .iter()
+        .filter(|d| d["status"] == "pending")
+        .all(|d| attempts(d) == 0));
+    assert_eq!(
+        deliveries(&app, &quiet_key, &fast_ep).await[0]["status"],
+        "succeeded"
+    );
+
+    // They come back when their wait is over, and each goes out once.
+    for _ in 0..4 {
+        app.clock.advance_ms(10_000);
+        app.run_until_idle().await;
+    }
+    let log = app.get(&path(&slow_ep), &noisy_key).await;
+    let log = log.body["data"].as_array().cloned().unwrap_or_default();
+    assert!(
+        log.iter()
+            .all(|d| d["status"] == "succeeded" && attempts(d) == 1),
+        "{log:?}"
+    );
+    assert_eq!(slow.count(), burst);
+}
+
+#[tokio::test]
 async fn duplicate_events_and_attempt_messages_deliver_once_with_one_id() {
     use shared::service::events::{self, Event};
     let app = TestApp::spawn().await;

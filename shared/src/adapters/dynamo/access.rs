@@ -416,6 +416,92 @@ impl RateWindows for Dynamo {
         }))
     }
 
+    async fn take_share(
+        &self,
+        pool: &str,
+        holder: &str,
+        cap: u32,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<Option<u32>> {
+        if cap == 0 {
+            return Ok(None);
+        }
+        // One item per pool, one attribute per share: `s{k}` = {h: holder, u: lease until}.
+        // Start at a slot picked by the holder (spread over the pool); a refusal brings the
+        // item back, which says which share is free, so a take costs one write, two when it
+        // guessed wrong, and a full pool answers in one.
+        let spread = holder
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let mut k = spread % cap;
+        // Each refusal means another holder took a share since the item was read, so this
+        // ends within `cap` refusals unless shares are given back meanwhile.
+        for _ in 0..cap + 3 {
+            let res = self
+                .ddb
+                .update_item()
+                .table_name(&self.t.rate_limits)
+                .key("pk", s(format!("share#{pool}")))
+                .update_expression("SET #s = :v, expires_at = :exp")
+                .condition_expression("attribute_not_exists(#s) OR #s.u < :now")
+                .expression_attribute_names("#s", format!("s{k}"))
+                .expression_attribute_values(
+                    ":v",
+                    AttributeValue::M(HashMap::from([
+                        ("h".to_string(), s(holder)),
+                        ("u".to_string(), n(until_ms)),
+                    ])),
+                )
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":exp", n(until_ms / 1_000 + 3_600))
+                .return_values_on_condition_check_failure(
+                    aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let old = match res {
+                Ok(_) => return Ok(Some(k)),
+                Err(e) => match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                        c.item.clone().unwrap_or_default()
+                    }
+                    _ => return Err(dynamo_err("UpdateItem", e)),
+                },
+            };
+            let held = |k: u32| match old.get(&format!("s{k}")) {
+                Some(AttributeValue::M(m)) => {
+                    i64::try_from(num(m, "u")).unwrap_or(i64::MAX) >= now_ms
+                }
+                _ => false,
+            };
+            let free: Vec<u32> = (0..cap).filter(|k| !held(*k)).collect();
+            if free.is_empty() {
+                return Ok(None);
+            }
+            // Concurrent takers that read the same item pick different free shares.
+            k = free[spread as usize % free.len()];
+        }
+        // Lost every race: as good as full.
+        Ok(None)
+    }
+
+    async fn give_back_share(&self, pool: &str, slot: u32, holder: &str) -> PortResult<()> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.rate_limits)
+            .key("pk", s(format!("share#{pool}")))
+            .update_expression("REMOVE #s")
+            .condition_expression("#s.h = :h")
+            .expression_attribute_names("#s", format!("s{slot}"))
+            .expression_attribute_values(":h", s(holder))
+            .send()
+            .await;
+        // Not held by us any more (the lease ran out and someone took it): nothing to give.
+        applied(res, "UpdateItem").map(|_| ())
+    }
+
     async fn unblock_ip(&self, ip: &str) -> PortResult<bool> {
         let out = self
             .ddb

@@ -342,6 +342,35 @@ impl RateWindows for Memory {
         Ok(self.lock().blocks.remove(&ip.to_string()).is_some())
     }
 
+    async fn take_share(
+        &self,
+        pool: &str,
+        holder: &str,
+        cap: u32,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> PortResult<Option<u32>> {
+        self.pause().await;
+        let mut st = self.lock();
+        let slots = st.shares.entry(pool.to_string()).or_default();
+        let free = (0..cap).find(|k| slots.get(k).is_none_or(|(_, until)| *until < now_ms));
+        if let Some(k) = free {
+            slots.insert(k, (holder.to_string(), until_ms));
+        }
+        Ok(free)
+    }
+
+    async fn give_back_share(&self, pool: &str, slot: u32, holder: &str) -> PortResult<()> {
+        self.pause().await;
+        let mut st = self.lock();
+        if let Some(slots) = st.shares.get_mut(pool) {
+            if slots.get(&slot).is_some_and(|(h, _)| h == holder) {
+                slots.remove(&slot);
+            }
+        }
+        Ok(())
+    }
+
     async fn exemptions(&self) -> PortResult<Exemptions> {
         self.pause().await;
         Ok(self.lock().exemptions.clone())

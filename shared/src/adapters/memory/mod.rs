@@ -140,6 +140,8 @@ pub(crate) struct State {
     pub windows: Table<String, access::Window>,
     pub blocks: Table<String, access::Block>,
     pub exemptions: crate::ports::access::Exemptions,
+    /// Shares by pool: slot -> (holder, lease until).
+    pub shares: std::collections::HashMap<String, std::collections::BTreeMap<u32, (String, i64)>>,
     pub usage: Table<Key2, UsageRecord>,
     pub endpoints: Table<Key2, EndpointRecord>,
     pub events: Table<Key2, EventRecord>,

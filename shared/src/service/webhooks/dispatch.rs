@@ -16,7 +16,8 @@ use super::super::Services;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::domain::webhook::{
     active_secrets, decode_secret, judge, secret_context, signature_header, subscribed,
-    AttemptResult, Verdict, DISABLE_AFTER_FAILING_MS,
+    AttemptResult, Verdict, DISABLE_AFTER_FAILING_MS, DISPATCH_SHARE, SHARE_JITTER_MS,
+    SHARE_WAIT_MS,
 };
 use crate::ports::queue::QueueName;
 use crate::ports::records::{
@@ -172,6 +173,52 @@ async fn attempt(
     let now = d.now_ms();
     let timeout_ms = i64::try_from(d.settings.webhooks.timeout_ms).unwrap_or(30_000);
     let claim_until = now + timeout_ms + 60_000;
+    // The account's share of dispatch: past it, this attempt waits on the queue rather than
+    // take a worker other accounts need. The share is a lease as long as the claim, so one
+    // held by a dispatcher that died frees itself.
+    let pool = format!("webhooks#{account_id}");
+    let holder = d.new_id("share");
+    let Some(slot) = d
+        .rates
+        .take_share(&pool, &holder, DISPATCH_SHARE, now, claim_until)
+        .await?
+    else {
+        let jitter = i64::try_from(d.random.up_to(SHARE_JITTER_MS)).unwrap_or(0);
+        let at = now + SHARE_WAIT_MS + jitter;
+        tracing::info!(
+            account_id,
+            endpoint_id,
+            event_id,
+            attempt = n,
+            "account at its dispatch share; the attempt waits"
+        );
+        schedule(d, account_id, endpoint_id, event_id, n, at).await?;
+        return Ok(());
+    };
+    let out = claimed(d, &del, &ep, event, n, now, claim_until).await;
+    // Given back however the attempt ended (an error included); if this fails, the lease
+    // runs out.
+    if let Err(e) = d.rates.give_back_share(&pool, slot, &holder).await {
+        tracing::warn!(account_id, error = %e, "dispatch share not given back; its lease runs out");
+    }
+    out
+}
+
+/// Attempt `n` under the account's share: claim, sign, POST, record, schedule the next.
+async fn claimed(
+    d: &Services,
+    del: &DeliveryRecord,
+    ep: &EndpointRecord,
+    event: Option<EventRecord>,
+    n: u32,
+    now: i64,
+    claim_until: i64,
+) -> Result<(), PipelineError> {
+    let (account_id, endpoint_id, event_id) = (
+        ep.account_id.as_str(),
+        ep.endpoint_id.as_str(),
+        del.event_id.as_str(),
+    );
     if !d
         .deliveries
         .claim(endpoint_id, event_id, n, now, claim_until)
@@ -283,7 +330,7 @@ async fn attempt(
     {
         return Ok(());
     }
-    endpoint_health(d, &ep, verdict, now).await?;
+    endpoint_health(d, ep, verdict, now).await?;
     if let Some(at) = next_ms {
         schedule(d, account_id, endpoint_id, event_id, n + 1, at).await?;
     }
