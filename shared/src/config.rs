@@ -7,6 +7,7 @@ use std::env;
 pub struct Tables {
     pub accounts: String,
     pub api_keys: String,
+    pub console_sessions: String,
     pub ledger: String,
     pub batches: String,
     pub tasks: String,
@@ -119,6 +120,7 @@ impl Config {
             tables: Tables {
                 accounts: required("ACCOUNTS_TABLE")?,
                 api_keys: required("API_KEYS_TABLE")?,
+                console_sessions: required("CONSOLE_SESSIONS_TABLE")?,
                 ledger: required("LEDGER_TABLE")?,
                 batches: required("BATCHES_TABLE")?,
                 tasks: required("TASKS_TABLE")?,

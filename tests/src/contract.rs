@@ -2802,3 +2802,41 @@ pub async fn shares(p: &Ports) {
     let distinct: std::collections::BTreeSet<u32> = got.iter().copied().collect();
     assert_eq!((got.len(), distinct.len()), (4, 4), "{got:?}");
 }
+
+/// Console sessions: stored once, read back as stored, ended once.
+pub async fn sessions(p: &Ports) {
+    let rec = SessionRecord {
+        session_hash: format!("h{}", id("sess", 5)),
+        kind: SessionKind::Customer,
+        credential_hash: "kh".into(),
+        subject: "acct_x".into(),
+        csrf_token: "csrf_x".into(),
+        created_ms: T0,
+        expires_ms: T0 + 1_000,
+        ended_ms: None,
+        expires_at: T0 / 1_000 + 86_401,
+    };
+    p.sessions.create(&rec).await.expect("create");
+    assert!(
+        p.sessions.create(&rec).await.is_err(),
+        "a session id is never reused"
+    );
+    assert_eq!(
+        p.sessions.get(&rec.session_hash).await.expect("get"),
+        Some(rec.clone())
+    );
+    assert_eq!(p.sessions.get("nobody").await.expect("get"), None);
+    assert!(p
+        .sessions
+        .end(&rec.session_hash, T0 + 5)
+        .await
+        .expect("end"));
+    assert!(!p
+        .sessions
+        .end(&rec.session_hash, T0 + 6)
+        .await
+        .expect("end"));
+    assert!(!p.sessions.end("nobody", T0).await.expect("end"));
+    let ended = p.sessions.get(&rec.session_hash).await.expect("get");
+    assert_eq!(ended.and_then(|s| s.ended_ms), Some(T0 + 5));
+}

@@ -47,6 +47,7 @@ both!(
     blobs,
     sealer,
     shares,
+    sessions,
 );
 
 #[tokio::test]

@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use shared::domain::access::RateState;
+use shared::ports::records::SessionKind;
 use shared::service::access::{
     admit_operator_address, authorize, operator_auth_failed, record, AccessRequest, Answered,
     Refused, UNAUTHENTICATED,
 };
-use shared::service::operators;
+use shared::service::{console, operators};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -42,6 +43,23 @@ fn set_rate_headers(h: &mut HeaderMap, rate: &RateState) {
             h.insert(name, v);
         }
     }
+}
+
+fn header_str(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The console session cookie of `kind`, if the request carries one.
+fn session_cookie(req: &Request, kind: SessionKind) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| console::cookie_value(h, console::cookie_name(kind)))
+        .map(str::to_string)
 }
 
 const LIFT_BLOCK_ROUTE: &str = "/admin/v1/ip-blocks/{ip}";
@@ -109,8 +127,36 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 let authorization = req
                     .headers()
                     .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                match operators::authenticate(&s.svc, authorization).await {
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let cookie = session_cookie(&req, SessionKind::Operator);
+                let authenticated = match (authorization, cookie) {
+                    (None, Some(cookie)) => {
+                        let csrf = header_str(&req, console::CSRF_HEADER);
+                        match console::resolve(
+                            &s.svc,
+                            SessionKind::Operator,
+                            &cookie,
+                            &method,
+                            csrf.as_deref(),
+                        )
+                        .await
+                        {
+                            Ok(session) => {
+                                let op =
+                                    operators::authenticate_hash(&s.svc, &session.credential_hash)
+                                        .await;
+                                req.extensions_mut().insert(session);
+                                op
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    (authorization, _) => {
+                        operators::authenticate(&s.svc, authorization.as_deref()).await
+                    }
+                };
+                match authenticated {
                     Ok(op) => {
                         tracing::Span::current()
                             .record("account_id", format!("operator:{}", op.name).as_str());
@@ -139,15 +185,15 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         let resp = next.run(req).await;
         (resp, UNAUTHENTICATED.to_string(), 90, None, false)
     } else {
-        let authorization = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let authorization = header_str(&req, header::AUTHORIZATION.as_str());
+        let cookie = session_cookie(&req, SessionKind::Customer);
+        let csrf = header_str(&req, console::CSRF_HEADER);
         let decision = authorize(
             &s.svc,
             AccessRequest {
                 authorization: authorization.as_deref(),
+                session_cookie: cookie.as_deref(),
+                csrf: csrf.as_deref(),
                 method: &method,
                 route: &route,
                 source_ip: ip,
@@ -159,6 +205,9 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 let caller = granted.caller;
                 tracing::Span::current().record("account_id", caller.account.account_id.as_str());
                 req.extensions_mut().insert(caller.clone());
+                if let Some(session) = granted.session {
+                    req.extensions_mut().insert(session);
+                }
                 let mut resp = next.run(req).await;
                 set_rate_headers(resp.headers_mut(), &granted.rate);
                 (

@@ -10,9 +10,11 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
         InvalidJson | InvalidRequest | InvalidParameter | InvalidCursor => StatusCode::BAD_REQUEST,
-        Unauthorized | KeyDisabled | KeyRevoked | KeyExpired => StatusCode::UNAUTHORIZED,
+        Unauthorized | KeyDisabled | KeyRevoked | KeyExpired | SessionExpired => {
+            StatusCode::UNAUTHORIZED
+        }
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        IpNotAllowed | IpBlocked | InsufficientScope => StatusCode::FORBIDDEN,
+        IpNotAllowed | IpBlocked | InsufficientScope | CsrfFailed => StatusCode::FORBIDDEN,
         InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
         AccountTerminated => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,

@@ -27,6 +27,9 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("post", "/v1/console/sessions"),
+    ("get", "/v1/console/session"),
+    ("delete", "/v1/console/session"),
     ("get", "/v1/credits"),
     ("get", "/v1/credits/ledger"),
     ("get", "/v1/credits/reconcile"),
@@ -89,6 +92,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/reconcile"),
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
     ("put", "/admin/v1/models/{model}"),
+    ("post", "/admin/v1/console/sessions"),
+    ("get", "/admin/v1/console/session"),
+    ("delete", "/admin/v1/console/session"),
     ("get", "/admin/v1/operators"),
     ("post", "/admin/v1/operators"),
     ("get", "/admin/v1/operators/{name}"),
@@ -102,7 +108,7 @@ pub struct AppState {
 }
 
 pub fn app(svc: Services) -> Router {
-    use routes::{admin, customer, webhooks};
+    use routes::{admin, console, customer, webhooks};
     let state = AppState { svc };
     Router::new()
         .route(
@@ -110,6 +116,22 @@ pub fn app(svc: Services) -> Router {
             get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/openapi.json", get(openapi))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::file))
+        .route("/v1/console/sessions", post(console::sign_in))
+        .route(
+            "/v1/console/session",
+            get(console::current).delete(console::sign_out),
+        )
+        .route(
+            "/admin/v1/console/sessions",
+            post(console::operator_sign_in),
+        )
+        .route(
+            "/admin/v1/console/session",
+            get(console::operator_current).delete(console::operator_sign_out),
+        )
         .route("/v1/credits", get(customer::get_credits))
         .route("/v1/credits/ledger", get(customer::list_ledger))
         .route("/v1/credits/reconcile", get(customer::reconcile))

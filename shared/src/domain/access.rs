@@ -41,10 +41,12 @@ pub fn required_scope(method: &str, route: &str) -> KeyScope {
         || route == "/v1/account"
         || route.starts_with("/v1/usage")
         || route.ends_with("/redeliver");
-    // Asking for an export reads data, whatever the method.
+    // Asking for an export reads data, whatever the method; any key may open and close a
+    // console session (the console then offers what the key's scopes allow).
     let reads = method.eq_ignore_ascii_case("GET")
         || method.eq_ignore_ascii_case("HEAD")
-        || route == "/v1/exports";
+        || route == "/v1/exports"
+        || route.starts_with("/v1/console/");
     match (admin_area, reads) {
         // Listing keys or endpoints shows configuration: admin too.
         (true, _) if route != "/v1/account" => KeyScope::Admin,

@@ -2,7 +2,7 @@
 //! (`enterprise_api_usage`). All of it is shared across Lambda instances.
 
 use super::common::{Listed, PageToken, PortResult, Slice, TimeRange};
-use super::records::{ApiKeyRecord, Throttle, UsageRecord};
+use super::records::{ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
 use crate::domain::access::KeyMinute;
 use async_trait::async_trait;
 
@@ -112,6 +112,17 @@ pub struct MinuteErrors {
 
 /// One item per account and minute holds the account's counts and each key's, so admitting
 /// a request against both the key's limit and the account's budget is one conditional write.
+/// Console sessions (see `service::console`).
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    /// Stores a new session (its hash is fresh randomness: never there before).
+    async fn create(&self, rec: &SessionRecord) -> PortResult<()>;
+    /// By the SHA-256 of its id, strongly consistent (a signed-out session stops at once).
+    async fn get(&self, session_hash: &str) -> PortResult<Option<SessionRecord>>;
+    /// Ends a session; true if it was still open.
+    async fn end(&self, session_hash: &str, now_ms: i64) -> PortResult<bool>;
+}
+
 #[async_trait]
 pub trait RateWindows: Send + Sync {
     /// Admits one request if the key's count is below `caps.key` and the account's below

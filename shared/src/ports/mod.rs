@@ -23,7 +23,7 @@ pub mod store;
 pub mod time;
 pub mod webhooks;
 
-pub use access::{Keys, RateWindows, Usage};
+pub use access::{Keys, RateWindows, Sessions, Usage};
 pub use blobs::Blobs;
 pub use pipeline::{Batches, Progress, Tasks};
 pub use provider::Provider;
@@ -51,6 +51,7 @@ pub struct Ports {
     pub files: Arc<dyn Files>,
     pub models: Arc<dyn Models>,
     pub keys: Arc<dyn Keys>,
+    pub sessions: Arc<dyn Sessions>,
     pub rates: Arc<dyn RateWindows>,
     pub usage: Arc<dyn Usage>,
     pub endpoints: Arc<dyn Endpoints>,
@@ -92,6 +93,7 @@ impl Ports {
             + Files
             + Models
             + Keys
+            + Sessions
             + RateWindows
             + Usage
             + Endpoints
@@ -111,6 +113,7 @@ impl Ports {
             files: store.clone(),
             models: store.clone(),
             keys: store.clone(),
+            sessions: store.clone(),
             rates: store.clone(),
             usage: store.clone(),
             endpoints: store.clone(),

@@ -75,6 +75,36 @@ impl AccountRecord {
     }
 }
 
+/// Who a console session signs in as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A customer, through one of their API keys (its scopes, allowlist and limits apply).
+    Customer,
+    /// A named operator, through their operator credential.
+    Operator,
+}
+
+/// A console session. The browser holds only the opaque id; this item is under its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub session_hash: String,
+    pub kind: SessionKind,
+    /// The SHA-256 of the key (or operator credential) the session signs in as: each request
+    /// looks the key up again, so a disabled or revoked key ends the session at once.
+    pub credential_hash: String,
+    /// The customer's account, or the operator's name (for display and the usage log).
+    pub subject: String,
+    /// Sent back by the page on every mutation (`X-CSRF-Token`).
+    pub csrf_token: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    /// The item's TTL (seconds): a day after it ends.
+    pub expires_at: i64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub key_hash: String,

@@ -5,7 +5,8 @@
 //! A refused request stops here: it reaches no handler, so it consumes no `request_id` and
 //! no credits.
 
-use super::auth::{authenticate, Caller};
+use super::auth::{authenticate, authenticate_hash, AuthFailure, Caller};
+use super::console;
 use super::{ErrorCode, ServiceError, Services};
 use crate::domain::access::{
     allowed, block_subject, canonical_ip, current_window_cap, ip_allowed, ip_anomaly, key_anomaly,
@@ -14,7 +15,7 @@ use crate::domain::access::{
 };
 use crate::ports::access::IpBlock;
 use crate::ports::access::{Admission, BlockExemption, Caps, WindowCounts};
-use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
+use crate::ports::records::{ApiKeyRecord, SessionKind, SessionRecord, Throttle, UsageRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -24,6 +25,10 @@ pub const UNAUTHENTICATED: &str = "_unauthenticated";
 
 pub struct AccessRequest<'a> {
     pub authorization: Option<&'a str>,
+    /// The console's session cookie, used when there is no `Authorization` header, and the
+    /// `X-CSRF-Token` header that must come with it on a change (see `service::console`).
+    pub session_cookie: Option<&'a str>,
+    pub csrf: Option<&'a str>,
     pub method: &'a str,
     /// The route template, e.g. `/v1/batches/{batch_id}`.
     pub route: &'a str,
@@ -34,6 +39,25 @@ pub struct AccessRequest<'a> {
 pub struct Granted {
     pub caller: Caller,
     pub rate: RateState,
+    /// The console session the request came with, if it came with one.
+    pub session: Option<SessionRecord>,
+}
+
+/// The key a request presents: in its `Authorization` header, or through a console session
+/// (whose key is then admitted exactly as if presented).
+async fn authenticate_request(
+    svc: &Services,
+    r: &AccessRequest<'_>,
+) -> Result<(Caller, Option<SessionRecord>), AuthFailure> {
+    match (r.authorization, r.session_cookie) {
+        (None, Some(cookie)) => {
+            let session =
+                console::resolve(svc, SessionKind::Customer, cookie, r.method, r.csrf).await?;
+            let caller = authenticate_hash(svc, &session.credential_hash).await?;
+            Ok((caller, Some(session)))
+        }
+        (authorization, _) => Ok((authenticate(svc, authorization).await?, None)),
+    }
 }
 
 pub struct Refused {
@@ -107,13 +131,13 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
             None => Ok(None),
         }
     };
-    let (blocked, authenticated) = tokio::join!(block, authenticate(svc, r.authorization));
+    let (blocked, authenticated) = tokio::join!(block, authenticate_request(svc, &r));
     let blocked = blocked.map_err(|e| Refused::new(e.into()))?;
     if let (Some(s), Some(b)) = (subject.as_deref(), &blocked) {
         svc.local.remember_block(s, b, now);
     }
     refuse_if_blocked(blocked, now)?;
-    let caller = match authenticated {
+    let (caller, session) = match authenticated {
         Ok(c) => c,
         Err(f) => {
             if f.error.code() == ErrorCode::Unauthorized {
@@ -176,7 +200,11 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
         } else {
             by_key
         };
-        return Ok(Granted { rate, caller });
+        return Ok(Granted {
+            rate,
+            caller,
+            session,
+        });
     }
     let (by_account, stood) = match admission {
         Admission::AccountFull(c) => (true, c),

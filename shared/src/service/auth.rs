@@ -59,12 +59,16 @@ pub async fn authenticate(
     if !looks_like_key(secret) {
         return Err(unauthorized().into());
     }
-    let presented = hash_secret(secret);
+    authenticate_hash(svc, &hash_secret(secret)).await
+}
+
+/// The same from the key's SHA-256 (what a console session holds: never the key itself).
+pub async fn authenticate_hash(svc: &Services, presented: &str) -> Result<Caller, AuthFailure> {
     let key = svc
         .keys
-        .get(&presented)
+        .get(presented)
         .await?
-        .filter(|k| hashes_match(&k.key_hash, &presented))
+        .filter(|k| hashes_match(&k.key_hash, presented))
         .ok_or_else(unauthorized)?;
     let now = svc.now_ms();
     let refused = |code, message: &str| AuthFailure {

@@ -27,6 +27,8 @@ error_codes! {
     InvalidCursor => "invalid_cursor",
     PayloadTooLarge => "payload_too_large",
     Unauthorized => "unauthorized",
+    SessionExpired => "session_expired",
+    CsrfFailed => "csrf_failed",
     KeyDisabled => "key_disabled",
     KeyRevoked => "key_revoked",
     KeyExpired => "key_expired",

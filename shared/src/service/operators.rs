@@ -91,12 +91,19 @@ pub async fn authenticate(
     let secret = super::auth::bearer(authorization)
         .filter(|t| looks_like_operator_credential(t))
         .ok_or_else(unauthorized)?;
-    let presented = hash_secret(secret);
+    authenticate_hash(svc, &hash_secret(secret)).await
+}
+
+/// The same from the credential's SHA-256 (what an operator's console session holds).
+pub async fn authenticate_hash(
+    svc: &Services,
+    presented: &str,
+) -> Result<OperatorIdentity, ServiceError> {
     let credential = svc
         .keys
-        .get(&presented)
+        .get(presented)
         .await?
-        .filter(|k| k.account_id == OWNER && hashes_match(&k.key_hash, &presented))
+        .filter(|k| k.account_id == OWNER && hashes_match(&k.key_hash, presented))
         .filter(|k| k.revoked_ms.is_none() && k.enabled)
         .ok_or_else(unauthorized)?;
     Ok(OperatorIdentity {

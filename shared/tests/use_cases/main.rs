@@ -460,6 +460,8 @@ async fn keys_are_checked_on_every_request_and_the_rate_window_admits_exactly_th
     let header = format!("Bearer {secret}");
     let req = |method: &'static str, route: &'static str| AccessRequest {
         authorization: Some(&header),
+        session_cookie: None,
+        csrf: None,
         method,
         route,
         source_ip: Some("127.0.0.1".parse().expect("ip")),
@@ -508,6 +510,8 @@ async fn keys_are_checked_on_every_request_and_the_rate_window_admits_exactly_th
     assert_eq!(e.error.code(), ErrorCode::KeyRevoked);
     let junk = AccessRequest {
         authorization: Some("Bearer vgk_nope"),
+        session_cookie: None,
+        csrf: None,
         method: "GET",
         route: "/v1/credits",
         source_ip: None,

@@ -3,6 +3,7 @@
 mod access;
 mod bad_input;
 mod batches;
+mod console;
 mod crash;
 mod exports;
 mod files;

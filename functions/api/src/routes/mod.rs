@@ -1,3 +1,4 @@
 pub mod admin;
+pub mod console;
 pub mod customer;
 pub mod webhooks;

@@ -9,8 +9,10 @@ use crate::ports::access::{
     Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
     WindowCounts,
 };
-use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
-use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
+use crate::ports::records::{ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
+use crate::ports::{
+    Keys, Listed, PageToken, PortResult, RateWindows, Sessions, Slice, TimeRange, Usage,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -28,6 +30,42 @@ fn window_expiry(window_start: i64) -> i64 {
 
 fn hash_key(key_hash: &str) -> Item {
     HashMap::from([("key_hash".to_string(), s(key_hash))])
+}
+
+#[async_trait]
+impl Sessions for Dynamo {
+    async fn create(&self, rec: &SessionRecord) -> PortResult<()> {
+        self.ddb
+            .put_item()
+            .table_name(&self.t.console_sessions)
+            .set_item(Some(to_item(rec)?))
+            .condition_expression("attribute_not_exists(session_hash)")
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, session_hash: &str) -> PortResult<Option<SessionRecord>> {
+        let key = HashMap::from([("session_hash".to_string(), s(session_hash))]);
+        Dynamo::get(self, &self.t.console_sessions, key).await
+    }
+
+    async fn end(&self, session_hash: &str, now_ms: i64) -> PortResult<bool> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.console_sessions)
+            .key("session_hash", s(session_hash))
+            .update_expression("SET ended_ms = :now")
+            .condition_expression(
+                "attribute_exists(session_hash) AND attribute_not_exists(ended_ms)",
+            )
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        applied(res, "UpdateItem")
+    }
 }
 
 #[async_trait]

@@ -6,8 +6,10 @@ use crate::ports::access::{
     Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
     WindowCounts,
 };
-use crate::ports::records::{ApiKeyRecord, Throttle, UsageRecord};
-use crate::ports::{Keys, Listed, PageToken, PortResult, RateWindows, Slice, TimeRange, Usage};
+use crate::ports::records::{ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
+use crate::ports::{
+    Keys, Listed, PageToken, PortResult, RateWindows, Sessions, Slice, TimeRange, Usage,
+};
 use async_trait::async_trait;
 
 /// One rate-limit window item: admitted requests, client errors, 402s (the attributes `n`,
@@ -201,6 +203,38 @@ impl Keys for Memory {
             changed += 1;
         }
         Ok(changed)
+    }
+}
+
+#[async_trait]
+impl Sessions for Memory {
+    async fn create(&self, rec: &SessionRecord) -> PortResult<()> {
+        self.pause().await;
+        let mut st = self.lock();
+        if st.sessions.contains(&rec.session_hash) {
+            return Err(refused("PutItem", "the session exists"));
+        }
+        st.sessions.put(rec.session_hash.clone(), rec.clone());
+        Ok(())
+    }
+
+    async fn get(&self, session_hash: &str) -> PortResult<Option<SessionRecord>> {
+        self.pause().await;
+        Ok(self.lock().sessions.get(&session_hash.to_string()).cloned())
+    }
+
+    async fn end(&self, session_hash: &str, now_ms: i64) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        let k = session_hash.to_string();
+        match st.sessions.get(&k).cloned() {
+            Some(mut rec) if rec.ended_ms.is_none() => {
+                rec.ended_ms = Some(now_ms);
+                st.sessions.put(k, rec);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

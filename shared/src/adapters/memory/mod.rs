@@ -137,6 +137,7 @@ pub(crate) struct State {
     pub files: Table<Key2, FileRecord>,
     pub models: Table<String, ModelSetting>,
     pub keys: Table<String, ApiKeyRecord>,
+    pub sessions: Table<String, crate::ports::records::SessionRecord>,
     pub windows: Table<String, access::Window>,
     pub blocks: Table<String, access::Block>,
     pub exemptions: crate::ports::access::Exemptions,
@@ -160,6 +161,7 @@ impl State {
         self.files.catch_up();
         self.models.catch_up();
         self.keys.catch_up();
+        self.sessions.catch_up();
         self.windows.catch_up();
         self.blocks.catch_up();
         self.usage.catch_up();

@@ -1,0 +1,124 @@
+// The console's shell: session, navigation, language, and the one notice area every page
+// reports errors in. Pages are in pages.js; all data comes from the public API (api.js).
+
+import { ApiError, get, del, setCsrf, whenSignedOut } from './api.js';
+import { t, setLocale, initialLocale, getLocale, translate } from './i18n.js';
+import * as pages from './pages.js';
+import { h, notice, explain, can, state } from './ui.js';
+
+const customerNav = [
+  ['overview', 'nav_overview'],
+  ['ledger', 'nav_ledger'],
+  ['batches', 'nav_batches'],
+  ['keys', 'nav_keys', 'admin'],
+  ['webhooks', 'nav_webhooks', 'admin'],
+  ['exports', 'nav_exports'],
+];
+
+function renderChrome() {
+  const nav = document.getElementById('nav');
+  const who = document.getElementById('who');
+  const out = document.getElementById('signout');
+  nav.replaceChildren();
+  const s = state.session;
+  if (s && s.kind === 'customer') {
+    for (const [route, label, scope] of customerNav) {
+      if (scope && !can(scope)) continue;
+      nav.append(h('a', { href: `#/${route}`, dataset: { route } }, t(label)));
+    }
+    who.textContent = `${s.account_name} · ${s.key_id}`;
+  } else if (s && s.kind === 'operator') {
+    nav.append(h('a', { href: '#/operator', dataset: { route: 'operator' } }, s.operator));
+    who.textContent = s.operator;
+  } else {
+    who.textContent = '';
+  }
+  nav.hidden = !s;
+  out.hidden = !s;
+  translate(document.querySelector('header'));
+}
+
+async function route() {
+  if (state.stop) {
+    state.stop();
+    state.stop = null;
+  }
+  const main = document.getElementById('main');
+  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
+  const s = state.session;
+  for (const a of document.querySelectorAll('#nav a')) {
+    if (a.dataset.route === (parts[0] || 'overview')) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  main.replaceChildren(h('p', { class: 'loading' }, t('loading')));
+  try {
+    if (parts[0] === 'operator') {
+      if (!s || s.kind !== 'operator') return pages.operatorSignIn(main, signedIn);
+      return pages.operatorHome(main);
+    }
+    if (!s || s.kind !== 'customer') return pages.signIn(main, signedIn);
+    const page = {
+      overview: pages.overview,
+      ledger: pages.ledger,
+      batches: parts[1] ? (m) => pages.batch(m, parts[1]) : pages.batches,
+      keys: pages.keys,
+      webhooks: pages.webhooks,
+      exports: pages.exports,
+    }[parts[0] || 'overview'];
+    await (page || pages.overview)(main);
+  } catch (err) {
+    main.replaceChildren(h('p', { class: 'error' }, explain(err)));
+  }
+}
+
+function signedIn(s) {
+  state.session = s;
+  setCsrf(s.csrf_token);
+  notice('');
+  renderChrome();
+  location.hash = s.kind === 'operator' ? '#/operator' : '#/overview';
+  route();
+}
+
+function signedOut(message) {
+  state.session = null;
+  setCsrf(null);
+  renderChrome();
+  notice(message, 'info');
+  const operator = location.hash.startsWith('#/operator');
+  location.hash = operator ? '#/operator' : '#/sign-in';
+  route();
+}
+
+async function boot() {
+  setLocale(initialLocale());
+  const lang = document.getElementById('lang');
+  lang.value = getLocale();
+  lang.addEventListener('change', () => {
+    setLocale(lang.value);
+    renderChrome();
+    route();
+  });
+  document.getElementById('signout').addEventListener('click', async () => {
+    const s = state.session;
+    try {
+      await del(s && s.kind === 'operator' ? '/admin/v1/console/session' : '/v1/console/session');
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) return notice(explain(err));
+    }
+    signedOut(t('signed_out'));
+  });
+  whenSignedOut(() => signedOut(t('session_ended')));
+  const operator = location.hash.startsWith('#/operator');
+  try {
+    state.session = await get(operator ? '/admin/v1/console/session' : '/v1/console/session', { quiet: true });
+    setCsrf(state.session.csrf_token);
+  } catch {
+    state.session = null;
+  }
+  renderChrome();
+  window.addEventListener('hashchange', route);
+  route();
+}
+
+boot();

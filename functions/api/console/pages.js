@@ -1,0 +1,530 @@
+// The console's pages. Each renders into `main` from the public API; forms keep what the
+// person typed when a call fails, and say why in the notice area.
+
+import { api, get, post, patch, del, query, requestId, ApiError } from './api.js';
+import { t, num, usd, when } from './i18n.js';
+import { h, notice, explain, can, onLeave, session } from './ui.js';
+
+// ---- small pieces -------------------------------------------------------------------------
+
+function credits(n) {
+  return h('span', { class: 'amount' }, `${num(n)} ${t('credits')} `, h('small', {}, usd(n)));
+}
+
+function table(headers, rows, empty) {
+  if (!rows.length) return h('p', { class: 'empty' }, empty || t('none_yet'));
+  return h('table', {},
+    h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, rows));
+}
+
+function field(label, control) {
+  return h('label', { class: 'field' }, h('span', {}, label), control);
+}
+
+// Runs `fn` for a form submission: the button is disabled while it runs, the notice says
+// what went wrong, and the form is left as it was so nothing typed is lost.
+async function submitting(button, fn) {
+  button.disabled = true;
+  notice('');
+  try {
+    await fn();
+  } catch (err) {
+    notice(explain(err));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Repeats `fn` every `ms` while the page is shown; stops when the person leaves.
+function every(ms, fn) {
+  let stopped = false;
+  let timer = null;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      await fn();
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) notice(explain(err));
+    }
+    if (!stopped) timer = setTimeout(tick, ms);
+  };
+  timer = setTimeout(tick, ms);
+  onLeave(() => {
+    stopped = true;
+    clearTimeout(timer);
+  });
+}
+
+function secretBox(secret, label) {
+  const box = h('output', { class: 'secret', id: 'new-secret' }, secret);
+  const copy = h('button', {
+    type: 'button',
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(secret);
+        notice(t('copied'), 'info');
+      } catch {
+        const r = document.createRange();
+        r.selectNodeContents(box);
+        getSelection().removeAllRanges();
+        getSelection().addRange(r);
+      }
+    },
+  }, t('copy'));
+  return h('div', { class: 'once', role: 'status' }, h('p', {}, label), box, copy);
+}
+
+function progressBar(c) {
+  const done = c.succeeded + c.failed + c.rejected + c.timed_out + c.cancelled + (c.released || 0);
+  const pct = c.total ? Math.round((100 * done) / c.total) : 0;
+  return h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': pct, title: `${pct}%` },
+    h('span', { style: null, dataset: { pct } }), h('small', {}, `${num(done)} / ${num(c.total)}`));
+}
+
+// Widths from data-pct (inline style attributes would need 'unsafe-inline' in the CSP).
+function sizeBars(root) {
+  for (const s of root.querySelectorAll('.progress span[data-pct]')) s.style.width = `${s.dataset.pct}%`;
+}
+
+// ---- sign-in --------------------------------------------------------------------------
+
+export function signIn(main, done) {
+  const input = h('input', { id: 'key', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false' });
+  const button = h('button', { type: 'submit' }, t('sign_in'));
+  const form = h('form', {
+    class: 'card narrow',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(button, async () => {
+        const s = await post('/v1/console/sessions', {}, { bearer: input.value.trim() });
+        input.value = '';
+        done(s);
+      });
+    },
+  }, h('h1', {}, t('sign_in_title')), h('p', {}, t('sign_in_help')), field(t('api_key'), input), button,
+  h('p', { class: 'aside' }, h('a', { href: '#/operator' }, t('operator_sign_in'))));
+  main.replaceChildren(form);
+  input.focus();
+}
+
+export function operatorSignIn(main, done) {
+  const input = h('input', { id: 'credential', type: 'password', autocomplete: 'off', required: true });
+  const button = h('button', { type: 'submit' }, t('sign_in'));
+  main.replaceChildren(h('form', {
+    class: 'card narrow',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(button, async () => {
+        const s = await api('POST', '/admin/v1/console/sessions', {}, { bearer: input.value.trim() });
+        input.value = '';
+        done(s);
+      });
+    },
+  }, h('h1', {}, t('operator_sign_in')), h('p', {}, t('operator_help')), field(t('credential'), input), button,
+  h('p', { class: 'aside' }, h('a', { href: '#/sign-in' }, t('sign_in_title')))));
+  input.focus();
+}
+
+// ---- overview -------------------------------------------------------------------------
+
+export async function overview(main) {
+  const [account, running, refunds] = await Promise.all([
+    get('/v1/account'),
+    get(`/v1/batches${query({ status: 'running', limit: 10 })}`),
+    get(`/v1/credits/ledger${query({ kind: 'refund', limit: 5 })}`),
+  ]);
+  const figures = h('dl', { class: 'figures' });
+  const draw = (c) => {
+    figures.replaceChildren(
+      ...[['balance', c.balance], ['held', c.held], ['lifetime_granted', c.lifetime_granted],
+        ['lifetime_charged', c.lifetime_charged], ['lifetime_refunded', c.lifetime_refunded],
+        ['lifetime_released', c.lifetime_released]]
+        .flatMap(([k, v]) => [h('dt', {}, t(k)), h('dd', { id: `fig-${k}` }, credits(v))]),
+      h('dt', {}, t('low_balance')),
+      h('dd', {}, account.low_balance_threshold == null ? t('not_set') : credits(account.low_balance_threshold)),
+    );
+  };
+  draw(account.credits);
+  main.replaceChildren(
+    h('h1', {}, account.name),
+    figures,
+    h('h2', {}, t('running_batches')),
+    table([t('batch'), t('model'), t('progress')], running.data.map((b) =>
+      h('tr', {}, h('td', {}, h('a', { href: `#/batches/${b.id}` }, b.id)), h('td', {}, b.model), h('td', {}, progressBar(b.counts))))),
+    h('h2', {}, t('latest_refunds')),
+    table([t('when'), t('amount'), t('task')], refunds.data.map((e) =>
+      h('tr', {}, h('td', {}, when(e.created_at)), h('td', {}, credits(e.amount)), h('td', {}, e.task_id || '—')))),
+  );
+  sizeBars(main);
+  every(2000, async () => draw(await get('/v1/credits')));
+}
+
+// ---- ledger ---------------------------------------------------------------------------
+
+const KINDS = ['grant', 'pre_deduct', 'refund', 'release', 'adjustment', 'compensation'];
+
+function ledgerRow(e) {
+  return h('tr', { dataset: { seq: e.seq, kind: e.kind } },
+    h('td', {}, num(e.seq)),
+    h('td', {}, when(e.created_at)),
+    h('td', {}, t(`kind_${e.kind}`)),
+    h('td', { class: e.amount < 0 ? 'neg' : 'pos' }, credits(e.amount)),
+    h('td', {}, credits(e.balance_after)),
+    h('td', {}, e.batch_id ? h('a', { href: `#/batches/${e.batch_id}` }, e.batch_id) : '—'),
+    h('td', {}, e.task_id || '—'),
+    h('td', {}, e.reason || ''));
+}
+
+export async function ledger(main) {
+  const kind = h('select', { id: 'f-kind' }, h('option', { value: '' }, t('all')),
+    KINDS.map((k) => h('option', { value: k }, t(`kind_${k}`))));
+  const from = h('input', { id: 'f-from', type: 'datetime-local' });
+  const to = h('input', { id: 'f-to', type: 'datetime-local' });
+  const body = h('tbody', { id: 'ledger-rows' });
+  const more = h('button', { type: 'button', hidden: true }, t('more'));
+  const live = h('span', { id: 'live', class: 'live', role: 'status' }, `● ${t('live')}`);
+  let cursor = null;
+  let newest = 0;
+  const params = () => ({
+    kind: kind.value,
+    from: from.value ? new Date(from.value).toISOString() : '',
+    to: to.value ? new Date(to.value).toISOString() : '',
+  });
+  const load = async (reset) => {
+    const p = await get(`/v1/credits/ledger${query({ ...params(), limit: 50, cursor: reset ? '' : cursor })}`);
+    if (reset) {
+      body.replaceChildren();
+      newest = 0;
+    }
+    for (const e of p.data) {
+      body.append(ledgerRow(e));
+      newest = Math.max(newest, e.seq);
+    }
+    cursor = p.next_cursor;
+    more.hidden = !p.has_more;
+  };
+  more.addEventListener('click', () => submitting(more, () => load(false)));
+  const apply = h('button', { type: 'submit' }, t('apply'));
+  const filters = h('form', {
+    class: 'filters',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(apply, () => load(true));
+    },
+  }, field(t('kind'), kind), field(t('from'), from), field(t('to'), to), apply);
+  const exporter = (format, label) => {
+    const b = h('button', { type: 'button', id: `export-${format}` }, label);
+    b.addEventListener('click', () => submitting(b, () => exportAndDownload('ledger', format, params())));
+    return b;
+  };
+  main.replaceChildren(
+    h('div', { class: 'title' }, h('h1', {}, t('nav_ledger')), live),
+    filters,
+    h('div', { class: 'actions' }, exporter('csv', t('export_csv')), exporter('json', t('export_json'))),
+    h('table', {}, h('thead', {}, h('tr', {},
+      ['#', t('when'), t('kind'), t('amount'), t('balance_after'), t('batch'), t('task'), t('reason')].map((x) => h('th', { scope: 'col' }, x)))), body),
+    more,
+  );
+  await load(true);
+  // Live: the account's newest sequence number is one cheap read; new entries are fetched
+  // only when it moved, and shown on top without a reload.
+  every(1000, async () => {
+    const c = await get('/v1/credits');
+    live.textContent = `● ${t('live')}`;
+    if (c.ledger_seq <= newest) return;
+    const p = await get(`/v1/credits/ledger${query({ ...params(), limit: 50 })}`);
+    const fresh = p.data.filter((e) => e.seq > newest).reverse();
+    for (const e of fresh) {
+      body.prepend(ledgerRow(e));
+      newest = Math.max(newest, e.seq);
+    }
+    newest = Math.max(newest, c.ledger_seq);
+  });
+}
+
+// Asks for an export, waits for it, and downloads the file (the export flow of the API).
+async function exportAndDownload(dataset, format, range) {
+  const body = { request_id: requestId('console-export'), dataset, format };
+  if (range.from) body.from = range.from;
+  if (range.to) body.to = range.to;
+  let x = await post('/v1/exports', body);
+  notice(t('export_preparing'), 'info');
+  for (let i = 0; i < 300 && x.status !== 'completed' && x.status !== 'failed'; i += 1) {
+    await new Promise((r) => setTimeout(r, 1000));
+    x = await get(`/v1/exports/${x.id}`);
+  }
+  if (x.status !== 'completed') throw new Error(x.error || x.status);
+  notice(t('export_ready'), 'info');
+  const a = h('a', { href: x.download_url, download: `${dataset}.${format}`, hidden: true, id: 'download-link' });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+// ---- batches --------------------------------------------------------------------------
+
+export async function batches(main) {
+  const body = h('tbody');
+  const more = h('button', { type: 'button', hidden: true }, t('more'));
+  let cursor = null;
+  const load = async () => {
+    const p = await get(`/v1/batches${query({ limit: 25, cursor })}`);
+    for (const b of p.data) {
+      body.append(h('tr', {},
+        h('td', {}, h('a', { href: `#/batches/${b.id}` }, b.id)),
+        h('td', {}, b.status), h('td', {}, b.model), h('td', {}, progressBar(b.counts)),
+        h('td', {}, credits(b.credits.held)), h('td', {}, when(b.created_at))));
+    }
+    sizeBars(body);
+    cursor = p.next_cursor;
+    more.hidden = !p.has_more;
+  };
+  more.addEventListener('click', () => submitting(more, load));
+  main.replaceChildren(h('h1', {}, t('nav_batches')),
+    h('table', {}, h('thead', {}, h('tr', {}, [t('batch'), t('status'), t('model'), t('progress'), t('held'), t('created')].map((x) => h('th', { scope: 'col' }, x)))), body),
+    more);
+  await load();
+  if (!body.children.length) main.append(h('p', { class: 'empty' }, t('none_yet')));
+}
+
+export async function batch(main, id) {
+  const head = h('div');
+  const tasks = h('div');
+  const draw = async () => {
+    const [b, ts] = await Promise.all([
+      get(`/v1/batches/${encodeURIComponent(id)}`),
+      get(`/v1/batches/${encodeURIComponent(id)}/tasks${query({ limit: 100 })}`),
+    ]);
+    const c = b.counts;
+    const cancel = can('batches:write') && b.status !== 'completed' && !b.cancel_requested
+      ? h('button', {
+        type: 'button',
+        class: 'danger',
+        id: 'cancel-batch',
+        onclick: (e) => {
+          if (!confirm(t('cancel_confirm', { running: num(c.running), queued: num(c.queued) }))) return;
+          submitting(e.target, async () => {
+            await post(`/v1/batches/${encodeURIComponent(id)}/cancel`, { request_id: requestId('console-cancel') });
+            notice(t('cancel_requested'), 'info');
+            await draw();
+          });
+        },
+      }, t('cancel_batch'))
+      : null;
+    head.replaceChildren(
+      h('p', {}, h('a', { href: '#/batches' }, `← ${t('back')}`)),
+      h('h1', {}, `${t('batch')} ${b.id}`),
+      h('dl', { class: 'figures' },
+        h('dt', {}, t('status')), h('dd', { id: 'batch-status' }, b.status),
+        h('dt', {}, t('model')), h('dd', {}, b.model),
+        h('dt', {}, t('progress')), h('dd', {}, progressBar(c)),
+        h('dt', {}, t('held')), h('dd', {}, credits(b.credits.held)),
+        h('dt', {}, t('charged')), h('dd', {}, credits(b.credits.charged)),
+        h('dt', {}, t('refunded')), h('dd', { id: 'batch-refunded' }, credits(b.credits.refunded)),
+        h('dt', {}, t('released')), h('dd', {}, credits(b.credits.released))),
+      h('p', { class: 'counts' }, Object.entries(c).map(([k, v]) => h('span', {}, `${k}: ${num(v)}`))),
+      cancel);
+    tasks.replaceChildren(h('h2', {}, t('tasks')), table(['#', t('status'), t('created'), t('when'), t('error')],
+      ts.data.map((x) => h('tr', {}, h('td', {}, num(x.index)), h('td', {}, x.status), h('td', {}, when(x.created_at)),
+        h('td', {}, when(x.ended_at)), h('td', {}, x.error ? `${x.error.code}: ${x.error.message}` : '')))));
+    sizeBars(head);
+    return b;
+  };
+  main.replaceChildren(head, tasks);
+  const b = await draw();
+  if (b.status !== 'completed') every(2000, draw);
+}
+
+// ---- API keys ---------------------------------------------------------------------------
+
+export async function keys(main) {
+  const list = h('div');
+  const draw = async () => {
+    const p = await get(`/v1/api-keys${query({ limit: 100 })}`);
+    list.replaceChildren(table([t('name'), 'ID', t('status'), t('scopes'), t('rate_limit'), t('expires'), ''],
+      p.data.map((k) => {
+        const toggle = k.status === 'active' || k.status === 'disabled'
+          ? h('button', {
+            type: 'button',
+            dataset: { action: k.enabled ? 'disable' : 'enable', key: k.id },
+            onclick: (e) => submitting(e.target, async () => {
+              await patch(`/v1/api-keys/${k.id}`, { enabled: !k.enabled });
+              await draw();
+            }),
+          }, k.enabled ? t('disable') : t('enable'))
+          : null;
+        const revoke = k.status !== 'revoked'
+          ? h('button', {
+            type: 'button',
+            class: 'danger',
+            dataset: { action: 'revoke', key: k.id },
+            onclick: (e) => {
+              if (!confirm(t('revoke_confirm'))) return;
+              submitting(e.target, async () => {
+                await del(`/v1/api-keys/${k.id}`);
+                await draw();
+              });
+            },
+          }, t('revoke'))
+          : null;
+        return h('tr', { dataset: { key: k.id } }, h('td', {}, k.name), h('td', {}, `${k.prefix}…${k.last4}`),
+          h('td', { class: 'status' }, k.status), h('td', {}, k.scopes.join(', ')), h('td', {}, num(k.rate_limit_per_min)),
+          h('td', {}, when(k.expires_at)), h('td', { class: 'row-actions' }, toggle, revoke));
+      })));
+  };
+  const name = h('input', { id: 'key-name', required: true, maxlength: 100 });
+  const scopes = ['read', 'batches:write', 'admin'].map((s) =>
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', value: s, name: 'scope', checked: s === 'read' }), s));
+  const rate = h('input', { id: 'key-rate', type: 'number', min: 1, placeholder: '600' });
+  const allow = h('textarea', { id: 'key-allow', rows: 2 });
+  const expires = h('input', { id: 'key-expires', type: 'datetime-local' });
+  const created = h('div');
+  const button = h('button', { type: 'submit' }, t('create_key'));
+  let rid = requestId('console-key');
+  const form = h('form', {
+    class: 'card',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(button, async () => {
+        const body = {
+          request_id: rid,
+          name: name.value,
+          scopes: scopes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value),
+        };
+        if (rate.value) body.rate_limit_per_min = Number(rate.value);
+        const cidrs = allow.value.split(/\s+/).filter(Boolean);
+        if (cidrs.length) body.ip_allowlist = cidrs;
+        if (expires.value) body.expires_at = new Date(expires.value).toISOString();
+        const k = await post('/v1/api-keys', body);
+        rid = requestId('console-key');
+        form.reset();
+        created.replaceChildren(secretBox(k.secret, t('key_created')));
+        await draw();
+      });
+    },
+  }, h('h2', {}, t('create_key')), field(t('name'), name), h('fieldset', {}, h('legend', {}, t('scopes')), scopes),
+  field(t('rate_limit'), rate), field(t('allowlist'), allow), field(t('expires'), expires), button);
+  main.replaceChildren(h('h1', {}, t('nav_keys')), created, list, form);
+  await draw();
+}
+
+// ---- webhooks ---------------------------------------------------------------------------
+
+export async function webhooks(main) {
+  const list = h('div');
+  const shown = h('div');
+  const log = h('div');
+  const draw = async () => {
+    const p = await get('/v1/webhook-endpoints');
+    list.replaceChildren(table([t('url'), t('status'), ''], p.data.map((e) => h('tr', {},
+      h('td', {}, e.url), h('td', {}, e.enabled ? 'enabled' : `disabled (${e.disabled_reason || ''})`),
+      h('td', { class: 'row-actions' },
+        h('button', {
+          type: 'button',
+          onclick: (ev) => submitting(ev.target, async () => {
+            const d = await get(`/v1/webhook-endpoints/${e.id}/deliveries${query({ limit: 50 })}`);
+            log.replaceChildren(h('h2', {}, `${t('deliveries')}: ${e.url}`), table([t('when'), 'event', t('status'), t('attempts')],
+              d.data.map((x) => h('tr', {}, h('td', {}, when(x.created_at)), h('td', {}, x.event_type), h('td', {}, x.status),
+                h('td', {}, (x.attempts || []).map((a) => `${a.status_code ?? a.error ?? ''}`).join(' · '))))));
+          }),
+        }, t('deliveries')),
+        h('button', {
+          type: 'button',
+          onclick: (ev) => submitting(ev.target, async () => {
+            const r = await post(`/v1/webhook-endpoints/${e.id}/rotate-secret`, { request_id: requestId('console-rotate') });
+            shown.replaceChildren(secretBox(r.secret, t('secret_once')));
+          }),
+        }, t('rotate_secret')))))));
+  };
+  const url = h('input', { id: 'endpoint-url', type: 'url', required: true, placeholder: 'https://' });
+  const button = h('button', { type: 'submit' }, t('add_endpoint'));
+  let rid = requestId('console-endpoint');
+  const form = h('form', {
+    class: 'card',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(button, async () => {
+        const r = await post('/v1/webhook-endpoints', { request_id: rid, url: url.value });
+        rid = requestId('console-endpoint');
+        form.reset();
+        shown.replaceChildren(secretBox(r.secret, t('secret_once')));
+        await draw();
+      });
+    },
+  }, h('h2', {}, t('add_endpoint')), field(t('url'), url), button);
+  main.replaceChildren(h('h1', {}, t('nav_webhooks')), shown, list, form, log);
+  await draw();
+}
+
+// ---- exports ------------------------------------------------------------------------------
+
+export async function exports(main) {
+  const list = h('div');
+  const draw = async () => {
+    const p = await get(`/v1/exports${query({ limit: 50 })}`);
+    list.replaceChildren(table([t('created'), t('dataset'), t('format'), t('status'), ''], p.data.map((x) => h('tr', {},
+      h('td', {}, when(x.created_at)), h('td', {}, x.dataset), h('td', {}, x.format), h('td', {}, x.status),
+      h('td', {}, x.download_url ? h('a', { href: x.download_url, download: '' }, t('download')) : '')))));
+  };
+  const datasets = can('admin') ? ['ledger', 'batches', 'tasks', 'usage', 'webhook_deliveries', 'account_archive'] : ['ledger', 'batches', 'tasks'];
+  const dataset = h('select', { id: 'export-dataset' }, datasets.map((d) => h('option', { value: d }, d)));
+  const format = h('select', { id: 'export-format' }, ['csv', 'json'].map((f) => h('option', { value: f }, f)));
+  const button = h('button', { type: 'submit' }, t('create_export'));
+  const form = h('form', {
+    class: 'card',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(button, async () => {
+        await exportAndDownload(dataset.value, format.value, {});
+        await draw();
+      });
+    },
+  }, h('h2', {}, t('create_export')), field(t('dataset'), dataset), field(t('format'), format), button);
+  main.replaceChildren(h('h1', {}, t('nav_exports')), form, list);
+  await draw();
+}
+
+// ---- operators ------------------------------------------------------------------------------
+
+export async function operatorHome(main) {
+  const id = h('input', { id: 'account-id', required: true });
+  const found = h('div');
+  const show = async (accountId) => {
+    const a = await get(`/admin/v1/accounts/${encodeURIComponent(accountId)}`);
+    const amount = h('input', { id: 'grant-amount', type: 'number', min: 1 });
+    const pack = h('select', { id: 'grant-pack' }, h('option', { value: '' }, '—'),
+      ['pack_2000', 'pack_5000', 'pack_10000'].map((p) => h('option', { value: p }, p)));
+    const reason = h('input', { id: 'grant-reason', required: true });
+    const go = h('button', { type: 'submit' }, 'Grant');
+    let rid = requestId('console-grant');
+    found.replaceChildren(
+      h('h2', {}, `${a.name} (${a.id})`),
+      h('dl', { class: 'figures' }, h('dt', {}, t('status')), h('dd', {}, a.status),
+        h('dt', {}, t('balance')), h('dd', { id: 'op-balance' }, credits(a.credits.balance))),
+      h('form', {
+        class: 'card',
+        onsubmit: (e) => {
+          e.preventDefault();
+          submitting(go, async () => {
+            const body = { request_id: rid, reason: reason.value };
+            if (pack.value) body.pack = pack.value;
+            else body.amount = Number(amount.value);
+            await post(`/admin/v1/accounts/${encodeURIComponent(accountId)}/grants`, body);
+            rid = requestId('console-grant');
+            await show(accountId);
+            notice(t('saved'), 'info');
+          });
+        },
+      }, h('h3', {}, 'Grant'), field('Pack', pack), field(t('amount'), amount), field(t('reason'), reason), go));
+  };
+  const look = h('button', { type: 'submit' }, 'Open');
+  main.replaceChildren(h('h1', {}, `Operator: ${session().operator}`),
+    h('form', {
+      class: 'filters',
+      onsubmit: (e) => {
+        e.preventDefault();
+        submitting(look, () => show(id.value.trim()));
+      },
+    }, field('Account ID', id), look), found);
+}
