@@ -62,6 +62,7 @@ curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "dev: the API did 
 echo
 echo "Local stack is up."
 echo "  API:            http://127.0.0.1:$port   (OpenAPI: /openapi.json)"
+echo "  Console:        http://127.0.0.1:$port/console   (sign in with the demo key below; operators at /console#/operator)"
 echo "  Emulator:       $AWS_ENDPOINT_URL        (environment in $state/env)"
 echo "  Operator:       local-admin, credential $operator_credential"
 echo "  Logs:           $state/api.log, $state/runner.log, $state/moto.log"

@@ -4,8 +4,8 @@
 # invalid, and checks that no answer is a 5xx, that every status and every body is the one
 # the document promises, and that invalid input is refused.
 #
-# It brings up the local stack (scripts/dev.sh) unless FUZZ_API and FUZZ_OPERATOR_CREDENTIAL name
-# one already running, then gives the fuzzer an account and key of its own and exempts its
+# It runs against the local stack STACK_API names (scripts/with-stack.sh), or brings one up,
+# then gives the fuzzer an account and key of its own and exempts its
 # address (loopback) from address blocks through the operator API: its bad-auth cases would
 # otherwise block it within a minute. The rule itself is not weakened.
 #
@@ -23,32 +23,12 @@ seed=${FUZZ_SEED:-20261202}
 state=.local/fuzz
 mkdir -p "$state"
 
-stack_pid=
-stop_stack() {
-  if [ -n "$stack_pid" ]; then
-    kill -TERM "$stack_pid" 2>/dev/null || true
-    wait "$stack_pid" 2>/dev/null || true
-  fi
-}
-trap stop_stack EXIT
-
-if [ -n "${FUZZ_API:-}" ]; then
-  api=$FUZZ_API
-  operator_token=${FUZZ_OPERATOR_CREDENTIAL:?set FUZZ_OPERATOR_CREDENTIAL with FUZZ_API}
-else
-  port=$(infra/.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  PORT=$port setsid scripts/dev.sh > "$state/dev.out" 2>&1 &
-  stack_pid=$!
-  # dev.sh prints the operator credential once the stack answers; it needs a build first.
-  for _ in $(seq 1800); do
-    grep -q '^Local stack is up' "$state/dev.out" 2>/dev/null && grep -q 'API key (shown once)' "$state/dev.out" && break
-    kill -0 "$stack_pid" 2>/dev/null || { cat "$state/dev.out" >&2; exit 1; }
-    sleep 0.2
-  done
-  api="http://127.0.0.1:$port"
-  operator_token=$(awk '/Operator: / {print $NF}' "$state/dev.out")
-  [ -n "$operator_token" ] || { echo "fuzz: the local stack did not come up; see $state/dev.out" >&2; exit 1; }
+# One local stack (scripts/with-stack.sh): the one STACK_API names, or one brought up here.
+if [ -z "${STACK_API:-}" ]; then
+  exec scripts/with-stack.sh "$0" "$@"
 fi
+api=$STACK_API
+operator_token=${STACK_OPERATOR_CREDENTIAL:?set STACK_OPERATOR_CREDENTIAL with STACK_API}
 
 # The fuzzer's own account, key and exemption (scripts/fuzz_setup.py prints the key).
 key=$(infra/.venv/bin/python scripts/fuzz_setup.py "$api" "$operator_token")

@@ -38,19 +38,18 @@ function renderChrome() {
   translate(document.querySelector('header'));
 }
 
+// Each navigation renders into a fresh view: a page still loading for an earlier one
+// renders into a view that is no longer shown, and its polls stop by themselves.
 async function route() {
-  if (state.stop) {
-    state.stop();
-    state.stop = null;
-  }
-  const main = document.getElementById('main');
+  const main = h('div', { class: 'view' });
+  document.getElementById('main').replaceChildren(main);
   const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
   const s = state.session;
   for (const a of document.querySelectorAll('#nav a')) {
     if (a.dataset.route === (parts[0] || 'overview')) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  main.replaceChildren(h('p', { class: 'loading' }, t('loading')));
+  main.append(h('p', { class: 'loading' }, t('loading')));
   try {
     if (parts[0] === 'operator') {
       if (!s || s.kind !== 'operator') return pages.operatorSignIn(main, signedIn);
@@ -71,23 +70,39 @@ async function route() {
   }
 }
 
+function hint(kind) {
+  try {
+    if (kind === undefined) return localStorage.getItem('console.session');
+    if (kind) localStorage.setItem('console.session', kind);
+    else localStorage.removeItem('console.session');
+  } catch {
+    // storage off: a reload asks to sign in again
+  }
+  return null;
+}
+
 function signedIn(s) {
   state.session = s;
+  hint(s.kind);
   setCsrf(s.csrf_token);
   notice('');
   renderChrome();
-  location.hash = s.kind === 'operator' ? '#/operator' : '#/overview';
-  route();
+  go(s.kind === 'operator' ? '#/operator' : '#/overview');
+}
+
+// Goes to `hash` (the hashchange renders it), or renders again where we are.
+function go(hash) {
+  if (location.hash !== hash) location.hash = hash;
+  else route();
 }
 
 function signedOut(message) {
   state.session = null;
+  hint(null);
   setCsrf(null);
   renderChrome();
   notice(message, 'info');
-  const operator = location.hash.startsWith('#/operator');
-  location.hash = operator ? '#/operator' : '#/sign-in';
-  route();
+  go(location.hash.startsWith('#/operator') ? '#/operator' : '#/sign-in');
 }
 
 async function boot() {
@@ -109,12 +124,18 @@ async function boot() {
     signedOut(t('signed_out'));
   });
   whenSignedOut(() => signedOut(t('session_ended')));
-  const operator = location.hash.startsWith('#/operator');
-  try {
-    state.session = await get(operator ? '/admin/v1/console/session' : '/v1/console/session', { quiet: true });
-    setCsrf(state.session.csrf_token);
-  } catch {
-    state.session = null;
+  // The cookie is HttpOnly, so the page cannot see it: a note of which kind of session it
+  // opened says whether there is one to pick up (and spares a refused call when there is not).
+  const kind = hint();
+  if (kind) {
+    try {
+      state.session = await get(kind === 'operator' ? '/admin/v1/console/session' : '/v1/console/session', { quiet: true });
+      setCsrf(state.session.csrf_token);
+    } catch (err) {
+      state.session = null;
+      hint(null);
+      if (err instanceof ApiError && err.status === 401) notice(t('session_ended'), 'info');
+    }
   }
   renderChrome();
   window.addEventListener('hashchange', route);

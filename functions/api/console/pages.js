@@ -3,7 +3,7 @@
 
 import { api, get, post, patch, del, query, requestId, ApiError } from './api.js';
 import { t, num, usd, when } from './i18n.js';
-import { h, notice, explain, can, onLeave, session } from './ui.js';
+import { h, notice, explain, can, session } from './ui.js';
 
 // ---- small pieces -------------------------------------------------------------------------
 
@@ -36,24 +36,19 @@ async function submitting(button, fn) {
   }
 }
 
-// Repeats `fn` every `ms` while the page is shown; stops when the person leaves.
-function every(ms, fn) {
-  let stopped = false;
-  let timer = null;
+// Repeats `fn` every `ms` while `view` is on screen: once the person goes elsewhere the
+// view is detached and the loop ends by itself.
+function every(view, ms, fn) {
   const tick = async () => {
-    if (stopped) return;
+    if (!view.isConnected) return;
     try {
       await fn();
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 401)) notice(explain(err));
     }
-    if (!stopped) timer = setTimeout(tick, ms);
+    if (view.isConnected) setTimeout(tick, ms);
   };
-  timer = setTimeout(tick, ms);
-  onLeave(() => {
-    stopped = true;
-    clearTimeout(timer);
-  });
+  setTimeout(tick, ms);
 }
 
 function secretBox(secret, label) {
@@ -157,7 +152,7 @@ export async function overview(main) {
       h('tr', {}, h('td', {}, when(e.created_at)), h('td', {}, credits(e.amount)), h('td', {}, e.task_id || '—')))),
   );
   sizeBars(main);
-  every(2000, async () => draw(await get('/v1/credits')));
+  every(main, 2000, async () => draw(await get('/v1/credits')));
 }
 
 // ---- ledger ---------------------------------------------------------------------------
@@ -218,6 +213,7 @@ export async function ledger(main) {
     b.addEventListener('click', () => submitting(b, () => exportAndDownload('ledger', format, params())));
     return b;
   };
+  await load(true);
   main.replaceChildren(
     h('div', { class: 'title' }, h('h1', {}, t('nav_ledger')), live),
     filters,
@@ -226,12 +222,19 @@ export async function ledger(main) {
       ['#', t('when'), t('kind'), t('amount'), t('balance_after'), t('batch'), t('task'), t('reason')].map((x) => h('th', { scope: 'col' }, x)))), body),
     more,
   );
-  await load(true);
   // Live: the account's newest sequence number is one cheap read; new entries are fetched
   // only when it moved, and shown on top without a reload.
-  every(1000, async () => {
-    const c = await get('/v1/credits');
+  every(main, 1000, async () => {
+    let c;
+    try {
+      c = await get('/v1/credits');
+    } catch (err) {
+      live.textContent = `○ ${t('paused')}`;
+      live.classList.add('paused');
+      throw err;
+    }
     live.textContent = `● ${t('live')}`;
+    live.classList.remove('paused');
     if (c.ledger_seq <= newest) return;
     const p = await get(`/v1/credits/ledger${query({ ...params(), limit: 50 })}`);
     const fresh = p.data.filter((e) => e.seq > newest).reverse();
@@ -281,10 +284,10 @@ export async function batches(main) {
     more.hidden = !p.has_more;
   };
   more.addEventListener('click', () => submitting(more, load));
+  await load();
   main.replaceChildren(h('h1', {}, t('nav_batches')),
     h('table', {}, h('thead', {}, h('tr', {}, [t('batch'), t('status'), t('model'), t('progress'), t('held'), t('created')].map((x) => h('th', { scope: 'col' }, x)))), body),
     more);
-  await load();
   if (!body.children.length) main.append(h('p', { class: 'empty' }, t('none_yet')));
 }
 
@@ -331,9 +334,9 @@ export async function batch(main, id) {
     sizeBars(head);
     return b;
   };
-  main.replaceChildren(head, tasks);
   const b = await draw();
-  if (b.status !== 'completed') every(2000, draw);
+  main.replaceChildren(head, tasks);
+  if (b.status !== 'completed') every(main, 2000, draw);
 }
 
 // ---- API keys ---------------------------------------------------------------------------
@@ -405,8 +408,8 @@ export async function keys(main) {
     },
   }, h('h2', {}, t('create_key')), field(t('name'), name), h('fieldset', {}, h('legend', {}, t('scopes')), scopes),
   field(t('rate_limit'), rate), field(t('allowlist'), allow), field(t('expires'), expires), button);
-  main.replaceChildren(h('h1', {}, t('nav_keys')), created, list, form);
   await draw();
+  main.replaceChildren(h('h1', {}, t('nav_keys')), created, list, form);
 }
 
 // ---- webhooks ---------------------------------------------------------------------------
@@ -453,8 +456,8 @@ export async function webhooks(main) {
       });
     },
   }, h('h2', {}, t('add_endpoint')), field(t('url'), url), button);
-  main.replaceChildren(h('h1', {}, t('nav_webhooks')), shown, list, form, log);
   await draw();
+  main.replaceChildren(h('h1', {}, t('nav_webhooks')), shown, list, form, log);
 }
 
 // ---- exports ------------------------------------------------------------------------------
@@ -481,8 +484,8 @@ export async function exports(main) {
       });
     },
   }, h('h2', {}, t('create_export')), field(t('dataset'), dataset), field(t('format'), format), button);
-  main.replaceChildren(h('h1', {}, t('nav_exports')), form, list);
   await draw();
+  main.replaceChildren(h('h1', {}, t('nav_exports')), form, list);
 }
 
 // ---- operators ------------------------------------------------------------------------------

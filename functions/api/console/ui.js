@@ -4,7 +4,7 @@
 import { ApiError } from './api.js';
 import { t } from './i18n.js';
 
-export const state = { session: null, stop: null };
+export const state = { session: null };
 
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -49,8 +49,4 @@ export function can(scope) {
   return s.scopes.some((have) => order.indexOf(have) >= order.indexOf(scope));
 }
 
-// Pages register what to stop (a poll) when the person goes elsewhere.
-export function onLeave(fn) {
-  state.stop = fn;
-}
 
