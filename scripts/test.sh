@@ -23,7 +23,9 @@ export EMULATOR_GRANTS_LOG
 EMULATOR_GRANTS_LOG=$(mktemp)
 trap 'rm -f "$log" "$EMULATOR_GRANTS_LOG"' EXIT
 status=0
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# --no-fail-fast: one failing test binary must not hide the results of the others (nor the
+# operations the roles check needs from the HTTP suite).
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 if [ "$#" -eq 0 ]; then
   echo "== each function's role against what it did"
   cargo test -p integration-tests --test roles -- --ignored 2>&1 | tee -a "$log" || status=$?

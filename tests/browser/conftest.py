@@ -45,6 +45,22 @@ def ok(status_body, *want):
     return body
 
 
+def fresh_account(name, grant_pack="pack_10000"):
+    """A new enterprise account with credits and a key with every scope: (id, key)."""
+    run = uuid.uuid4().hex[:10]
+    acct = ok(call("POST", "/admin/v1/accounts", OPERATOR, {
+        "request_id": f"{name}-{run}", "name": f"{name} {run}", "plan": "enterprise",
+        "retention_days": 90, "max_concurrency": 4, "min_batch_size": 1,
+    }))["id"]
+    ok(call("POST", f"/admin/v1/accounts/{acct}/grants", OPERATOR, {
+        "request_id": f"{name}-{run}-credits", "pack": grant_pack, "reason": "browser tests",
+    }))
+    key = ok(call("POST", f"/admin/v1/accounts/{acct}/api-keys", OPERATOR, {
+        "request_id": f"{name}-{run}-key", "name": name, "scopes": ["read", "batches:write", "admin"],
+    }))["secret"]
+    return acct, key
+
+
 @pytest.fixture(scope="session")
 def account():
     """A fresh enterprise account with credits, an admin key and a read-only key."""

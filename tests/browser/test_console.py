@@ -3,7 +3,7 @@
 import csv
 import io
 
-from conftest import API, OPERATOR, call, ok, sign_in
+from conftest import API, OPERATOR, call, fresh_account, ok, sign_in
 
 
 
@@ -212,7 +212,7 @@ def test_every_page_in_both_languages_is_captured_and_chinese_renders(watched, a
         sign_in(w, account["admin"])
         for name, route in [("overview", "overview"), ("ledger", "ledger"), ("batches", "batches"),
                             ("batch", f"batches/{b['id']}"), ("keys", "keys"), ("webhooks", "webhooks"),
-                            ("exports", "exports")]:
+                            ("exports", "exports"), ("statements", "statements"), ("usage", "usage")]:
             w.page.goto(f"{API}/console#/{route}")
             w.page.wait_for_selector("main .loading", state="detached")
             w.shot(name, lang)
@@ -224,6 +224,84 @@ def test_every_page_in_both_languages_is_captured_and_chinese_renders(watched, a
         w.page.fill("#credential", OPERATOR)
         w.page.click("form button[type=submit]")
         w.page.wait_for_selector("#account-id")
+        w.page.fill("#account-id", account["id"])
+        w.page.click("form.filters button[type=submit]")
+        w.page.wait_for_selector("#op-balance")
         w.shot("operator", lang)
         w.page.click("#signout")
         w.page.wait_for_selector("#credential")
+
+
+def test_the_statement_and_reconciliation_agree_with_the_api(watched):
+    # An account of its own: no batch of another test moves its balance meanwhile.
+    _, key = fresh_account("statement")
+    w = watched
+    w.open()
+    sign_in(w, key)
+    w.page.click("#nav a[data-route=statements]")
+    w.page.wait_for_selector("#closing-balance")
+    month = w.page.input_value("#statement-month")
+    api = ok(call("GET", f"/v1/statements/{month}", key))
+    assert f"{api['closing_balance']:,}" in w.page.inner_text("#closing-balance")
+    recon = ok(call("GET", "/v1/credits/reconcile", key))
+    assert recon["ok"] is True
+    assert w.page.query_selector("#reconcile p.ok") is not None
+    w.page.click("#nav a[data-route=usage]")
+    w.page.wait_for_selector("main tbody tr")
+
+
+def test_an_operator_takes_a_model_out_of_service_and_back(watched, account):
+    w = watched
+    w.open("#/operator")
+    w.page.fill("#credential", OPERATOR)
+    w.page.click("form button[type=submit]")
+    w.page.wait_for_selector("#model-form-veo-pro")
+    try:
+        w.page.select_option("#model-veo-pro", "unavailable")
+        w.page.fill("#model-veo-pro-reason", "provider outage (browser test)")
+        w.page.click("#model-form-veo-pro button[type=submit]")
+        w.page.wait_for_selector("#model-veo-pro-now >> text=unavailable")
+        status, body = call("POST", "/v1/batches", account["admin"], {
+            "request_id": f"browser-veo-{account['run']}", "model": "veo-pro", "tasks": [{"prompt": "x"}]})
+        assert (status, body["error"]["code"]) == (503, "model_unavailable")
+        w.page.select_option("#model-veo-pro", "available")
+        w.page.fill("#model-veo-pro-reason", "provider back (browser test)")
+        w.page.click("#model-form-veo-pro button[type=submit]")
+        w.page.wait_for_selector("#model-veo-pro-now >> text=veo-pro: available")
+    finally:
+        call("PUT", "/admin/v1/models/veo-pro", OPERATOR, {"status": "available", "reason": "browser test cleanup"})
+
+
+def test_a_read_only_pass_shows_a_terminated_account_and_changes_nothing(watched, browser):
+    acct, key = fresh_account("ended", "pack_2000")
+    ok(call("POST", f"/admin/v1/accounts/{acct}/terminate", OPERATOR, {}))
+
+    w = watched
+    w.open("#/operator")
+    w.page.fill("#credential", OPERATOR)
+    w.page.click("form button[type=submit]")
+    w.page.fill("#account-id", acct)
+    w.page.click("form.filters button[type=submit]")
+    w.page.click("#issue-pass")
+    pass_ = w.page.inner_text("#new-secret")
+    assert pass_.startswith("vcp_")
+
+    # Finance, in a browser of their own.
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(f"{API}/console")
+    page.fill("#key", pass_)
+    page.click("form button[type=submit]")
+    page.wait_for_selector("#banner:not([hidden])")
+    page.click("#nav a[data-route=ledger]")
+    page.wait_for_selector("tr[data-kind=grant]")
+    nav = page.inner_text("#nav")
+    assert "API keys" not in nav and "Webhooks" not in nav
+    assert page.query_selector("button.danger") is None
+    ctx.close()
+
+    # The account's keys keep refusing; the pass worked once.
+    status, body = call("GET", "/v1/credits", key)
+    assert status in (401, 403) and body["error"]["code"] == "account_terminated", (status, body)
+    status, body = call("POST", "/v1/console/sessions", pass_, {})
+    assert status == 401, (status, body)

@@ -13,6 +13,8 @@ const customerNav = [
   ['keys', 'nav_keys', 'admin'],
   ['webhooks', 'nav_webhooks', 'admin'],
   ['exports', 'nav_exports'],
+  ['statements', 'nav_statements'],
+  ['usage', 'nav_usage', 'admin'],
 ];
 
 function renderChrome() {
@@ -26,13 +28,16 @@ function renderChrome() {
       if (scope && !can(scope)) continue;
       nav.append(h('a', { href: `#/${route}`, dataset: { route } }, t(label)));
     }
-    who.textContent = `${s.account_name} · ${s.key_id}`;
+    who.textContent = `${s.account_name} · ${s.read_only ? t('read_only_pass') : s.key_id}`;
   } else if (s && s.kind === 'operator') {
     nav.append(h('a', { href: '#/operator', dataset: { route: 'operator' } }, s.operator));
     who.textContent = s.operator;
   } else {
     who.textContent = '';
   }
+  const banner = document.getElementById('banner');
+  banner.hidden = !(s && s.read_only);
+  banner.textContent = s && s.read_only ? t('read_only_banner') : '';
   nav.hidden = !s;
   out.hidden = !s;
   translate(document.querySelector('header'));
@@ -63,6 +68,8 @@ async function route() {
       keys: pages.keys,
       webhooks: pages.webhooks,
       exports: pages.exports,
+      statements: pages.statements,
+      usage: pages.usage,
     }[parts[0] || 'overview'];
     await (page || pages.overview)(main);
   } catch (err) {

@@ -328,9 +328,20 @@ export async function batch(main, id) {
         h('dt', {}, t('released')), h('dd', {}, credits(b.credits.released))),
       h('p', { class: 'counts' }, Object.entries(c).map(([k, v]) => h('span', {}, `${k}: ${num(v)}`))),
       cancel);
-    tasks.replaceChildren(h('h2', {}, t('tasks')), table(['#', t('status'), t('created'), t('when'), t('error')],
+    // A video's link is signed when asked for (it expires), so it is fetched on the click.
+    const video = (x) => h('button', {
+      type: 'button',
+      class: 'link',
+      onclick: (e) => submitting(e.target, async () => {
+        const one = await get(`/v1/tasks/${encodeURIComponent(x.id)}`);
+        if (one.download_url) location.assign(one.download_url);
+      }),
+    }, t('download'));
+    tasks.replaceChildren(h('h2', {}, t('tasks')), table(['#', t('status'), t('created'), t('started'), t('ended'), t('error'), ''],
       ts.data.map((x) => h('tr', {}, h('td', {}, num(x.index)), h('td', {}, x.status), h('td', {}, when(x.created_at)),
-        h('td', {}, when(x.ended_at)), h('td', {}, x.error ? `${x.error.code}: ${x.error.message}` : '')))));
+        h('td', {}, when(x.started_at)), h('td', {}, when(x.ended_at)),
+        h('td', {}, x.error ? `${x.error.code}: ${x.error.message}` : ''),
+        h('td', {}, x.status === 'succeeded' ? video(x) : '')))));
     sizeBars(head);
     return b;
   };
@@ -427,9 +438,29 @@ export async function webhooks(main) {
           type: 'button',
           onclick: (ev) => submitting(ev.target, async () => {
             const d = await get(`/v1/webhook-endpoints/${e.id}/deliveries${query({ limit: 50 })}`);
-            log.replaceChildren(h('h2', {}, `${t('deliveries')}: ${e.url}`), table([t('when'), 'event', t('status'), t('attempts')],
+            const redeliver = (x) => h('button', {
+              type: 'button',
+              onclick: (ev2) => submitting(ev2.target, async () => {
+                await post(`/v1/events/${x.event_id}/redeliver`, { endpoint_id: e.id });
+                notice(t('redelivery_queued'), 'info');
+              }),
+            }, t('redeliver'));
+            const since = h('input', { type: 'datetime-local', required: true });
+            const go = h('button', { type: 'submit' }, t('recover'));
+            log.replaceChildren(h('h2', {}, `${t('deliveries')}: ${e.url}`), table([t('when'), 'event', t('status'), t('attempts'), ''],
               d.data.map((x) => h('tr', {}, h('td', {}, when(x.created_at)), h('td', {}, x.event_type), h('td', {}, x.status),
-                h('td', {}, (x.attempts || []).map((a) => `${a.status_code ?? a.error ?? ''}`).join(' · '))))));
+                h('td', {}, (x.attempts || []).map((a) => `${a.status_code ?? a.error ?? ''}`).join(' · ')),
+                h('td', {}, x.status === 'pending' ? '' : redeliver(x))))),
+            h('form', {
+              class: 'filters',
+              onsubmit: (ev3) => {
+                ev3.preventDefault();
+                submitting(go, async () => {
+                  const r = await post(`/v1/webhook-endpoints/${e.id}/recover`, { since: new Date(since.value).toISOString() });
+                  notice(`${t('redelivery_queued')} (${num(r.redelivering ?? 0)})`, 'info');
+                });
+              },
+            }, field(t('recover_since'), since), go));
           }),
         }, t('deliveries')),
         h('button', {
@@ -490,44 +521,236 @@ export async function exports(main) {
 
 // ---- operators ------------------------------------------------------------------------------
 
+const MODELS = ['sora-2', 'veo-pro'];
+
 export async function operatorHome(main) {
   const id = h('input', { id: 'account-id', required: true });
-  const found = h('div');
+  const found = h('div', { id: 'account-panel' });
   const show = async (accountId) => {
-    const a = await get(`/admin/v1/accounts/${encodeURIComponent(accountId)}`);
-    const amount = h('input', { id: 'grant-amount', type: 'number', min: 1 });
-    const pack = h('select', { id: 'grant-pack' }, h('option', { value: '' }, '—'),
-      ['pack_2000', 'pack_5000', 'pack_10000'].map((p) => h('option', { value: p }, p)));
-    const reason = h('input', { id: 'grant-reason', required: true });
-    const go = h('button', { type: 'submit' }, 'Grant');
-    let rid = requestId('console-grant');
+    const path = `/admin/v1/accounts/${encodeURIComponent(accountId)}`;
+    const a = await get(path);
     found.replaceChildren(
       h('h2', {}, `${a.name} (${a.id})`),
-      h('dl', { class: 'figures' }, h('dt', {}, t('status')), h('dd', {}, a.status),
-        h('dt', {}, t('balance')), h('dd', { id: 'op-balance' }, credits(a.credits.balance))),
-      h('form', {
-        class: 'card',
-        onsubmit: (e) => {
-          e.preventDefault();
-          submitting(go, async () => {
-            const body = { request_id: rid, reason: reason.value };
-            if (pack.value) body.pack = pack.value;
-            else body.amount = Number(amount.value);
-            await post(`/admin/v1/accounts/${encodeURIComponent(accountId)}/grants`, body);
-            rid = requestId('console-grant');
-            await show(accountId);
-            notice(t('saved'), 'info');
-          });
-        },
-      }, h('h3', {}, 'Grant'), field('Pack', pack), field(t('amount'), amount), field(t('reason'), reason), go));
+      h('dl', { class: 'figures' },
+        h('dt', {}, t('status')), h('dd', { id: 'op-status' }, a.status),
+        h('dt', {}, t('balance')), h('dd', { id: 'op-balance' }, credits(a.credits.balance)),
+        h('dt', {}, t('held')), h('dd', {}, credits(a.credits.held)),
+        h('dt', {}, t('retention_days')), h('dd', {}, num(a.retention_days)),
+        h('dt', {}, t('max_concurrency')), h('dd', {}, num(a.max_concurrency)),
+        h('dt', {}, t('request_budget')), h('dd', {}, num(a.request_budget_per_min))),
+      grantForm(path, () => show(accountId)),
+      adjustForm(path, () => show(accountId)),
+      termsForm(path, a, () => show(accountId)),
+      lifecycle(path, a, () => show(accountId)),
+      passButton(path, a),
+    );
   };
-  const look = h('button', { type: 'submit' }, 'Open');
-  main.replaceChildren(h('h1', {}, `Operator: ${session().operator}`),
+  const look = h('button', { type: 'submit' }, t('open'));
+  const models = h('div', { id: 'models' });
+  // There is no operator read of the catalogue: each form says what it last set.
+  const drawModels = async () => {
+    models.replaceChildren(h('h2', {}, t('models')), ...MODELS.map((m) => modelForm(m)));
+  };
+  const recon = h('div', { id: 'reconcile-all' });
+  const check = h('button', { type: 'button', id: 'reconcile-all-button' }, t('reconcile_all'));
+  check.addEventListener('click', () => submitting(check, async () => {
+    const s = await get('/admin/v1/reconcile');
+    recon.replaceChildren(h('p', { class: s.accounts_with_discrepancies ? 'error' : 'ok' },
+      t('reconcile_summary', { checked: num(s.accounts_checked), bad: num(s.accounts_with_discrepancies) })),
+    table(['account', 'balance', 'ledger'], s.reports.map((r) => h('tr', {}, h('td', {}, r.account_id),
+      h('td', {}, num(r.balance)), h('td', {}, num(r.ledger_sum))))));
+  }));
+  await drawModels();
+  main.replaceChildren(h('h1', {}, `${t('operator')}: ${session().operator}`),
     h('form', {
       class: 'filters',
       onsubmit: (e) => {
         e.preventDefault();
         submitting(look, () => show(id.value.trim()));
       },
-    }, field('Account ID', id), look), found);
+    }, field(t('account_id'), id), look),
+    found,
+    models,
+    h('h2', {}, t('reconciliation')), check, recon);
+}
+
+// A form whose submission is one operator call with its own request_id (kept across retries
+// of the same submission, renewed once it succeeded).
+function operatorForm(title, id, fields, call, after) {
+  const go = h('button', { type: 'submit' }, title);
+  let rid = requestId(`console-${id}`);
+  const form = h('form', {
+    class: 'card',
+    id,
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(go, async () => {
+        await call(rid);
+        rid = requestId(`console-${id}`);
+        notice(t('saved'), 'info');
+        await after();
+      });
+    },
+  }, h('h3', {}, title), ...fields, go);
+  return form;
+}
+
+function grantForm(path, after) {
+  const amount = h('input', { id: 'grant-amount', type: 'number', min: 1 });
+  const pack = h('select', { id: 'grant-pack' }, h('option', { value: '' }, '—'),
+    ['pack_2000', 'pack_5000', 'pack_10000'].map((p) => h('option', { value: p }, p)));
+  const reason = h('input', { id: 'grant-reason', required: true });
+  return operatorForm(t('grant'), 'grant-form', [field(t('pack'), pack), field(t('amount'), amount), field(t('reason'), reason)],
+    (rid) => {
+      const body = { request_id: rid, reason: reason.value };
+      if (pack.value) body.pack = pack.value;
+      else body.amount = Number(amount.value);
+      return post(`${path}/grants`, body);
+    }, after);
+}
+
+function adjustForm(path, after) {
+  const amount = h('input', { id: 'adjust-amount', type: 'number', required: true });
+  const kind = h('select', { id: 'adjust-kind' }, ['adjustment', 'compensation'].map((k) => h('option', { value: k }, t(`kind_${k}`))));
+  const reason = h('input', { id: 'adjust-reason', required: true });
+  return operatorForm(t('adjust'), 'adjust-form', [field(t('kind'), kind), field(t('amount'), amount), field(t('reason'), reason)],
+    (rid) => post(`${path}/adjustments`, { request_id: rid, amount: Number(amount.value), kind: kind.value, reason: reason.value }),
+    after);
+}
+
+function termsForm(path, a, after) {
+  const retention = h('input', { id: 'terms-retention', type: 'number', min: 1, value: a.retention_days });
+  const conc = h('input', { id: 'terms-concurrency', type: 'number', min: 1, value: a.max_concurrency });
+  const budget = h('input', { id: 'terms-budget', type: 'number', min: 1, value: a.request_budget_per_min });
+  return operatorForm(t('terms'), 'terms-form',
+    [field(t('retention_days'), retention), field(t('max_concurrency'), conc), field(t('request_budget'), budget)],
+    () => patch(path, {
+      retention_days: Number(retention.value),
+      max_concurrency: Number(conc.value),
+      request_budget_per_min: Number(budget.value),
+    }), after);
+}
+
+function passButton(path, a) {
+  if (a.status === 'active') return null;
+  const shown = h('div');
+  const b = h('button', { type: 'button', id: 'issue-pass' }, t('issue_pass'));
+  b.addEventListener('click', () => submitting(b, async () => {
+    const r = await post(`${path}/console-passes`, {});
+    shown.replaceChildren(secretBox(r.pass, t('pass_once', { until: when(r.expires_at) })));
+  }));
+  return h('div', {}, b, shown);
+}
+
+function lifecycle(path, a, after) {
+  const terminate = a.status === 'active';
+  const b = h('button', { type: 'button', class: terminate ? 'danger' : '', id: terminate ? 'terminate' : 'reinstate' },
+    terminate ? t('terminate') : t('reinstate'));
+  b.addEventListener('click', () => {
+    if (terminate && !confirm(t('terminate_confirm'))) return;
+    submitting(b, async () => {
+      await post(`${path}/${terminate ? 'terminate' : 'reinstate'}`, {});
+      await after();
+    });
+  });
+  return h('p', {}, b);
+}
+
+function modelForm(model) {
+  const status = h('select', { id: `model-${model}` }, ['available', 'unavailable'].map((s) =>
+    h('option', { value: s }, t(`model_${s}`))));
+  const reason = h('input', { id: `model-${model}-reason`, required: true });
+  const now = h('p', { class: 'aside', id: `model-${model}-now` });
+  const form = operatorForm(model, `model-form-${model}`, [field(t('status'), status), field(t('reason'), reason), now],
+    async () => {
+      const m = await api('PUT', `/admin/v1/models/${model}`, { status: status.value, reason: reason.value });
+      now.textContent = `${model}: ${t(`model_${m.status}`)}`;
+    }, async () => {});
+  return form;
+}
+
+// ---- statements and reconciliation ------------------------------------------------------
+
+export async function statements(main) {
+  const now = new Date();
+  const month = h('input', {
+    id: 'statement-month',
+    type: 'month',
+    value: `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, '0')}`,
+    required: true,
+  });
+  const shown = h('div', { id: 'statement' });
+  const show = async () => {
+    const m = month.value;
+    const s = await get(`/v1/statements/${encodeURIComponent(m)}`);
+    const mv = s.movements;
+    shown.replaceChildren(
+      h('h2', {}, `${s.account_name} · ${s.month}`),
+      h('dl', { class: 'figures' },
+        h('dt', {}, t('opening_balance')), h('dd', {}, credits(s.opening_balance)),
+        ...[['kind_grant', mv.grants], ['kind_pre_deduct', mv.pre_deducts], ['kind_refund', mv.refunds],
+          ['kind_release', mv.releases], ['kind_adjustment', mv.adjustments], ['kind_compensation', mv.compensation]]
+          .flatMap(([k, v]) => [h('dt', {}, t(k)), h('dd', {}, credits(v))]),
+        h('dt', {}, t('closing_balance')), h('dd', { id: 'closing-balance' }, credits(s.closing_balance))),
+      h('p', { class: 'actions' },
+        h('a', { href: `/v1/statements/${encodeURIComponent(m)}?format=html`, target: '_blank', rel: 'noopener' }, t('printable')),
+        h('a', { href: `/v1/statements/${encodeURIComponent(m)}?format=csv`, download: `statement-${m}.csv` }, 'CSV')),
+    );
+  };
+  const button = h('button', { type: 'submit' }, t('apply'));
+  const recon = h('div', { id: 'reconcile' });
+  const r = await get('/v1/credits/reconcile');
+  recon.replaceChildren(h('h2', {}, t('reconciliation')),
+    h('p', { class: r.ok ? 'ok' : 'error' }, r.ok ? t('reconciles') : t('does_not_reconcile')),
+    h('dl', { class: 'figures' },
+      h('dt', {}, t('balance')), h('dd', {}, credits(r.balance)),
+      h('dt', {}, t('ledger_sum')), h('dd', {}, credits(r.ledger_sum)),
+      h('dt', {}, t('ledger_entries')), h('dd', {}, num(r.ledger_entries))),
+    r.discrepancies.length ? table(['kind', 'expected', 'found'], r.discrepancies.map((d) =>
+      h('tr', {}, h('td', {}, d.kind), h('td', {}, num(d.expected)), h('td', {}, num(d.found))))) : null);
+  await show();
+  main.replaceChildren(h('h1', {}, t('nav_statements')),
+    h('form', {
+      class: 'filters',
+      onsubmit: (e) => {
+        e.preventDefault();
+        submitting(button, show);
+      },
+    }, field(t('month'), month), button),
+    shown, recon);
+}
+
+// ---- the usage log (admin) -----------------------------------------------------------------
+
+export async function usage(main) {
+  const key = h('input', { id: 'u-key', placeholder: 'key_…' });
+  const route = h('input', { id: 'u-route', placeholder: '/v1/batches' });
+  const status = h('input', { id: 'u-status', type: 'number', min: 100, max: 599 });
+  const body = h('tbody');
+  const more = h('button', { type: 'button', hidden: true }, t('more'));
+  let cursor = null;
+  const load = async (reset) => {
+    const p = await get(`/v1/usage${query({ key_id: key.value, route: route.value, status: status.value, limit: 50, cursor: reset ? '' : cursor })}`);
+    if (reset) body.replaceChildren();
+    for (const u of p.data) {
+      body.append(h('tr', {}, h('td', {}, when(u.at)), h('td', {}, u.key_id || '—'), h('td', {}, `${u.method} ${u.route}`),
+        h('td', {}, String(u.status)), h('td', {}, u.code || ''), h('td', {}, `${num(u.latency_ms)} ms`),
+        h('td', {}, u.source_ip || ''), h('td', {}, u.count ? num(u.count) : '')));
+    }
+    cursor = p.next_cursor;
+    more.hidden = !p.has_more;
+  };
+  more.addEventListener('click', () => submitting(more, () => load(false)));
+  const apply = h('button', { type: 'submit' }, t('apply'));
+  await load(true);
+  main.replaceChildren(h('h1', {}, t('nav_usage')),
+    h('form', {
+      class: 'filters',
+      onsubmit: (e) => {
+        e.preventDefault();
+        submitting(apply, () => load(true));
+      },
+    }, field('key_id', key), field('route', route), field(t('status'), status), apply),
+    h('table', {}, h('thead', {}, h('tr', {}, [t('when'), 'key', 'request', t('status'), 'code', 'latency', 'IP', '#'].map((x) => h('th', { scope: 'col' }, x)))), body),
+    more);
 }

@@ -20,7 +20,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         IdempotencyConflict | IdempotencyExpired | RequestInProgress | BatchCompleted
-        | EndpointDisabled | OperatorExists | LastOperator => StatusCode::CONFLICT,
+        | EndpointDisabled | OperatorExists | LastOperator | AccountNotTerminated => {
+            StatusCode::CONFLICT
+        }
         PayloadTooLarge | InputFileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         InvalidRequestId
         | UnknownModel

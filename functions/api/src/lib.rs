@@ -93,6 +93,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
     ("put", "/admin/v1/models/{model}"),
     ("post", "/admin/v1/console/sessions"),
+    ("post", "/admin/v1/accounts/{account_id}/console-passes"),
     ("get", "/admin/v1/console/session"),
     ("delete", "/admin/v1/console/session"),
     ("get", "/admin/v1/operators"),
@@ -127,6 +128,10 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/admin/v1/console/sessions",
             post(console::operator_sign_in),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/console-passes",
+            post(console::issue_pass),
         )
         .route(
             "/admin/v1/console/session",

@@ -559,9 +559,12 @@ Resources:
                 for q in ["TasksQueue", "SettleQueue", "EventsQueue", "ExportsQueue"] {
                     refs.insert(q.into(), format!("http://queue/{q}"));
                 }
+                for (k, _) in t.of_type("AWS::KMS::Key") {
+                    refs.insert(k.clone(), format!("key-id-of-{k}"));
+                }
                 t.environment(&refs).map_err(|e| e.to_string())
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|e| panic!("{e}"));
         for k in [
             "ACCOUNTS_TABLE",
             "LEDGER_TABLE",
@@ -569,6 +572,8 @@ Resources:
             "DATA_BUCKET",
             "TASKS_QUEUE_URL",
             "SORA_2_PROVIDER",
+            "WEBHOOK_SECRETS_KEY",
+            "CONSOLE_SESSIONS_TABLE",
         ] {
             assert!(env.contains_key(k), "{k} missing from {env:?}");
         }

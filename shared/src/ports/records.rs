@@ -83,6 +83,12 @@ pub enum SessionKind {
     Customer,
     /// A named operator, through their operator credential.
     Operator,
+    /// A one-time read-only pass an operator issued for a terminated account, not yet used:
+    /// redeeming it (once) opens a `ReadOnly` session.
+    Pass,
+    /// Finance's view of a terminated account (contract 6.1/6.2): read scope only, opened
+    /// from a pass; the account's keys keep refusing every API call.
+    ReadOnly,
 }
 
 /// A console session. The browser holds only the opaque id; this item is under its SHA-256.

@@ -53,8 +53,33 @@ async fn authenticate_request(
         (None, Some(cookie)) => {
             let session =
                 console::resolve(svc, SessionKind::Customer, cookie, r.method, r.csrf).await?;
-            let caller = authenticate_hash(svc, &session.credential_hash).await?;
+            let caller = if session.kind == SessionKind::ReadOnly {
+                console::pass_caller(
+                    svc,
+                    &session.subject,
+                    &session.credential_hash,
+                    session.created_ms,
+                )
+                .await?
+            } else {
+                authenticate_hash(svc, &session.credential_hash).await?
+            };
             Ok((caller, Some(session)))
+        }
+        // A read-only pass signs in, and does nothing else.
+        (Some(a), _)
+            if super::auth::bearer(Some(a))
+                .is_some_and(|t| t.starts_with(console::PASS_PREFIX)) =>
+        {
+            if r.method != "POST" || r.route != "/v1/console/sessions" {
+                return Err(ServiceError::reject(
+                    ErrorCode::Unauthorized,
+                    "a read-only pass only signs in to the console (POST /v1/console/sessions)",
+                )
+                .into());
+            }
+            let token = super::auth::bearer(Some(a)).unwrap_or_default();
+            Ok((console::redeem_pass(svc, token).await?, None))
         }
         (authorization, _) => Ok((authenticate(svc, authorization).await?, None)),
     }

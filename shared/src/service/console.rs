@@ -12,9 +12,10 @@
 //! The table holds the id's SHA-256, never the id, and never the key: only the key's hash,
 //! which each request looks up again, so a disabled key ends its sessions at once.
 
+use super::auth::Caller;
 use super::{ErrorCode, ServiceError, Services};
 use crate::domain::api_key::{hash_secret, hashes_match};
-use crate::ports::records::{SessionKind, SessionRecord};
+use crate::ports::records::{ApiKeyRecord, SessionKind, SessionRecord};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -29,10 +30,14 @@ const ID_PREFIX: &str = "vcs_";
 
 pub fn cookie_name(kind: SessionKind) -> &'static str {
     match kind {
-        SessionKind::Customer => CUSTOMER_COOKIE,
         SessionKind::Operator => OPERATOR_COOKIE,
+        SessionKind::Customer | SessionKind::Pass | SessionKind::ReadOnly => CUSTOMER_COOKIE,
     }
 }
+
+/// Read-only passes: how they read, and how long an unused one stays good.
+pub const PASS_PREFIX: &str = "vcp_";
+pub const PASS_LIFETIME_MS: i64 = 7 * 86_400_000;
 
 /// A new session: the id for the cookie (shown to the browser once) and the record stored.
 pub struct Opened {
@@ -95,7 +100,7 @@ pub async fn resolve(
         .sessions
         .get(&hash_secret(cookie))
         .await?
-        .filter(|s| s.kind == kind && s.ended_ms.is_none() && s.expires_ms > svc.now_ms())
+        .filter(|s| same_side(s.kind, kind) && s.ended_ms.is_none() && s.expires_ms > svc.now_ms())
         .ok_or_else(expired)?;
     let safe = matches!(method, "GET" | "HEAD" | "OPTIONS");
     if !safe && !csrf.is_some_and(|t| hashes_match(t, &session.csrf_token)) {
@@ -105,6 +110,119 @@ pub async fn resolve(
         ));
     }
     Ok(session)
+}
+
+/// Whether a stored session of `stored` kind serves a request on the `side` of the cookie
+/// it came with (a read-only session rides the customer's cookie; a pass is no session).
+fn same_side(stored: SessionKind, side: SessionKind) -> bool {
+    match side {
+        SessionKind::Customer => matches!(stored, SessionKind::Customer | SessionKind::ReadOnly),
+        other => stored == other && stored != SessionKind::Pass,
+    }
+}
+
+/// An operator issues a one-time read-only pass for a terminated account (contract 6.1/6.2:
+/// the keys are off, but finance must still see the ledger, statements, exports and
+/// batches). The pass opens one read-only console session, once, within seven days.
+pub async fn issue_pass(
+    svc: &Services,
+    account_id: &str,
+) -> Result<(String, SessionRecord), ServiceError> {
+    let account = svc
+        .accounts
+        .get(account_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))?;
+    if account.status == crate::domain::account::AccountStatus::Active {
+        return Err(ServiceError::reject(
+            ErrorCode::AccountNotTerminated,
+            "read-only passes are for terminated accounts; an active account's people sign in with its keys",
+        ));
+    }
+    let now = svc.now_ms();
+    let pass = random_token(svc, PASS_PREFIX);
+    let expires_ms = now + PASS_LIFETIME_MS;
+    let record = SessionRecord {
+        session_hash: hash_secret(&pass),
+        kind: SessionKind::Pass,
+        credential_hash: String::new(),
+        subject: account_id.to_string(),
+        csrf_token: String::new(),
+        created_ms: now,
+        expires_ms,
+        ended_ms: None,
+        expires_at: expires_ms / 1_000 + 86_400,
+    };
+    svc.sessions.create(&record).await?;
+    Ok((pass, record))
+}
+
+fn bad_pass() -> ServiceError {
+    ServiceError::reject(
+        ErrorCode::Unauthorized,
+        "this read-only pass is unknown, used or past its time; ask your account manager for a new one",
+    )
+}
+
+/// Redeems a pass, once: the caller it signs in as. Two sign-ins racing with one pass: the
+/// conditional end lets one through.
+pub async fn redeem_pass(svc: &Services, token: &str) -> Result<Caller, ServiceError> {
+    let hash = hash_secret(token);
+    let now = svc.now_ms();
+    let pass = svc
+        .sessions
+        .get(&hash)
+        .await?
+        .filter(|s| s.kind == SessionKind::Pass && s.ended_ms.is_none() && s.expires_ms > now)
+        .ok_or_else(bad_pass)?;
+    if !svc.sessions.end(&hash, now).await? {
+        return Err(bad_pass());
+    }
+    pass_caller(svc, &pass.subject, &hash, pass.created_ms).await
+}
+
+/// Whether a caller came through a read-only pass (its stand-in key reads `vcp_`).
+pub fn is_pass(caller: &Caller) -> bool {
+    caller.key.prefix == PASS_PREFIX
+}
+
+/// The caller a read-only session acts as: the account, whatever its status, through a
+/// stand-in key with the read scope only, named after the pass (the usage log shows it).
+pub async fn pass_caller(
+    svc: &Services,
+    account_id: &str,
+    pass_hash: &str,
+    created_ms: i64,
+) -> Result<Caller, ServiceError> {
+    let account = svc
+        .accounts
+        .get(account_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))?;
+    let key_id = format!("pass_{}", pass_hash.get(..16).unwrap_or(pass_hash));
+    let key = ApiKeyRecord {
+        key_hash: pass_hash.to_string(),
+        key_id: key_id.clone(),
+        account_id: account_id.to_string(),
+        name: "read-only console pass".into(),
+        prefix: PASS_PREFIX.into(),
+        last4: String::new(),
+        enabled: true,
+        created_ms,
+        scopes: vec!["read".into()],
+        rate_limit_per_min: None,
+        ip_allowlist: Vec::new(),
+        expires_ms: None,
+        revoked_ms: None,
+        disabled_reason: None,
+        throttle: None,
+        updated_ms: created_ms,
+    };
+    Ok(Caller {
+        account,
+        key_id,
+        key,
+    })
 }
 
 /// Signs out: the session stops working at once.

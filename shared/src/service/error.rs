@@ -40,6 +40,7 @@ error_codes! {
     InvalidExport => "invalid_export",
     InvalidAdjustment => "invalid_adjustment",
     AccountTerminated => "account_terminated",
+    AccountNotTerminated => "account_not_terminated",
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",
     IdempotencyConflict => "idempotency_conflict",

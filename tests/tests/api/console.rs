@@ -304,3 +304,54 @@ async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
         .expect("served");
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_read_only_pass_opens_one_read_only_session_on_a_terminated_account() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(3_000).await;
+    let passes = format!("/admin/v1/accounts/{acct}/console-passes");
+    let r = app.admin_post(&passes, &json!({})).await;
+    assert_eq!((r.status, r.code()), (409, "account_not_terminated"));
+    let t = app
+        .admin_post(&format!("/admin/v1/accounts/{acct}/terminate"), &json!({}))
+        .await;
+    assert_eq!(t.status, 200, "{:?}", t.body);
+    let r = app.admin_post(&passes, &json!({})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let pass = r.body["pass"].as_str().unwrap_or_default().to_string();
+    assert!(pass.starts_with("vcp_"));
+
+    // The pass does nothing but sign in.
+    let r = app.get("/v1/credits", &pass).await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let (cookie, csrf, r) = sign_in(&app, "/v1/console/sessions", &pass).await;
+    assert_eq!(r.body["read_only"], true);
+    assert_eq!(r.body["scopes"], json!(["read"]));
+    assert_eq!(r.body["account_status"], "terminated");
+    // Once.
+    let again = app.post("/v1/console/sessions", &pass, &json!({})).await;
+    assert_eq!(again.status, 401);
+
+    // Finance reads; nothing changes; the account's own key still refuses.
+    let c = as_session(&app, "GET", "/v1/credits", &cookie, None, None).await;
+    assert_eq!((c.status, &c.body["balance"]), (200, &json!(3_000)));
+    let l = as_session(&app, "GET", "/v1/credits/ledger", &cookie, None, None).await;
+    assert_eq!(l.status, 200);
+    let batch = json!({"request_id": "after-end", "model": "sora-2", "tasks": [{"prompt": "x"}]});
+    let r = as_session(
+        &app,
+        "POST",
+        "/v1/batches",
+        &cookie,
+        Some(&csrf),
+        Some(batch),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"));
+    let r = app.get("/v1/credits", &key).await;
+    assert_eq!((r.status, r.code()), (403, "account_terminated"));
+    // The usage log names the pass.
+    let usage = app.usage_of(&acct).await;
+    assert!(usage.iter().any(|u| u.route == "/v1/credits/ledger"
+        && u.key_id.as_deref().is_some_and(|k| k.starts_with("pass_"))));
+}

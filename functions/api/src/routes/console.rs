@@ -3,7 +3,7 @@
 //! they travel (a cookie out, the CSRF token in the body).
 
 use crate::error::ApiError;
-use crate::extract::{Customer, Operator};
+use crate::extract::{Customer, Id, Operator};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -47,6 +47,8 @@ fn customer_view(session: &SessionRecord, c: &shared::service::auth::Caller) -> 
         "account_name": c.account.name,
         "key_id": c.key_id,
         "scopes": scopes_of(&c.key).iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "read_only": session.kind == SessionKind::ReadOnly,
+        "account_status": c.account.status,
         "csrf_token": session.csrf_token,
         "expires_at": rfc3339_ms(session.expires_ms),
     })
@@ -125,7 +127,13 @@ pub async fn sign_in(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (hash, account) = (c.key.key_hash.clone(), c.account.account_id.clone());
-    open(&s, SessionKind::Customer, &hash, &account, &headers, |r| {
+    // A read-only pass opens a read-only session; a key, a session of that key.
+    let kind = if console::is_pass(&c) {
+        SessionKind::ReadOnly
+    } else {
+        SessionKind::Customer
+    };
+    open(&s, kind, &hash, &account, &headers, |r| {
         customer_view(r, &c)
     })
     .await
@@ -182,6 +190,34 @@ pub async fn operator_sign_out(
     headers: HeaderMap,
 ) -> Result<Response> {
     close(&s, SessionKind::Operator, session, &headers).await
+}
+
+/// `POST /admin/v1/accounts/{account_id}/console-passes`: a one-time read-only pass for a
+/// terminated account, to hand to its finance people (it is shown once).
+pub async fn issue_pass(
+    State(s): State<AppState>,
+    Operator(op): Operator,
+    Id(account_id): Id,
+) -> Result<Response> {
+    let (pass, record) = console::issue_pass(&s.svc, &account_id).await?;
+    tracing::info!(
+        account_id,
+        operator = op.name,
+        "read-only console pass issued"
+    );
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "account_id": account_id,
+            "pass": pass,
+            "expires_at": rfc3339_ms(record.expires_ms),
+            "sign_in": "/console (paste the pass where the form asks for a key; it works once)",
+        })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 /// The console's files, compiled in. (path, content type, bytes)
