@@ -174,8 +174,11 @@ def test_an_operator_grants_a_pack_and_sees_the_balance_change(watched, account)
     w.open("#/operator")
     w.page.fill("#credential", OPERATOR)
     w.page.click("form button[type=submit]")
-    w.page.fill("#account-id", account["id"])
+    # Found by a piece of its name (the name is half Chinese), opened from the list.
+    w.page.fill("#account-id", account["run"])
     w.page.click("form.filters button[type=submit]")
+    w.page.wait_for_selector(f"#search-results tr >> text={account['id']}")
+    w.page.click(f"#search-results tr:has-text('{account['id']}') button")
     w.page.wait_for_selector("#op-balance")
     before = ok(call("GET", f"/admin/v1/accounts/{account['id']}", OPERATOR))["credits"]["balance"]
     w.page.select_option("#grant-pack", "pack_2000")

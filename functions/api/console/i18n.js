@@ -116,6 +116,9 @@ const en = {
   recover_since: 'Failed deliveries since',
   operator: 'Operator',
   account_id: 'Account ID',
+  account_search: 'Account ID or name',
+  search: 'Search',
+  narrow_search: 'More accounts match: type more of the name.',
   open: 'Open',
   grant: 'Grant',
   pack: 'Pack',
@@ -253,6 +256,9 @@ const zh = {
   recover_since: '起始时间',
   operator: '运营人员',
   account_id: '账户 ID',
+  account_search: '账户 ID 或名称',
+  search: '搜索',
+  narrow_search: '匹配的账户较多，请输入更完整的名称。',
   open: '打开',
   grant: '充值',
   pack: '套餐',
@@ -274,6 +280,19 @@ const zh = {
   read_only_pass: '只读通行证',
   read_only_banner: '只读：该账户的合同已终止。您可以查看额度流水、对账单、导出和批次；无法进行任何修改，该账户的 API 密钥也已失效。',
 };
+
+// Statuses as the API names them: English shows them as words, Chinese translates them.
+const statusZh = {
+  accepted: '已接受', queued: '排队中', running: '运行中', completed: '已完成', succeeded: '成功',
+  failed: '失败', rejected: '已拒绝', timed_out: '超时', cancelled: '已取消', released: '已释放',
+  active: '有效', disabled: '已停用', expired: '已过期', revoked: '已吊销', terminated: '已终止',
+  pending: '待投递', total: '总数',
+};
+
+export function status(s) {
+  if (locale === 'zh-CN' && statusZh[s]) return statusZh[s];
+  return String(s).replace(/_/g, ' ');
+}
 
 const dictionaries = { en, 'zh-CN': zh };
 let locale = 'en';

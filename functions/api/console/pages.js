@@ -2,7 +2,7 @@
 // person typed when a call fails, and say why in the notice area.
 
 import { api, get, post, patch, del, query, requestId, ApiError } from './api.js';
-import { t, num, usd, when } from './i18n.js';
+import { t, num, usd, when, status } from './i18n.js';
 import { h, notice, explain, can, session } from './ui.js';
 
 // ---- small pieces -------------------------------------------------------------------------
@@ -276,7 +276,7 @@ export async function batches(main) {
     for (const b of p.data) {
       body.append(h('tr', {},
         h('td', {}, h('a', { href: `#/batches/${b.id}` }, b.id)),
-        h('td', {}, b.status), h('td', {}, b.model), h('td', {}, progressBar(b.counts)),
+        h('td', {}, status(b.status)), h('td', {}, b.model), h('td', {}, progressBar(b.counts)),
         h('td', {}, credits(b.credits.held)), h('td', {}, when(b.created_at))));
     }
     sizeBars(body);
@@ -319,14 +319,14 @@ export async function batch(main, id) {
       h('p', {}, h('a', { href: '#/batches' }, `← ${t('back')}`)),
       h('h1', {}, `${t('batch')} ${b.id}`),
       h('dl', { class: 'figures' },
-        h('dt', {}, t('status')), h('dd', { id: 'batch-status' }, b.status),
+        h('dt', {}, t('status')), h('dd', { id: 'batch-status' }, status(b.status)),
         h('dt', {}, t('model')), h('dd', {}, b.model),
         h('dt', {}, t('progress')), h('dd', {}, progressBar(c)),
         h('dt', {}, t('held')), h('dd', {}, credits(b.credits.held)),
         h('dt', {}, t('charged')), h('dd', {}, credits(b.credits.charged)),
         h('dt', {}, t('refunded')), h('dd', { id: 'batch-refunded' }, credits(b.credits.refunded)),
         h('dt', {}, t('released')), h('dd', {}, credits(b.credits.released))),
-      h('p', { class: 'counts' }, Object.entries(c).map(([k, v]) => h('span', {}, `${k}: ${num(v)}`))),
+      h('p', { class: 'counts' }, Object.entries(c).map(([k, v]) => h('span', {}, `${status(k)}: ${num(v)}`))),
       cancel);
     // A video's link is signed when asked for (it expires), so it is fetched on the click.
     const video = (x) => h('button', {
@@ -338,7 +338,7 @@ export async function batch(main, id) {
       }),
     }, t('download'));
     tasks.replaceChildren(h('h2', {}, t('tasks')), table(['#', t('status'), t('created'), t('started'), t('ended'), t('error'), ''],
-      ts.data.map((x) => h('tr', {}, h('td', {}, num(x.index)), h('td', {}, x.status), h('td', {}, when(x.created_at)),
+      ts.data.map((x) => h('tr', {}, h('td', {}, num(x.index)), h('td', {}, status(x.status)), h('td', {}, when(x.created_at)),
         h('td', {}, when(x.started_at)), h('td', {}, when(x.ended_at)),
         h('td', {}, x.error ? `${x.error.code}: ${x.error.message}` : ''),
         h('td', {}, x.status === 'succeeded' ? video(x) : '')))));
@@ -383,7 +383,7 @@ export async function keys(main) {
           }, t('revoke'))
           : null;
         return h('tr', { dataset: { key: k.id } }, h('td', {}, k.name), h('td', {}, `${k.prefix}…${k.last4}`),
-          h('td', { class: 'status' }, k.status), h('td', {}, k.scopes.join(', ')), h('td', {}, num(k.rate_limit_per_min)),
+          h('td', { class: 'status' }, status(k.status)), h('td', {}, k.scopes.join(', ')), h('td', {}, num(k.rate_limit_per_min)),
           h('td', {}, when(k.expires_at)), h('td', { class: 'row-actions' }, toggle, revoke));
       })));
   };
@@ -448,7 +448,7 @@ export async function webhooks(main) {
             const since = h('input', { type: 'datetime-local', required: true });
             const go = h('button', { type: 'submit' }, t('recover'));
             log.replaceChildren(h('h2', {}, `${t('deliveries')}: ${e.url}`), table([t('when'), 'event', t('status'), t('attempts'), ''],
-              d.data.map((x) => h('tr', {}, h('td', {}, when(x.created_at)), h('td', {}, x.event_type), h('td', {}, x.status),
+              d.data.map((x) => h('tr', {}, h('td', {}, when(x.created_at)), h('td', {}, x.event_type), h('td', {}, status(x.status)),
                 h('td', {}, (x.attempts || []).map((a) => `${a.status_code ?? a.error ?? ''}`).join(' · ')),
                 h('td', {}, x.status === 'pending' ? '' : redeliver(x))))),
             h('form', {
@@ -498,7 +498,7 @@ export async function exports(main) {
   const draw = async () => {
     const p = await get(`/v1/exports${query({ limit: 50 })}`);
     list.replaceChildren(table([t('created'), t('dataset'), t('format'), t('status'), ''], p.data.map((x) => h('tr', {},
-      h('td', {}, when(x.created_at)), h('td', {}, x.dataset), h('td', {}, x.format), h('td', {}, x.status),
+      h('td', {}, when(x.created_at)), h('td', {}, x.dataset), h('td', {}, x.format), h('td', {}, status(x.status)),
       h('td', {}, x.download_url ? h('a', { href: x.download_url, download: '' }, t('download')) : '')))));
   };
   const datasets = can('admin') ? ['ledger', 'batches', 'tasks', 'usage', 'webhook_deliveries', 'account_archive'] : ['ledger', 'batches', 'tasks'];
@@ -532,7 +532,7 @@ export async function operatorHome(main) {
     found.replaceChildren(
       h('h2', {}, `${a.name} (${a.id})`),
       h('dl', { class: 'figures' },
-        h('dt', {}, t('status')), h('dd', { id: 'op-status' }, a.status),
+        h('dt', {}, t('status')), h('dd', { id: 'op-status' }, status(a.status)),
         h('dt', {}, t('balance')), h('dd', { id: 'op-balance' }, credits(a.credits.balance)),
         h('dt', {}, t('held')), h('dd', {}, credits(a.credits.held)),
         h('dt', {}, t('retention_days')), h('dd', {}, num(a.retention_days)),
@@ -545,7 +545,22 @@ export async function operatorHome(main) {
       passButton(path, a),
     );
   };
-  const look = h('button', { type: 'submit' }, t('open'));
+  const results = h('div', { id: 'search-results' });
+  // By id (opens it) or by name (lists the matches to open).
+  const search = async (q) => {
+    const r = await get(`/admin/v1/accounts${query({ q, limit: 50 })}`);
+    const exact = r.data.find((a) => a.id === q);
+    if (exact) {
+      results.replaceChildren();
+      return show(exact.id);
+    }
+    found.replaceChildren();
+    results.replaceChildren(table([t('name'), t('account_id'), t('status'), t('balance'), ''], r.data.map((a) =>
+      h('tr', {}, h('td', {}, a.name), h('td', {}, a.id), h('td', {}, status(a.status)), h('td', {}, credits(a.credits.balance)),
+        h('td', {}, h('button', { type: 'button', onclick: (e) => submitting(e.target, () => show(a.id)) }, t('open')))))),
+    r.has_more ? h('p', { class: 'aside' }, t('narrow_search')) : null);
+  };
+  const look = h('button', { type: 'submit' }, t('search'));
   const models = h('div', { id: 'models' });
   // There is no operator read of the catalogue: each form says what it last set.
   const drawModels = async () => {
@@ -566,9 +581,10 @@ export async function operatorHome(main) {
       class: 'filters',
       onsubmit: (e) => {
         e.preventDefault();
-        submitting(look, () => show(id.value.trim()));
+        submitting(look, () => search(id.value.trim()));
       },
-    }, field(t('account_id'), id), look),
+    }, field(t('account_search'), id), look),
+    results,
     found,
     models,
     h('h2', {}, t('reconciliation')), check, recon);

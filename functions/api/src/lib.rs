@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events/{event_id}"),
     ("post", "/v1/events/{event_id}/redeliver"),
     ("post", "/admin/v1/accounts"),
+    ("get", "/admin/v1/accounts"),
     ("get", "/admin/v1/accounts/{account_id}"),
     ("post", "/admin/v1/accounts/{account_id}/api-keys"),
     ("get", "/admin/v1/accounts/{account_id}/api-keys"),
@@ -200,7 +201,10 @@ pub fn app(svc: Services) -> Router {
         .route("/v1/events", get(webhooks::list_events))
         .route("/v1/events/{event_id}", get(webhooks::get_event))
         .route("/v1/events/{event_id}/redeliver", post(webhooks::redeliver))
-        .route("/admin/v1/accounts", post(admin::create_account))
+        .route(
+            "/admin/v1/accounts",
+            post(admin::create_account).get(admin::search_accounts),
+        )
         .route(
             "/admin/v1/accounts/{account_id}",
             get(admin::get_account).patch(admin::update_account),

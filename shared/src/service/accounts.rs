@@ -198,3 +198,64 @@ pub async fn update_settings(
         .ok_or_else(|| ServiceError::not_found("account"))?;
     Ok(AccountView::from(&account))
 }
+
+/// Query of the operators' account search.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Matches an account whose id starts with it or whose name contains it (any case).
+    pub q: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Accounts read per search, at most: the search walks the account table (operators only,
+/// a few thousand accounts); past this it answers with what it found and `has_more`, and a
+/// longer query narrows it.
+const SEARCH_READS_AT_MOST: usize = 20_000;
+
+/// `GET /admin/v1/accounts?q=`: accounts by id prefix or name, for the operators' console.
+pub async fn search(
+    svc: &Services,
+    p: &SearchParams,
+) -> Result<super::Page<AccountView>, ServiceError> {
+    use futures_util::StreamExt;
+    let limit = super::parse_limit(p.limit.as_deref())?;
+    let q = p.q.as_deref().map(str::trim).unwrap_or("");
+    if q.chars().count() > 100 {
+        return Err(ServiceError::reject(
+            ErrorCode::InvalidParameter,
+            "q is at most 100 characters",
+        ));
+    }
+    let needle = q.to_lowercase();
+    let now = svc.now_ms();
+    let mut found = Vec::new();
+    let mut read = 0usize;
+    let mut more = false;
+    let mut accounts = std::pin::pin!(super::pages(|t| svc.accounts.scan(t)));
+    'scan: while let Some(page) = accounts.next().await {
+        for a in page? {
+            read += 1;
+            let hit = needle.is_empty()
+                || a.account_id.to_lowercase().starts_with(&needle)
+                || a.name.to_lowercase().contains(&needle);
+            if hit {
+                if found.len() == limit {
+                    more = true;
+                    break 'scan;
+                }
+                found.push(AccountView::at(&a, now));
+            }
+            if read >= SEARCH_READS_AT_MOST {
+                more = true;
+                break 'scan;
+            }
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    Ok(super::Page {
+        data: found,
+        has_more: more,
+        next_cursor: None,
+    })
+}

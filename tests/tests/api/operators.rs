@@ -141,3 +141,54 @@ async fn operators_are_named_and_the_ledger_says_who_granted() {
     assert_eq!((gone.status, gone.code()), (404, "not_found"));
     app.assert_usage_logged().await;
 }
+
+#[tokio::test]
+async fn operators_find_accounts_by_id_prefix_or_a_piece_of_the_name() {
+    let app = TestApp::spawn().await;
+    let mk = |name: &str, rid: &str| json!({"request_id": rid, "name": name, "plan": "enterprise", "retention_days": 30, "max_concurrency": 2, "min_batch_size": 1});
+    let a = app
+        .admin_post("/admin/v1/accounts", &mk("北京影视 Beijing Films", "s1"))
+        .await;
+    let b = app
+        .admin_post("/admin/v1/accounts", &mk("Shanghai Films", "s2"))
+        .await;
+    let c = app
+        .admin_post("/admin/v1/accounts", &mk("Acme Studio", "s3"))
+        .await;
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let names = |r: &integration_tests::Resp| -> Vec<String> {
+        r.body["data"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .map(|a| a["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let op = app.operator.clone();
+    let r = app.get("/admin/v1/accounts?q=films", &op).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(names(&r), ["Shanghai Films", "北京影视 Beijing Films"]);
+    let r = app.get("/admin/v1/accounts?q=北京", &op).await;
+    assert_eq!(names(&r), ["北京影视 Beijing Films"]);
+    let r = app
+        .get(&format!("/admin/v1/accounts?q={}", ids[2]), &op)
+        .await;
+    assert_eq!(names(&r), ["Acme Studio"]);
+    let r = app.get("/admin/v1/accounts?q=films&limit=1", &op).await;
+    assert_eq!((names(&r).len(), &r.body["has_more"]), (1, &json!(true)));
+    let r = app
+        .get(&format!("/admin/v1/accounts?q={}", "x".repeat(101)), &op)
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_parameter"));
+    // Customers cannot search.
+    let (_, key) = app.account_with(0).await;
+    assert_eq!(
+        app.get("/admin/v1/accounts?q=films", &key).await.status,
+        401
+    );
+}

@@ -30,6 +30,14 @@ pub struct CreateAccount {
     pub min_batch_size: Option<u32>,
 }
 
+pub async fn search_accounts(
+    State(s): State<AppState>,
+    _: Operator,
+    Params(p): Params<accounts::SearchParams>,
+) -> Result<Json<Page<AccountView>>> {
+    Ok(Json(accounts::search(&s.svc, &p).await?))
+}
+
 pub async fn create_account(
     State(s): State<AppState>,
     _: Operator,
