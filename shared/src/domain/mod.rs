@@ -11,6 +11,7 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod sla;
 pub mod task;
 pub mod time;
 pub mod webhook;
