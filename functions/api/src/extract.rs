@@ -67,8 +67,9 @@ impl<T: Body, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {e}"))
             }
         })?;
-        // No body at all reads as `{}` (POST .../redeliver, .../lift-throttle).
-        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body at all reads as `{}` (POST .../redeliver, .../lift-throttle). Only an empty
+        // one: whitespace alone is not a JSON document, and the API document says so.
+        let bytes = if bytes.is_empty() {
             Bytes::from_static(b"{}")
         } else {
             bytes

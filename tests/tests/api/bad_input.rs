@@ -34,6 +34,7 @@ async fn bad_inputs_get_documented_errors_and_change_nothing() {
         ("invalid UTF-8", "POST", "/v1/batches".into(), Some(&key), Some(b"{\"request_id\": \"\xff\xfe\"}".to_vec()), 400, "invalid_json"),
         ("not an object", "POST", "/v1/batches".into(), Some(&key), Some(b"[1,2]".to_vec()), 400, "invalid_request"),
         ("empty body (read as {}: names the missing field)", "POST", "/v1/batches".into(), Some(&key), Some(Vec::new()), 400, "invalid_request"),
+        ("whitespace is not an empty body", "POST", format!("/admin/v1/accounts/{acct}/api-keys"), Some(&app.operator), Some(b"\r".to_vec()), 400, "invalid_json"),
         ("unknown field", "POST", "/v1/batches".into(), Some(&key), Some(json!({"request_id": "u1", "model": "sora-2", "tasks": ok_tasks, "priority": 1}).to_string().into_bytes()), 400, "invalid_request"),
         ("wrong type", "POST", "/v1/batches".into(), Some(&key), Some(json!({"request_id": 7, "model": "sora-2", "tasks": ok_tasks}).to_string().into_bytes()), 400, "invalid_request"),
         ("missing model", "POST", "/v1/batches".into(), Some(&key), Some(json!({"request_id": "m1", "tasks": ok_tasks}).to_string().into_bytes()), 400, "invalid_request"),
