@@ -21,6 +21,7 @@ pub struct Tables {
     pub rate_limits: String,
     pub api_usage: String,
     pub exports: String,
+    pub sla: String,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +133,7 @@ impl Config {
                 events: required("EVENTS_TABLE")?,
                 deliveries: required("DELIVERIES_TABLE")?,
                 rate_limits: required("RATE_LIMITS_TABLE")?,
+                sla: required("SLA_TABLE")?,
                 api_usage: required("API_USAGE_TABLE")?,
                 exports: required("EXPORTS_TABLE")?,
             },

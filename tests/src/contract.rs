@@ -55,6 +55,7 @@ pub fn account(id: &str) -> AccountRecord {
         request_budget_per_min: None,
         throttle: None,
         slot_audit: None,
+        sla_terms: None,
     }
 }
 
@@ -2839,4 +2840,184 @@ pub async fn sessions(p: &Ports) {
     assert!(!p.sessions.end("nobody", T0).await.expect("end"));
     let ended = p.sessions.get(&rec.session_hash).await.expect("get");
     assert_eq!(ended.and_then(|s| s.ended_ms), Some(T0 + 5));
+}
+
+/// The SLA measurements: atomic adds that concurrent task ends never lose, 5xx minutes with
+/// the minute's request counts kept beside them, the probe's minutes counted once, and a
+/// month's close created once, inside the compensation's transaction or alone.
+pub async fn sla(p: &Ports) {
+    use shared::domain::sla::{bucket_of, Exclusion, MinuteCounts, TaskClass};
+    use shared::ports::sla::SlaCloseRecord;
+    let acct = id("acct", 40);
+    let month = "2026-11";
+    let measured = |processing_ms, platform_failure| TaskClass::Measured {
+        processing_ms,
+        queue_ms: 1_000,
+        platform_failure,
+    };
+    // 40 ends at once on one item: every add counts.
+    let adds = (0..40).map(|i| {
+        let class = if i % 10 == 9 {
+            TaskClass::Excluded {
+                cause: Exclusion::ProviderFailure,
+                queue_ms: None,
+            }
+        } else {
+            measured(60_000 + i64::from(i), i % 10 == 0)
+        };
+        let acct = acct.clone();
+        async move { p.sla.add_task(&acct, month, Model::Sora2, &class).await }
+    });
+    for r in futures_util::future::join_all(adds).await {
+        r.expect("add");
+    }
+    p.sla
+        .add_task(&acct, month, Model::VeoPro, &measured(300_000, false))
+        .await
+        .expect("add");
+    let m = p.sla.month(&acct, month).await.expect("month");
+    assert_eq!(m.processing[&Model::Sora2].total(), 36);
+    assert_eq!(
+        m.queue[&Model::Sora2].total(),
+        36,
+        "the excluded had no slot"
+    );
+    assert_eq!(m.platform_failures[&Model::Sora2], 4);
+    assert_eq!(
+        m.excluded[&(Model::Sora2, "provider_failure".to_string())],
+        4
+    );
+    assert_eq!(
+        m.processing[&Model::VeoPro].counts,
+        std::collections::BTreeMap::from([(bucket_of(300_000), 1)])
+    );
+    assert_eq!(
+        p.sla.month(&acct, "2026-10").await.expect("month"),
+        Default::default(),
+        "another month is empty"
+    );
+
+    // A 5xx minute: its counts are the rate window's, with the 5xx beside them.
+    let minute = shared::domain::sla::minute_of(1_795_000_000_000);
+    let caps = Caps {
+        key: 100,
+        account: 100,
+    };
+    for _ in 0..3 {
+        p.rates
+            .admit(&acct, "key_s", minute, caps)
+            .await
+            .expect("admit");
+    }
+    p.rates
+        .count_errors(&acct, "key_s", minute, true, false)
+        .await
+        .expect("4xx");
+    for _ in 0..2 {
+        p.sla
+            .add_server_error(&acct, minute, minute + 86_400_000)
+            .await
+            .expect("5xx");
+    }
+    let m = p
+        .sla
+        .month(&acct, &shared::domain::time::month_of(minute))
+        .await
+        .expect("month");
+    assert_eq!(
+        m.server_errors,
+        std::collections::BTreeMap::from([(minute, 2)])
+    );
+    let counts = p
+        .sla
+        .minutes(&acct, &[minute, minute + 60_000])
+        .await
+        .expect("minutes");
+    assert_eq!(
+        counts,
+        std::collections::BTreeMap::from([(
+            minute,
+            MinuteCounts {
+                admitted: 3,
+                client_errors: 1,
+                server_errors: 2
+            }
+        )]),
+        "a minute nothing counted is absent"
+    );
+
+    // The probe: a minute is ok once however often it ran; the first failure is kept.
+    let t = 1_795_000_020_000 / 60_000 * 60_000;
+    for m in [t, t, t + 60_000] {
+        p.sla.record_probe(m, None).await.expect("probe");
+    }
+    p.sla
+        .record_probe(t + 120_000, Some("health: connection refused"))
+        .await
+        .expect("probe");
+    p.sla
+        .record_probe(t + 120_000, Some("a later failure"))
+        .await
+        .expect("probe");
+    let probes = p
+        .sla
+        .probes(&shared::domain::time::month_of(t))
+        .await
+        .expect("probes");
+    assert_eq!(probes.ok_minutes, 2);
+    assert_eq!(
+        probes.failed,
+        std::collections::BTreeMap::from([(t + 120_000, "health: connection refused".into())])
+    );
+
+    // The close: once, with the compensation's entry, and never again.
+    let a = funded(p, 41, 1_000).await;
+    let close = SlaCloseRecord {
+        account_id: a.account_id.clone(),
+        month: month.into(),
+        closed_ms: T0,
+        minutes: 43_200,
+        down_minutes: 60,
+        availability_ppm: 998_611,
+        charged: 5_000,
+        percent: 10,
+        compensation: 500,
+        ledger_seq: Some(a.ledger_seq + 1),
+        report: "{}".into(),
+    };
+    assert_eq!(
+        p.sla.closed(&a.account_id, month).await.expect("read"),
+        None
+    );
+    let mut mv = movement(&a, EntryKind::Compensation, 500, T0 + 10);
+    mv.creates = vec![NewRecord::SlaClose(close.clone())];
+    p.money.commit(mv).await.expect("close with compensation");
+    assert_eq!(
+        p.sla.closed(&a.account_id, month).await.expect("read"),
+        Some(close.clone())
+    );
+    let a = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(a.balance, Credits(1_500));
+    let mut again = movement(&a, EntryKind::Compensation, 500, T0 + 20);
+    again.creates = vec![NewRecord::SlaClose(close.clone())];
+    assert_eq!(dup(p.money.commit(again).await), Some(0), "closed once");
+    assert_eq!(
+        dup(p
+            .requests
+            .create_all(vec![NewRecord::SlaClose(close)])
+            .await),
+        Some(0)
+    );
+    let a = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(a.balance, Credits(1_500), "nothing moved twice");
 }

@@ -98,13 +98,14 @@ fn unique_prefix() -> String {
 /// The functions of template.yaml, each with the access key id suffix it signs with on the
 /// emulator, so the launcher records what each one needed IAM to allow (see
 /// `tests/tests/roles.rs`). The harness's own reads and set-up sign as `TESTS`.
-pub const FUNCTION_IDENTITIES: [(&str, &str); 6] = [
+pub const FUNCTION_IDENTITIES: [(&str, &str); 7] = [
     ("API", "ApiFunction"),
     ("WORKER", "TaskWorkerFunction"),
     ("SETTLE", "SettlementFunction"),
     ("SWEEPER", "SweeperFunction"),
     ("WEBHOOKS", "WebhookDispatchFunction"),
     ("EXPORT", "ExportFunction"),
+    ("MONTHCLOSE", "MonthCloseFunction"),
 ];
 
 /// Fresh AWS-backed ports on the emulator: their own tables, queues and bucket, created from
@@ -276,6 +277,7 @@ struct Functions {
     sweeper: Pipeline,
     webhooks: Services,
     export: Services,
+    month_close: Services,
 }
 
 pub struct TestApp {
@@ -464,6 +466,7 @@ impl TestApp {
             sweeper: pipeline(function("SWEEPER").await),
             webhooks: function("WEBHOOKS").await,
             export: function("EXPORT").await,
+            month_close: function("MONTHCLOSE").await,
         };
         let api_svc = function("API").await;
         let app = api::app(api_svc.clone());
@@ -794,6 +797,13 @@ impl TestApp {
                 .expect("bytes")
                 .to_vec(),
         }
+    }
+
+    /// What the month-close function does on its schedule, for `month`.
+    pub async fn close_month(&self, month: &str) -> shared::service::sla::CloseSummary {
+        shared::service::sla::close_month(&self.fns.month_close, month)
+            .await
+            .expect("close the month")
     }
 
     pub async fn sweep(&self) -> shared::service::pipeline::sweeper::SweepReport {

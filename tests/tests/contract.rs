@@ -48,6 +48,7 @@ both!(
     sealer,
     shares,
     sessions,
+    sla,
 );
 
 #[tokio::test]

@@ -20,9 +20,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         IdempotencyConflict | IdempotencyExpired | RequestInProgress | BatchCompleted
-        | EndpointDisabled | OperatorExists | LastOperator | AccountNotTerminated => {
-            StatusCode::CONFLICT
-        }
+        | EndpointDisabled | OperatorExists | LastOperator | AccountNotTerminated
+        | MonthNotOver => StatusCode::CONFLICT,
         PayloadTooLarge | InputFileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         InvalidRequestId
         | UnknownModel

@@ -34,6 +34,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/credits/ledger"),
     ("get", "/v1/credits/reconcile"),
     ("get", "/v1/statements/{month}"),
+    ("get", "/v1/sla/{month}"),
     ("post", "/v1/batches"),
     ("get", "/v1/batches"),
     ("get", "/v1/batches/{batch_id}"),
@@ -91,6 +92,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/accounts/{account_id}/adjustments"),
     ("patch", "/admin/v1/accounts/{account_id}"),
     ("get", "/admin/v1/reconcile"),
+    ("get", "/admin/v1/accounts/{account_id}/sla/{month}"),
+    ("get", "/admin/v1/sla/{month}"),
+    ("post", "/admin/v1/sla/{month}/close"),
     ("get", "/admin/v1/accounts/{account_id}/ledger"),
     ("put", "/admin/v1/models/{model}"),
     ("post", "/admin/v1/console/sessions"),
@@ -142,6 +146,7 @@ pub fn app(svc: Services) -> Router {
         .route("/v1/credits/ledger", get(customer::list_ledger))
         .route("/v1/credits/reconcile", get(customer::reconcile))
         .route("/v1/statements/{month}", get(customer::statement))
+        .route("/v1/sla/{month}", get(customer::sla_report))
         .route(
             "/v1/batches",
             post(customer::create_batch).get(customer::list_batches),
@@ -233,6 +238,12 @@ pub fn app(svc: Services) -> Router {
             "/admin/v1/accounts/{account_id}/reinstate",
             post(admin::reinstate),
         )
+        .route(
+            "/admin/v1/accounts/{account_id}/sla/{month}",
+            get(admin::account_sla),
+        )
+        .route("/admin/v1/sla/{month}", get(admin::platform_sla))
+        .route("/admin/v1/sla/{month}/close", post(admin::close_sla_month))
         .route(
             "/admin/v1/accounts/{account_id}/usage",
             get(admin::account_usage),

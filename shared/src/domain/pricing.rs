@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Our models, as customers name them. Which provider serves each is configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Model {
     #[serde(rename = "sora-2")]
     Sora2,

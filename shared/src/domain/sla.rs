@@ -130,6 +130,308 @@ impl Histogram {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Availability (contract 3.1) and compensation (3.5). docs/SLA.md states these rules for
+// the customer's reader; this is the one place the code has them.
+
+/// A minute is down for an account when at least this share (parts per million) of its valid
+/// requests in that minute were answered with a 5xx.
+pub const DOWN_SHARE_PPM: u64 = 50_000;
+/// One minute, in milliseconds: availability is counted in whole UTC minutes.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// The start of the UTC minute holding `ms`.
+pub fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// One account's requests in one minute, as the rate window counted them: `admitted` got
+/// past the key's and the account's limits, `client_errors` of those were answered 4xx (the
+/// customer's own causes), `server_errors` 5xx.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MinuteCounts {
+    pub admitted: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+}
+
+impl MinuteCounts {
+    /// Requests that count: admitted and not refused for the customer's own reasons. Never
+    /// fewer than the 5xx among them (counts written by different calls may lag each other).
+    pub fn valid(&self) -> u64 {
+        self.admitted
+            .saturating_sub(self.client_errors)
+            .max(self.server_errors)
+    }
+
+    /// At least [`DOWN_SHARE_PPM`] of the valid requests got a 5xx.
+    pub fn is_down(&self) -> bool {
+        self.server_errors > 0
+            && u128::from(self.server_errors) * 1_000_000
+                >= u128::from(self.valid()) * u128::from(DOWN_SHARE_PPM)
+    }
+}
+
+/// Why a minute counts as down.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum DownCause {
+    /// The account's own requests: `server_errors` of `valid` got a 5xx.
+    ServerErrors { server_errors: u64, valid: u64 },
+    /// The synthetic probe could not get a correct answer from the public API (for every
+    /// account: it measures what no account's own requests can show, such as a gateway or
+    /// function that never answers).
+    ProbeFailed { detail: String },
+}
+
+/// Availability over `minutes` measured minutes with `down` of them down, in parts per
+/// million (rounded down); a period with no minute is fully available.
+pub fn availability_ppm(minutes: u64, down: u64) -> u64 {
+    if minutes == 0 {
+        return 1_000_000;
+    }
+    let up = minutes.saturating_sub(down);
+    (u128::from(up) * 1_000_000 / u128::from(minutes)) as u64
+}
+
+/// Whether availability (`down` of `minutes`) is below `target_ppm`, exactly (no rounding).
+pub fn below(minutes: u64, down: u64, target_ppm: u64) -> bool {
+    minutes > 0
+        && u128::from(minutes.saturating_sub(down)) * 1_000_000
+            < u128::from(minutes) * u128::from(target_ppm)
+}
+
+/// Contract 3.1: the availability target.
+pub const TARGET_PPM: u64 = 999_000;
+
+/// One step of the compensation schedule: availability below `below_ppm` earns `percent` of
+/// the period's charged credits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tier {
+    pub below_ppm: u64,
+    pub percent: u32,
+}
+
+/// The optional latency step (contract 3.2 is "not a hard SLA", so it is off unless the
+/// contract adds it): a model whose share of tasks within target is below `min_share_ppm`
+/// earns `percent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LatencyTier {
+    pub min_share_ppm: u64,
+    pub percent: u32,
+}
+
+/// The compensation period. Only monthly periods exist today; the field is there so a
+/// contract's period is stated on the account, not assumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    #[default]
+    Monthly,
+}
+
+/// An account's SLA terms, as its contract sets them (operators enter them).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTerms {
+    #[serde(default)]
+    pub period: Period,
+    pub tiers: Vec<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyTier>,
+}
+
+impl Default for SlaTerms {
+    /// Below 99.9 %: 10 %; below 99.0 %: 25 %; below 95 %: 50 %. No latency step.
+    fn default() -> Self {
+        SlaTerms {
+            period: Period::Monthly,
+            tiers: vec![
+                Tier {
+                    below_ppm: 999_000,
+                    percent: 10,
+                },
+                Tier {
+                    below_ppm: 990_000,
+                    percent: 25,
+                },
+                Tier {
+                    below_ppm: 950_000,
+                    percent: 50,
+                },
+            ],
+            latency: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TermsError {
+    #[error("tiers: between 1 and 10, thresholds between 1 and 1000000 ppm, each threshold lower than the one before and its percent higher")]
+    Tiers,
+    #[error("percent must be between 1 and 100")]
+    Percent,
+    #[error("latency.min_share_ppm must be between 1 and 1000000")]
+    LatencyShare,
+}
+
+impl SlaTerms {
+    /// Checks terms an operator entered: a schedule that only gets more generous as
+    /// availability falls, percents of at most 100.
+    pub fn parse(t: SlaTerms) -> Result<SlaTerms, TermsError> {
+        if t.tiers.is_empty() || t.tiers.len() > 10 {
+            return Err(TermsError::Tiers);
+        }
+        for (i, tier) in t.tiers.iter().enumerate() {
+            if !(1..=100).contains(&tier.percent) {
+                return Err(TermsError::Percent);
+            }
+            if !(1..=1_000_000).contains(&tier.below_ppm) {
+                return Err(TermsError::Tiers);
+            }
+            if i > 0 {
+                let prev = t.tiers[i - 1];
+                if tier.below_ppm >= prev.below_ppm || tier.percent <= prev.percent {
+                    return Err(TermsError::Tiers);
+                }
+            }
+        }
+        if let Some(l) = t.latency {
+            if !(1..=100).contains(&l.percent) {
+                return Err(TermsError::Percent);
+            }
+            if !(1..=1_000_000).contains(&l.min_share_ppm) {
+                return Err(TermsError::LatencyShare);
+            }
+        }
+        Ok(t)
+    }
+
+    /// The percent availability earns: the most generous tier it falls below, or none.
+    pub fn availability_percent(&self, minutes: u64, down: u64) -> u32 {
+        self.tiers
+            .iter()
+            .filter(|t| below(minutes, down, t.below_ppm))
+            .map(|t| t.percent)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The percent the latency step earns for the models' shares within target (ppm).
+    pub fn latency_percent(&self, shares_ppm: impl IntoIterator<Item = u64>) -> u32 {
+        match self.latency {
+            Some(l) if shares_ppm.into_iter().any(|s| s < l.min_share_ppm) => l.percent,
+            _ => 0,
+        }
+    }
+}
+
+/// Compensation for a period: `percent` of the credits charged in it, rounded down. Never
+/// cash (contract 3.5): credits on the account's balance.
+pub fn compensation(charged: i64, percent: u32) -> i64 {
+    if charged <= 0 || percent == 0 {
+        return 0;
+    }
+    ((i128::from(charged) * i128::from(percent.min(100))) / 100) as i64
+}
+
+/// How an ended task counts for the processing-time figures (contract 3.2) and for platform
+/// failures (3.5). Processing runs from the task getting its concurrency slot to its outcome;
+/// the wait for the slot is queue time, reported beside it, since it follows from the
+/// contract's concurrency and the customer's own load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskClass {
+    /// In the figures. `platform_failure`: it failed for a cause of ours.
+    Measured {
+        processing_ms: i64,
+        queue_ms: i64,
+        platform_failure: bool,
+    },
+    /// Out of the figures, with the cause, so exclusions can be audited. `queue_ms` when the
+    /// task got a slot.
+    Excluded {
+        cause: Exclusion,
+        queue_ms: Option<i64>,
+    },
+}
+
+/// Why a task is out of the processing-time figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exclusion {
+    /// The provider refused the prompt (contract 2.2: a policy rejection).
+    PolicyRejected,
+    /// The provider failed the job, or was unavailable until the deadline (contract 3.1:
+    /// third-party outages are excluded).
+    ProviderFailure,
+    /// The customer cancelled it.
+    Cancelled,
+    /// It never got a concurrency slot before its end (queued past its deadline or cancelled
+    /// while queued): no processing time exists.
+    NeverStarted,
+}
+
+impl Exclusion {
+    pub const ALL: [Exclusion; 4] = [
+        Exclusion::PolicyRejected,
+        Exclusion::ProviderFailure,
+        Exclusion::Cancelled,
+        Exclusion::NeverStarted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::PolicyRejected => "policy_rejected",
+            Exclusion::ProviderFailure => "provider_failure",
+            Exclusion::Cancelled => "cancelled",
+            Exclusion::NeverStarted => "never_started",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Exclusion> {
+        Exclusion::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+/// The rule for one ended task. `started_ms`: when it got its slot; `provider_job`: whether
+/// a provider ever accepted it.
+pub fn classify(
+    outcome: crate::domain::task::Outcome,
+    created_ms: i64,
+    started_ms: Option<i64>,
+    ended_ms: i64,
+    provider_job: bool,
+) -> TaskClass {
+    use crate::domain::task::Outcome;
+    let Some(started) = started_ms else {
+        return TaskClass::Excluded {
+            cause: Exclusion::NeverStarted,
+            queue_ms: None,
+        };
+    };
+    let queue_ms = (started - created_ms).max(0);
+    let excluded = |cause| TaskClass::Excluded {
+        cause,
+        queue_ms: Some(queue_ms),
+    };
+    let measured = |platform_failure| TaskClass::Measured {
+        processing_ms: (ended_ms - started).max(0),
+        queue_ms,
+        platform_failure,
+    };
+    match outcome {
+        Outcome::Succeeded => measured(false),
+        Outcome::Rejected => excluded(Exclusion::PolicyRejected),
+        Outcome::Cancelled | Outcome::Released => excluded(Exclusion::Cancelled),
+        // The worker fails a task only on a provider's answer (a failed job, an empty
+        // video, a permanent refusal, or unavailability until the deadline): the provider's
+        // failure, excluded (contract 3.1). Our own faults end in a time-out instead.
+        Outcome::Failed => excluded(Exclusion::ProviderFailure),
+        // Out of time with a provider job: late, in the figures as the time it took. Out of
+        // time with a slot and no job: we never got it to a provider — ours.
+        Outcome::TimedOut => measured(!provider_job),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +522,100 @@ mod tests {
         }
         assert_eq!(h.share_within(target_ms(Model::Sora2)), Some(0.75));
         assert_eq!(target_ms(Model::VeoPro), 600_000);
+    }
+
+    #[test]
+    fn a_minute_is_down_from_five_percent_of_valid_requests() {
+        let m = |admitted, client_errors, server_errors| MinuteCounts {
+            admitted,
+            client_errors,
+            server_errors,
+        };
+        assert!(m(20, 0, 1).is_down());
+        assert!(!m(21, 0, 1).is_down());
+        // The customer's own 4xx are not valid requests: 1 of 20 valid.
+        assert!(m(120, 100, 1).is_down());
+        assert!(!m(100, 99, 0).is_down());
+        assert!(m(0, 0, 3).is_down());
+    }
+
+    #[test]
+    fn availability_and_tiers_are_exact_at_the_edges() {
+        let month = 30 * 24 * 60;
+        // 43 minutes of 43,200 is 99.9005 %: not below; 44 is 99.898 %: below.
+        assert!(!below(month, 43, TARGET_PPM));
+        assert!(below(month, 44, TARGET_PPM));
+        let terms = SlaTerms::default();
+        assert_eq!(terms.availability_percent(month, 43), 0);
+        assert_eq!(terms.availability_percent(month, 44), 10);
+        assert_eq!(terms.availability_percent(month, 500), 25);
+        assert_eq!(terms.availability_percent(month, 3_000), 50);
+        assert_eq!(availability_ppm(month, 44), 998_981);
+        assert_eq!(compensation(12_345, 10), 1_234);
+        assert_eq!(compensation(-5, 10), 0);
+        assert_eq!(terms.latency_percent([900_000]), 0);
+    }
+
+    #[test]
+    fn terms_only_get_more_generous_as_availability_falls() {
+        let t = |tiers: Vec<(u64, u32)>| {
+            SlaTerms::parse(SlaTerms {
+                period: Period::Monthly,
+                tiers: tiers
+                    .into_iter()
+                    .map(|(below_ppm, percent)| Tier { below_ppm, percent })
+                    .collect(),
+                latency: None,
+            })
+        };
+        assert!(t(vec![(999_000, 10), (990_000, 25)]).is_ok());
+        assert_eq!(
+            t(vec![(990_000, 25), (999_000, 10)]),
+            Err(TermsError::Tiers)
+        );
+        assert_eq!(
+            t(vec![(999_000, 10), (990_000, 10)]),
+            Err(TermsError::Tiers)
+        );
+        assert_eq!(t(vec![(999_000, 101)]), Err(TermsError::Percent));
+        assert_eq!(t(vec![]), Err(TermsError::Tiers));
+        assert!(SlaTerms::parse(SlaTerms::default()).is_ok());
+    }
+
+    #[test]
+    fn tasks_are_classed_by_outcome_and_how_far_they_got() {
+        use crate::domain::task::Outcome;
+        assert_eq!(
+            classify(Outcome::Succeeded, 0, Some(5_000), 65_000, true),
+            TaskClass::Measured {
+                processing_ms: 60_000,
+                queue_ms: 5_000,
+                platform_failure: false
+            }
+        );
+        assert_eq!(
+            classify(Outcome::TimedOut, 0, Some(1), 600_001, false),
+            TaskClass::Measured {
+                processing_ms: 600_000,
+                queue_ms: 1,
+                platform_failure: true
+            }
+        );
+        assert!(matches!(
+            classify(Outcome::Failed, 0, Some(1), 2, true),
+            TaskClass::Excluded {
+                cause: Exclusion::ProviderFailure,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(Outcome::TimedOut, 0, None, 2, false),
+            TaskClass::Excluded {
+                cause: Exclusion::NeverStarted,
+                queue_ms: None
+            }
+        ));
+        assert_eq!(minute_of(119_999), 60_000);
+        assert_eq!(minute_of(-1), -60_000);
     }
 }

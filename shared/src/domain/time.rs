@@ -26,6 +26,11 @@ pub fn rfc3339_ms(ms: i64) -> String {
     }
 }
 
+/// The UTC month (`YYYY-MM`) holding `ms`.
+pub fn month_of(ms: i64) -> String {
+    rfc3339_ms(ms).chars().take(7).collect()
+}
+
 /// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;

@@ -388,6 +388,11 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "the balance fell below the account's threshold; data is the credits summary",
     ),
     (
+        "sla.compensation_issued",
+        "a closed month earned SLA compensation and the credits were added (contract 3.5); \
+         data names the month, the credits, the figures and the report",
+    ),
+    (
         "api_key.throttled",
         "an anomaly rule lowered an API key's rate limit for a while; data is the key",
     ),

@@ -19,6 +19,7 @@ pub mod provider;
 pub mod queue;
 pub mod records;
 pub mod sealer;
+pub mod sla;
 pub mod store;
 pub mod time;
 pub mod webhooks;
@@ -29,6 +30,7 @@ pub use pipeline::{Batches, Progress, Tasks};
 pub use provider::Provider;
 pub use queue::Queue;
 pub use sealer::Sealer;
+pub use sla::Sla;
 pub use store::{Accounts, Exports, Files, Ledger, Models, Money, Requests};
 pub use time::{Clock, Random};
 pub use webhooks::{Deliveries, Endpoints, Events, WebhookSender};
@@ -58,6 +60,7 @@ pub struct Ports {
     pub events: Arc<dyn Events>,
     pub deliveries: Arc<dyn Deliveries>,
     pub exports: Arc<dyn Exports>,
+    pub sla: Arc<dyn Sla>,
     pub queue: Arc<dyn Queue>,
     pub blobs: Arc<dyn Blobs>,
     pub sender: Arc<dyn WebhookSender>,
@@ -100,6 +103,7 @@ impl Ports {
             + Events
             + Deliveries
             + Exports
+            + Sla
             + 'static,
     {
         Ports {
@@ -119,7 +123,8 @@ impl Ports {
             endpoints: store.clone(),
             events: store.clone(),
             deliveries: store.clone(),
-            exports: store,
+            exports: store.clone(),
+            sla: store,
             queue,
             blobs,
             sender,

@@ -48,6 +48,9 @@ pub struct AccountRecord {
     /// The sweeper's last "running:counted" observation of a slot surplus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_audit: Option<String>,
+    /// The contract's SLA terms (None: the defaults of `SlaTerms::default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_terms: Option<crate::domain::sla::SlaTerms>,
 }
 
 impl AccountRecord {

@@ -23,6 +23,8 @@ pub enum NewRecord {
     Endpoint(EndpointRecord),
     Export(ExportRecord),
     ApiKey(ApiKeyRecord),
+    /// The close of an account's SLA month: once per account and month.
+    SlaClose(super::sla::SlaCloseRecord),
 }
 
 /// A conditional change of an existing record inside a transaction.
@@ -153,6 +155,7 @@ pub struct TermsPatch {
     pub retention_days: Option<u32>,
     pub max_concurrency: Option<u32>,
     pub request_budget_per_min: Option<u32>,
+    pub sla_terms: Option<crate::domain::sla::SlaTerms>,
 }
 
 #[async_trait]

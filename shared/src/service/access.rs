@@ -552,6 +552,12 @@ pub async fn record(svc: &Services, a: Answered<'_>) {
         return;
     }
     put_usage(svc, &rec).await;
+    // Contract 3.1: a 5xx to an account's request (its key known) counts against its
+    // availability, whether the checks or the handler failed; refusals for the customer's own
+    // reasons are 4xx. `model_unavailable` is a provider's outage, excluded by the same clause.
+    if a.status >= 500 && a.key.is_some() && a.code != Some(ErrorCode::ModelUnavailable.as_str()) {
+        super::sla::record_server_error(svc, a.account_id, a.started_ms).await;
+    }
     if let Some((key, true)) = a.key {
         let client_error = (400..500).contains(&a.status) && a.status != 429;
         if client_error {

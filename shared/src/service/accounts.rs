@@ -49,6 +49,7 @@ pub async fn create_account(
                     created_ms: now,
                     running: 0,
                     slot_audit: None,
+                    sla_terms: None,
                     low_balance_threshold: None,
                     request_budget_per_min: None,
                     throttle: None,
@@ -128,6 +129,10 @@ pub struct AccountTermsChange {
     /// Requests a minute over all the account's keys; each key's own limit stays within it.
     #[serde(default)]
     pub request_budget_per_min: Option<u32>,
+    /// The contract's SLA terms (docs/SLA.md): the compensation tiers, the optional
+    /// latency tier, the period. Replaces the terms in force as a whole.
+    #[serde(default)]
+    pub sla_terms: Option<crate::domain::sla::SlaTerms>,
 }
 
 pub async fn change_terms(
@@ -153,11 +158,17 @@ pub async fn change_terms(
             "request_budget_per_min must be between 1 and {MAX_REQUEST_BUDGET_PER_MIN}"
         )));
     }
+    let sla_terms = c
+        .sla_terms
+        .map(crate::domain::sla::SlaTerms::parse)
+        .transpose()
+        .map_err(|e| bad(&format!("sla_terms: {e}")))?;
     get_account(svc, account_id).await?;
     let patch = TermsPatch {
         retention_days: c.retention_days,
         max_concurrency: c.max_concurrency,
         request_budget_per_min: c.request_budget_per_min,
+        sla_terms,
     };
     let a = svc
         .accounts

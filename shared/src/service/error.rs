@@ -57,6 +57,7 @@ error_codes! {
     InputFileNotUploaded => "input_file_not_uploaded",
     InputFileTooLarge => "input_file_too_large",
     InvalidAccountTerms => "invalid_account_terms",
+    MonthNotOver => "month_not_over",
     InvalidGrant => "invalid_grant",
     OperatorExists => "operator_exists",
     LastOperator => "last_operator",

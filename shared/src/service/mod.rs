@@ -18,6 +18,7 @@ pub mod money;
 pub mod operators;
 pub mod pipeline;
 pub mod reconcile;
+pub mod sla;
 pub mod statements;
 pub mod views;
 pub mod webhooks;

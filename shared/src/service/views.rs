@@ -29,6 +29,8 @@ pub struct AccountView {
     pub credits: CreditsView,
     /// Below this balance a `credits.low_balance` event goes out; null: never.
     pub low_balance_threshold: Option<Credits>,
+    /// The SLA terms in force (the contract's, or the defaults; docs/SLA.md).
+    pub sla_terms: crate::domain::sla::SlaTerms,
 }
 
 impl From<&AccountRecord> for AccountView {
@@ -53,6 +55,7 @@ impl AccountView {
             created_at: rfc3339_ms(a.created_ms),
             credits: CreditsView::from(a),
             low_balance_threshold: a.low_balance_threshold,
+            sla_terms: a.sla_terms.clone().unwrap_or_default(),
         }
     }
 }

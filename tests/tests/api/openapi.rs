@@ -147,6 +147,8 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
         );
     }
 
+    // A new minute: the tour above used most of the key's 60 requests.
+    app.clock.advance_ms(60_000);
     let acc = app
         .send(
             "GET",
@@ -273,6 +275,25 @@ async fn every_documented_route_is_served_and_real_responses_match_the_schemas()
         &app.get(&format!("/v1/statements/{}", &month[..7]), &key)
             .await
             .body,
+    );
+    let sla = app.get(&format!("/v1/sla/{}", &month[..7]), &key).await;
+    assert_eq!(sla.status, 200, "{:?}", sla.body);
+    assert_valid(&d, "SlaReport", &sla.body);
+    let op = |path: String| {
+        let app = &app;
+        async move { app.send("GET", &path, Some(&app.operator), None).await }
+    };
+    assert_valid(
+        &d,
+        "SlaReport",
+        &op(format!("/admin/v1/accounts/{acct}/sla/{}", &month[..7]))
+            .await
+            .body,
+    );
+    assert_valid(
+        &d,
+        "PlatformSlaReport",
+        &op(format!("/admin/v1/sla/{}", &month[..7])).await.body,
     );
     let x = app
         .post(

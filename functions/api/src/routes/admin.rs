@@ -310,3 +310,36 @@ pub async fn revoke_operator(
     tracing::info!(operator = %name, by = %by.name, "operator revoked");
     Ok(Json(revoked))
 }
+
+/// `GET /admin/v1/accounts/{account_id}/sla/{month}`: an account's report, as it sees it.
+pub async fn account_sla(
+    State(s): State<AppState>,
+    _: Operator,
+    Ids(id, month): Ids,
+    Params(p): Params<shared::service::sla::Params>,
+) -> Result<Response> {
+    let a = accounts::get_account(&s.svc, &id).await?;
+    let (content_type, body) = shared::service::sla::render(&s.svc, &a, &month, &p).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// `GET /admin/v1/sla/{month}`: every account's month and the probe's.
+pub async fn platform_sla(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(month): Id,
+) -> Result<Json<shared::service::sla::PlatformReport>> {
+    Ok(Json(shared::service::sla::platform(&s.svc, &month).await?))
+}
+
+/// `POST /admin/v1/sla/{month}/close`: what the month-close function does on its schedule,
+/// now (safe to repeat: each account's month closes once).
+pub async fn close_sla_month(
+    State(s): State<AppState>,
+    _: Operator,
+    Id(month): Id,
+) -> Result<Json<shared::service::sla::CloseSummary>> {
+    Ok(Json(
+        shared::service::sla::close_month(&s.svc, &month).await?,
+    ))
+}

@@ -259,3 +259,15 @@ pub async fn statement(
         shared::service::statements::render(&s.svc, &c.account, &month, &p).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
 }
+
+/// `GET /v1/sla/{month}`: the account's SLA report (JSON, or printable HTML).
+pub async fn sla_report(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(month): Id,
+    Params(p): Params<shared::service::sla::Params>,
+) -> Result<Response> {
+    use axum::response::IntoResponse;
+    let (content_type, body) = shared::service::sla::render(&s.svc, &c.account, &month, &p).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}

@@ -1,6 +1,7 @@
-//! Runs the task worker, settlement, webhook dispatch and the sweeper locally against the emulator, with
-//! Lambda's event semantics (see `devstack::pump`): an SQS poller per queue handing batches
-//! of up to ten messages to the functions' own handlers, and the sweeper on a timer.
+//! Runs the task worker, settlement, webhook dispatch, the sweeper and the month close locally
+//! against the emulator, with Lambda's event semantics (see `devstack::pump`): an SQS poller
+//! per queue handing batches of up to ten messages to the functions' own handlers, the
+//! sweeper on a timer, and the month close at start and every hour (daily in AWS).
 //! Configured by the same environment as the functions (scripts/dev.sh writes it).
 
 use devstack::pump::pump_round;
@@ -91,6 +92,19 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
             }
         })
     };
+    let close = {
+        let svc = p.svc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+            loop {
+                tick.tick().await;
+                let month = shared::service::sla::month_to_close(svc.now_ms());
+                if let Err(e) = shared::service::sla::close_month(&svc, &month).await {
+                    tracing::error!(error = %e, "month close");
+                }
+            }
+        })
+    };
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(sweep_every));
         loop {
@@ -107,6 +121,7 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
         r = events => tracing::error!(?r, "events poller ended"),
         r = exports => tracing::error!(?r, "exports poller ended"),
         r = sweep => tracing::error!(?r, "sweeper ended"),
+        r = close => tracing::error!(?r, "month close ended"),
     }
     Ok(())
 }

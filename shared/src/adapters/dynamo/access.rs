@@ -19,11 +19,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::collections::HashMap;
 
 /// One account's minute: its counts (`n`, `ce`, `pr`) and each key's (`n_{key}`, ...).
-fn account_window(account_id: &str, window_start: i64) -> String {
+pub(super) fn account_window(account_id: &str, window_start: i64) -> String {
     format!("a#{account_id}#{window_start}")
 }
 
 /// Window items outlive their minute a little: the next minute reads them as "previous".
+/// Set only by the item's first write (`if_not_exists`): a minute in which the account got a
+/// 5xx is kept longer for the SLA report (`Sla::add_server_error`), and later requests of
+/// the same minute must not shorten that.
 fn window_expiry(window_start: i64) -> i64 {
     (window_start + 3 * WINDOW_MS) / 1_000
 }
@@ -305,7 +308,7 @@ impl RateWindows for Dynamo {
             .update_item()
             .table_name(&self.t.rate_limits)
             .key("pk", s(account_window(account_id, window_start)))
-            .update_expression("ADD n :one, #kn :one SET expires_at = :exp")
+            .update_expression("ADD n :one, #kn :one SET expires_at = if_not_exists(expires_at, :exp)")
             .condition_expression(
                 "(attribute_not_exists(#kn) OR #kn < :kcap) AND (attribute_not_exists(n) OR n < :acap)",
             )
@@ -385,7 +388,7 @@ impl RateWindows for Dynamo {
             .update_item()
             .table_name(&self.t.rate_limits)
             .key("pk", s(account_window(account_id, window_start)))
-            .update_expression("ADD ce :ce, pr :pr, #kce :ce, #kpr :pr SET expires_at = :exp")
+            .update_expression("ADD ce :ce, pr :pr, #kce :ce, #kpr :pr SET expires_at = if_not_exists(expires_at, :exp)")
             .expression_attribute_names("#kce", format!("ce_{key_id}"))
             .expression_attribute_names("#kpr", format!("pr_{key_id}"))
             .expression_attribute_values(":ce", n(u8::from(client_error)))

@@ -74,6 +74,12 @@ impl Accounts for Dynamo {
             set.push("request_budget_per_min = :b");
             u = u.expression_attribute_values(":b", n(b));
         }
+        if let Some(t) = &change.sla_terms {
+            set.push("sla_terms = :sla");
+            let v = serde_dynamo::to_attribute_value(t)
+                .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+            u = u.expression_attribute_values(":sla", v);
+        }
         if set.is_empty() {
             return Accounts::get(self, account_id).await;
         }

@@ -8,6 +8,7 @@ mod batches;
 mod exports;
 mod money;
 mod requests;
+mod sla;
 mod tasks;
 mod webhooks;
 
@@ -54,6 +55,42 @@ impl Dynamo {
             clock,
             random,
         }
+    }
+
+    /// Consistent reads of many items by key, 100 to a `BatchGetItem`, retrying the keys
+    /// DynamoDB leaves unprocessed after a backoff. Items that do not exist are left out.
+    async fn batch_get(&self, table: &str, keys: Vec<Item>) -> PortResult<Vec<Item>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(100) {
+            let mut pending = Some(
+                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_err("KeysAndAttributes", e))?,
+            );
+            let mut attempt = 0u32;
+            while let Some(ka) = pending.take() {
+                let resp = self
+                    .ddb
+                    .batch_get_item()
+                    .request_items(table, ka)
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchGetItem", e))?;
+                out.extend(
+                    resp.responses
+                        .and_then(|mut r| r.remove(table))
+                        .unwrap_or_default(),
+                );
+                pending = resp.unprocessed_keys.and_then(|mut m| m.remove(table));
+                if pending.is_some() {
+                    attempt += 1;
+                    self.backoff(attempt).await;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A consistent `GetItem`.
@@ -127,6 +164,7 @@ impl Dynamo {
             ),
             NewRecord::Export(x) => (&self.t.exports, to_item::<ExportRecord>(x)?, "account_id"),
             NewRecord::ApiKey(k) => (&self.t.api_keys, to_item::<ApiKeyRecord>(k)?, "key_hash"),
+            NewRecord::SlaClose(c) => (&self.t.sla, sla::close_item(c)?, "pk"),
         };
         put_new_item(table, item, key_attr)
     }

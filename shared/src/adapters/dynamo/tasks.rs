@@ -1,13 +1,13 @@
 //! The Tasks table (`batch_id`, `idx`) and the Progress table (`batch_id`, `shard`): a batch's
 //! task records and its progress shards with the exactly-once end marks.
 
-use super::{applied, build, dynamo_err, from_item, n, s, to_item, Dynamo, Item, Query};
+use super::{applied, build, from_item, n, s, to_item, Dynamo, Item, Query};
 use crate::domain::task::{shard_count, shard_len, shard_of, Outcome};
 use crate::ports::records::{ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, Tasks};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use std::collections::HashMap;
 
 fn task_key(batch_id: &str, idx: u32) -> Item {
@@ -75,42 +75,12 @@ impl Tasks for Dynamo {
     }
 
     async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>> {
-        let mut out = Vec::new();
-        for chunk in idxs.chunks(100) {
-            let keys: Vec<Item> = chunk.iter().map(|i| task_key(batch_id, *i)).collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| super::build_err("KeysAndAttributes", e))?,
-            );
-            let mut attempt = 0u32;
-            while let Some(ka) = pending.take() {
-                let resp = self
-                    .ddb
-                    .batch_get_item()
-                    .request_items(&self.t.tasks, ka)
-                    .send()
-                    .await
-                    .map_err(|e| dynamo_err("BatchGetItem", e))?;
-                for item in resp
-                    .responses
-                    .and_then(|mut r| r.remove(&self.t.tasks))
-                    .unwrap_or_default()
-                {
-                    out.push(from_item(item)?);
-                }
-                pending = resp
-                    .unprocessed_keys
-                    .and_then(|mut m| m.remove(&self.t.tasks));
-                if pending.is_some() {
-                    attempt += 1;
-                    self.backoff(attempt).await;
-                }
-            }
-        }
-        Ok(out)
+        let keys: Vec<Item> = idxs.iter().map(|i| task_key(batch_id, *i)).collect();
+        self.batch_get(&self.t.tasks, keys)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 
     async fn put_missing(&self, tasks: &[TaskRecord]) -> PortResult<usize> {

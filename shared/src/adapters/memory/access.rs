@@ -19,6 +19,8 @@ pub(crate) struct Window {
     n: Option<u64>,
     ce: u64,
     pr: u64,
+    /// 5xx answers (`se`), counted for the SLA.
+    se: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +35,28 @@ fn windows(account_id: &str, key_id: &str, window_start: i64) -> (String, String
     let a = format!("a#{account_id}#{window_start}");
     let k = format!("{a}#{key_id}");
     (a, k)
+}
+
+impl super::State {
+    pub(crate) fn add_window_server_error(&mut self, account_id: &str, minute_ms: i64) {
+        let k = format!("a#{account_id}#{minute_ms}");
+        let mut w = self.windows.get(&k).cloned().unwrap_or_default();
+        w.se += 1;
+        self.windows.put(k, w);
+    }
+
+    pub(crate) fn window_counts(
+        &self,
+        account_id: &str,
+        minute_ms: i64,
+    ) -> Option<crate::domain::sla::MinuteCounts> {
+        let w = self.windows.get(&format!("a#{account_id}#{minute_ms}"))?;
+        Some(crate::domain::sla::MinuteCounts {
+            admitted: w.n.unwrap_or(0),
+            client_errors: w.ce,
+            server_errors: w.se,
+        })
+    }
 }
 
 impl Memory {

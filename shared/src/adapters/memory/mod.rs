@@ -14,6 +14,7 @@ mod money;
 mod pipeline;
 mod queue;
 mod sealer;
+mod sla;
 mod webhooks;
 
 pub use blobs::MemoryBlobs;
@@ -148,6 +149,9 @@ pub(crate) struct State {
     pub events: Table<Key2, EventRecord>,
     pub deliveries: Table<Key2, DeliveryRecord>,
     pub exports: Table<Key2, ExportRecord>,
+    pub sla_months: BTreeMap<Key2, crate::ports::sla::SlaMonth>,
+    pub probes: BTreeMap<String, sla::Probes>,
+    pub sla_closes: Table<Key2, crate::ports::sla::SlaCloseRecord>,
 }
 
 impl State {
@@ -169,6 +173,7 @@ impl State {
         self.events.catch_up();
         self.deliveries.catch_up();
         self.exports.catch_up();
+        self.sla_closes.catch_up();
     }
 }
 

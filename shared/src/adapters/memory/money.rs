@@ -38,6 +38,9 @@ impl State {
                 .exports
                 .contains(&(x.account_id.clone(), x.export_id.clone())),
             NewRecord::ApiKey(k) => self.keys.contains(&k.key_hash),
+            NewRecord::SlaClose(c) => self
+                .sla_closes
+                .contains(&(c.account_id.clone(), c.month.clone())),
         }
     }
 
@@ -58,6 +61,9 @@ impl State {
                 .exports
                 .put((x.account_id.clone(), x.export_id.clone()), x),
             NewRecord::ApiKey(k) => self.keys.put(k.key_hash.clone(), k),
+            NewRecord::SlaClose(c) => self
+                .sla_closes
+                .put((c.account_id.clone(), c.month.clone()), c),
         }
     }
 
@@ -335,6 +341,9 @@ impl Accounts for Memory {
             }
             if let Some(b) = change.request_budget_per_min {
                 a.request_budget_per_min = Some(b);
+            }
+            if let Some(t) = &change.sla_terms {
+                a.sla_terms = Some(t.clone());
             }
             a.clone()
         }))

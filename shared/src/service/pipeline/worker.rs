@@ -543,6 +543,9 @@ pub async fn end(
                     task.task_id
                 )));
             }
+            // Whoever landed the mark adds the task to the SLA figures: once.
+            let ended_ms = task.ended_ms.unwrap_or_else(|| svc.now_ms());
+            crate::service::sla::record_task_end(svc, &task, outcome, ended_ms).await;
             outcome
         }
     };

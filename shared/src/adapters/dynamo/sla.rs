@@ -1,0 +1,300 @@
+//! The SLA table: one item per account and month (`acct#{id}` / `m#{YYYY-MM}`) gathering
+//! atomic adds from task ends and 5xx answers, one per month for the probe (`probe` /
+//! `m#{YYYY-MM}`), and each account-month's close (`acct#{id}` / `close#{YYYY-MM}`), created
+//! once inside the compensation's transaction. Attribute names carry what they count:
+//! `p_{model}_{bucket}` processing, `q_{model}_{bucket}` queue, `f_{model}` platform
+//! failures, `x_{model}_{cause}` exclusions, `e_{minute}` 5xx answers, `f_{minute}` a failed
+//! probe minute.
+
+use super::{applied, dynamo_err, from_item, n, num, s, to_item, Dynamo, Item};
+use crate::domain::pricing::Model;
+use crate::domain::sla::{MinuteCounts, TaskClass};
+use crate::ports::sla::{ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
+use crate::ports::PortResult;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::{BTreeMap, HashMap};
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn month_key(account_id: &str, month: &str) -> Item {
+    key(format!("acct#{account_id}"), format!("m#{month}"))
+}
+
+fn close_key(account_id: &str, month: &str) -> Item {
+    key(format!("acct#{account_id}"), format!("close#{month}"))
+}
+
+/// The close record as stored: its fields and the table's key.
+pub(super) fn close_item(r: &SlaCloseRecord) -> PortResult<Item> {
+    let mut item = to_item(r)?;
+    item.extend(close_key(&r.account_id, &r.month));
+    Ok(item)
+}
+
+fn model_of(s: &str) -> Option<Model> {
+    s.parse().ok()
+}
+
+/// Reads a month item's attributes back into what they count.
+fn parse_month(item: &Item) -> SlaMonth {
+    let mut m = SlaMonth::default();
+    for (name, v) in item {
+        let AttributeValue::N(count) = v else {
+            continue;
+        };
+        let Ok(count) = count.parse::<u64>() else {
+            continue;
+        };
+        let Some((kind, rest)) = name.split_once('_') else {
+            continue;
+        };
+        match kind {
+            "p" | "q" => {
+                let Some((model, bucket)) = rest.rsplit_once('_') else {
+                    continue;
+                };
+                let (Some(model), Ok(bucket)) = (model_of(model), bucket.parse::<u32>()) else {
+                    continue;
+                };
+                let h = if kind == "p" {
+                    m.processing.entry(model).or_default()
+                } else {
+                    m.queue.entry(model).or_default()
+                };
+                h.counts.insert(bucket, count);
+            }
+            "f" => {
+                if let Some(model) = model_of(rest) {
+                    m.platform_failures.insert(model, count);
+                }
+            }
+            "x" => {
+                let Some((model, cause)) = rest.split_once('_') else {
+                    continue;
+                };
+                if let Some(model) = model_of(model) {
+                    m.excluded.insert((model, cause.to_string()), count);
+                }
+            }
+            "e" => {
+                if let Ok(minute) = rest.parse::<i64>() {
+                    m.server_errors.insert(minute, count);
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+#[async_trait]
+impl Sla for Dynamo {
+    async fn add_task(
+        &self,
+        account_id: &str,
+        month: &str,
+        model: Model,
+        class: &TaskClass,
+    ) -> PortResult<()> {
+        let bucket = crate::domain::sla::bucket_of;
+        let mut adds = Vec::new();
+        let mut names = HashMap::new();
+        let mut name = |n: String| {
+            let p = format!("#a{}", names.len());
+            names.insert(p.clone(), n);
+            p
+        };
+        match class {
+            TaskClass::Measured {
+                processing_ms,
+                queue_ms,
+                platform_failure,
+            } => {
+                adds.push(name(format!("p_{model}_{}", bucket(*processing_ms))));
+                adds.push(name(format!("q_{model}_{}", bucket(*queue_ms))));
+                if *platform_failure {
+                    adds.push(name(format!("f_{model}")));
+                }
+            }
+            TaskClass::Excluded { cause, queue_ms } => {
+                adds.push(name(format!("x_{model}_{}", cause.as_str())));
+                if let Some(q) = queue_ms {
+                    adds.push(name(format!("q_{model}_{}", bucket(*q))));
+                }
+            }
+        }
+        let expr = adds
+            .iter()
+            .map(|a| format!("{a} :one"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.ddb
+            .update_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(month_key(account_id, month)))
+            .update_expression(format!("ADD {expr}"))
+            .set_expression_attribute_names(Some(names))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn add_server_error(
+        &self,
+        account_id: &str,
+        minute_ms: i64,
+        keep_until_ms: i64,
+    ) -> PortResult<()> {
+        // The minute's counts stay until the month is closed; everything else in the rate
+        // window table expires within minutes.
+        self.ddb
+            .update_item()
+            .table_name(&self.t.rate_limits)
+            .key(
+                "pk",
+                s(super::access::account_window(account_id, minute_ms)),
+            )
+            .update_expression("ADD se :one SET expires_at = :keep")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":keep", n(keep_until_ms / 1_000))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        let month = crate::domain::time::month_of(minute_ms);
+        self.ddb
+            .update_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(month_key(account_id, &month)))
+            .update_expression("ADD #e :one")
+            .expression_attribute_names("#e", format!("e_{minute_ms}"))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn minutes(
+        &self,
+        account_id: &str,
+        minutes: &[i64],
+    ) -> PortResult<BTreeMap<i64, MinuteCounts>> {
+        let keys = minutes
+            .iter()
+            .map(|m| {
+                HashMap::from([(
+                    "pk".to_string(),
+                    s(super::access::account_window(account_id, *m)),
+                )])
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for item in self.batch_get(&self.t.rate_limits, keys).await? {
+            let Some(AttributeValue::S(pk)) = item.get("pk") else {
+                continue;
+            };
+            let Some(minute) = pk.rsplit('#').next().and_then(|m| m.parse().ok()) else {
+                continue;
+            };
+            out.insert(
+                minute,
+                MinuteCounts {
+                    admitted: num(&item, "n"),
+                    client_errors: num(&item, "ce"),
+                    server_errors: num(&item, "se"),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn month(&self, account_id: &str, month: &str) -> PortResult<SlaMonth> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(month_key(account_id, month)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        Ok(out.item.as_ref().map(parse_month).unwrap_or_default())
+    }
+
+    async fn record_probe(&self, minute_ms: i64, failure: Option<&str>) -> PortResult<()> {
+        let month = crate::domain::time::month_of(minute_ms);
+        let k = key("probe".into(), format!("m#{month}"));
+        let u = self
+            .ddb
+            .update_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(k));
+        let res = match failure {
+            // A minute counts once as ok: only a later minute moves `last_ok`.
+            None => {
+                u.update_expression("SET last_ok = :m ADD ok :one")
+                    .condition_expression("attribute_not_exists(last_ok) OR last_ok < :m")
+                    .expression_attribute_values(":m", n(minute_ms))
+                    .expression_attribute_values(":one", n(1))
+                    .send()
+                    .await
+            }
+            // The first failure seen in a minute is the one kept.
+            Some(detail) => {
+                u.update_expression("SET #f = if_not_exists(#f, :d)")
+                    .expression_attribute_names("#f", format!("f_{minute_ms}"))
+                    .expression_attribute_values(
+                        ":d",
+                        s(detail.chars().take(300).collect::<String>()),
+                    )
+                    .send()
+                    .await
+            }
+        };
+        applied(res, "UpdateItem").map(|_| ())
+    }
+
+    async fn probes(&self, month: &str) -> PortResult<ProbeMonth> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(key("probe".into(), format!("m#{month}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        let item = out.item.unwrap_or_default();
+        let mut p = ProbeMonth {
+            ok_minutes: num(&item, "ok"),
+            ..Default::default()
+        };
+        for (name, v) in &item {
+            if let (Some(minute), AttributeValue::S(detail)) = (
+                name.strip_prefix("f_").and_then(|m| m.parse::<i64>().ok()),
+                v,
+            ) {
+                p.failed.insert(minute, detail.clone());
+            }
+        }
+        Ok(p)
+    }
+
+    async fn closed(&self, account_id: &str, month: &str) -> PortResult<Option<SlaCloseRecord>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(close_key(account_id, month)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        out.item.map(from_item::<SlaCloseRecord>).transpose()
+    }
+}

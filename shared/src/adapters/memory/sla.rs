@@ -1,0 +1,156 @@
+//! The SLA measurements in memory: the same adds and reads as the DynamoDB adapter.
+
+use super::Memory;
+use crate::domain::pricing::Model;
+use crate::domain::sla::{bucket_of, MinuteCounts, TaskClass};
+use crate::ports::sla::{ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
+use crate::ports::PortResult;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+/// The probe's month: the minutes counted ok (up to `last_ok`), the failed ones.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Probes {
+    month: ProbeMonth,
+    last_ok: Option<i64>,
+}
+
+#[async_trait]
+impl Sla for Memory {
+    async fn add_task(
+        &self,
+        account_id: &str,
+        month: &str,
+        model: Model,
+        class: &TaskClass,
+    ) -> PortResult<()> {
+        self.pause().await;
+        let mut st = self.lock();
+        let m = st
+            .sla_months
+            .entry((account_id.to_string(), month.to_string()))
+            .or_default();
+        match class {
+            TaskClass::Measured {
+                processing_ms,
+                queue_ms,
+                platform_failure,
+            } => {
+                *m.processing
+                    .entry(model)
+                    .or_default()
+                    .counts
+                    .entry(bucket_of(*processing_ms))
+                    .or_default() += 1;
+                *m.queue
+                    .entry(model)
+                    .or_default()
+                    .counts
+                    .entry(bucket_of(*queue_ms))
+                    .or_default() += 1;
+                if *platform_failure {
+                    *m.platform_failures.entry(model).or_default() += 1;
+                }
+            }
+            TaskClass::Excluded { cause, queue_ms } => {
+                *m.excluded
+                    .entry((model, cause.as_str().to_string()))
+                    .or_default() += 1;
+                if let Some(q) = queue_ms {
+                    *m.queue
+                        .entry(model)
+                        .or_default()
+                        .counts
+                        .entry(bucket_of(*q))
+                        .or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_server_error(
+        &self,
+        account_id: &str,
+        minute_ms: i64,
+        _keep_until_ms: i64,
+    ) -> PortResult<()> {
+        self.pause().await;
+        let mut st = self.lock();
+        st.add_window_server_error(account_id, minute_ms);
+        let month = crate::domain::time::month_of(minute_ms);
+        *st.sla_months
+            .entry((account_id.to_string(), month))
+            .or_default()
+            .server_errors
+            .entry(minute_ms)
+            .or_default() += 1;
+        Ok(())
+    }
+
+    async fn minutes(
+        &self,
+        account_id: &str,
+        minutes: &[i64],
+    ) -> PortResult<BTreeMap<i64, MinuteCounts>> {
+        self.pause().await;
+        let st = self.lock();
+        Ok(minutes
+            .iter()
+            .filter_map(|m| st.window_counts(account_id, *m).map(|c| (*m, c)))
+            .collect())
+    }
+
+    async fn month(&self, account_id: &str, month: &str) -> PortResult<SlaMonth> {
+        self.pause().await;
+        Ok(self
+            .lock()
+            .sla_months
+            .get(&(account_id.to_string(), month.to_string()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn record_probe(&self, minute_ms: i64, failure: Option<&str>) -> PortResult<()> {
+        self.pause().await;
+        let mut st = self.lock();
+        let p = st
+            .probes
+            .entry(crate::domain::time::month_of(minute_ms))
+            .or_default();
+        match failure {
+            None => {
+                if p.last_ok.is_none_or(|l| l < minute_ms) {
+                    p.last_ok = Some(minute_ms);
+                    p.month.ok_minutes += 1;
+                }
+            }
+            Some(detail) => {
+                p.month
+                    .failed
+                    .entry(minute_ms)
+                    .or_insert_with(|| detail.chars().take(300).collect());
+            }
+        }
+        Ok(())
+    }
+
+    async fn probes(&self, month: &str) -> PortResult<ProbeMonth> {
+        self.pause().await;
+        Ok(self
+            .lock()
+            .probes
+            .get(month)
+            .map(|p| p.month.clone())
+            .unwrap_or_default())
+    }
+
+    async fn closed(&self, account_id: &str, month: &str) -> PortResult<Option<SlaCloseRecord>> {
+        self.pause().await;
+        Ok(self
+            .lock()
+            .sla_closes
+            .get(&(account_id.to_string(), month.to_string()))
+            .cloned())
+    }
+}
