@@ -890,6 +890,23 @@ impl TestApp {
         self.post(path, &self.operator, body).await
     }
 
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        self.get(path, &self.operator).await
+    }
+
+    /// A GET whose answer is text (a printable page, a CSV).
+    pub async fn get_text(&self, path: &str, key: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
     /// A pay-as-you-go account with `credits` granted and one key. Returns (account, key).
     pub async fn account_with(&self, credits: i64) -> (String, String) {
         self.account_with_concurrency(credits, 4).await

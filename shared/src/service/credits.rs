@@ -331,6 +331,8 @@ pub async fn ledger(
     account_id: &str,
     p: &LedgerParams,
 ) -> Result<Page<LedgerEntryView>, ServiceError> {
+    // Where the SLA tests break a read the way a failing dependency would (a 500).
+    svc.faults.check("ledger.read")?;
     let limit = super::parse_limit(p.limit.as_deref())?;
     let kind = p
         .kind

@@ -105,6 +105,8 @@ pub struct Statement {
     pub invoices: Vec<Invoice>,
     pub usage_by_model: Vec<ModelUsage>,
     pub batches: Vec<BatchLine>,
+    /// The month's SLA report (availability, processing times, compensation).
+    pub sla_report: String,
     pub generated_at: String,
 }
 
@@ -236,6 +238,7 @@ pub async fn build(
         invoices,
         usage_by_model: usage.into_values().collect(),
         batches: lines,
+        sla_report: format!("/v1/sla/{month}"),
         generated_at: rfc3339_ms(svc.now_ms()),
     })
 }
@@ -370,7 +373,8 @@ fn html(s: &Statement) -> String {
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #999;padding:4px 8px}}.n{{text-align:right}}</style></head><body>\
          <h1>Statement {m}</h1><p>{n} ({id}) — 1 credit = US$0.01 — generated {g}</p>\
-         <table><tr><th>Item</th><th>Detail</th><th>Credits</th><th>US$</th></tr>\n{rows}</table></body></html>",
+         <table><tr><th>Item</th><th>Detail</th><th>Credits</th><th>US$</th></tr>\n{rows}</table>\
+         <p>Service levels this month: <a href=\"/v1/sla/{m}?format=html\">SLA report {m}</a></p></body></html>",
         m = esc(&s.month),
         n = esc(&s.account_name),
         id = esc(&s.account_id),

@@ -15,5 +15,6 @@ mod operators;
 mod pipeline;
 mod providers;
 mod scale;
+mod sla;
 mod timescales;
 mod webhooks;
