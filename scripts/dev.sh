@@ -52,12 +52,16 @@ operator_credential=$(target/debug/devstack operator --name local-admin)
 
 PORT=$port target/debug/api > "$state/api.log" 2>&1 &
 pids+=($!)
-# The task worker, settlement and the sweeper, fed from the emulator's queues with Lambda's
-# SQS semantics (and the sweeper every 20 s here, every minute in AWS).
-SWEEP_EVERY_SECS=20 target/debug/local-runner > "$state/runner.log" 2>&1 &
-pids+=($!)
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "dev: the API did not start; see $state/api.log" >&2; exit 1; }
+# The synthetic probe's own account and read-only key (docs/SLA.md).
+probe_key=$(target/debug/devstack probe-key --api "http://127.0.0.1:$port" --operator-credential "$operator_credential")
+# The task worker, settlement, the sweeper, the month close and the probe, fed from the
+# emulator's queues with Lambda's SQS semantics (the sweeper every 20 s here, every minute
+# in AWS).
+SWEEP_EVERY_SECS=20 PROBE_BASE_URL="http://127.0.0.1:$port" PROBE_API_KEY="$probe_key" \
+  target/debug/local-runner > "$state/runner.log" 2>&1 &
+pids+=($!)
 
 echo
 echo "Local stack is up."

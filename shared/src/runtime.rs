@@ -59,6 +59,14 @@ pub async fn providers_from_env() -> Result<Routes, BoxError> {
     Ok(routes_from_lookup(&get, source)?)
 }
 
+/// The JSON object of string values in a Secrets Manager secret.
+pub async fn secret(arn: &str) -> Result<HashMap<String, String>, BoxError> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok(crate::adapters::secrets::SecretsManager::new(&sdk, arn)
+        .read()
+        .await?)
+}
+
 pub async fn pipeline_from_env() -> Result<Pipeline, BoxError> {
     Ok(Pipeline {
         svc: services_from_env().await?,

@@ -98,7 +98,7 @@ fn unique_prefix() -> String {
 /// The functions of template.yaml, each with the access key id suffix it signs with on the
 /// emulator, so the launcher records what each one needed IAM to allow (see
 /// `tests/tests/roles.rs`). The harness's own reads and set-up sign as `TESTS`.
-pub const FUNCTION_IDENTITIES: [(&str, &str); 7] = [
+pub const FUNCTION_IDENTITIES: [(&str, &str); 8] = [
     ("API", "ApiFunction"),
     ("WORKER", "TaskWorkerFunction"),
     ("SETTLE", "SettlementFunction"),
@@ -106,6 +106,7 @@ pub const FUNCTION_IDENTITIES: [(&str, &str); 7] = [
     ("WEBHOOKS", "WebhookDispatchFunction"),
     ("EXPORT", "ExportFunction"),
     ("MONTHCLOSE", "MonthCloseFunction"),
+    ("PROBE", "ProbeFunction"),
 ];
 
 /// Fresh AWS-backed ports on the emulator: their own tables, queues and bucket, created from
@@ -278,6 +279,7 @@ struct Functions {
     webhooks: Services,
     export: Services,
     month_close: Services,
+    probe: Services,
 }
 
 pub struct TestApp {
@@ -467,6 +469,7 @@ impl TestApp {
             webhooks: function("WEBHOOKS").await,
             export: function("EXPORT").await,
             month_close: function("MONTHCLOSE").await,
+            probe: function("PROBE").await,
         };
         let api_svc = function("API").await;
         let app = api::app(api_svc.clone());
@@ -797,6 +800,15 @@ impl TestApp {
                 .expect("bytes")
                 .to_vec(),
         }
+    }
+
+    /// One run of the synthetic probe against `base` (this app's API, or anything else).
+    pub async fn probe(&self, base: &str, key: Option<String>) -> Option<String> {
+        probe::Probe::new(base, key)
+            .expect("probe")
+            .run(&self.fns.probe)
+            .await
+            .expect("record the probe")
     }
 
     /// What the month-close function does on its schedule, for `month`.

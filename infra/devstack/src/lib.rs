@@ -115,7 +115,8 @@ impl Template {
     /// Every variable the functions see: `Globals.Function.Environment.Variables` and each
     /// function's own, with `!Ref`s resolved through `refs` (what `!Ref` of each created
     /// resource gives: a table or bucket name, a queue URL) or to the parameter's default.
-    /// Variables that name parameters without a default (secrets) are left to the caller.
+    /// Variables that name parameters without a default (secrets) and those built with
+    /// `!Sub` from the deployed stack (URLs) are left to the caller.
     pub fn environment(
         &self,
         refs: &BTreeMap<String, String>,
@@ -157,6 +158,9 @@ impl Template {
                 (None, plain) => {
                     yaml_scalar(plain).ok_or_else(|| bad(format!("{name}: unsupported value")))?
                 }
+                // A URL built from the deployed stack (the probe's target, the API's own
+                // address): the local stack knows it only once it runs, so its runner sets it.
+                (Some("Sub"), _) => continue,
                 (Some(tag), _) => {
                     return Err(bad(format!("{name}: !{tag} is not supported locally")))
                 }

@@ -315,3 +315,62 @@ async fn operators_set_the_sla_terms_and_bad_terms_are_refused() {
     let junk = app.get("/v1/sla/2026-13", &key).await;
     assert_eq!((junk.status, junk.code()), (404, "not_found"));
 }
+
+#[tokio::test]
+async fn the_probe_sees_a_stopped_api_as_downtime_for_every_account() {
+    let app = TestApp::spawn().await;
+    let month = next_month(&app);
+    let (_, probe_key) = app.account_with(0).await;
+    let (_, key) = app.account_with(0).await;
+    // A stopped API: nothing listens where it was.
+    let stopped = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    next_minute(&app);
+    assert_eq!(app.probe(&app.base, Some(probe_key.clone())).await, None);
+    assert_eq!(app.probe(&app.base, Some(probe_key.clone())).await, None);
+    next_minute(&app);
+    assert_eq!(
+        app.probe(&stopped, Some(probe_key.clone()))
+            .await
+            .as_deref(),
+        Some("GET /health: could not connect")
+    );
+    next_minute(&app);
+    // An answer that is not the right one fails the minute too.
+    assert_eq!(
+        app.probe(
+            &app.base,
+            Some("vgk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into())
+        )
+        .await
+        .as_deref(),
+        Some("GET /v1/credits: status 401")
+    );
+    next_minute(&app);
+    assert_eq!(app.probe(&app.base, Some(probe_key)).await, None);
+    next_minute(&app);
+
+    let r = app.get(&format!("/v1/sla/{month}"), &key).await.body;
+    let a = &r["availability"];
+    assert_eq!(
+        (
+            a["probe_ok_minutes"].clone(),
+            a["probe_failed_minutes"].clone()
+        ),
+        (json!(2), json!(2)),
+        "{a}"
+    );
+    assert_eq!(a["down_minutes"], 2);
+    assert_eq!(
+        a["downtime"][0]["causes"][0],
+        json!({"cause": "probe_failed", "detail": "GET /health: could not connect"})
+    );
+    let platform = app.admin_get(&format!("/admin/v1/sla/{month}")).await.body;
+    assert_eq!(platform["probe_failed_minutes"], 2);
+    assert_eq!(
+        platform["probe_failures"][1]["causes"][0]["detail"],
+        "GET /v1/credits: status 401"
+    );
+}

@@ -9,6 +9,9 @@
 //!   it once; `--rotate` gives an existing operator a new one and revokes the old (for a
 //!   lost credential). From then on operators manage each other through
 //!   `/admin/v1/operators`.
+//! - `devstack probe-key --api URL --operator-credential vgo_...`: opens the synthetic probe's
+//!   account and prints a read-only key for it (in the cloud that key goes in the secret
+//!   `ProbeKeySecretArn` names).
 //! - `devstack demo --api URL --operator-credential vgo_...`: opens a demo account through the
 //!   operator API, grants it a prepaid pack, issues a key and prints how to use it.
 
@@ -36,7 +39,8 @@ async fn main() -> ExitCode {
         "bootstrap" => bootstrap(&flags).await,
         "demo" => demo(&flags).await,
         "operator" => operator(&flags).await,
-        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack operator --name NAME [--rotate] | devstack demo --api URL --operator-credential C".into()),
+        "probe-key" => probe_key(&flags).await,
+        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack operator --name NAME [--rotate] | devstack demo --api URL --operator-credential C | devstack probe-key --api URL --operator-credential C".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +113,30 @@ async fn call(
         return Err(format!("{url}: {status} {v}"));
     }
     Ok(v)
+}
+
+async fn probe_key(flags: &HashMap<String, String>) -> Result<(), String> {
+    let api = flag(flags, "api")?.trim_end_matches('/').to_string();
+    let token = flag(flags, "operator-credential")?;
+    shared::runtime::ensure_tls();
+    let client = reqwest::Client::new();
+    let account = call(
+        &client,
+        format!("{api}/admin/v1/accounts"),
+        token,
+        json!({"request_id": "sla-probe-account", "name": "Synthetic probe", "plan": "payg", "retention_days": 30, "max_concurrency": 1}),
+    )
+    .await?;
+    let id = account["id"].as_str().ok_or("no account id")?.to_string();
+    let key = call(
+        &client,
+        format!("{api}/admin/v1/accounts/{id}/api-keys"),
+        token,
+        json!({"name": "sla-probe", "scopes": ["read"]}),
+    )
+    .await?;
+    println!("{}", key["secret"].as_str().ok_or("no key secret")?);
+    Ok(())
 }
 
 async fn demo(flags: &HashMap<String, String>) -> Result<(), String> {

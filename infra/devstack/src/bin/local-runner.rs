@@ -1,7 +1,8 @@
 //! Runs the task worker, settlement, webhook dispatch, the sweeper and the month close locally
 //! against the emulator, with Lambda's event semantics (see `devstack::pump`): an SQS poller
 //! per queue handing batches of up to ten messages to the functions' own handlers, the
-//! sweeper on a timer, and the month close at start and every hour (daily in AWS).
+//! sweeper on a timer, the month close at start and every hour (daily in AWS), and the
+//! synthetic probe every minute when `PROBE_BASE_URL` names the API (with `PROBE_API_KEY`).
 //! Configured by the same environment as the functions (scripts/dev.sh writes it).
 
 use devstack::pump::pump_round;
@@ -105,6 +106,22 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
             }
         })
     };
+    let probe = match std::env::var("PROBE_BASE_URL") {
+        Ok(base) => {
+            let probe = probe::Probe::new(&base, std::env::var("PROBE_API_KEY").ok())?;
+            let svc = p.svc.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = probe.run(&svc).await {
+                        tracing::error!(error = %e, "probe");
+                    }
+                }
+            })
+        }
+        Err(_) => tokio::spawn(std::future::pending()),
+    };
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(sweep_every));
         loop {
@@ -122,6 +139,7 @@ async fn main() -> Result<(), shared::runtime::BoxError> {
         r = exports => tracing::error!(?r, "exports poller ended"),
         r = sweep => tracing::error!(?r, "sweeper ended"),
         r = close => tracing::error!(?r, "month close ended"),
+        r = probe => tracing::error!(?r, "probe ended"),
     }
     Ok(())
 }
