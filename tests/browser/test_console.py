@@ -215,7 +215,8 @@ def test_every_page_in_both_languages_is_captured_and_chinese_renders(watched, a
         sign_in(w, account["admin"])
         for name, route in [("overview", "overview"), ("ledger", "ledger"), ("batches", "batches"),
                             ("batch", f"batches/{b['id']}"), ("keys", "keys"), ("webhooks", "webhooks"),
-                            ("exports", "exports"), ("statements", "statements"), ("usage", "usage")]:
+                            ("exports", "exports"), ("statements", "statements"), ("sla", "sla"),
+                            ("usage", "usage")]:
             w.page.goto(f"{API}/console#/{route}")
             w.page.wait_for_selector("main .loading", state="detached")
             w.shot(name, lang)
@@ -308,3 +309,41 @@ def test_a_read_only_pass_shows_a_terminated_account_and_changes_nothing(watched
     assert status in (401, 403) and body["error"]["code"] == "account_terminated", (status, body)
     status, body = call("POST", "/v1/console/sessions", pass_, {})
     assert status == 401, (status, body)
+
+
+def test_the_service_level_page_shows_the_apis_report_in_both_languages(watched):
+    # An account with settled work: its processing figures are on the page as the API gives them.
+    _, key = fresh_account("sla")
+    batch_of(key, 10, "sla")
+    w = watched
+    for lang in ("en", "zh-CN"):
+        w.open("", lang)
+        sign_in(w, key)
+        w.page.click("#nav a[data-route=sla]")
+        w.page.wait_for_selector("#sla-availability")
+        month = w.page.input_value("#sla-month")
+        api = ok(call("GET", f"/v1/sla/{month}", key))
+        a = api["availability"]
+        assert f"{a['availability_percent']} %" in w.page.inner_text("#sla-availability")
+        sora = w.page.inner_text("#sla tr[data-model=sora-2]")
+        assert "sora-2" in sora
+        issued = w.page.inner_text("#sla-issued")
+        if lang == "zh-CN":
+            assert "服务等级" in w.page.inner_text("#nav")
+            assert "月结" in issued
+        else:
+            assert "Not yet" in issued
+        w.shot("sla-report", lang)
+        w.page.click("#signout")
+        w.page.wait_for_selector("#key")
+    # A month that has not begun: the page says why, in the notice, and keeps the form.
+    w.open()
+    sign_in(w, key)
+    w.page.click("#nav a[data-route=sla]")
+    w.page.wait_for_selector("#sla-availability")
+    w.page.fill("#sla-month", "2999-01")
+    w.page.click("form.filters button[type=submit]")
+    w.page.wait_for_selector("#notice:not(:empty)")
+    assert "not begun" in w.page.inner_text("#notice")
+    assert w.page.input_value("#sla-month") == "2999-01"
+

@@ -3020,4 +3020,95 @@ pub async fn sla(p: &Ports) {
         .expect("read")
         .expect("account");
     assert_eq!(a.balance, Credits(1_500), "nothing moved twice");
+
+    // Platform failures by minute and account, across hours; one open incident at a time.
+    use shared::ports::sla::Incident;
+    let h = 1_795_000_000_000 / 3_600_000 * 3_600_000;
+    for (acct, minute) in [
+        ("acct_x", h + 59 * 60_000),
+        ("acct_x", h + 59 * 60_000),
+        ("acct_y", h + 60 * 60_000),
+    ] {
+        p.sla
+            .add_platform_failure(acct, minute)
+            .await
+            .expect("count");
+    }
+    let per = |v: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+        v.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+    };
+    assert_eq!(
+        p.sla
+            .platform_failures(h, h + 7_200_000)
+            .await
+            .expect("read"),
+        std::collections::BTreeMap::from([
+            (h + 59 * 60_000, per(&[("acct_x", 2)])),
+            (h + 60 * 60_000, per(&[("acct_y", 1)])),
+        ])
+    );
+    assert_eq!(
+        p.sla
+            .platform_failures(h + 60 * 60_000, h + 61 * 60_000)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+    let inc = Incident {
+        incident_id: "inc_1".into(),
+        started_ms: h,
+        ended_ms: None,
+        last_failure_ms: h + 59 * 60_000,
+        accounts: per(&[("acct_x", 2)]),
+    };
+    let other = Incident {
+        incident_id: "inc_2".into(),
+        ..inc.clone()
+    };
+    assert_eq!(p.sla.open_incident().await.expect("read"), None);
+    assert!(p.sla.start_incident(&inc).await.expect("start"));
+    assert!(
+        !p.sla.start_incident(&other).await.expect("start"),
+        "one at a time"
+    );
+    let mut grown = inc.clone();
+    grown.accounts = per(&[("acct_x", 2), ("acct_y", 1)]);
+    assert!(p.sla.update_incident(&grown).await.expect("update"));
+    assert!(!p.sla.update_incident(&other).await.expect("update"));
+    assert_eq!(
+        p.sla.open_incident().await.expect("read"),
+        Some(grown.clone())
+    );
+    let mut ended = grown.clone();
+    ended.ended_ms = Some(h + 61 * 60_000);
+    assert!(!p
+        .sla
+        .end_incident(&Incident {
+            ended_ms: Some(1),
+            ..other
+        })
+        .await
+        .expect("end"));
+    assert!(p.sla.end_incident(&ended).await.expect("end"));
+    assert!(
+        !p.sla.end_incident(&ended).await.expect("end"),
+        "closed once"
+    );
+    assert_eq!(p.sla.open_incident().await.expect("read"), None);
+    assert_eq!(
+        p.sla
+            .incidents(h + 60 * 60_000, h + 120 * 60_000)
+            .await
+            .expect("read"),
+        vec![ended.clone()]
+    );
+    assert_eq!(
+        p.sla
+            .incidents(h + 61 * 60_000, h + 120 * 60_000)
+            .await
+            .expect("read"),
+        vec![],
+        "it ended before"
+    );
 }

@@ -14,6 +14,7 @@ const customerNav = [
   ['webhooks', 'nav_webhooks', 'admin'],
   ['exports', 'nav_exports'],
   ['statements', 'nav_statements'],
+  ['sla', 'nav_sla'],
   ['usage', 'nav_usage', 'admin'],
 ];
 
@@ -69,6 +70,7 @@ async function route() {
       webhooks: pages.webhooks,
       exports: pages.exports,
       statements: pages.statements,
+      sla: pages.sla,
       usage: pages.usage,
     }[parts[0] || 'overview'];
     await (page || pages.overview)(main);

@@ -687,14 +687,19 @@ function modelForm(model) {
 
 // ---- statements and reconciliation ------------------------------------------------------
 
-export async function statements(main) {
+// A month picker set to the current UTC month.
+function monthInput(id) {
   const now = new Date();
-  const month = h('input', {
-    id: 'statement-month',
+  return h('input', {
+    id,
     type: 'month',
     value: `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, '0')}`,
     required: true,
   });
+}
+
+export async function statements(main) {
+  const month = monthInput('statement-month');
   const shown = h('div', { id: 'statement' });
   const show = async () => {
     const m = month.value;
@@ -734,6 +739,77 @@ export async function statements(main) {
       },
     }, field(t('month'), month), button),
     shown, recon);
+}
+
+// ---- service levels (contract 3; docs/SLA.md) ------------------------------------------------
+
+function seconds(f) {
+  if (!f) return '—';
+  const s = (ms) => num(Math.round(ms / 100) / 10);
+  return `${s(f.ms)} s (${s(f.low_ms)}–${s(f.high_ms)})`;
+}
+
+function cause(c) {
+  if (c.cause === 'server_errors') return t('cause_server_errors', { errors: num(c.server_errors), valid: num(c.valid) });
+  return t('cause_probe_failed', { detail: c.detail });
+}
+
+export async function sla(main) {
+  const month = monthInput('sla-month');
+  const shown = h('div', { id: 'sla' });
+  const show = async () => {
+    const m = month.value;
+    const r = await get(`/v1/sla/${encodeURIComponent(m)}`);
+    const a = r.availability;
+    const c = r.compensation;
+    shown.replaceChildren(
+      h('h2', {}, `${r.account_name} · ${r.month} · ${status(r.status)}`),
+      h('dl', { class: 'figures' },
+        h('dt', {}, t('availability')),
+        h('dd', { id: 'sla-availability', class: a.target_met ? 'ok' : 'error' },
+          `${a.availability_percent} % (${t('target')} ${a.target_percent} %)`),
+        h('dt', {}, t('minutes_down')), h('dd', { id: 'sla-down' }, `${num(a.down_minutes)} / ${num(a.minutes)}`),
+        h('dt', {}, t('trailing_year')), h('dd', {}, `${r.trailing_year.availability_percent} % (${r.trailing_year.from_month} – ${r.trailing_year.to_month})`),
+        h('dt', {}, t('probe_minutes')), h('dd', {}, `${num(a.probe_ok_minutes)} / ${num(a.probe_failed_minutes)}`)),
+      h('h3', {}, t('processing_time')),
+      h('p', { class: 'hint' }, t('relative_error', { e: r.relative_error_percent })),
+      table([t('model'), t('tasks_measured'), 'p50', 'p95', 'p99', t('within_target'), t('queue_time'), t('platform_failures'), t('excluded')],
+        r.processing.map((f) => h('tr', { dataset: { model: f.model } },
+          h('td', {}, f.model), h('td', { class: 'n' }, num(f.tasks)),
+          h('td', {}, seconds(f.p50)), h('td', {}, seconds(f.p95)), h('td', {}, seconds(f.p99)),
+          h('td', { class: f.target_met === false ? 'error' : '' },
+            f.within_target_percent === null ? '—' : `${f.within_target_percent} % (${t('target')} ${num(f.target_ms / 1000)} s)`),
+          h('td', {}, seconds(f.queue_p95)), h('td', { class: 'n' }, num(f.platform_failures)),
+          h('td', {}, Object.entries(f.excluded).map(([k, v]) => `${k}: ${num(v)}`).join(', ') || '—')))),
+      h('h3', {}, t('downtime')),
+      table([t('minute'), t('cause')], a.downtime.map((d) =>
+        h('tr', {}, h('td', {}, when(d.minute)), h('td', {}, d.causes.map(cause).join('; ')))), t('no_downtime')),
+      h('h3', {}, t('incidents')),
+      table([t('started'), t('ended'), t('platform_failures')], r.incidents.map((i) =>
+        h('tr', {}, h('td', {}, when(i.started_at)), h('td', {}, i.ended_at ? when(i.ended_at) : t('ongoing')),
+          h('td', { class: 'n' }, num(i.account_failures ?? i.platform_failures)))), t('no_incidents')),
+      h('h3', {}, t('compensation')),
+      h('dl', { class: 'figures' },
+        h('dt', {}, t('charged_in_month')), h('dd', {}, credits(c.charged)),
+        h('dt', {}, t('percent')), h('dd', {}, `${num(c.percent)} %`),
+        h('dt', {}, t('due')), h('dd', { id: 'sla-due' }, credits(c.due)),
+        h('dt', {}, t('issued')), h('dd', { id: 'sla-issued' },
+          c.issued ? `${credits(c.issued.credits).textContent} · ${c.issued.ledger_entry || '—'} · ${when(c.issued.closed_at)}` : t('not_issued'))),
+      h('p', { class: 'actions' },
+        h('a', { href: `/v1/sla/${encodeURIComponent(m)}?format=html`, target: '_blank', rel: 'noopener' }, t('printable_sla'))),
+    );
+  };
+  const button = h('button', { type: 'submit' }, t('apply'));
+  await show();
+  main.replaceChildren(h('h1', {}, t('nav_sla')),
+    h('form', {
+      class: 'filters',
+      onsubmit: (e) => {
+        e.preventDefault();
+        submitting(button, show);
+      },
+    }, field(t('month'), month), button),
+    shown);
 }
 
 // ---- the usage log (admin) -----------------------------------------------------------------

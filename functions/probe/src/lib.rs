@@ -75,6 +75,15 @@ impl Probe {
             tracing::warn!(failure = %f, "probe: the API did not answer as it should");
         }
         svc.sla.record_probe(minute, failure.as_deref()).await?;
+        // The metric the availability burn-rate alarms watch (template.yaml).
+        shared::service::metrics::emit(
+            svc.now_ms(),
+            "ProbeFailed",
+            "Count",
+            if failure.is_some() { 1.0 } else { 0.0 },
+            &[],
+            serde_json::json!({"failure": failure}),
+        );
         Ok(failure)
     }
 }

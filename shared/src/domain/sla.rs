@@ -207,6 +207,7 @@ pub const TARGET_PPM: u64 = 999_000;
 /// One step of the compensation schedule: availability below `below_ppm` earns `percent` of
 /// the period's charged credits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tier {
     pub below_ppm: u64,
     pub percent: u32,
@@ -216,6 +217,7 @@ pub struct Tier {
 /// contract adds it): a model whose share of tasks within target is below `min_share_ppm`
 /// earns `percent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LatencyTier {
     pub min_share_ppm: u64,
     pub percent: u32,
@@ -432,6 +434,38 @@ pub fn classify(
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Sustained platform failures (contract 3.5: "若因平台原因导致连续性大规模失败").
+
+/// The window over which platform-caused task failures are counted.
+pub const INCIDENT_WINDOW_MS: i64 = 15 * MINUTE_MS;
+/// At least this many platform-caused task failures within the window open an incident.
+pub const INCIDENT_MIN_FAILURES: u64 = 20;
+
+/// What the incident watch does on one look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncidentStep {
+    /// No incident is open and the window stays under the threshold.
+    Quiet,
+    /// Open one: the window reached the threshold.
+    Open,
+    /// The open incident goes on (failures within the window).
+    Continue,
+    /// Close the open incident: no platform failure for a whole window.
+    Close,
+}
+
+/// The rule: `in_window` platform failures in the last window; `open` whether an incident
+/// is open.
+pub fn incident_step(in_window: u64, open: bool) -> IncidentStep {
+    match (open, in_window) {
+        (false, n) if n >= INCIDENT_MIN_FAILURES => IncidentStep::Open,
+        (false, _) => IncidentStep::Quiet,
+        (true, 0) => IncidentStep::Close,
+        (true, _) => IncidentStep::Continue,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,5 +651,13 @@ mod tests {
         ));
         assert_eq!(minute_of(119_999), 60_000);
         assert_eq!(minute_of(-1), -60_000);
+    }
+
+    #[test]
+    fn incidents_open_at_the_threshold_and_close_after_a_quiet_window() {
+        assert_eq!(incident_step(19, false), IncidentStep::Quiet);
+        assert_eq!(incident_step(20, false), IncidentStep::Open);
+        assert_eq!(incident_step(1, true), IncidentStep::Continue);
+        assert_eq!(incident_step(0, true), IncidentStep::Close);
     }
 }

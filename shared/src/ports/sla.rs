@@ -55,6 +55,27 @@ pub struct SlaCloseRecord {
     pub report: String,
 }
 
+/// A sustained platform failure (contract 3.5): from the first platform-caused task failure
+/// of the window that opened it to a whole quiet window after the last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub incident_id: String,
+    pub started_ms: i64,
+    /// `None` while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    /// The start of the last minute with a platform failure.
+    pub last_failure_ms: i64,
+    /// Platform-caused task failures by account, since the start.
+    pub accounts: BTreeMap<String, u64>,
+}
+
+impl Incident {
+    pub fn failures(&self) -> u64 {
+        self.accounts.values().sum()
+    }
+}
+
 #[async_trait]
 pub trait Sla: Send + Sync {
     /// Adds an ended task to its account's month (atomic adds: concurrent ends never lose
@@ -90,4 +111,23 @@ pub trait Sla: Send + Sync {
     async fn probes(&self, month: &str) -> PortResult<ProbeMonth>;
     /// The close of an account's month, if it was closed.
     async fn closed(&self, account_id: &str, month: &str) -> PortResult<Option<SlaCloseRecord>>;
+    /// Counts a platform-caused task failure of `account_id` in the minute `minute_ms`.
+    async fn add_platform_failure(&self, account_id: &str, minute_ms: i64) -> PortResult<()>;
+    /// Platform-caused failures by minute and account, for minutes in `[from_ms, to_ms)`.
+    async fn platform_failures(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> PortResult<BTreeMap<i64, BTreeMap<String, u64>>>;
+    /// The open incident, if any.
+    async fn open_incident(&self) -> PortResult<Option<Incident>>;
+    /// Opens `inc` if no incident is open (false: one is).
+    async fn start_incident(&self, inc: &Incident) -> PortResult<bool>;
+    /// Updates the open incident if it is still `inc.incident_id` (false: it is not).
+    async fn update_incident(&self, inc: &Incident) -> PortResult<bool>;
+    /// Closes the open incident `inc.incident_id` (with its `ended_ms`) and keeps it: false if
+    /// that incident is no longer the open one.
+    async fn end_incident(&self, inc: &Incident) -> PortResult<bool>;
+    /// Closed incidents that started before `to_ms` and ended after `from_ms`, oldest first.
+    async fn incidents(&self, from_ms: i64, to_ms: i64) -> PortResult<Vec<Incident>>;
 }

@@ -13,6 +13,7 @@ pub mod exports;
 pub mod files;
 pub mod idempotency;
 pub mod keys;
+pub mod metrics;
 pub mod models;
 pub mod money;
 pub mod operators;

@@ -8,12 +8,13 @@ use crate::domain::ledger::{entry_id, next_entry, EntryKind};
 use crate::domain::money::Credits;
 use crate::domain::pricing::Model;
 use crate::domain::sla::{
-    self as rules, availability_ppm, below, compensation, minute_of, DownCause, Estimate,
-    Histogram, MinuteCounts, SlaTerms, MINUTE_MS, RELATIVE_ERROR, TARGET_PPM,
+    self as rules, availability_ppm, below, compensation, incident_step, minute_of, DownCause,
+    Estimate, Histogram, IncidentStep, MinuteCounts, SlaTerms, INCIDENT_WINDOW_MS, MINUTE_MS,
+    RELATIVE_ERROR, TARGET_PPM,
 };
 use crate::domain::time::{month_of, rfc3339_ms};
 use crate::ports::records::{AccountRecord, LedgerRecord};
-use crate::ports::sla::{SlaCloseRecord, SlaMonth};
+use crate::ports::sla::{Incident, SlaCloseRecord, SlaMonth};
 use crate::ports::store::{MoneyMove, NewRecord};
 use crate::ports::TimeRange;
 use futures_util::TryStreamExt;
@@ -133,8 +134,48 @@ pub struct Report {
     pub availability: Availability,
     pub trailing_year: YearFigures,
     pub processing: Vec<ModelFigures>,
+    /// Sustained platform failures (contract 3.5) in the month that affected the account.
+    pub incidents: Vec<IncidentView>,
     pub compensation: Compensation,
     pub generated_at: String,
+}
+
+/// An incident as a report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentView {
+    pub id: String,
+    pub started_at: String,
+    /// Null while it goes on.
+    pub ended_at: Option<String>,
+    /// Platform-caused task failures in all.
+    pub platform_failures: u64,
+    pub accounts_affected: u64,
+    /// The report's own account's share (the platform's report: null).
+    pub account_failures: Option<u64>,
+}
+
+impl IncidentView {
+    fn of(i: &Incident, account: Option<&str>) -> Self {
+        IncidentView {
+            id: i.incident_id.clone(),
+            started_at: rfc3339_ms(i.started_ms),
+            ended_at: i.ended_ms.map(rfc3339_ms),
+            platform_failures: i.failures(),
+            accounts_affected: i.accounts.len() as u64,
+            account_failures: account.map(|a| i.accounts.get(a).copied().unwrap_or(0)),
+        }
+    }
+}
+
+/// The incidents that overlap [start, end): closed ones and the open one.
+async fn incidents_in(svc: &Services, start: i64, end: i64) -> Result<Vec<Incident>, ServiceError> {
+    let mut all = svc.sla.incidents(start, end).await?;
+    if let Some(open) = svc.sla.open_incident().await? {
+        if open.started_ms < end {
+            all.push(open);
+        }
+    }
+    Ok(all)
 }
 
 fn percent(ppm: u64) -> String {
@@ -161,10 +202,16 @@ fn previous(month: &str) -> Option<String> {
     Some(month_of(start - 1))
 }
 
-/// The whole minutes of [start, end) that have passed at `now`.
-fn measured_minutes(start: i64, end: i64, now: i64) -> u64 {
-    let until = end.min(minute_of(now));
-    u64::try_from((until - start).max(0) / MINUTE_MS).unwrap_or(0)
+/// The part of the month [start, end) that counts for an account at `now`: from the minute
+/// it was opened (a month it joined part way counts from then) to the last whole minute.
+fn span(account: &AccountRecord, start: i64, end: i64, now: i64) -> (i64, i64) {
+    let from = start.max(minute_of(account.created_ms));
+    (from, end.min(minute_of(now)).max(from))
+}
+
+/// The whole minutes of [from, until).
+fn minutes_of((from, until): (i64, i64)) -> u64 {
+    u64::try_from((until - from).max(0) / MINUTE_MS).unwrap_or(0)
 }
 
 /// The account's down minutes in [start, end) before `now`, each with its causes.
@@ -280,21 +327,22 @@ fn figures(m: &SlaMonth) -> Vec<ModelFigures> {
 /// The availability of one month, from its close record once closed, else as measured.
 async fn month_availability(
     svc: &Services,
-    account_id: &str,
+    account: &AccountRecord,
     month: &str,
     now: i64,
 ) -> Result<(u64, u64), ServiceError> {
+    let account_id = account.account_id.as_str();
     if let Some(c) = svc.sla.closed(account_id, month).await? {
         return Ok((c.minutes, c.down_minutes));
     }
     let (start, end) = period(month)?;
-    if start >= now {
+    let (from, until) = span(account, start, end, now);
+    if from >= until {
         return Ok((0, 0));
     }
     let m = svc.sla.month(account_id, month).await?;
-    let until = end.min(minute_of(now));
-    let (down, _, _) = downtime(svc, account_id, &m, month, start, until).await?;
-    Ok((measured_minutes(start, end, now), down.len() as u64))
+    let (down, _, _) = downtime(svc, account_id, &m, month, from, until).await?;
+    Ok((minutes_of((from, until)), down.len() as u64))
 }
 
 /// The report of `account` for `month` at `now`. 404 for a month that has not begun.
@@ -323,9 +371,9 @@ async fn build(
     }
     let id = account.account_id.as_str();
     let m = svc.sla.month(id, month).await?;
-    let until = end.min(minute_of(now));
-    let (downtime, probe_ok, probe_failed) = downtime(svc, id, &m, month, start, until).await?;
-    let minutes = measured_minutes(start, end, now);
+    let (from, until) = span(account, start, end, now);
+    let (downtime, probe_ok, probe_failed) = downtime(svc, id, &m, month, from, until).await?;
+    let minutes = minutes_of((from, until));
     let down = downtime.len() as u64;
 
     // The trailing year: this month and the eleven before it.
@@ -333,7 +381,7 @@ async fn build(
     let mut from = month.to_string();
     for _ in 0..if with_year { 11 } else { 0 } {
         let Some(prev) = previous(&from) else { break };
-        let (mm, dd) = month_availability(svc, id, &prev, now).await?;
+        let (mm, dd) = month_availability(svc, account, &prev, now).await?;
         year_minutes += mm;
         year_down += dd;
         from = prev;
@@ -387,6 +435,12 @@ async fn build(
             target_met: !below(year_minutes, year_down, TARGET_PPM),
         },
         processing,
+        incidents: incidents_in(svc, start, end)
+            .await?
+            .iter()
+            .filter(|i| i.accounts.contains_key(id))
+            .map(|i| IncidentView::of(i, Some(id)))
+            .collect(),
         compensation: Compensation {
             terms,
             charged,
@@ -430,6 +484,7 @@ pub struct PlatformReport {
     /// Every account's tasks together.
     pub processing: Vec<ModelFigures>,
     pub accounts: Vec<AccountLine>,
+    pub incidents: Vec<IncidentView>,
     pub accounts_below_target: u64,
     pub compensation_due: i64,
     pub compensation_issued: i64,
@@ -496,6 +551,11 @@ pub async fn platform(svc: &Services, month: &str) -> Result<PlatformReport, Ser
             })
             .collect(),
         processing: figures(&all),
+        incidents: incidents_in(svc, start, end)
+            .await?
+            .iter()
+            .map(|i| IncidentView::of(i, None))
+            .collect(),
         accounts_below_target: lines.iter().filter(|l| !l.target_met).count() as u64,
         compensation_due: lines.iter().map(|l| l.compensation_due).sum(),
         compensation_issued: lines.iter().filter_map(|l| l.compensation_issued).sum(),
@@ -845,6 +905,17 @@ pub async fn record_task_end(
         task.provider_job_id.is_some(),
     );
     let month = month_of(ended_ms);
+    if let rules::TaskClass::Measured { processing_ms, .. } = class {
+        // The metric the per-model p95 alarms watch (template.yaml).
+        super::metrics::emit(
+            ended_ms,
+            "ProcessingTime",
+            "Milliseconds",
+            processing_ms as f64,
+            &[("Model", task.model.as_str())],
+            serde_json::json!({"task_id": task.task_id}),
+        );
+    }
     if let Err(e) = svc
         .sla
         .add_task(&task.account_id, &month, task.model, &class)
@@ -852,6 +923,99 @@ pub async fn record_task_end(
     {
         tracing::error!(task_id = %task.task_id, error = %e, "task end not added to the SLA figures");
     }
+    if let rules::TaskClass::Measured {
+        platform_failure: true,
+        ..
+    } = class
+    {
+        tracing::warn!(task_id = %task.task_id, account_id = %task.account_id, "platform-caused task failure");
+        if let Err(e) = svc
+            .sla
+            .add_platform_failure(&task.account_id, minute_of(ended_ms))
+            .await
+        {
+            tracing::error!(task_id = %task.task_id, error = %e, "platform failure not counted");
+        }
+    }
+}
+
+/// The incident watch (contract 3.5), once a minute from the sweeper: opens an incident when
+/// platform-caused task failures reach the threshold within the window, keeps its counts
+/// while they go on, and closes it after a whole quiet window. Each step is one conditional
+/// write on the open incident, so two watchers at once cannot open two or close one twice.
+pub async fn watch_incidents(svc: &Services) -> Result<IncidentStep, ServiceError> {
+    let now = svc.now_ms();
+    let until = minute_of(now) + MINUTE_MS;
+    let window = svc
+        .sla
+        .platform_failures(until - INCIDENT_WINDOW_MS, until)
+        .await?;
+    let in_window: u64 = window.values().flat_map(|a| a.values()).sum();
+    let open = svc.sla.open_incident().await?;
+    let step = incident_step(in_window, open.is_some());
+    // The metric PlatformIncidentAlarm watches: 1 while an incident is open.
+    let is_open = matches!(step, IncidentStep::Open | IncidentStep::Continue);
+    super::metrics::emit(
+        now,
+        "PlatformIncidentOpen",
+        "Count",
+        if is_open { 1.0 } else { 0.0 },
+        &[],
+        serde_json::json!({"platform_failures_in_window": in_window}),
+    );
+    match (step, open) {
+        (IncidentStep::Open, _) => {
+            let mut accounts: BTreeMap<String, u64> = BTreeMap::new();
+            for per in window.values() {
+                for (a, n) in per {
+                    *accounts.entry(a.clone()).or_default() += n;
+                }
+            }
+            let inc = Incident {
+                incident_id: svc.new_id("inc"),
+                started_ms: window.keys().next().copied().unwrap_or(now),
+                ended_ms: None,
+                last_failure_ms: window.keys().next_back().copied().unwrap_or(now),
+                accounts,
+            };
+            if svc.sla.start_incident(&inc).await? {
+                // The operators' alarm (template.yaml: PlatformIncidentAlarm) matches this line.
+                tracing::error!(
+                    incident_id = %inc.incident_id,
+                    failures = inc.failures(),
+                    accounts = inc.accounts.len(),
+                    "platform incident opened"
+                );
+            }
+        }
+        (IncidentStep::Continue, Some(mut inc)) => {
+            let since = svc.sla.platform_failures(inc.started_ms, until).await?;
+            inc.accounts.clear();
+            for per in since.values() {
+                for (a, n) in per {
+                    *inc.accounts.entry(a.clone()).or_default() += n;
+                }
+            }
+            inc.last_failure_ms = since
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(inc.last_failure_ms);
+            svc.sla.update_incident(&inc).await?;
+        }
+        (IncidentStep::Close, Some(mut inc)) => {
+            inc.ended_ms = Some(inc.last_failure_ms + MINUTE_MS);
+            if svc.sla.end_incident(&inc).await? {
+                tracing::warn!(
+                    incident_id = %inc.incident_id,
+                    failures = inc.failures(),
+                    "platform incident closed"
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(step)
 }
 
 /// Counts a 5xx answered to an account's request (the API's access log calls it).

@@ -133,12 +133,11 @@ async fn injected_5xx_minutes_are_the_downtime_and_customer_causes_are_not() {
     );
     let minutes = a["minutes"].as_u64().unwrap_or_default();
     assert_eq!(
-        minutes,
-        60 + 7,
-        "an hour and seven minutes of the month have passed"
+        minutes, 7,
+        "seven minutes have passed since the account was opened"
     );
-    // 64 of 67 minutes up.
-    assert_eq!(a["availability_percent"], "95.5223");
+    // 4 of 7 minutes up.
+    assert_eq!(a["availability_percent"], "57.1428");
     assert_eq!(a["target_met"], false);
     assert_eq!(r.body["status"], "open");
 
@@ -156,7 +155,7 @@ async fn injected_5xx_minutes_are_the_downtime_and_customer_causes_are_not() {
         .get_text(&format!("/v1/sla/{month}?format=html"), &key)
         .await;
     assert!(
-        text.contains("95.5223 %") && text.contains("4 of 14 requests answered 5xx"),
+        text.contains("57.1428 %") && text.contains("4 of 14 requests answered 5xx"),
         "{text}"
     );
     let op = app
@@ -213,7 +212,8 @@ async fn a_month_with_downtime_closes_with_its_compensation_once() {
         .await;
     let charged = unit * 10;
 
-    // 50 minutes of 5xx: 99.888 % of December (44,640 minutes), below 99.9 %: 10 %.
+    // 50 minutes of 5xx: 99.888 % of the 44,580 minutes the account had in its month (opened
+    // an hour in), below 99.9 %: 10 %.
     for _ in 0..50 {
         next_minute(&app);
         on.store(true, Ordering::SeqCst);
@@ -262,7 +262,12 @@ async fn a_month_with_downtime_closes_with_its_compensation_once() {
         ))
     );
     assert_eq!(report["availability"]["down_minutes"], 50);
-    assert_eq!(report["availability"]["minutes"], 44_640);
+    let (start, end) = shared::service::statements::month_range(&month).expect("month");
+    assert_eq!(
+        report["availability"]["minutes"],
+        (end - start) / MINUTE_MS - 60,
+        "the month from the account's opening"
+    );
     // The month's statement links its report; the credits arrive in the month of the close.
     let statement = app.get(&format!("/v1/statements/{month}"), &key).await.body;
     assert_eq!(statement["sla_report"], json!(format!("/v1/sla/{month}")));
@@ -373,4 +378,64 @@ async fn the_probe_sees_a_stopped_api_as_downtime_for_every_account() {
         platform["probe_failures"][1]["causes"][0]["detail"],
         "GET /v1/credits: status 401"
     );
+}
+
+#[tokio::test]
+async fn sustained_platform_failures_open_an_incident_that_closes_and_shows_in_the_reports() {
+    let on = Arc::new(AtomicBool::new(false));
+    let flag = on.clone();
+    // The worker dies after taking its slot and before reaching the provider: ours.
+    let app = TestApp::spawn_with(Faults::new(move |p| {
+        p == "worker.after_claim" && flag.load(Ordering::SeqCst)
+    }))
+    .await;
+    let month = next_month(&app);
+    let (_, key) = app.account_with_concurrency(100_000, 25).await;
+    let (_, other_key) = app.account_with(0).await;
+    on.store(true, Ordering::SeqCst);
+    let b = app
+        .post(
+            "/v1/batches",
+            &key,
+            &json!({"request_id": "inc", "model": "sora-2", "tasks": tasks(25)}),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{:?}", b.body);
+    app.run_until_idle().await;
+    // Past sora-2's run deadline the sweeper times them out: platform failures, refunded.
+    app.clock.advance_ms(11 * MINUTE_MS);
+    let swept = app.sweep().await;
+    assert!(swept.timed_out >= 20, "{swept:?}");
+    let platform = app.admin_get(&format!("/admin/v1/sla/{month}")).await.body;
+    let inc = platform["incidents"][0].clone();
+    assert_eq!(inc["ended_at"], Value::Null, "open: {platform}");
+    assert_eq!(inc["platform_failures"], swept.timed_out);
+    assert_eq!(inc["accounts_affected"], 1);
+
+    // It stays open while failures go on, and closes after a quiet window.
+    on.store(false, Ordering::SeqCst);
+    app.clock.advance_ms(MINUTE_MS);
+    app.sweep().await;
+    assert_eq!(
+        app.admin_get(&format!("/admin/v1/sla/{month}")).await.body["incidents"][0]["ended_at"],
+        Value::Null
+    );
+    app.clock.advance_ms(15 * MINUTE_MS);
+    app.sweep().await;
+    let r = app.get(&format!("/v1/sla/{month}"), &key).await.body;
+    let mine = &r["incidents"][0];
+    assert!(mine["ended_at"].is_string(), "{r}");
+    assert_eq!(mine["id"], inc["id"]);
+    assert_eq!(mine["account_failures"], swept.timed_out);
+    let sora = r["processing"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["model"] == "sora-2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sora["platform_failures"], swept.timed_out, "{sora}");
+    assert_eq!(sora["target_met"], false, "{sora}");
+    // Another account's report does not carry it.
+    let theirs = app.get(&format!("/v1/sla/{month}"), &other_key).await.body;
+    assert_eq!(theirs["incidents"], json!([]));
+    app.assert_invariants().await;
 }

@@ -9,7 +9,7 @@
 use super::{applied, dynamo_err, from_item, n, num, s, to_item, Dynamo, Item};
 use crate::domain::pricing::Model;
 use crate::domain::sla::{MinuteCounts, TaskClass};
-use crate::ports::sla::{ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
+use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
 use crate::ports::PortResult;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -32,6 +32,21 @@ pub(super) fn close_item(r: &SlaCloseRecord) -> PortResult<Item> {
     let mut item = to_item(r)?;
     item.extend(close_key(&r.account_id, &r.month));
     Ok(item)
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Platform failures are counted in one item per hour: `m_{minute}_{account}`.
+fn failures_key(hour_ms: i64) -> Item {
+    key("pfail".into(), format!("h#{hour_ms}"))
+}
+
+fn open_key() -> Item {
+    key("incident".into(), "open".into())
+}
+
+fn incident_sk(started_ms: i64, id: &str) -> String {
+    format!("i#{started_ms:013}#{id}")
 }
 
 fn model_of(s: &str) -> Option<Model> {
@@ -88,6 +103,37 @@ fn parse_month(item: &Item) -> SlaMonth {
         }
     }
     m
+}
+
+impl Dynamo {
+    /// Adds one to attribute `attr` of the SLA item `key`.
+    async fn add_one(&self, key: Item, attr: String) -> PortResult<()> {
+        self.ddb
+            .update_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(key))
+            .update_expression("ADD #a :one")
+            .expression_attribute_names("#a", attr)
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// One SLA item, strongly consistent.
+    async fn sla_item(&self, key: Item) -> PortResult<Option<Item>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.t.sla)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", e))?;
+        Ok(out.item)
+    }
 }
 
 #[async_trait]
@@ -166,17 +212,8 @@ impl Sla for Dynamo {
             .await
             .map_err(|e| dynamo_err("UpdateItem", e))?;
         let month = crate::domain::time::month_of(minute_ms);
-        self.ddb
-            .update_item()
-            .table_name(&self.t.sla)
-            .set_key(Some(month_key(account_id, &month)))
-            .update_expression("ADD #e :one")
-            .expression_attribute_names("#e", format!("e_{minute_ms}"))
-            .expression_attribute_values(":one", n(1))
-            .send()
+        self.add_one(month_key(account_id, &month), format!("e_{minute_ms}"))
             .await
-            .map_err(|e| dynamo_err("UpdateItem", e))?;
-        Ok(())
     }
 
     async fn minutes(
@@ -214,16 +251,8 @@ impl Sla for Dynamo {
     }
 
     async fn month(&self, account_id: &str, month: &str) -> PortResult<SlaMonth> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.t.sla)
-            .set_key(Some(month_key(account_id, month)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", e))?;
-        Ok(out.item.as_ref().map(parse_month).unwrap_or_default())
+        let item = self.sla_item(month_key(account_id, month)).await?;
+        Ok(item.as_ref().map(parse_month).unwrap_or_default())
     }
 
     async fn record_probe(&self, minute_ms: i64, failure: Option<&str>) -> PortResult<()> {
@@ -260,16 +289,10 @@ impl Sla for Dynamo {
     }
 
     async fn probes(&self, month: &str) -> PortResult<ProbeMonth> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.t.sla)
-            .set_key(Some(key("probe".into(), format!("m#{month}"))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", e))?;
-        let item = out.item.unwrap_or_default();
+        let item = self
+            .sla_item(key("probe".into(), format!("m#{month}")))
+            .await?
+            .unwrap_or_default();
         let mut p = ProbeMonth {
             ok_minutes: num(&item, "ok"),
             ..Default::default()
@@ -286,15 +309,138 @@ impl Sla for Dynamo {
     }
 
     async fn closed(&self, account_id: &str, month: &str) -> PortResult<Option<SlaCloseRecord>> {
-        let out = self
+        self.sla_item(close_key(account_id, month))
+            .await?
+            .map(from_item::<SlaCloseRecord>)
+            .transpose()
+    }
+
+    async fn add_platform_failure(&self, account_id: &str, minute_ms: i64) -> PortResult<()> {
+        self.add_one(
+            failures_key(minute_ms.div_euclid(HOUR_MS) * HOUR_MS),
+            format!("m_{minute_ms}_{account_id}"),
+        )
+        .await
+    }
+
+    async fn platform_failures(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> PortResult<BTreeMap<i64, BTreeMap<String, u64>>> {
+        let mut keys = Vec::new();
+        let mut hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        while hour < to_ms {
+            keys.push(failures_key(hour));
+            hour += HOUR_MS;
+        }
+        let mut out: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
+        for item in self.batch_get(&self.t.sla, keys).await? {
+            for (name, v) in &item {
+                let Some((minute, account)) =
+                    name.strip_prefix("m_").and_then(|r| r.split_once('_'))
+                else {
+                    continue;
+                };
+                let (Ok(minute), AttributeValue::N(count)) = (minute.parse::<i64>(), v) else {
+                    continue;
+                };
+                if (from_ms..to_ms).contains(&minute) {
+                    out.entry(minute)
+                        .or_default()
+                        .insert(account.to_string(), count.parse().unwrap_or(0));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn open_incident(&self) -> PortResult<Option<Incident>> {
+        self.sla_item(open_key())
+            .await?
+            .map(from_item::<Incident>)
+            .transpose()
+    }
+
+    async fn start_incident(&self, inc: &Incident) -> PortResult<bool> {
+        let mut item = to_item(inc)?;
+        item.extend(open_key());
+        let res = self
             .ddb
-            .get_item()
+            .put_item()
             .table_name(&self.t.sla)
-            .set_key(Some(close_key(account_id, month)))
-            .consistent_read(true)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
             .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", e))?;
-        out.item.map(from_item::<SlaCloseRecord>).transpose()
+            .await;
+        applied(res, "PutItem")
+    }
+
+    async fn update_incident(&self, inc: &Incident) -> PortResult<bool> {
+        let mut item = to_item(inc)?;
+        item.extend(open_key());
+        let res = self
+            .ddb
+            .put_item()
+            .table_name(&self.t.sla)
+            .set_item(Some(item))
+            .condition_expression("incident_id = :id")
+            .expression_attribute_values(":id", s(&inc.incident_id))
+            .send()
+            .await;
+        applied(res, "PutItem")
+    }
+
+    async fn end_incident(&self, inc: &Incident) -> PortResult<bool> {
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+        let delete = Delete::builder()
+            .table_name(&self.t.sla)
+            .set_key(Some(open_key()))
+            .condition_expression("incident_id = :id")
+            .expression_attribute_values(":id", s(&inc.incident_id))
+            .build()
+            .map_err(|e| super::build_err("Delete", e))?;
+        let mut item = to_item(inc)?;
+        item.extend(key(
+            "incident".into(),
+            incident_sk(inc.started_ms, &inc.incident_id),
+        ));
+        let put = Put::builder()
+            .table_name(&self.t.sla)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| super::build_err("Put", e))?;
+        let res = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_)) => Ok(false),
+                _ => Err(dynamo_err("TransactWriteItems", e)),
+            },
+        }
+    }
+
+    async fn incidents(&self, from_ms: i64, to_ms: i64) -> PortResult<Vec<Incident>> {
+        // An incident that ends in the range started at most this long before it.
+        const LONGEST_MS: i64 = 62 * 86_400_000;
+        let (lo, hi) = (
+            format!("i#{:013}", (from_ms - LONGEST_MS).max(0)),
+            format!("i#{:013}", to_ms.max(0)),
+        );
+        let q = super::Query::new(&self.t.sla, "pk = :p AND sk BETWEEN :lo AND :hi")
+            .value(":p", s("incident"))
+            .value(":lo", s(lo.as_str()))
+            .value(":hi", s(hi.as_str()));
+        let all: Vec<Incident> = self.query_all(&q).await?;
+        Ok(all
+            .into_iter()
+            .filter(|i| i.started_ms < to_ms && i.ended_ms.is_some_and(|e| e > from_ms))
+            .collect())
     }
 }

@@ -151,6 +151,7 @@ pub(crate) struct State {
     pub exports: Table<Key2, ExportRecord>,
     pub sla_months: BTreeMap<Key2, crate::ports::sla::SlaMonth>,
     pub probes: BTreeMap<String, sla::Probes>,
+    pub incidents: sla::Incidents,
     pub sla_closes: Table<Key2, crate::ports::sla::SlaCloseRecord>,
 }
 

@@ -3,10 +3,19 @@
 use super::Memory;
 use crate::domain::pricing::Model;
 use crate::domain::sla::{bucket_of, MinuteCounts, TaskClass};
-use crate::ports::sla::{ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
+use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
 use crate::ports::PortResult;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+
+/// Platform failures and incidents.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Incidents {
+    /// minute -> account -> platform failures.
+    failures: BTreeMap<i64, BTreeMap<String, u64>>,
+    open: Option<Incident>,
+    closed: Vec<Incident>,
+}
 
 /// The probe's month: the minutes counted ok (up to `last_ok`), the failed ones.
 #[derive(Clone, Debug, Default)]
@@ -152,5 +161,88 @@ impl Sla for Memory {
             .sla_closes
             .get(&(account_id.to_string(), month.to_string()))
             .cloned())
+    }
+
+    async fn add_platform_failure(&self, account_id: &str, minute_ms: i64) -> PortResult<()> {
+        self.pause().await;
+        *self
+            .lock()
+            .incidents
+            .failures
+            .entry(minute_ms)
+            .or_default()
+            .entry(account_id.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+
+    async fn platform_failures(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> PortResult<BTreeMap<i64, BTreeMap<String, u64>>> {
+        self.pause().await;
+        Ok(self
+            .lock()
+            .incidents
+            .failures
+            .range(from_ms..to_ms.max(from_ms))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
+    async fn open_incident(&self) -> PortResult<Option<Incident>> {
+        self.pause().await;
+        Ok(self.lock().incidents.open.clone())
+    }
+
+    async fn start_incident(&self, inc: &Incident) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        if st.incidents.open.is_some() {
+            return Ok(false);
+        }
+        st.incidents.open = Some(inc.clone());
+        Ok(true)
+    }
+
+    async fn update_incident(&self, inc: &Incident) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        match &mut st.incidents.open {
+            Some(open) if open.incident_id == inc.incident_id => {
+                *open = inc.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn end_incident(&self, inc: &Incident) -> PortResult<bool> {
+        self.pause().await;
+        let mut st = self.lock();
+        match &st.incidents.open {
+            Some(open) if open.incident_id == inc.incident_id => {
+                st.incidents.open = None;
+                st.incidents.closed.push(inc.clone());
+                st.incidents
+                    .closed
+                    .sort_by_key(|i| (i.started_ms, i.incident_id.clone()));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn incidents(&self, from_ms: i64, to_ms: i64) -> PortResult<Vec<Incident>> {
+        self.pause().await;
+        Ok(self
+            .lock()
+            .incidents
+            .closed
+            .iter()
+            .filter(|i| i.started_ms < to_ms && i.ended_ms.is_some_and(|e| e > from_ms))
+            .cloned()
+            .collect())
     }
 }

@@ -43,16 +43,14 @@ pub async fn settle_batch(
             }
             Err(ClosureError::Unfinished(_)) => return Ok(()),
             Err(e @ ClosureError::Mismatch { .. }) => {
-                // Embedded metric format: CloudWatch turns this line into the metric that
-                // SettlementMismatchAlarm watches.
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "_aws": {"Timestamp": p.svc.now_ms(), "CloudWatchMetrics": [{"Namespace": "VideoPlatform", "Dimensions": [[]], "Metrics": [{"Name": "SettlementMismatch", "Unit": "Count"}]}]},
-                        "SettlementMismatch": 1,
-                        "batch_id": batch_id,
-                        "account_id": account_id,
-                    })
+                // The metric SettlementMismatchAlarm watches.
+                crate::service::metrics::emit(
+                    p.svc.now_ms(),
+                    "SettlementMismatch",
+                    "Count",
+                    1.0,
+                    &[],
+                    serde_json::json!({"batch_id": batch_id, "account_id": account_id}),
                 );
                 tracing::error!(batch_id, error = %e, "settlement refused: the batch does not close");
                 return Ok(());

@@ -83,6 +83,11 @@ pub async fn sweep(p: &Pipeline) -> Result<SweepReport, PipelineError> {
     }
     slots_in_use.retain(|a, _| !partial.contains(a));
     correct_slots(p, &slots_in_use, &mut report).await?;
+    // After the time-outs above, which may be the platform failures it counts.
+    if let Err(e) = crate::service::sla::watch_incidents(&p.svc).await {
+        report.errors += 1;
+        tracing::error!(error = %e, "incident watch failed; next sweep retries");
+    }
     tracing::info!(?report, "sweep done");
     Ok(report)
 }
