@@ -381,6 +381,10 @@ async fn build(
     let mut from = month.to_string();
     for _ in 0..if with_year { 11 } else { 0 } {
         let Some(prev) = previous(&from) else { break };
+        // Not before the account existed.
+        if period(&prev).map(|(_, end)| end <= account.created_ms)? {
+            break;
+        }
         let (mm, dd) = month_availability(svc, account, &prev, now).await?;
         year_minutes += mm;
         year_down += dd;

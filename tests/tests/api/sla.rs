@@ -233,6 +233,38 @@ async fn a_month_with_downtime_closes_with_its_compensation_once() {
         "{sora}"
     );
     assert_eq!(open["compensation"]["charged"], charged);
+    // The figures, the slow way: every task's time from its record, the exact quantile
+    // (nearest rank) within the bounds the report gives.
+    let listed = app
+        .get(&format!("/v1/batches/{batch_id}/tasks?limit=100"), &key)
+        .await
+        .body;
+    let ms = |v: &Value| {
+        v.as_str()
+            .and_then(shared::domain::time::parse_rfc3339_ms)
+            .unwrap_or_default()
+    };
+    let mut times: Vec<i64> = listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| ms(&t["ended_at"]) - ms(&t["started_at"]))
+        .collect();
+    times.sort_unstable();
+    assert_eq!(times.len(), 10);
+    for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+        let rank = ((q * times.len() as f64).ceil() as usize).clamp(1, times.len());
+        let exact = times[rank - 1].max(1) as u64;
+        let f = &sora[name];
+        let (low, high) = (
+            f["low_ms"].as_u64().unwrap_or_default(),
+            f["high_ms"].as_u64().unwrap_or_default(),
+        );
+        assert!(
+            low <= exact && exact <= high,
+            "{name}: exact {exact} ms, reported {f}"
+        );
+    }
 
     let issued_in = next_month(&app);
     let first = app.close_month(&month).await;
