@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned local tooling (infra/requirements.txt) into infra/.venv.
+# Installs the pinned local tooling (infra/requirements.txt) into infra/.venv, and the pinned
+# Node packages the tests check against (infra/node/package-lock.json) into infra/node.
 # Idempotent and quick when nothing changed; run by dev.sh, test.sh and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +17,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned tools into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements.txt "${@/#/-r}"
   echo "$want" > "$stamp"
+fi
+
+node_stamp=infra/node/node_modules/.lock.sha256
+node_want=$(sha256sum infra/node/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_want" ]; then
+  echo "setup: installing pinned Node packages into infra/node" >&2
+  npm ci --prefix infra/node --no-audit --no-fund --silent
+  echo "$node_want" > "$node_stamp"
 fi

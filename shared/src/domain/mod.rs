@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod sla;
+pub mod stripe;
 pub mod task;
 pub mod time;
 pub mod webhook;

@@ -16,5 +16,6 @@ mod pipeline;
 mod providers;
 mod scale;
 mod sla;
+mod stripe_signatures;
 mod timescales;
 mod webhooks;
