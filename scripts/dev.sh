@@ -45,6 +45,8 @@ target/debug/devstack bootstrap --endpoint "$AWS_ENDPOINT_URL" --prefix local > 
   echo "S3_FORCE_PATH_STYLE=true"
   # Local mode: webhooks may go to http:// and loopback receivers (never in the cloud).
   echo "WEBHOOKS_ALLOW_PRIVATE=true"
+  # The local Stripe webhook endpoint's signing secret (in the cloud: STRIPE_SECRET_ARN).
+  echo "STRIPE_WEBHOOK_SECRET=whsec_local_development_only"
 } >> "$state/env"
 set -a; . "$state/env"; set +a
 # The first named operator, issued by the bootstrap command as on a real deployment.

@@ -61,7 +61,10 @@ echo "== fuzz: customer routes (its own key), seed $seed"
 echo "== fuzz: operator routes (the operator credential), seed $seed"
 "$st" run "$api/openapi.json" -H "Authorization: Bearer $operator_token" --include-path-regex '^/admin/' \
   "${common[@]}" "${excluded[@]}" 2>&1 | tee "$state/operator.out" || status=$?
+echo "== fuzz: public callbacks (no credential: the provider's signature is the authentication), seed $seed"
+"$st" run "$api/openapi.json" --include-path-regex '^/webhooks/' \
+  "${common[@]}" 2>&1 | tee "$state/public.out" || status=$?
 # Schemathesis ends each run with "N generated, ...".
-cases=$(cat "$state/customer.out" "$state/operator.out" | awk '$2 == "generated," { n += $1 } END { print n + 0 }')
+cases=$(cat "$state/customer.out" "$state/operator.out" "$state/public.out" | awk '$2 == "generated," { n += $1 } END { print n + 0 }')
 echo "fuzz: $cases cases in $((SECONDS - t0)) s, seed $seed, exit status $status"
 exit "$status"

@@ -64,6 +64,10 @@ pub struct Settings {
     /// timeout is 300 s).
     pub sweep_budget_ms: i64,
     pub webhooks: WebhookConfig,
+    /// The signing secret of our Stripe webhook endpoint (`whsec_...`): from the secret that
+    /// `STRIPE_SECRET_ARN` names in the cloud, `STRIPE_WEBHOOK_SECRET` locally. None: card
+    /// payments are off.
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -76,6 +80,7 @@ impl Default for Settings {
                 allow_private: true,
                 timeout_ms: 15_000,
             },
+            stripe_webhook_secret: None,
         }
     }
 }
@@ -190,6 +195,8 @@ impl Config {
                         },
                     },
                 },
+                stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET")
+                    .filter(|v| !v.trim().is_empty()),
             },
         })
     }

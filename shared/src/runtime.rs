@@ -30,7 +30,19 @@ pub fn init_logging() {
 
 /// The use cases over AWS, configured from the environment.
 pub async fn services_from_env() -> Result<Services, BoxError> {
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    // The API's Stripe secrets (card payments) live in Secrets Manager, never the template.
+    if let Some(arn) = std::env::var("STRIPE_SECRET_ARN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let s = secret(&arn).await?;
+        config.settings.stripe_webhook_secret = Some(
+            s.get("STRIPE_WEBHOOK_SECRET")
+                .cloned()
+                .ok_or("the Stripe secret has no STRIPE_WEBHOOK_SECRET")?,
+        );
+    }
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ports = crate::adapters::aws(&sdk, &config, Arc::new(SystemClock), Arc::new(OsRandom))?;
     Ok(Services::new(ports))

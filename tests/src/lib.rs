@@ -95,6 +95,10 @@ fn unique_prefix() -> String {
     format!("t{}-{n}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
+/// The signing secret of the test apps' Stripe webhook endpoint (what Stripe's dashboard
+/// would show as `whsec_...`).
+pub const STRIPE_TEST_SECRET: &str = "whsec_test_apps_stripe_endpoint";
+
 /// The functions of template.yaml, each with the access key id suffix it signs with on the
 /// emulator, so the launcher records what each one needed IAM to allow (see
 /// `tests/tests/roles.rs`). The harness's own reads and set-up sign as `TESTS`.
@@ -134,6 +138,7 @@ pub async fn aws_ports(
     env.insert("WEBHOOKS_ALLOW_PRIVATE".into(), "true".into());
     // Short, so the slow-receiver test does not wait long for the timeout it proves.
     env.insert("WEBHOOK_TIMEOUT_MS".into(), "3000".into());
+    env.insert("STRIPE_WEBHOOK_SECRET".into(), STRIPE_TEST_SECRET.into());
     for (k, v) in extra_env {
         env.insert(k.to_string(), v.to_string());
     }
@@ -197,6 +202,7 @@ impl MemoryStack {
         };
         let settings = shared::config::Settings {
             webhooks,
+            stripe_webhook_secret: Some(STRIPE_TEST_SECRET.into()),
             ..Default::default()
         };
         let sender =

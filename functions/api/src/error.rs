@@ -9,7 +9,9 @@ use shared::service::{ErrorCode, ServiceError};
 pub fn status_for(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
-        InvalidJson | InvalidRequest | InvalidParameter | InvalidCursor => StatusCode::BAD_REQUEST,
+        InvalidJson | InvalidRequest | InvalidParameter | InvalidCursor | InvalidSignature => {
+            StatusCode::BAD_REQUEST
+        }
         Unauthorized | KeyDisabled | KeyRevoked | KeyExpired | SessionExpired => {
             StatusCode::UNAUTHORIZED
         }
@@ -42,6 +44,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | InvalidApiKeySettings
         | InvalidExport
         | InvalidAdjustment
+        | InvalidStripeEvent
         | InvalidOperator => StatusCode::UNPROCESSABLE_ENTITY,
         ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,

@@ -27,6 +27,7 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("post", "/webhooks/stripe"),
     ("post", "/v1/console/sessions"),
     ("get", "/v1/console/session"),
     ("delete", "/v1/console/session"),
@@ -122,6 +123,7 @@ pub fn app(svc: Services) -> Router {
             get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/openapi.json", get(openapi))
+        .route("/webhooks/stripe", post(routes::payments::stripe_webhook))
         .route("/console", get(console::index))
         .route("/console/", get(console::index))
         .route("/console/{file}", get(console::file))

@@ -20,6 +20,8 @@ pub enum Scope {
     CreateKey,
     CreateExport,
     Adjustment,
+    /// Credits bought (a card checkout session, a wire transfer): once per payment.
+    Purchase,
 }
 
 impl Scope {
@@ -35,6 +37,7 @@ impl Scope {
             Scope::CreateKey => "key",
             Scope::CreateExport => "export",
             Scope::Adjustment => "adjust",
+            Scope::Purchase => "purchase",
         }
     }
 }

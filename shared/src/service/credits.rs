@@ -88,6 +88,49 @@ pub async fn grant(
             actor: actor.to_string(),
             pack,
             refers_to: None,
+            paid_usd_cents: None,
+        },
+    )
+    .await
+}
+
+/// What a payment bought (card checkout, wire transfer).
+pub struct Purchase {
+    pub pack: Option<Pack>,
+    pub credits: Credits,
+    pub paid_usd_cents: i64,
+    /// `card` or `wire`.
+    pub method: &'static str,
+    /// The payment's own id: the checkout session, the wire's reference.
+    pub reference: String,
+}
+
+/// Credits bought: a grant entry that names how it was paid, once per payment (`payment_id`
+/// is its idempotency key, so the same payment reported again replays the first grant).
+pub async fn purchase(
+    svc: &Services,
+    account_id: &str,
+    payment_id: &str,
+    p: Purchase,
+) -> Result<Reply, ServiceError> {
+    check_request_id(payment_id)?;
+    let fp = crate::domain::idempotency::fingerprint(&serde_json::json!({
+        "credits": p.credits, "paid": p.paid_usd_cents, "method": p.method,
+    }));
+    post(
+        svc,
+        account_id,
+        Scope::Purchase,
+        payment_id,
+        &fp,
+        Posting {
+            kind: EntryKind::Grant,
+            amount: p.credits,
+            reason: format!("paid by {}: {}", p.method, p.reference),
+            actor: p.method.to_string(),
+            pack: p.pack,
+            refers_to: Some(format!("{}:{}", p.method, p.reference)),
+            paid_usd_cents: Some(p.paid_usd_cents),
         },
     )
     .await
@@ -101,6 +144,8 @@ struct Posting {
     actor: String,
     pack: Option<Pack>,
     refers_to: Option<String>,
+    /// What the customer paid, when it was not a pack's list price (a top-up).
+    paid_usd_cents: Option<i64>,
 }
 
 /// An operator's ledger entry (grant, adjustment, compensation): one entry, idempotent by
@@ -146,7 +191,7 @@ async fn post(
             reason: Some(p.reason.clone()),
             actor: Some(p.actor.clone()),
             pack: p.pack.map(|k| k.id().to_string()),
-            price_paid_usd_cents: p.pack.map(Pack::price_usd_cents),
+            price_paid_usd_cents: p.paid_usd_cents.or(p.pack.map(Pack::price_usd_cents)),
             refers_to: p.refers_to.clone(),
         };
         let granted = if p.kind == EntryKind::Grant {
@@ -286,6 +331,7 @@ pub async fn adjust(
             actor: actor.to_string(),
             pack: None,
             refers_to: req.refers_to.clone(),
+            paid_usd_cents: None,
         },
     )
     .await

@@ -58,6 +58,8 @@ error_codes! {
     InputFileTooLarge => "input_file_too_large",
     InvalidAccountTerms => "invalid_account_terms",
     MonthNotOver => "month_not_over",
+    InvalidSignature => "invalid_signature",
+    InvalidStripeEvent => "invalid_stripe_event",
     InvalidGrant => "invalid_grant",
     OperatorExists => "operator_exists",
     LastOperator => "last_operator",

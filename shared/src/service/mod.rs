@@ -5,6 +5,7 @@ pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod batches;
+pub mod billing;
 pub mod console;
 pub mod credits;
 pub mod error;

@@ -12,6 +12,7 @@ mod isolation;
 mod ledger;
 mod openapi;
 mod operators;
+mod payments;
 mod pipeline;
 mod providers;
 mod scale;

@@ -1,0 +1,140 @@
+//! Card payments through Stripe (contract 8.2: a prepaid pack paid once, "Credits 即时到账").
+//! Stripe's signed webhook events grant what a checkout session paid for, exactly once per
+//! session however often Stripe retries or reorders its events: the grant's idempotency
+//! record is keyed by the session id and created in the same transaction as the ledger
+//! entry. The answer is 2xx only once the grant has committed, so an event that found us
+//! down or crashed half way is simply delivered again by Stripe.
+//!
+//! What is bought comes from the session's `metadata`, which only our server writes when it
+//! creates the session (`pack`, or `kind: top_up` for an amount), and what was paid from
+//! `amount_total`; the signature proves Stripe sent both.
+
+use super::{ErrorCode, ServiceError, Services};
+use crate::domain::money::Credits;
+use crate::domain::pricing::Pack;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+struct StripeEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: EventData,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    object: serde_json::Value,
+}
+
+/// The fields of a Checkout Session that say who paid what.
+#[derive(Deserialize)]
+struct CheckoutSession {
+    id: String,
+    client_reference_id: Option<String>,
+    payment_status: Option<String>,
+    amount_total: Option<i64>,
+    currency: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// What became of an event.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct StripeAck {
+    pub received: bool,
+    pub event_id: String,
+    /// `granted`, `already_granted`, `awaiting_payment` (an asynchronous method has not
+    /// paid yet; its `async_payment_succeeded` event grants) or `ignored` (a type we do not act on).
+    pub outcome: &'static str,
+}
+
+fn bad_event(message: impl Into<String>) -> ServiceError {
+    ServiceError::reject(ErrorCode::InvalidStripeEvent, message)
+}
+
+/// Verifies and handles one webhook delivery from Stripe.
+pub async fn stripe_webhook(
+    svc: &Services,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<StripeAck, ServiceError> {
+    let Some(secret) = svc.settings.stripe_webhook_secret.as_deref() else {
+        return Err(ServiceError::reject(
+            ErrorCode::NotFound,
+            "card payments are not enabled on this deployment",
+        ));
+    };
+    // Before anything in the body is read.
+    crate::domain::stripe::verify(signature, body, secret, svc.now_ms().div_euclid(1_000))
+        .map_err(|e| ServiceError::reject(ErrorCode::InvalidSignature, e.to_string()))?;
+    let event: StripeEvent =
+        serde_json::from_slice(body).map_err(|e| bad_event(format!("not a Stripe event: {e}")))?;
+    let ack = |outcome| StripeAck {
+        received: true,
+        event_id: event.id.clone(),
+        outcome,
+    };
+    let completed = event.event_type == "checkout.session.completed";
+    if !completed && event.event_type != "checkout.session.async_payment_succeeded" {
+        return Ok(ack("ignored"));
+    }
+    let session: CheckoutSession = serde_json::from_value(event.data.object.clone())
+        .map_err(|e| bad_event(format!("not a checkout session: {e}")))?;
+    if completed && session.payment_status.as_deref() != Some("paid") {
+        return Ok(ack("awaiting_payment"));
+    }
+    let account_id = session
+        .client_reference_id
+        .as_deref()
+        .ok_or_else(|| bad_event("the session names no account (client_reference_id)"))?;
+    if session.currency.as_deref().is_some_and(|c| c != "usd") {
+        return Err(bad_event("only US$ sessions are ours"));
+    }
+    let paid = session
+        .amount_total
+        .filter(|a| *a > 0)
+        .ok_or_else(|| bad_event("the session has no amount paid"))?;
+    let (pack, credits) = match (
+        session.metadata.get("pack").map(String::as_str),
+        session.metadata.get("kind").map(String::as_str),
+    ) {
+        (Some(p), _) => {
+            let pack: Pack = serde_json::from_value(serde_json::Value::String(p.to_string()))
+                .map_err(|_| bad_event(format!("unknown pack {p:?}")))?;
+            if pack.price_usd_cents() != paid {
+                return Err(bad_event(format!(
+                    "{p} costs {} cents; the session paid {paid}",
+                    pack.price_usd_cents()
+                )));
+            }
+            (Some(pack), pack.credits())
+        }
+        // A top-up: one credit per US cent paid.
+        (None, Some("top_up")) => (None, Credits(paid)),
+        _ => return Err(bad_event("the session's metadata names nothing we sell")),
+    };
+    let reply = super::credits::purchase(
+        svc,
+        account_id,
+        &session.id,
+        super::credits::Purchase {
+            pack,
+            credits,
+            paid_usd_cents: paid,
+            method: "card",
+            reference: session.id.clone(),
+        },
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(session = %session.id, account_id, error = %e, "a paid checkout could not be granted");
+        e
+    })?;
+    Ok(ack(if reply.replayed {
+        "already_granted"
+    } else {
+        "granted"
+    }))
+}
