@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The console in a real browser: Debian's Chromium (installed here with apt, with the Noto CJK
-# fonts the Chinese pages need), driven by Playwright (pinned in infra/requirements.txt),
+# The console in a real browser: Debian's Chromium (installed here with apt; setup.sh brings
+# the Noto CJK fonts the Chinese pages need), driven by Playwright (pinned in infra/requirements.txt),
 # against the local stack STACK_API names (scripts/with-stack.sh), or one brought up here
 # with tasks failing often enough that refunds show.
 #
@@ -8,18 +8,7 @@
 # .local/screenshots/ (BROWSER_SCREENSHOTS to change it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-
-need=()
-[ -x /usr/bin/chromium ] || need+=(chromium)
-dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "browser: installing ${need[*]} (apt)" >&2
-  sudo=
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+SETUP_APT=chromium scripts/setup.sh
 
 if [ -z "${STACK_API:-}" ]; then
   SIM_LATENCY_MS=${SIM_LATENCY_MS:-300} SIM_FAIL_RATE=${SIM_FAIL_RATE:-0.3} \

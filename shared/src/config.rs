@@ -22,6 +22,7 @@ pub struct Tables {
     pub api_usage: String,
     pub exports: String,
     pub sla: String,
+    pub billing: String,
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +69,27 @@ pub struct Settings {
     /// `STRIPE_SECRET_ARN` names in the cloud, `STRIPE_WEBHOOK_SECRET` locally. None: card
     /// payments are off.
     pub stripe_webhook_secret: Option<String>,
+    /// Who issues our invoices (`INVOICE_ISSUER`, JSON; a development issuer by default).
+    pub issuer: crate::ports::billing::Issuer,
+    /// Tax on invoices, basis points (`INVOICE_TAX_RATE_BP`; 0 by default, shown on each).
+    pub tax_rate_bp: u32,
+    /// The font invoices are laid out in (`INVOICE_FONT_PATH`).
+    pub invoice_font_path: String,
+}
+
+/// The issuer of a development stack's invoices; a deployment sets `InvoiceIssuer`.
+pub fn development_issuer() -> crate::ports::billing::Issuer {
+    crate::ports::billing::Issuer {
+        name: "Video Platform Ltd. (development issuer)".into(),
+        address: "1 Example Street\nSingapore 000000".into(),
+        tax_id: None,
+        bank: crate::ports::billing::BankDetails {
+            beneficiary: "Video Platform Ltd.".into(),
+            bank_name: "Example Bank".into(),
+            account_number: "000-000000-000".into(),
+            swift: "EXAMPLEXXX".into(),
+        },
+    }
 }
 
 impl Default for Settings {
@@ -81,6 +103,9 @@ impl Default for Settings {
                 timeout_ms: 15_000,
             },
             stripe_webhook_secret: None,
+            issuer: development_issuer(),
+            tax_rate_bp: 0,
+            invoice_font_path: crate::adapters::pdf::DEFAULT_FONT_PATH.into(),
         }
     }
 }
@@ -139,6 +164,7 @@ impl Config {
                 deliveries: required("DELIVERIES_TABLE")?,
                 rate_limits: required("RATE_LIMITS_TABLE")?,
                 sla: required("SLA_TABLE")?,
+                billing: required("BILLING_TABLE")?,
                 api_usage: required("API_USAGE_TABLE")?,
                 exports: required("EXPORTS_TABLE")?,
             },
@@ -197,6 +223,26 @@ impl Config {
                 },
                 stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET")
                     .filter(|v| !v.trim().is_empty()),
+                issuer: match get("INVOICE_ISSUER").filter(|v| !v.trim().is_empty()) {
+                    Some(v) => serde_json::from_str(&v).map_err(|_| {
+                        ConfigError::Invalid(
+                            "INVOICE_ISSUER",
+                            "JSON {name, address, tax_id?, bank: {beneficiary, bank_name, account_number, swift}}",
+                        )
+                    })?,
+                    None => development_issuer(),
+                },
+                tax_rate_bp: match get("INVOICE_TAX_RATE_BP") {
+                    Some(v) => v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 10_000)
+                        .ok_or(ConfigError::Invalid("INVOICE_TAX_RATE_BP", "0 to 10000"))?,
+                    None => 0,
+                },
+                invoice_font_path: get("INVOICE_FONT_PATH")
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| crate::adapters::pdf::DEFAULT_FONT_PATH.into()),
             },
         })
     }

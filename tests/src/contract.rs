@@ -56,6 +56,7 @@ pub fn account(id: &str) -> AccountRecord {
         throttle: None,
         slot_audit: None,
         sla_terms: None,
+        billing_profile: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn entry(a: &AccountRecord, kind: EntryKind, amount: i64, at: i64) -> LedgerReco
         pack: None,
         price_paid_usd_cents: None,
         refers_to: None,
+        invoice: None,
     }
 }
 
@@ -3111,4 +3113,132 @@ pub async fn sla(p: &Ports) {
         vec![],
         "it ended before"
     );
+}
+
+/// Invoices: a number is taken only by the transaction that writes its document, from the
+/// counter's last value; a document is immutable; lists are newest first, per series.
+pub async fn invoices(p: &Ports) {
+    use shared::domain::invoice::{Line, Series};
+    use shared::ports::billing::{DocumentKind, InvoiceRecord};
+    use shared::ports::store::{Change, CommitError, NewRecord};
+    let acct = id("acct", 41);
+    let doc = |series: Series, seq: u64| InvoiceRecord {
+        account_id: acct.clone(),
+        number: shared::domain::invoice::Number {
+            series,
+            year: 2026,
+            seq,
+        }
+        .to_string(),
+        series,
+        year: 2026,
+        seq,
+        kind: DocumentKind::Purchase,
+        issued_ms: T0,
+        issuer: shared::config::development_issuer(),
+        account_name: "Contract Co".into(),
+        customer: None,
+        lines: vec![Line::new("Credits top-up".into(), None, 100, 100)],
+        subtotal_usd_cents: 100,
+        tax_rate_bp: 0,
+        tax_usd_cents: 0,
+        total_usd_cents: 100,
+        payment: None,
+        ledger_entry: None,
+        subject: None,
+        includes: vec![],
+    };
+    let issue = |d: InvoiceRecord| {
+        let change = Change::NextNumber {
+            series: d.series,
+            year: d.year,
+            seq: d.seq,
+        };
+        p.requests
+            .change_and_create(change, vec![NewRecord::Invoice(d)])
+    };
+    assert_eq!(
+        p.invoices
+            .last_number(Series::Invoice, 2026)
+            .await
+            .expect("read"),
+        0
+    );
+    // Not the next number: refused, nothing written.
+    assert!(matches!(
+        issue(doc(Series::Invoice, 2)).await,
+        Err(CommitError::Stale)
+    ));
+    assert_eq!(
+        p.invoices.get(&acct, "INV-2026-000002").await.expect("get"),
+        None
+    );
+    // Two writers plan the same number: one wins.
+    let (a, b) = futures_util::future::join(
+        issue(doc(Series::Invoice, 1)),
+        issue(doc(Series::Invoice, 1)),
+    )
+    .await;
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    for seq in 2..=4 {
+        issue(doc(Series::Invoice, seq)).await.expect("issue");
+    }
+    issue(doc(Series::ProForma, 1)).await.expect("pro-forma");
+    assert_eq!(
+        p.invoices
+            .last_number(Series::Invoice, 2026)
+            .await
+            .expect("read"),
+        4
+    );
+    assert_eq!(
+        p.invoices
+            .last_number(Series::ProForma, 2026)
+            .await
+            .expect("read"),
+        1
+    );
+    assert_eq!(
+        p.invoices
+            .last_number(Series::Invoice, 2027)
+            .await
+            .expect("read"),
+        0
+    );
+    let got = p.invoices.get(&acct, "INV-2026-000003").await.expect("get");
+    assert_eq!(got, Some(doc(Series::Invoice, 3)));
+    let (page, more) = p
+        .invoices
+        .list(&acct, Series::Invoice, None, 3)
+        .await
+        .expect("list");
+    let numbers: Vec<&str> = page.iter().map(|d| d.number.as_str()).collect();
+    assert_eq!(
+        numbers,
+        ["INV-2026-000004", "INV-2026-000003", "INV-2026-000002"]
+    );
+    assert!(more);
+    let (rest, more) = p
+        .invoices
+        .list(&acct, Series::Invoice, Some("INV-2026-000002"), 3)
+        .await
+        .expect("list");
+    assert_eq!(rest.len(), 1);
+    assert!(!more);
+    let (pf, _) = p
+        .invoices
+        .list(&acct, Series::ProForma, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(pf.len(), 1);
+    let (none, _) = p
+        .invoices
+        .list(&id("acct", 42), Series::Invoice, None, 10)
+        .await
+        .expect("list");
+    assert!(none.is_empty());
 }

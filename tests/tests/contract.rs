@@ -49,6 +49,7 @@ both!(
     shares,
     sessions,
     sla,
+    invoices,
 );
 
 #[tokio::test]

@@ -45,8 +45,12 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | InvalidExport
         | InvalidAdjustment
         | InvalidStripeEvent
+        | InvalidBillingProfile
+        | InvalidCheckout
+        | InvalidWireReceipt
         | InvalidOperator => StatusCode::UNPROCESSABLE_ENTITY,
         ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        PaymentProviderError => StatusCode::BAD_GATEWAY,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

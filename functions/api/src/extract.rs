@@ -40,6 +40,9 @@ mod bodies {
     impl Body for webhooks::deliveries::Recover {}
     impl Body for webhooks::deliveries::Redeliver {}
     impl Body for exports::CreateExport {}
+    impl Body for invoices::ProfileRequest {
+        const NULLABLE: &'static [&'static str] = &["tax_id"];
+    }
     impl Body for files::CreateFile {}
     impl Body for keys::CreateKey {}
     impl Body for keys::UpdateKey {}

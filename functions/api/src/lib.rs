@@ -55,6 +55,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/exports"),
     ("get", "/v1/exports"),
     ("get", "/v1/exports/{export_id}"),
+    ("get", "/v1/invoices"),
+    ("get", "/v1/invoices/{invoice_id}"),
+    ("get", "/v1/billing-profile"),
+    ("put", "/v1/billing-profile"),
     ("patch", "/v1/account"),
     ("post", "/v1/webhook-endpoints"),
     ("get", "/v1/webhook-endpoints"),
@@ -115,7 +119,7 @@ pub struct AppState {
 }
 
 pub fn app(svc: Services) -> Router {
-    use routes::{admin, console, customer, webhooks};
+    use routes::{admin, billing, console, customer, webhooks};
     let state = AppState { svc };
     Router::new()
         .route(
@@ -183,6 +187,12 @@ pub fn app(svc: Services) -> Router {
             post(customer::create_export).get(customer::list_exports),
         )
         .route("/v1/exports/{export_id}", get(customer::get_export))
+        .route("/v1/invoices", get(billing::list_invoices))
+        .route("/v1/invoices/{invoice_id}", get(billing::get_invoice))
+        .route(
+            "/v1/billing-profile",
+            get(billing::get_profile).put(billing::put_profile),
+        )
         .route(
             "/v1/webhook-endpoints",
             post(webhooks::create_endpoint).get(webhooks::list_endpoints),

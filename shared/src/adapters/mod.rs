@@ -9,6 +9,8 @@
 //! | `Sealer` | [`kms`] (behind [`sealing::Remembered`]) | [`memory`] (the same wrapper) |
 //! | `WebhookSender` | [`webhook_client`] | tests' receivers |
 //! | `Provider` | [`providers`] (OpenAI protocol, Google Veo, simulated) | [`providers::simulated`] |
+//! | `Invoices` | [`dynamo`] | [`memory`] |
+//! | `Typesetter` | [`pdf`] (the same in tests) | |
 //! | `Clock`, `Random` | [`clock`] | [`clock`] (manual, seeded) |
 //!
 //! [`lambda`] is the edge of the SQS-triggered functions (one batch loop for all four).
@@ -18,6 +20,7 @@ pub mod dynamo;
 pub mod kms;
 pub mod lambda;
 pub mod memory;
+pub mod pdf;
 pub mod providers;
 pub mod s3;
 pub mod sealing;

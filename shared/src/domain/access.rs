@@ -34,11 +34,16 @@ impl KeyScope {
 }
 
 /// The scope a route needs. Reads need `read`; creating and cancelling batches and files,
-/// `batches:write`; keys, webhooks and account settings, `admin`.
+/// `batches:write`; keys, webhooks and account settings, `admin`; paying and what invoices
+/// say (checkout, the billing profile, pro-forma requests) too, while reading them is `read`.
 pub fn required_scope(method: &str, route: &str) -> KeyScope {
+    let billing = route.starts_with("/v1/checkout")
+        || route.starts_with("/v1/billing-profile")
+        || route.starts_with("/v1/proforma-invoices");
     let admin_area = route.starts_with("/v1/api-keys")
         || route.starts_with("/v1/webhook-endpoints")
         || route == "/v1/account"
+        || billing
         || route.starts_with("/v1/usage")
         || route.ends_with("/redeliver");
     // Asking for an export reads data, whatever the method; any key may open and close a
@@ -49,7 +54,7 @@ pub fn required_scope(method: &str, route: &str) -> KeyScope {
         || route.starts_with("/v1/console/");
     match (admin_area, reads) {
         // Listing keys or endpoints shows configuration: admin too.
-        (true, _) if route != "/v1/account" => KeyScope::Admin,
+        (true, _) if route != "/v1/account" && !billing => KeyScope::Admin,
         (true, false) => KeyScope::Admin,
         (_, true) => KeyScope::Read,
         (false, false) => KeyScope::BatchesWrite,
@@ -324,6 +329,24 @@ mod tests {
         );
         assert_eq!(required_scope("GET", "/v1/account"), KeyScope::Read);
         assert_eq!(required_scope("PATCH", "/v1/account"), KeyScope::Admin);
+        assert_eq!(
+            required_scope("PUT", "/v1/billing-profile"),
+            KeyScope::Admin
+        );
+        assert_eq!(required_scope("GET", "/v1/billing-profile"), KeyScope::Read);
+        assert_eq!(required_scope("POST", "/v1/checkout"), KeyScope::Admin);
+        assert_eq!(
+            required_scope("POST", "/v1/proforma-invoices"),
+            KeyScope::Admin
+        );
+        assert_eq!(
+            required_scope("GET", "/v1/proforma-invoices"),
+            KeyScope::Read
+        );
+        assert_eq!(
+            required_scope("GET", "/v1/invoices/{invoice_id}"),
+            KeyScope::Read
+        );
         assert_eq!(
             required_scope("POST", "/v1/events/{event_id}/redeliver"),
             KeyScope::Admin

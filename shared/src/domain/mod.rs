@@ -8,6 +8,7 @@ pub mod cursor;
 pub mod export;
 pub mod idempotency;
 pub mod ids;
+pub mod invoice;
 pub mod ledger;
 pub mod money;
 pub mod pricing;

@@ -384,6 +384,10 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "credits were added (a pack or a grant); data is the ledger entry",
     ),
     (
+        "invoice.issued",
+        "a paid purchase was invoiced (a numbered, immutable invoice); data is the invoice",
+    ),
+    (
         "credits.low_balance",
         "the balance fell below the account's threshold; data is the credits summary",
     ),

@@ -12,6 +12,7 @@
 //! aggregate) and a few request types defined beside each trait.
 
 pub mod access;
+pub mod billing;
 pub mod blobs;
 pub mod common;
 pub mod pipeline;
@@ -25,6 +26,7 @@ pub mod time;
 pub mod webhooks;
 
 pub use access::{Keys, RateWindows, Sessions, Usage};
+pub use billing::{Invoices, Typesetter};
 pub use blobs::Blobs;
 pub use pipeline::{Batches, Progress, Tasks};
 pub use provider::Provider;
@@ -61,6 +63,8 @@ pub struct Ports {
     pub deliveries: Arc<dyn Deliveries>,
     pub exports: Arc<dyn Exports>,
     pub sla: Arc<dyn Sla>,
+    pub invoices: Arc<dyn Invoices>,
+    pub typesetter: Arc<dyn Typesetter>,
     pub queue: Arc<dyn Queue>,
     pub blobs: Arc<dyn Blobs>,
     pub sender: Arc<dyn WebhookSender>,
@@ -104,6 +108,7 @@ impl Ports {
             + Deliveries
             + Exports
             + Sla
+            + Invoices
             + 'static,
     {
         Ports {
@@ -124,7 +129,11 @@ impl Ports {
             events: store.clone(),
             deliveries: store.clone(),
             exports: store.clone(),
-            sla: store,
+            sla: store.clone(),
+            invoices: store,
+            typesetter: Arc::new(crate::adapters::pdf::KrillaTypesetter::new(
+                settings.invoice_font_path.clone(),
+            )),
             queue,
             blobs,
             sender,

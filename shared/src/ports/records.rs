@@ -51,6 +51,9 @@ pub struct AccountRecord {
     /// The contract's SLA terms (None: the defaults of `SlaTerms::default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_terms: Option<crate::domain::sla::SlaTerms>,
+    /// Who invoices are issued to (the customer edits it; issued invoices keep a copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_profile: Option<crate::domain::invoice::BillingProfile>,
 }
 
 impl AccountRecord {
@@ -217,9 +220,13 @@ pub struct LedgerRecord {
     pub pack: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_paid_usd_cents: Option<i64>,
-    /// The entry an adjustment settles (a dispute), as its id `le_...`.
+    /// The entry an adjustment settles (a dispute), as its id `le_...`; for a purchase, the
+    /// payment (`card:{session}`, `wire:{reference}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refers_to: Option<String>,
+    /// The invoice of a purchase (`INV-...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -25,11 +25,20 @@ pub enum NewRecord {
     ApiKey(ApiKeyRecord),
     /// The close of an account's SLA month: once per account and month.
     SlaClose(super::sla::SlaCloseRecord),
+    /// A numbered document; created beside the `Change::NextNumber` that takes its number.
+    Invoice(super::billing::InvoiceRecord),
 }
 
 /// A conditional change of an existing record inside a transaction.
 #[derive(Clone, Debug)]
 pub enum Change {
+    /// A series' counter moves from `seq - 1` to `seq` (from nothing when `seq` is 1): the
+    /// number is taken by this transaction alone, and only if nobody took it first.
+    NextNumber {
+        series: crate::domain::invoice::Series,
+        year: i32,
+        seq: u64,
+    },
     /// The exactly-once end mark of a task in its progress shard (see [`EndMark`]).
     EndMark(EndMark),
     /// A refund added to its batch's own tally; the batch must exist.
@@ -156,6 +165,7 @@ pub struct TermsPatch {
     pub max_concurrency: Option<u32>,
     pub request_budget_per_min: Option<u32>,
     pub sla_terms: Option<crate::domain::sla::SlaTerms>,
+    pub billing_profile: Option<crate::domain::invoice::BillingProfile>,
 }
 
 #[async_trait]

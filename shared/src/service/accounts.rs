@@ -50,6 +50,7 @@ pub async fn create_account(
                     running: 0,
                     slot_audit: None,
                     sla_terms: None,
+                    billing_profile: None,
                     low_balance_threshold: None,
                     request_budget_per_min: None,
                     throttle: None,
@@ -169,6 +170,7 @@ pub async fn change_terms(
         max_concurrency: c.max_concurrency,
         request_budget_per_min: c.request_budget_per_min,
         sla_terms,
+        billing_profile: None,
     };
     let a = svc
         .accounts

@@ -268,6 +268,7 @@ async fn hold(
             pack: None,
             price_paid_usd_cents: None,
             refers_to: None,
+            invoice: None,
         };
         let req_rec = record(
             account_id,

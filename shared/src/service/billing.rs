@@ -96,25 +96,46 @@ pub async fn stripe_webhook(
         .amount_total
         .filter(|a| *a > 0)
         .ok_or_else(|| bad_event("the session has no amount paid"))?;
-    let (pack, credits) = match (
+    // The tax rate the session was created with (our metadata; absent: none).
+    let tax_rate_bp: u32 = match session.metadata.get("tax_rate_bp") {
+        Some(t) => t
+            .parse()
+            .ok()
+            .filter(|bp| *bp <= 10_000)
+            .ok_or_else(|| bad_event(format!("tax_rate_bp {t:?} is not a rate")))?,
+        None => 0,
+    };
+    let (pack, subtotal) = match (
         session.metadata.get("pack").map(String::as_str),
         session.metadata.get("kind").map(String::as_str),
     ) {
         (Some(p), _) => {
             let pack: Pack = serde_json::from_value(serde_json::Value::String(p.to_string()))
                 .map_err(|_| bad_event(format!("unknown pack {p:?}")))?;
-            if pack.price_usd_cents() != paid {
-                return Err(bad_event(format!(
-                    "{p} costs {} cents; the session paid {paid}",
-                    pack.price_usd_cents()
-                )));
-            }
-            (Some(pack), pack.credits())
+            (Some(pack), pack.price_usd_cents())
         }
-        // A top-up: one credit per US cent paid.
-        (None, Some("top_up")) => (None, Credits(paid)),
+        // A top-up: one credit per US cent before tax.
+        (None, Some("top_up")) => match session.metadata.get("amount_usd_cents") {
+            Some(a) => (
+                None,
+                a.parse::<i64>()
+                    .ok()
+                    .filter(|a| *a > 0)
+                    .ok_or_else(|| bad_event(format!("amount_usd_cents {a:?} is not an amount")))?,
+            ),
+            None if tax_rate_bp == 0 => (None, paid),
+            None => return Err(bad_event("a taxed top-up must name its amount_usd_cents")),
+        },
         _ => return Err(bad_event("the session's metadata names nothing we sell")),
     };
+    let due = super::invoices::total_with_tax(subtotal, tax_rate_bp);
+    if due != paid {
+        return Err(bad_event(format!(
+            "{} costs {due} cents with tax; the session paid {paid}",
+            pack.map_or("the top-up", Pack::id)
+        )));
+    }
+    let credits = pack.map_or(Credits(subtotal), Pack::credits);
     let reply = super::credits::purchase(
         svc,
         account_id,
@@ -122,6 +143,8 @@ pub async fn stripe_webhook(
         super::credits::Purchase {
             pack,
             credits,
+            subtotal_usd_cents: subtotal,
+            tax_rate_bp,
             paid_usd_cents: paid,
             method: "card",
             reference: session.id.clone(),

@@ -8,12 +8,13 @@ use super::views::{CreditsView, LedgerEntryView};
 use super::{ErrorCode, Page, Reply, ServiceError, Services};
 use crate::domain::cursor;
 use crate::domain::idempotency::Scope;
+use crate::domain::invoice::{Number, Series};
 use crate::domain::ledger::{next_entry, EntryKind};
 use crate::domain::money::Credits;
 use crate::domain::pricing::Pack;
 use crate::domain::time::parse_rfc3339_ms;
 use crate::ports::records::{AccountRecord, LedgerRecord};
-use crate::ports::store::{LedgerPos, LedgerQuery, MoneyMove, NewRecord};
+use crate::ports::store::{Change, LedgerPos, LedgerQuery, MoneyMove, NewRecord};
 use crate::ports::TimeRange;
 use serde::{Deserialize, Serialize};
 
@@ -89,15 +90,22 @@ pub async fn grant(
             pack,
             refers_to: None,
             paid_usd_cents: None,
+            invoice: None,
         },
     )
     .await
+    .map_err(Posted::into_error)
 }
 
 /// What a payment bought (card checkout, wire transfer).
 pub struct Purchase {
     pub pack: Option<Pack>,
     pub credits: Credits,
+    /// Before tax: the pack's price, or the top-up's amount.
+    pub subtotal_usd_cents: i64,
+    /// The tax rate the customer was charged at (basis points).
+    pub tax_rate_bp: u32,
+    /// What was paid: subtotal and tax.
     pub paid_usd_cents: i64,
     /// `card` or `wire`.
     pub method: &'static str,
@@ -105,8 +113,13 @@ pub struct Purchase {
     pub reference: String,
 }
 
-/// Credits bought: a grant entry that names how it was paid, once per payment (`payment_id`
-/// is its idempotency key, so the same payment reported again replays the first grant).
+/// How many times a purchase reads the invoice counter again after another invoice took
+/// the number it planned with (every such loss means someone else's invoice committed).
+const MAX_NUMBER_ATTEMPTS: u32 = 200;
+
+/// Credits bought: a grant entry that names how it was paid, and the invoice for it with the
+/// next number, in one transaction; once per payment (`payment_id` is its idempotency key,
+/// so the same payment reported again replays the first grant).
 pub async fn purchase(
     svc: &Services,
     account_id: &str,
@@ -117,13 +130,16 @@ pub async fn purchase(
     let fp = crate::domain::idempotency::fingerprint(&serde_json::json!({
         "credits": p.credits, "paid": p.paid_usd_cents, "method": p.method,
     }));
-    post(
-        svc,
-        account_id,
-        Scope::Purchase,
-        payment_id,
-        &fp,
-        Posting {
+    for attempt in 0..MAX_NUMBER_ATTEMPTS {
+        let year = super::invoices::year_of(svc.now_ms());
+        let last = svc.invoices.last_number(Series::Invoice, year).await?;
+        svc.faults.check("purchase.after_number_read")?;
+        let number = Number {
+            series: Series::Invoice,
+            year,
+            seq: last + 1,
+        };
+        let posting = Posting {
             kind: EntryKind::Grant,
             amount: p.credits,
             reason: format!("paid by {}: {}", p.method, p.reference),
@@ -131,13 +147,29 @@ pub async fn purchase(
             pack: p.pack,
             refers_to: Some(format!("{}:{}", p.method, p.reference)),
             paid_usd_cents: Some(p.paid_usd_cents),
-        },
-    )
-    .await
+            invoice: Some((number, &p)),
+        };
+        match post(svc, account_id, Scope::Purchase, payment_id, &fp, posting).await {
+            Err(Posted::NumberTaken) => svc.backoff(attempt.min(6)).await,
+            Err(Posted::Failed(e)) => return Err(e),
+            Ok(reply) if reply.replayed => {
+                // Stripe (or an operator) reports a payment again, perhaps because our answer
+                // was lost in a crash right after the commit: make sure the invoice's files
+                // and event exist (both idempotent: same keys, same event id).
+                super::invoices::republish(svc, account_id, &reply).await;
+                return Ok(reply);
+            }
+            Ok(reply) => return Ok(reply),
+        }
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "invoices are being issued faster than we can number them; retry",
+    ))
 }
 
 /// What an operator writes into an account's ledger.
-struct Posting {
+struct Posting<'a> {
     kind: EntryKind,
     amount: Credits,
     reason: String,
@@ -146,6 +178,33 @@ struct Posting {
     refers_to: Option<String>,
     /// What the customer paid, when it was not a pack's list price (a top-up).
     paid_usd_cents: Option<i64>,
+    /// A purchase: its invoice, with the number the plan takes.
+    invoice: Option<(Number, &'a Purchase)>,
+}
+
+/// Why a posting did not land.
+enum Posted {
+    /// Another invoice took the planned number first: read the counter again.
+    NumberTaken,
+    Failed(ServiceError),
+}
+
+impl Posted {
+    /// For postings without an invoice, which cannot lose a number.
+    fn into_error(self) -> ServiceError {
+        match self {
+            Posted::Failed(e) => e,
+            Posted::NumberTaken => {
+                ServiceError::Internal("an invoice number without an invoice".into())
+            }
+        }
+    }
+}
+
+impl<E: Into<ServiceError>> From<E> for Posted {
+    fn from(e: E) -> Self {
+        Posted::Failed(e.into())
+    }
 }
 
 /// An operator's ledger entry (grant, adjustment, compensation): one entry, idempotent by
@@ -156,8 +215,8 @@ async fn post(
     scope: Scope,
     request_id: &str,
     fingerprint: &str,
-    p: Posting,
-) -> Result<Reply, ServiceError> {
+    p: Posting<'_>,
+) -> Result<Reply, Posted> {
     // Scoped per account so that two accounts may use the same request_id.
     let owner = format!("{OPERATOR}#{account_id}");
     get_account(svc, account_id).await?;
@@ -193,6 +252,7 @@ async fn post(
             pack: p.pack.map(|k| k.id().to_string()),
             price_paid_usd_cents: p.paid_usd_cents.or(p.pack.map(Pack::price_usd_cents)),
             refers_to: p.refers_to.clone(),
+            invoice: p.invoice.as_ref().map(|(n, _)| n.to_string()),
         };
         let granted = if p.kind == EntryKind::Grant {
             p.amount
@@ -222,6 +282,20 @@ async fn post(
             now,
             account.retention_days,
         );
+        let mut creates = vec![NewRecord::Request(req_rec)];
+        let mut changes = vec![];
+        let mut doc = None;
+        if let Some((number, purchase)) = &p.invoice {
+            let rec =
+                super::invoices::purchase_invoice(svc, account, *number, now, purchase, &entry);
+            changes.push(Change::NextNumber {
+                series: number.series,
+                year: number.year,
+                seq: number.seq,
+            });
+            creates.push(NewRecord::Invoice(rec.clone()));
+            doc = Some(rec);
+        }
         let mv = MoneyMove {
             account_id: account.account_id.clone(),
             expected: account.book(),
@@ -232,14 +306,20 @@ async fn post(
             charged_delta: Credits::ZERO,
             refunded_delta: Credits::ZERO,
             released_delta: Credits::ZERO,
-            creates: vec![NewRecord::Request(req_rec)],
-            changes: vec![],
+            creates,
+            changes,
         };
-        Ok((mv, (reply, entry)))
+        Ok((mv, (reply, entry, doc)))
     })
     .await?;
     match moved {
-        Moved::Committed((reply, posted)) => {
+        Moved::Committed((reply, posted, doc)) => {
+            if let Some(doc) = doc {
+                // The invoice stands in the table; its documents and event follow (a replay
+                // or a read makes them again if this is lost).
+                svc.faults.check("purchase.after_commit")?;
+                super::invoices::published(svc, &doc).await;
+            }
             if p.kind == EntryKind::Grant {
                 // Notification only: the grant stands whether or not this goes out.
                 if let Err(e) =
@@ -251,10 +331,12 @@ async fn post(
             Ok(reply)
         }
         Moved::Replayed(reply) => Ok(reply),
-        Moved::Duplicate(_) => Err(ServiceError::reject(
+        // creates: [request, invoice], changes: [counter]: the number was taken.
+        Moved::Duplicate(i) if i >= 1 && p.invoice.is_some() => Err(Posted::NumberTaken),
+        Moved::Duplicate(_) => Err(Posted::Failed(ServiceError::reject(
             ErrorCode::RequestInProgress,
             "a request with this request_id is being processed; retry shortly",
-        )),
+        ))),
     }
 }
 
@@ -332,9 +414,11 @@ pub async fn adjust(
             pack: None,
             refers_to: req.refers_to.clone(),
             paid_usd_cents: None,
+            invoice: None,
         },
     )
     .await
+    .map_err(Posted::into_error)
 }
 
 pub fn summary(account: &AccountRecord) -> CreditsView {

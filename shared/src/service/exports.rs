@@ -337,12 +337,7 @@ pub async fn get(
     view(svc, &rec, true).await
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    pub limit: Option<String>,
-    pub cursor: Option<String>,
-}
+pub use super::PageParams as ListParams;
 
 /// The account's exports, newest first. Those of datasets the key may not read are listed
 /// without their link and manifest.

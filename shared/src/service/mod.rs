@@ -13,6 +13,7 @@ pub mod events;
 pub mod exports;
 pub mod files;
 pub mod idempotency;
+pub mod invoices;
 pub mod keys;
 pub mod metrics;
 pub mod models;
@@ -137,6 +138,14 @@ pub struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
     pub next_cursor: Option<String>,
+}
+
+/// `?limit=&cursor=` of a list that takes nothing else.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// A reply body as JSON text.

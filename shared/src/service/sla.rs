@@ -700,6 +700,7 @@ async fn close_account(
             pack: None,
             price_paid_usd_cents: None,
             refers_to: Some(format!("sla:{month}")),
+            invoice: None,
         };
         let mv = MoneyMove {
             account_id: id.to_string(),

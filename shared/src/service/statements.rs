@@ -50,8 +50,12 @@ pub struct Movements {
     pub compensation: i64,
 }
 
+/// A paid purchase of the month and its numbered invoice (`GET /v1/invoices/{invoice_id}`).
 #[derive(Debug, Serialize)]
 pub struct Invoice {
+    pub invoice_id: String,
+    /// `card` or `wire`.
+    pub paid_by: &'static str,
     pub entry_id: String,
     pub date: String,
     pub pack: Option<String>,
@@ -59,6 +63,16 @@ pub struct Invoice {
     /// What the customer paid (packs carry a discount against 1 credit = US$0.01).
     pub amount_paid_usd: Option<String>,
     pub list_value_usd: String,
+}
+
+/// A free grant of the month (an operator's): credits, but no invoice.
+#[derive(Debug, Serialize)]
+pub struct GrantLine {
+    pub entry_id: String,
+    pub date: String,
+    pub pack: Option<String>,
+    pub credits: i64,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -103,6 +117,7 @@ pub struct Statement {
     pub movements: Movements,
     pub entries: u64,
     pub invoices: Vec<Invoice>,
+    pub free_grants: Vec<GrantLine>,
     pub usage_by_model: Vec<ModelUsage>,
     pub batches: Vec<BatchLine>,
     /// The month's SLA report (availability, processing times, compensation).
@@ -134,6 +149,7 @@ pub async fn build(
     };
     let mut mv = Movements::default();
     let mut invoices = Vec::new();
+    let mut free_grants = Vec::new();
     // Per batch: (pre-deducted, refunded, released) in the month.
     let mut per_batch: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     let mut tally = Tally::after(opening);
@@ -147,14 +163,25 @@ pub async fn build(
             match e.kind {
                 EntryKind::Grant => {
                     mv.grants += amount;
-                    invoices.push(Invoice {
-                        entry_id: entry_id(e.seq),
-                        date: rfc3339_ms(e.created_ms),
-                        pack: e.pack.clone(),
-                        credits: amount,
-                        amount_paid_usd: e.price_paid_usd_cents.map(|c| Credits(c).usd()),
-                        list_value_usd: e.amount.usd(),
-                    });
+                    match (&e.invoice, super::views::paid_by(&e)) {
+                        (Some(number), Some(how @ ("card" | "wire"))) => invoices.push(Invoice {
+                            invoice_id: number.clone(),
+                            paid_by: how,
+                            entry_id: entry_id(e.seq),
+                            date: rfc3339_ms(e.created_ms),
+                            pack: e.pack.clone(),
+                            credits: amount,
+                            amount_paid_usd: e.price_paid_usd_cents.map(|c| Credits(c).usd()),
+                            list_value_usd: e.amount.usd(),
+                        }),
+                        _ => free_grants.push(GrantLine {
+                            entry_id: entry_id(e.seq),
+                            date: rfc3339_ms(e.created_ms),
+                            pack: e.pack.clone(),
+                            credits: amount,
+                            reason: e.reason.clone(),
+                        }),
+                    }
                 }
                 EntryKind::PreDeduct => mv.pre_deducts += amount,
                 EntryKind::Refund => mv.refunds += amount,
@@ -236,6 +263,7 @@ pub async fn build(
         movements: mv,
         entries: count,
         invoices,
+        free_grants,
         usage_by_model: usage.into_values().collect(),
         batches: lines,
         sla_report: format!("/v1/sla/{month}"),
@@ -289,13 +317,23 @@ fn csv(s: &Statement) -> String {
     for i in &s.invoices {
         out.push_str(&money(
             "invoice",
-            &i.entry_id,
+            &i.invoice_id,
             i.credits,
             format!(
-                "{} paid US${}",
-                i.pack.clone().unwrap_or_else(|| "grant".into()),
-                i.amount_paid_usd.clone().unwrap_or_else(|| "0.00".into())
+                "{} paid by {} US${} ({})",
+                i.pack.clone().unwrap_or_else(|| "top-up".into()),
+                i.paid_by,
+                i.amount_paid_usd.clone().unwrap_or_else(|| "0.00".into()),
+                i.entry_id
             ),
+        ));
+    }
+    for g in &s.free_grants {
+        out.push_str(&money(
+            "free_grant",
+            &g.entry_id,
+            g.credits,
+            g.pack.clone().unwrap_or_else(|| "grant".into()),
         ));
     }
     for u in &s.usage_by_model {
@@ -348,9 +386,16 @@ fn html(s: &Statement) -> String {
     add("Compensation", "", m.compensation);
     for i in &s.invoices {
         add(
-            &format!("Invoice {}", i.entry_id),
-            i.pack.as_deref().unwrap_or("grant"),
+            &format!("Invoice {} (paid by {})", i.invoice_id, i.paid_by),
+            i.pack.as_deref().unwrap_or("top-up"),
             i.credits,
+        );
+    }
+    for g in &s.free_grants {
+        add(
+            &format!("Grant {} (no invoice)", g.entry_id),
+            g.pack.as_deref().unwrap_or("grant"),
+            g.credits,
         );
     }
     for u in &s.usage_by_model {

@@ -112,6 +112,26 @@ pub struct LedgerEntryView {
     pub price_paid_usd: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refers_to: Option<String>,
+    /// How a grant was paid: `card`, `wire`, or `operator` (a free grant, no invoice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_by: Option<&'static str>,
+    /// The invoice of a purchase (`INV-...`; `GET /v1/invoices/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_id: Option<String>,
+}
+
+/// How a grant entry was paid, from the payment it refers to.
+pub fn paid_by(e: &LedgerRecord) -> Option<&'static str> {
+    if e.kind != EntryKind::Grant {
+        return None;
+    }
+    Some(
+        match e.refers_to.as_deref().and_then(|r| r.split_once(':')) {
+            Some(("card", _)) => "card",
+            Some(("wire", _)) => "wire",
+            _ => "operator",
+        },
+    )
 }
 
 impl From<&LedgerRecord> for LedgerEntryView {
@@ -133,6 +153,8 @@ impl From<&LedgerRecord> for LedgerEntryView {
                 .price_paid_usd_cents
                 .map(|c| crate::domain::money::Credits(c).usd()),
             refers_to: e.refers_to.clone(),
+            paid_by: paid_by(e),
+            invoice_id: e.invoice.clone(),
         }
     }
 }

@@ -397,6 +397,7 @@ async fn reconcile_is_clean_after_settlement_and_names_a_wrong_balance_after() {
             pack: None,
             price_paid_usd_cents: None,
             refers_to: None,
+            invoice: None,
         },
         held_delta: Credits::ZERO,
         granted_delta: Credits::ZERO,

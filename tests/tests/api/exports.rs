@@ -85,6 +85,7 @@ async fn seed_ledger(app: &TestApp, acct: &str, n: u64, pad: usize) -> i64 {
         pack: None,
         price_paid_usd_cents: None,
         refers_to: None,
+        invoice: None,
     };
     let expected_sum: i64 = (0..n).map(amount).sum();
     if app.backend == Backend::Memory {

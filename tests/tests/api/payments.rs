@@ -176,3 +176,281 @@ async fn unsigned_stale_or_tampered_events_move_nothing() {
     assert_eq!(grant["amount"], 5_000);
     app.assert_invariants().await;
 }
+
+/// Text of a PDF as poppler's `pdftotext` reads it (an independent reader of what we wrote).
+fn pdftotext(pdf: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8", "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pdftotext (poppler-utils; scripts/setup.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pdf)
+        .expect("write pdf");
+    let out = child.wait_with_output().expect("pdftotext output");
+    assert!(out.status.success(), "pdftotext failed on our PDF");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+async fn paid_pack(
+    app: &TestApp,
+    acct: &str,
+    session: &str,
+    metadata: Value,
+    amount: i64,
+) -> Value {
+    let body = session_event(
+        &format!("evt_{session}"),
+        "checkout.session.completed",
+        checkout(session, acct, "paid", metadata, amount),
+    );
+    deliver(app, &body, signed(app, &body)).await.body
+}
+
+#[tokio::test]
+async fn a_paid_purchase_is_invoiced_to_the_billing_profile_and_reads_back_as_pdf_and_json() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let put = |body: Value| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            app.send(
+                "PUT",
+                "/v1/billing-profile",
+                Some(&key),
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+        }
+    };
+    let r = app.get("/v1/billing-profile", &key).await;
+    assert_eq!((r.status, &r.body["billing_profile"]), (200, &Value::Null));
+    let r = put(json!({"company": "Co", "address": "x", "billing_email": "nope"})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "invalid_billing_profile"),
+        "{:?}",
+        r.body
+    );
+    let r = put(json!({
+        "company": "北京视界科技有限公司", "tax_id": "91110105MA01XYZ12Q",
+        "address": "北京市朝阳区建国路 88 号\n100022", "billing_email": "finance@example.cn",
+    }))
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // pack_5000 at a 6 % tax rate: US$5,000.00 + US$300.00.
+    let ack = paid_pack(
+        &app,
+        &acct,
+        "cs_test_inv",
+        json!({"pack": "pack_5000", "tax_rate_bp": "600"}),
+        530_000,
+    )
+    .await;
+    assert_eq!(ack["outcome"], "granted", "{ack}");
+    let entry = &app.get("/v1/credits/ledger?kind=grant", &key).await.body["data"][0];
+    assert_eq!(entry["paid_by"], "card", "{entry}");
+    let number = entry["invoice_id"].as_str().unwrap_or_default().to_string();
+    assert!(number.starts_with("INV-"), "{entry}");
+
+    let list = app.get("/v1/invoices", &key).await.body;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    let inv = app.get(&format!("/v1/invoices/{number}"), &key).await;
+    assert_eq!(inv.status, 200, "{:?}", inv.body);
+    let b = &inv.body;
+    assert_eq!(
+        (
+            &b["subtotal_usd"],
+            &b["tax_rate_percent"],
+            &b["tax_usd"],
+            &b["total_usd"]
+        ),
+        (
+            &json!("5000.00"),
+            &json!("6.00"),
+            &json!("300.00"),
+            &json!("5300.00")
+        ),
+        "{b}"
+    );
+    assert_eq!(b["customer"]["company"], "北京视界科技有限公司");
+    assert_eq!(b["lines"][0]["credits"], 628_950);
+    assert_eq!(b["payment"]["reference"], "cs_test_inv");
+    assert_eq!(b["ledger_entry_id"], entry["id"]);
+
+    let pdf = app
+        .download(b["pdf"]["url"].as_str().unwrap_or_default())
+        .await;
+    assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
+    // The subset holds the glyphs used, not the 19 MB face.
+    assert!(pdf.len() < 200_000, "{} bytes", pdf.len());
+    let text = pdftotext(&pdf);
+    for needle in [
+        number.as_str(),
+        "北京视界科技有限公司",
+        "北京市朝阳区建国路 88 号",
+        "91110105MA01XYZ12Q",
+        "628950",
+        "5,300.00",
+        "6.00 %",
+        "cs_test_inv",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} not in the PDF's text:\n{text}"
+        );
+    }
+    let json_doc: Value = serde_json::from_slice(
+        &app.download(b["json"]["url"].as_str().unwrap_or_default())
+            .await,
+    )
+    .expect("the JSON document");
+    assert_eq!(json_doc["id"], number.as_str());
+    assert_eq!(json_doc["total_usd"], "5300.00");
+
+    // The statement lists the invoice; the event says it was issued.
+    let month = &shared::domain::time::rfc3339_ms(app.clock.now_ms())[..7];
+    let st = app.get(&format!("/v1/statements/{month}"), &key).await.body;
+    assert_eq!(st["invoices"][0]["invoice_id"], number.as_str(), "{st}");
+    assert_eq!(st["invoices"][0]["paid_by"], "card");
+    app.run_until_idle().await;
+    let issued: Vec<Value> = app
+        .events_of(&acct)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "invoice.issued")
+        .collect();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["data"]["id"], number.as_str());
+
+    // A later edit of the profile never changes an issued invoice.
+    put(json!({"company": "Renamed Ltd", "address": "y", "billing_email": "a@b.co"})).await;
+    let again = app.get(&format!("/v1/invoices/{number}"), &key).await.body;
+    assert_eq!(again["customer"]["company"], "北京视界科技有限公司");
+    // Unknown or malformed ids are 404s, other accounts' invoices too.
+    let (_, other) = app.account_with(0).await;
+    for (k, id) in [
+        (&key, "INV-2026-999999"),
+        (&key, "nope"),
+        (&other, number.as_str()),
+    ] {
+        let r = app.get(&format!("/v1/invoices/{id}"), k).await;
+        assert_eq!((r.status, r.code()), (404, "not_found"), "{id}");
+    }
+    app.assert_invariants().await;
+}
+
+/// Sequence numbers of every invoice the accounts hold, sorted.
+async fn invoice_seqs(app: &TestApp, keys: &[String]) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for k in keys {
+        let page = app.get("/v1/invoices?limit=200", k).await.body;
+        for d in page["data"].as_array().cloned().unwrap_or_default() {
+            let id = d["id"].as_str().unwrap_or_default();
+            let n = shared::domain::invoice::Number::parse(id).expect("a number");
+            seqs.push(n.seq);
+        }
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+fn consecutive(seqs: &[u64]) {
+    let first = seqs.first().copied().unwrap_or(1);
+    let want: Vec<u64> = (first..first + seqs.len() as u64).collect();
+    assert_eq!(seqs, want.as_slice(), "numbers with a gap or a repeat");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_purchases_get_fifty_consecutive_numbers() {
+    let app = TestApp::spawn().await;
+    let mut accounts = Vec::new();
+    for _ in 0..5 {
+        accounts.push(app.account_with(0).await);
+    }
+    let buys = (0..50).map(|i| {
+        let app = &app;
+        let acct = accounts[i % 5].0.clone();
+        async move {
+            let top_up = json!({"kind": "top_up"});
+            paid_pack(
+                app,
+                &acct,
+                &format!("cs_test_c{i}"),
+                top_up,
+                1_000 + i as i64,
+            )
+            .await
+        }
+    });
+    for ack in futures_util::future::join_all(buys).await {
+        assert_eq!(ack["outcome"], "granted", "{ack}");
+    }
+    let keys: Vec<String> = accounts.iter().map(|(_, k)| k.clone()).collect();
+    let seqs = invoice_seqs(&app, &keys).await;
+    assert_eq!(seqs.len(), 50);
+    consecutive(&seqs);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_crash_around_an_invoice_leaves_no_gap_no_repeat_and_its_files_come_back() {
+    for point in ["purchase.after_number_read", "purchase.after_commit"] {
+        let app = TestApp::spawn_with(integration_tests::fail_once_at(point)).await;
+        let (acct, key) = app.account_with(0).await;
+        let first = paid_pack(&app, &acct, "cs_test_k1", json!({"kind": "top_up"}), 700).await;
+        assert_eq!(first["error"]["code"], "internal_error", "{point}: {first}");
+        // Before Stripe's retry: either nothing, or the grant with its invoice.
+        let grants = app.ledger_entries(&acct, "grant").await;
+        let listed = app.get("/v1/invoices", &key).await.body["data"].clone();
+        assert_eq!(
+            grants.len(),
+            listed.as_array().map_or(0, Vec::len),
+            "{point}: a grant and its invoice land together"
+        );
+        // Stripe retries; another purchase follows.
+        let retry = paid_pack(&app, &acct, "cs_test_k1", json!({"kind": "top_up"}), 700).await;
+        assert!(
+            matches!(
+                retry["outcome"].as_str(),
+                Some("granted" | "already_granted")
+            ),
+            "{point}: {retry}"
+        );
+        let next = paid_pack(&app, &acct, "cs_test_k2", json!({"kind": "top_up"}), 800).await;
+        assert_eq!(next["outcome"], "granted", "{point}: {next}");
+        let seqs = invoice_seqs(&app, std::slice::from_ref(&key)).await;
+        assert_eq!(seqs.len(), 2, "{point}");
+        consecutive(&seqs);
+        // The files of the invoice whose publication crashed are there.
+        let page = app.get("/v1/invoices", &key).await.body;
+        for d in page["data"].as_array().cloned().unwrap_or_default() {
+            let inv = app
+                .get(
+                    &format!("/v1/invoices/{}", d["id"].as_str().unwrap_or_default()),
+                    &key,
+                )
+                .await
+                .body;
+            let pdf = app
+                .download(inv["pdf"]["url"].as_str().unwrap_or_default())
+                .await;
+            assert!(pdf.starts_with(b"%PDF-"), "{point}");
+        }
+        app.run_until_idle().await;
+        let issued = app
+            .events_of(&acct)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "invoice.issued")
+            .count();
+        assert_eq!(issued, 2, "{point}: every invoice announced once");
+        app.assert_invariants().await;
+    }
+}

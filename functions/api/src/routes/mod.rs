@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod billing;
 pub mod console;
 pub mod customer;
 pub mod payments;

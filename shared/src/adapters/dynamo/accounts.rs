@@ -80,6 +80,12 @@ impl Accounts for Dynamo {
                 .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
             u = u.expression_attribute_values(":sla", v);
         }
+        if let Some(p) = &change.billing_profile {
+            set.push("billing_profile = :bp");
+            let v = serde_dynamo::to_attribute_value(p)
+                .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+            u = u.expression_attribute_values(":bp", v);
+        }
         if set.is_empty() {
             return Accounts::get(self, account_id).await;
         }

@@ -5,6 +5,7 @@
 mod access;
 mod accounts;
 mod batches;
+mod billing;
 mod exports;
 mod money;
 mod requests;
@@ -165,6 +166,7 @@ impl Dynamo {
             NewRecord::Export(x) => (&self.t.exports, to_item::<ExportRecord>(x)?, "account_id"),
             NewRecord::ApiKey(k) => (&self.t.api_keys, to_item::<ApiKeyRecord>(k)?, "key_hash"),
             NewRecord::SlaClose(c) => (&self.t.sla, sla::close_item(c)?, "pk"),
+            NewRecord::Invoice(i) => (&self.t.billing, billing::invoice_item(i)?, "pk"),
         };
         put_new_item(table, item, key_attr)
     }
@@ -224,6 +226,7 @@ impl Dynamo {
     /// A conditional change inside a transaction.
     fn change(&self, c: &Change) -> PortResult<TransactWriteItem> {
         let update = match c {
+            Change::NextNumber { series, year, seq } => self.next_number(*series, *year, *seq)?,
             Change::EndMark(m) => self.end_mark_update(m)?,
             Change::BatchRefund {
                 account_id,

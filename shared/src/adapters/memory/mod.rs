@@ -9,6 +9,7 @@
 //! time and chance under control.
 
 mod access;
+mod billing;
 mod blobs;
 mod money;
 mod pipeline;
@@ -153,6 +154,10 @@ pub(crate) struct State {
     pub probes: BTreeMap<String, sla::Probes>,
     pub incidents: sla::Incidents,
     pub sla_closes: Table<Key2, crate::ports::sla::SlaCloseRecord>,
+    /// (account, number) -> document.
+    pub invoices: Table<Key2, crate::ports::billing::InvoiceRecord>,
+    /// (series prefix, year) -> the last number taken.
+    pub counters: Table<(String, i32), u64>,
 }
 
 impl State {
@@ -175,6 +180,8 @@ impl State {
         self.deliveries.catch_up();
         self.exports.catch_up();
         self.sla_closes.catch_up();
+        self.invoices.catch_up();
+        self.counters.catch_up();
     }
 }
 

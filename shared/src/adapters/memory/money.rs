@@ -41,6 +41,9 @@ impl State {
             NewRecord::SlaClose(c) => self
                 .sla_closes
                 .contains(&(c.account_id.clone(), c.month.clone())),
+            NewRecord::Invoice(i) => self
+                .invoices
+                .contains(&(i.account_id.clone(), i.number.clone())),
         }
     }
 
@@ -64,12 +67,19 @@ impl State {
             NewRecord::SlaClose(c) => self
                 .sla_closes
                 .put((c.account_id.clone(), c.month.clone()), c),
+            NewRecord::Invoice(i) => self
+                .invoices
+                .put((i.account_id.clone(), i.number.clone()), i),
         }
     }
 
     /// Whether a change's condition holds now.
     fn change_holds(&self, c: &Change) -> PortResult<bool> {
         Ok(match c {
+            Change::NextNumber { series, year, seq } => {
+                let last = self.counters.get(&(series.prefix().to_string(), *year));
+                last.copied().unwrap_or(0) + 1 == *seq
+            }
             Change::EndMark(m) => self.end_mark_holds(m)?,
             Change::BatchRefund {
                 account_id,
@@ -97,6 +107,9 @@ impl State {
 
     fn apply_change(&mut self, c: Change) {
         match c {
+            Change::NextNumber { series, year, seq } => {
+                self.counters.put((series.prefix().to_string(), year), seq);
+            }
             Change::EndMark(m) => self.apply_end_mark(&m),
             Change::BatchRefund {
                 account_id,
@@ -344,6 +357,9 @@ impl Accounts for Memory {
             }
             if let Some(t) = &change.sla_terms {
                 a.sla_terms = Some(t.clone());
+            }
+            if let Some(p) = &change.billing_profile {
+                a.billing_profile = Some(p.clone());
             }
             a.clone()
         }))

@@ -693,6 +693,7 @@ async fn give_back(
             pack: None,
             price_paid_usd_cents: None,
             refers_to: None,
+            invoice: None,
         };
         let mv = MoneyMove {
             account_id: task.account_id.clone(),

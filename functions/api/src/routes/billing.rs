@@ -1,0 +1,59 @@
+//! `/v1` billing: invoices, the billing profile they are issued to, checkout and pro-forma
+//! invoices. The rules live in `shared::service::invoices` and `billing`.
+
+use crate::error::ApiError;
+use crate::extract::{Customer, Id, JsonBody, Params};
+use crate::AppState;
+use axum::extract::State;
+use axum::Json;
+use shared::domain::invoice::{BillingProfile, Series};
+use shared::service::invoices::{self, InvoiceDetail, InvoiceView};
+use shared::service::Page;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub async fn list_invoices(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Params(p): Params<invoices::ListParams>,
+) -> Result<Json<Page<InvoiceView>>> {
+    Ok(Json(
+        invoices::list(&s.svc, &c.account.account_id, Series::Invoice, &p).await?,
+    ))
+}
+
+pub async fn get_invoice(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<InvoiceDetail>> {
+    Ok(Json(
+        invoices::get(&s.svc, &c.account.account_id, &id, Series::Invoice).await?,
+    ))
+}
+
+/// `{"billing_profile": null}` until one is set.
+#[derive(serde::Serialize)]
+pub struct ProfileReply {
+    billing_profile: Option<BillingProfile>,
+}
+
+pub async fn get_profile(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+) -> Result<Json<ProfileReply>> {
+    Ok(Json(ProfileReply {
+        billing_profile: invoices::profile(&s.svc, &c.account.account_id).await?,
+    }))
+}
+
+pub async fn put_profile(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<invoices::ProfileRequest>,
+) -> Result<Json<ProfileReply>> {
+    let p = invoices::set_profile(&s.svc, &c.account.account_id, body.value).await?;
+    Ok(Json(ProfileReply {
+        billing_profile: Some(p),
+    }))
+}

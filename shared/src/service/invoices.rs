@@ -1,0 +1,355 @@
+//! Invoices (contract 8.2, 1.4): one per paid purchase, numbered without gaps, immutable.
+//!
+//! The record is written in the purchase's own money transaction (see `credits::purchase`):
+//! the grant and its invoice land together or not at all, and the number is taken by a
+//! conditional move of the series' counter in that same transaction. Its documents (PDF and
+//! JSON in S3) are a pure function of the record: written right after the commit, and made
+//! again by a read that finds them missing (a crash in between loses nothing).
+
+use super::credits::Purchase;
+use super::events::Event;
+use super::{ErrorCode, Page, ServiceError, Services};
+use crate::domain::invoice::{tax_cents, usd, BillingProfile, Line, Number, Series};
+use crate::domain::ledger::entry_id;
+use crate::domain::time::rfc3339_ms;
+use crate::ports::billing::{DocumentKind, InvoiceRecord, Payment};
+use crate::ports::blobs::Presigned;
+use crate::ports::records::{AccountRecord, LedgerRecord};
+use serde::{Deserialize, Serialize};
+
+/// The UTC calendar year holding `ms` (numbers restart each year).
+pub fn year_of(ms: i64) -> i32 {
+    rfc3339_ms(ms)
+        .get(..4)
+        .and_then(|y| y.parse().ok())
+        .unwrap_or(1970)
+}
+
+/// The invoice of a purchase, as the purchase's transaction writes it.
+pub(super) fn purchase_invoice(
+    svc: &Services,
+    account: &AccountRecord,
+    number: Number,
+    now_ms: i64,
+    p: &Purchase,
+    entry: &LedgerRecord,
+) -> InvoiceRecord {
+    let description = match p.pack {
+        Some(pack) => format!("Prepaid pack {} 预付套餐", pack.id()),
+        None => "Credits top-up 点数充值".to_string(),
+    };
+    let line = Line::new(
+        description,
+        p.pack.map(|k| k.id().to_string()),
+        p.credits.value(),
+        p.subtotal_usd_cents,
+    );
+    InvoiceRecord {
+        account_id: account.account_id.clone(),
+        number: number.to_string(),
+        series: number.series,
+        year: number.year,
+        seq: number.seq,
+        kind: DocumentKind::Purchase,
+        issued_ms: now_ms,
+        issuer: svc.settings.issuer.clone(),
+        account_name: account.name.clone(),
+        customer: account.billing_profile.clone(),
+        lines: vec![line],
+        subtotal_usd_cents: p.subtotal_usd_cents,
+        tax_rate_bp: p.tax_rate_bp,
+        tax_usd_cents: p.paid_usd_cents - p.subtotal_usd_cents,
+        total_usd_cents: p.paid_usd_cents,
+        payment: Some(Payment {
+            method: p.method.to_string(),
+            reference: p.reference.clone(),
+        }),
+        ledger_entry: Some(entry_id(entry.seq)),
+        subject: p.pack.map(|k| k.id().to_string()),
+        includes: vec![],
+    }
+}
+
+/// What a purchase of `subtotal` costs with tax at `rate_bp`.
+pub fn total_with_tax(subtotal_cents: i64, rate_bp: u32) -> i64 {
+    subtotal_cents + tax_cents(subtotal_cents, rate_bp)
+}
+
+/// Where a document's files live. Outside the retention-tagged prefixes: invoices are kept.
+fn blob_key(doc: &InvoiceRecord, ext: &str) -> String {
+    format!("invoices/{}/{}.{ext}", doc.account_id, doc.number)
+}
+
+/// Writes a document's PDF and JSON.
+async fn store_documents(svc: &Services, doc: &InvoiceRecord) -> Result<(), ServiceError> {
+    let pdf = svc
+        .typesetter
+        .invoice_pdf(doc)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&InvoiceView::from(doc))
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    svc.blobs
+        .put(&blob_key(doc, "pdf"), pdf, "application/pdf", None)
+        .await?;
+    svc.blobs
+        .put(&blob_key(doc, "json"), json, "application/json", None)
+        .await?;
+    Ok(())
+}
+
+/// After a document's commit: its files and its `invoice.issued` event. Neither can undo
+/// the document; what fails here is logged, and a read makes the files again.
+pub(super) async fn published(svc: &Services, doc: &InvoiceRecord) {
+    if let Err(e) = store_documents(svc, doc).await {
+        tracing::warn!(invoice = %doc.number, error = %e, "invoice documents not stored yet");
+    }
+    if doc.series == Series::Invoice {
+        if let Err(e) = super::events::emit(svc, &[invoice_issued(doc)]).await {
+            tracing::warn!(invoice = %doc.number, error = %e, "invoice.issued event not sent");
+        }
+    }
+}
+
+/// For a replayed purchase: publishes its invoice again (the stored reply names it).
+pub(super) async fn republish(svc: &Services, account_id: &str, reply: &super::Reply) {
+    let number = serde_json::from_str::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v["entry"]["invoice_id"].as_str().map(str::to_string));
+    let Some(number) = number else { return };
+    match svc.invoices.get(account_id, &number).await {
+        Ok(Some(doc)) => published(svc, &doc).await,
+        Ok(None) => {
+            tracing::error!(invoice = %number, "a replayed purchase names a missing invoice")
+        }
+        Err(e) => tracing::warn!(invoice = %number, error = %e, "invoice not republished"),
+    }
+}
+
+pub fn invoice_issued(doc: &InvoiceRecord) -> Event {
+    Event {
+        id: format!("evt_{}_{}_issued", doc.account_id, doc.number),
+        event_type: "invoice.issued".into(),
+        created_at: rfc3339_ms(doc.issued_ms),
+        account_id: doc.account_id.clone(),
+        data: serde_json::to_value(InvoiceView::from(doc)).unwrap_or_default(),
+    }
+}
+
+/// A document as the API shows it (and as its JSON file holds it).
+#[derive(Debug, Serialize)]
+pub struct InvoiceView {
+    pub id: String,
+    pub kind: DocumentKind,
+    pub issued_at: String,
+    pub account_id: String,
+    pub issuer: crate::ports::billing::Issuer,
+    /// The billing profile as it was when the document was issued.
+    pub customer: Option<BillingProfile>,
+    pub account_name: String,
+    pub lines: Vec<LineView>,
+    pub subtotal_usd: String,
+    /// Percent, two decimals (`"0.00"`).
+    pub tax_rate_percent: String,
+    pub tax_usd: String,
+    pub total_usd: String,
+    pub currency: &'static str,
+    pub payment: Option<Payment>,
+    pub ledger_entry_id: Option<String>,
+    /// A summary's month, or what a pro-forma sells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LineView {
+    pub description: String,
+    pub pack: Option<String>,
+    pub credits: i64,
+    pub unit_price_usd: String,
+    pub amount_usd: String,
+}
+
+/// `1234567` cents as `"12345.67"` (no grouping: a machine reads this).
+fn plain_usd(cents: i64) -> String {
+    usd(cents).replace(',', "")
+}
+
+impl From<&InvoiceRecord> for InvoiceView {
+    fn from(d: &InvoiceRecord) -> Self {
+        InvoiceView {
+            id: d.number.clone(),
+            kind: d.kind,
+            issued_at: rfc3339_ms(d.issued_ms),
+            account_id: d.account_id.clone(),
+            issuer: d.issuer.clone(),
+            customer: d.customer.clone(),
+            account_name: d.account_name.clone(),
+            lines: d
+                .lines
+                .iter()
+                .map(|l| LineView {
+                    description: l.description.clone(),
+                    pack: l.pack.clone(),
+                    credits: l.credits,
+                    unit_price_usd: l.unit_price_usd.clone(),
+                    amount_usd: plain_usd(l.amount_usd_cents),
+                })
+                .collect(),
+            subtotal_usd: plain_usd(d.subtotal_usd_cents),
+            tax_rate_percent: format!("{}.{:02}", d.tax_rate_bp / 100, d.tax_rate_bp % 100),
+            tax_usd: plain_usd(d.tax_usd_cents),
+            total_usd: plain_usd(d.total_usd_cents),
+            currency: "USD",
+            payment: d.payment.clone(),
+            ledger_entry_id: d.ledger_entry.clone(),
+            subject: d.subject.clone(),
+            includes: d.includes.clone(),
+        }
+    }
+}
+
+/// One document with fresh links to its files.
+#[derive(Debug, Serialize)]
+pub struct InvoiceDetail {
+    #[serde(flatten)]
+    pub invoice: InvoiceView,
+    pub pdf: Link,
+    pub json: Link,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Link {
+    pub url: String,
+    pub expires_in_secs: u64,
+}
+
+impl From<Presigned> for Link {
+    fn from(p: Presigned) -> Self {
+        Link {
+            url: p.url,
+            expires_in_secs: p.expires_in_secs,
+        }
+    }
+}
+
+pub use super::PageParams as ListParams;
+
+/// `GET /v1/invoices` (and pro-formas): newest first.
+pub async fn list(
+    svc: &Services,
+    account_id: &str,
+    series: Series,
+    p: &ListParams,
+) -> Result<Page<InvoiceView>, ServiceError> {
+    let limit = super::parse_limit(p.limit.as_deref())?;
+    let before = super::decode_cursor::<String>(p.cursor.as_deref())?;
+    if let Some(b) = &before {
+        if Number::parse(b).map(|n| n.series) != Ok(series) {
+            return Err(ServiceError::reject(
+                ErrorCode::InvalidCursor,
+                "cursor is not valid",
+            ));
+        }
+    }
+    let (recs, more) = svc
+        .invoices
+        .list(account_id, series, before.as_deref(), limit)
+        .await?;
+    Ok(Page {
+        next_cursor: match (more, recs.last()) {
+            (true, Some(l)) => Some(crate::domain::cursor::encode(&l.number)),
+            _ => None,
+        },
+        has_more: more,
+        data: recs.iter().map(InvoiceView::from).collect(),
+    })
+}
+
+/// `GET /v1/invoices/{id}`: the document, with fresh links to its PDF and JSON (made now if
+/// the write after the commit was lost).
+pub async fn get(
+    svc: &Services,
+    account_id: &str,
+    id: &str,
+    series: Series,
+) -> Result<InvoiceDetail, ServiceError> {
+    let what = match series {
+        Series::Invoice => "invoice",
+        Series::ProForma => "pro-forma invoice",
+    };
+    if Number::parse(id).map(|n| n.series) != Ok(series) {
+        return Err(ServiceError::not_found(what));
+    }
+    let doc = svc
+        .invoices
+        .get(account_id, id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found(what))?;
+    if svc.blobs.size(&blob_key(&doc, "json")).await?.is_none()
+        || svc.blobs.size(&blob_key(&doc, "pdf")).await?.is_none()
+    {
+        store_documents(svc, &doc).await?;
+    }
+    Ok(InvoiceDetail {
+        pdf: svc
+            .blobs
+            .presign_get(&blob_key(&doc, "pdf"), &format!("{}.pdf", doc.number))
+            .await?
+            .into(),
+        json: svc
+            .blobs
+            .presign_get(&blob_key(&doc, "json"), &format!("{}.json", doc.number))
+            .await?
+            .into(),
+        invoice: InvoiceView::from(&doc),
+    })
+}
+
+/// `PUT /v1/billing-profile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    pub company: String,
+    #[serde(default)]
+    pub tax_id: Option<String>,
+    pub address: String,
+    pub billing_email: String,
+    #[serde(default)]
+    pub monthly_invoicing: bool,
+}
+
+/// The profile future invoices are issued to; issued ones keep the profile they had.
+pub async fn set_profile(
+    svc: &Services,
+    account_id: &str,
+    req: ProfileRequest,
+) -> Result<BillingProfile, ServiceError> {
+    let profile = BillingProfile::parse(
+        &req.company,
+        req.tax_id.as_deref(),
+        &req.address,
+        &req.billing_email,
+        req.monthly_invoicing,
+    )
+    .map_err(|e| ServiceError::reject(ErrorCode::InvalidBillingProfile, e.to_string()))?;
+    let patch = crate::ports::store::TermsPatch {
+        billing_profile: Some(profile.clone()),
+        ..Default::default()
+    };
+    svc.accounts
+        .change_terms(account_id, &patch)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("account"))?;
+    Ok(profile)
+}
+
+/// `GET /v1/billing-profile`: `null` until one is set.
+pub async fn profile(
+    svc: &Services,
+    account_id: &str,
+) -> Result<Option<BillingProfile>, ServiceError> {
+    let account = super::accounts::get_account(svc, account_id).await?;
+    Ok(account.billing_profile)
+}
