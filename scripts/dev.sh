@@ -47,6 +47,8 @@ target/debug/devstack bootstrap --endpoint "$AWS_ENDPOINT_URL" --prefix local > 
   echo "WEBHOOKS_ALLOW_PRIVATE=true"
   # The local Stripe webhook endpoint's signing secret (in the cloud: STRIPE_SECRET_ARN).
   echo "STRIPE_WEBHOOK_SECRET=whsec_local_development_only"
+  # Invoices are laid out in Debian's Noto CJK (scripts/setup.sh); the cloud has a layer.
+  echo "INVOICE_FONT_PATH=/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 } >> "$state/env"
 set -a; . "$state/env"; set +a
 # The first named operator, issued by the bootstrap command as on a real deployment.

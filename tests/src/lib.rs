@@ -134,6 +134,11 @@ pub async fn aws_ports(
         .expect("bootstrap");
     env.insert("EMULATOR_KEY_PREFIX".into(), key_prefix);
     env.insert("S3_FORCE_PATH_STYLE".into(), "true".into());
+    // Debian's font, where the cloud has the layer's (/opt/fonts).
+    env.insert(
+        "INVOICE_FONT_PATH".into(),
+        shared::adapters::pdf::DEFAULT_FONT_PATH.into(),
+    );
     env.insert("SQS_DELAYS".into(), "false".into());
     env.insert("WEBHOOKS_ALLOW_PRIVATE".into(), "true".into());
     // Short, so the slow-receiver test does not wait long for the timeout it proves.
