@@ -36,6 +36,15 @@ moto_port=$(awk '/^READY/ {print $2}' "$state/moto.out")
 [ -n "$moto_port" ] || { echo "dev: the emulator did not start; see $state/moto.log" >&2; exit 1; }
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 
+# The fake Stripe, on a free port; it prints "READY <url>".
+target/debug/devstack fake-stripe --port 0 --webhook "http://127.0.0.1:$port/webhooks/stripe" \
+  --webhook-secret whsec_local_development_only --secret-key sk_test_local_development_only \
+  > "$state/stripe.out" 2> "$state/stripe.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^READY' "$state/stripe.out" 2>/dev/null && break; sleep 0.1; done
+stripe_port=$(awk '/^READY/ {n = split($2, a, ":"); print a[n]}' "$state/stripe.out")
+[ -n "$stripe_port" ] || { echo "dev: the fake Stripe did not start; see $state/stripe.log" >&2; exit 1; }
+
 target/debug/devstack bootstrap --endpoint "$AWS_ENDPOINT_URL" --prefix local > "$state/env"
 {
   echo "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
@@ -47,6 +56,11 @@ target/debug/devstack bootstrap --endpoint "$AWS_ENDPOINT_URL" --prefix local > 
   echo "WEBHOOKS_ALLOW_PRIVATE=true"
   # The local Stripe webhook endpoint's signing secret (in the cloud: STRIPE_SECRET_ARN).
   echo "STRIPE_WEBHOOK_SECRET=whsec_local_development_only"
+  # Card checkout goes to the fake Stripe started below (devstack::fake_stripe), which pays
+  # from its own page and sends the signed events to this API.
+  echo "STRIPE_SECRET_KEY=sk_test_local_development_only"
+  echo "STRIPE_API_BASE=http://127.0.0.1:$stripe_port"
+  echo "CHECKOUT_RETURN_URL=http://127.0.0.1:$port/console/#/billing"
   # Invoices are laid out in Debian's Noto CJK (scripts/setup.sh); the cloud has a layer.
   echo "INVOICE_FONT_PATH=/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 } >> "$state/env"
@@ -72,6 +86,7 @@ echo "Local stack is up."
 echo "  API:            http://127.0.0.1:$port   (OpenAPI: /openapi.json)"
 echo "  Console:        http://127.0.0.1:$port/console   (sign in with the demo key below; operators at /console#/operator)"
 echo "  Emulator:       $AWS_ENDPOINT_URL        (environment in $state/env)"
+echo "  Fake Stripe:    http://127.0.0.1:$stripe_port   (POST /v1/checkout opens its payment page; Pay grants at once)"
 echo "  Operator:       local-admin, credential $operator_credential"
 echo "  Logs:           $state/api.log, $state/runner.log, $state/moto.log"
 echo

@@ -75,6 +75,13 @@ pub struct Settings {
     pub tax_rate_bp: u32,
     /// The font invoices are laid out in (`INVOICE_FONT_PATH`).
     pub invoice_font_path: String,
+    /// Stripe's secret API key (`sk_...`): from the Stripe secret in the cloud,
+    /// `STRIPE_SECRET_KEY` locally. None: no card checkout.
+    pub stripe_secret_key: Option<String>,
+    /// Where Stripe's API is (`STRIPE_API_BASE`; the local stack's fake, or Stripe's own).
+    pub stripe_api_base: String,
+    /// Where Stripe's checkout page sends the customer back (`CHECKOUT_RETURN_URL`).
+    pub checkout_return_url: String,
 }
 
 /// The issuer of a development stack's invoices; a deployment sets `InvoiceIssuer`.
@@ -106,6 +113,9 @@ impl Default for Settings {
             issuer: development_issuer(),
             tax_rate_bp: 0,
             invoice_font_path: crate::adapters::pdf::DEFAULT_FONT_PATH.into(),
+            stripe_secret_key: None,
+            stripe_api_base: crate::adapters::stripe::DEFAULT_API_BASE.into(),
+            checkout_return_url: "http://localhost/console/".into(),
         }
     }
 }
@@ -243,6 +253,13 @@ impl Config {
                 invoice_font_path: get("INVOICE_FONT_PATH")
                     .filter(|v| !v.trim().is_empty())
                     .unwrap_or_else(|| crate::adapters::pdf::DEFAULT_FONT_PATH.into()),
+                stripe_secret_key: get("STRIPE_SECRET_KEY").filter(|v| !v.trim().is_empty()),
+                stripe_api_base: get("STRIPE_API_BASE")
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| crate::adapters::stripe::DEFAULT_API_BASE.into()),
+                checkout_return_url: get("CHECKOUT_RETURN_URL")
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| "http://localhost/console/".into()),
             },
         })
     }

@@ -42,6 +42,7 @@ pub async fn services_from_env() -> Result<Services, BoxError> {
                 .cloned()
                 .ok_or("the Stripe secret has no STRIPE_WEBHOOK_SECRET")?,
         );
+        config.settings.stripe_secret_key = s.get("STRIPE_SECRET_KEY").cloned();
     }
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ports = crate::adapters::aws(&sdk, &config, Arc::new(SystemClock), Arc::new(OsRandom))?;

@@ -98,6 +98,8 @@ fn unique_prefix() -> String {
 /// The signing secret of the test apps' Stripe webhook endpoint (what Stripe's dashboard
 /// would show as `whsec_...`).
 pub const STRIPE_TEST_SECRET: &str = "whsec_test_apps_stripe_endpoint";
+/// The secret API key the test apps present to their fake Stripe.
+pub const STRIPE_TEST_KEY: &str = "sk_test_harness";
 
 /// The functions of template.yaml, each with the access key id suffix it signs with on the
 /// emulator, so the launcher records what each one needed IAM to allow (see
@@ -307,6 +309,8 @@ pub struct TestApp {
     /// Messages received before they were due: (queue, receipt, due time), parked invisible.
     parked: Mutex<Vec<(QueueName, String, i64)>>,
     pub base: String,
+    /// The fake Stripe this app's API creates checkout sessions at (and which pays them).
+    pub stripe: devstack::fake_stripe::FakeStripe,
     /// The same API on IPv6 loopback, where the machine has it.
     pub base_v6: Option<String>,
     /// Every request `send` made: (x-request-id, method, path, status), for the usage check.
@@ -420,14 +424,32 @@ impl TestApp {
             shared::runtime::init_logging();
         }
         let clock = ManualClock::starting_now();
-        let (ports, aws, memory) = match backend {
+        let stripe = {
+            let clock = clock.clone();
+            let cfg = devstack::fake_stripe::Config {
+                secret_key: STRIPE_TEST_KEY.into(),
+                webhook_url: None,
+                webhook_secret: STRIPE_TEST_SECRET.into(),
+                now: Arc::new(move || clock.now_ms().div_euclid(1_000)),
+            };
+            devstack::fake_stripe::FakeStripe::start(cfg, 0)
+                .await
+                .expect("fake Stripe")
+        };
+        let checkout = Arc::new(shared::adapters::stripe::StripeClient::new(
+            stripe.base(),
+            Some(STRIPE_TEST_KEY.into()),
+        ));
+        let (mut ports, aws, memory) = match backend {
             Backend::Aws => {
                 let extra: &[(&str, &str)] = if local_webhooks {
                     &[]
                 } else {
                     &[("WEBHOOKS_ALLOW_PRIVATE", "false")]
                 };
-                let (ports, sdk, env) = aws_ports(clock.clone(), extra).await;
+                let (ports, sdk, mut env) = aws_ports(clock.clone(), extra).await;
+                env.insert("STRIPE_API_BASE".into(), stripe.base().into());
+                env.insert("STRIPE_SECRET_KEY".into(), STRIPE_TEST_KEY.into());
                 (ports, Some(AwsSide { sdk, env }), None)
             }
             Backend::Memory => {
@@ -435,6 +457,7 @@ impl TestApp {
                 (m.ports.clone(), None, Some(m))
             }
         };
+        ports.checkout = checkout;
         let svc = Services::new(ports);
         let operator = shared::service::operators::create(&svc, "harness")
             .await
@@ -503,6 +526,7 @@ impl TestApp {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        stripe.set_webhook(&format!("{base}/webhooks/stripe"));
         let server = tokio::spawn(async move {
             let _ = axum::serve(
                 listener,
@@ -518,6 +542,7 @@ impl TestApp {
             dispatch_instances: std::sync::atomic::AtomicUsize::new(1),
             parked: Mutex::new(Vec::new()),
             base,
+            stripe,
             base_v6,
             sent: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),

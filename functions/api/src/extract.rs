@@ -40,6 +40,7 @@ mod bodies {
     impl Body for webhooks::deliveries::Recover {}
     impl Body for webhooks::deliveries::Redeliver {}
     impl Body for exports::CreateExport {}
+    impl Body for billing::CheckoutRequest {}
     impl Body for invoices::ProfileRequest {
         const NULLABLE: &'static [&'static str] = &["tax_id"];
     }

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/exports"),
     ("get", "/v1/exports"),
     ("get", "/v1/exports/{export_id}"),
+    ("post", "/v1/checkout"),
     ("get", "/v1/invoices"),
     ("get", "/v1/invoices/{invoice_id}"),
     ("get", "/v1/billing-profile"),
@@ -187,6 +188,7 @@ pub fn app(svc: Services) -> Router {
             post(customer::create_export).get(customer::list_exports),
         )
         .route("/v1/exports/{export_id}", get(customer::get_export))
+        .route("/v1/checkout", post(billing::create_checkout))
         .route("/v1/invoices", get(billing::list_invoices))
         .route("/v1/invoices/{invoice_id}", get(billing::get_invoice))
         .route(

@@ -2,6 +2,7 @@
 //! tables, S3 buckets and the functions' environment from there and creates them in the
 //! emulator, so there is no second, hand-written schema to drift.
 
+pub mod fake_stripe;
 pub mod pump;
 
 use aws_config::SdkConfig;

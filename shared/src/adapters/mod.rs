@@ -11,6 +11,7 @@
 //! | `Provider` | [`providers`] (OpenAI protocol, Google Veo, simulated) | [`providers::simulated`] |
 //! | `Invoices` | [`dynamo`] | [`memory`] |
 //! | `Typesetter` | [`pdf`] (the same in tests) | |
+//! | `Checkout` | [`stripe`] | tests' fake Stripe (`devstack::fake_stripe`) |
 //! | `Clock`, `Random` | [`clock`] | [`clock`] (manual, seeded) |
 //!
 //! [`lambda`] is the edge of the SQS-triggered functions (one batch loop for all four).
@@ -26,6 +27,7 @@ pub mod s3;
 pub mod sealing;
 pub mod secrets;
 pub mod sqs;
+pub mod stripe;
 pub mod webhook_client;
 
 use crate::config::Config;

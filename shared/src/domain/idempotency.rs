@@ -22,6 +22,8 @@ pub enum Scope {
     Adjustment,
     /// Credits bought (a card checkout session, a wire transfer): once per payment.
     Purchase,
+    /// A card checkout page for a pack or a top-up.
+    Checkout,
 }
 
 impl Scope {
@@ -38,6 +40,7 @@ impl Scope {
             Scope::CreateExport => "export",
             Scope::Adjustment => "adjust",
             Scope::Purchase => "purchase",
+            Scope::Checkout => "checkout",
         }
     }
 }

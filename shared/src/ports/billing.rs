@@ -119,3 +119,51 @@ pub enum TypesetError {
 pub trait Typesetter: Send + Sync {
     fn invoice_pdf(&self, doc: &InvoiceRecord) -> Result<Vec<u8>, TypesetError>;
 }
+
+/// A hosted checkout page at the card processor (Stripe Checkout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// Sent as `Idempotency-Key`: the same request creates the same session, however often
+    /// it is retried.
+    pub idempotency_key: String,
+    /// Our account; comes back in the paid event as `client_reference_id`.
+    pub account_id: String,
+    pub customer_email: Option<String>,
+    /// (name, amount in US cents), one line each; the total is their sum.
+    pub lines: Vec<(String, i64)>,
+    /// What is bought, in our words; comes back signed in the paid event.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub success_url: String,
+    pub cancel_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckoutSession {
+    pub id: String,
+    /// Where the customer pays.
+    pub url: String,
+    pub amount_total: i64,
+    /// Epoch seconds after which the page no longer takes a payment.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("card payments are not configured on this deployment")]
+    NotConfigured,
+    /// The processor refused the request (a 4xx with its error object).
+    #[error("the card processor refused the request ({status} {kind}): {message}")]
+    Refused {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    /// It could not be reached, or failed on its side: the same request may be retried.
+    #[error("the card processor is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Checkout: Send + Sync {
+    async fn create_session(&self, req: &SessionRequest) -> Result<CheckoutSession, GatewayError>;
+}

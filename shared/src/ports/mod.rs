@@ -26,7 +26,7 @@ pub mod time;
 pub mod webhooks;
 
 pub use access::{Keys, RateWindows, Sessions, Usage};
-pub use billing::{Invoices, Typesetter};
+pub use billing::{Checkout, Invoices, Typesetter};
 pub use blobs::Blobs;
 pub use pipeline::{Batches, Progress, Tasks};
 pub use provider::Provider;
@@ -65,6 +65,8 @@ pub struct Ports {
     pub sla: Arc<dyn Sla>,
     pub invoices: Arc<dyn Invoices>,
     pub typesetter: Arc<dyn Typesetter>,
+    /// Card checkout pages (Stripe).
+    pub checkout: Arc<dyn Checkout>,
     pub queue: Arc<dyn Queue>,
     pub blobs: Arc<dyn Blobs>,
     pub sender: Arc<dyn WebhookSender>,
@@ -133,6 +135,10 @@ impl Ports {
             invoices: store,
             typesetter: Arc::new(crate::adapters::pdf::KrillaTypesetter::new(
                 settings.invoice_font_path.clone(),
+            )),
+            checkout: Arc::new(crate::adapters::stripe::StripeClient::new(
+                &settings.stripe_api_base,
+                settings.stripe_secret_key.clone(),
             )),
             queue,
             blobs,

@@ -161,3 +161,175 @@ pub async fn stripe_webhook(
         "granted"
     }))
 }
+
+/// The smallest and largest pay-as-you-go top-up by card, whole US$.
+pub const MIN_TOP_UP_USD: i64 = 50;
+pub const MAX_TOP_UP_USD: i64 = 100_000;
+
+/// `POST /v1/checkout`: a pack, or a top-up of `amount_usd` whole dollars (1 credit per cent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    pub request_id: String,
+    #[serde(default)]
+    pub pack: Option<Pack>,
+    #[serde(default)]
+    pub amount_usd: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckoutView {
+    /// The Checkout Session (`cs_...`); the statement and invoice name it as the payment.
+    id: String,
+    /// Where the customer pays; Credits arrive when the processor reports the payment.
+    url: String,
+    expires_at: Option<String>,
+    pack: Option<Pack>,
+    credits: Credits,
+    subtotal_usd: String,
+    tax_rate_percent: String,
+    tax_usd: String,
+    total_usd: String,
+}
+
+fn bad_checkout(message: impl Into<String>) -> ServiceError {
+    ServiceError::reject(ErrorCode::InvalidCheckout, message)
+}
+
+/// Opens a card checkout page at Stripe for what our price table says the pack or top-up
+/// costs (never a price from the client). Idempotent by `request_id`: a retry answers the
+/// same page, and Stripe's `Idempotency-Key` (derived from it) keeps a retry that raced
+/// the first from opening a second one.
+pub async fn checkout(
+    svc: &Services,
+    account: &crate::ports::records::AccountRecord,
+    req: CheckoutRequest,
+    fingerprint: &str,
+) -> Result<super::Reply, ServiceError> {
+    use crate::domain::account::AccountStatus;
+    use crate::domain::invoice::{tax_cents, usd};
+    if account.status != AccountStatus::Active {
+        return Err(ServiceError::reject(
+            ErrorCode::AccountTerminated,
+            "this account is terminated; it cannot buy credits",
+        ));
+    }
+    let (pack, subtotal, credits, name) = match (req.pack, req.amount_usd) {
+        (Some(p), None) => (
+            Some(p),
+            p.price_usd_cents(),
+            p.credits(),
+            format!("Prepaid pack {} ({} credits)", p.id(), p.credits().value()),
+        ),
+        (None, Some(a)) if (MIN_TOP_UP_USD..=MAX_TOP_UP_USD).contains(&a) => (
+            None,
+            a * 100,
+            Credits(a * 100),
+            format!("Credits top-up ({} credits)", a * 100),
+        ),
+        (None, Some(_)) => {
+            return Err(bad_checkout(format!(
+                "amount_usd must be a whole number of US$ from {MIN_TOP_UP_USD} to {MAX_TOP_UP_USD}"
+            )))
+        }
+        _ => return Err(bad_checkout("give exactly one of pack or amount_usd")),
+    };
+    let rate = svc.settings.tax_rate_bp;
+    let tax = tax_cents(subtotal, rate);
+    let mut metadata = BTreeMap::from([
+        ("tax_rate_bp".to_string(), rate.to_string()),
+        ("request_id".to_string(), req.request_id.clone()),
+    ]);
+    match pack {
+        Some(p) => metadata.insert("pack".into(), p.id().into()),
+        None => {
+            metadata.insert("kind".into(), "top_up".into());
+            metadata.insert("amount_usd_cents".into(), subtotal.to_string())
+        }
+    };
+    let mut lines = vec![(name, subtotal)];
+    if tax > 0 {
+        lines.push((format!("Tax {}.{:02} %", rate / 100, rate % 100), tax));
+    }
+    let back = &svc.settings.checkout_return_url;
+    let sep = if back.contains('?') { '&' } else { '?' };
+    let session_req = crate::ports::billing::SessionRequest {
+        idempotency_key: format!("checkout:{}:{}", account.account_id, req.request_id),
+        account_id: account.account_id.clone(),
+        customer_email: account
+            .billing_profile
+            .as_ref()
+            .map(|p| p.billing_email.clone()),
+        lines,
+        metadata,
+        success_url: format!("{back}{sep}checkout=paid&session_id={{CHECKOUT_SESSION_ID}}"),
+        cancel_url: format!("{back}{sep}checkout=cancelled"),
+    };
+    let owner = account.account_id.clone();
+    super::idempotency::create_once(
+        svc,
+        &owner,
+        account.retention_days,
+        crate::domain::idempotency::Scope::Checkout,
+        &req.request_id,
+        fingerprint,
+        |_now| {
+            let session_req = session_req.clone();
+            async move {
+                let s = svc
+                    .checkout
+                    .create_session(&session_req)
+                    .await
+                    .map_err(gateway_error)?;
+                let view = CheckoutView {
+                    id: s.id.clone(),
+                    url: s.url,
+                    expires_at: s
+                        .expires_at
+                        .map(|t| crate::domain::time::rfc3339_ms(t.saturating_mul(1_000))),
+                    pack,
+                    credits,
+                    subtotal_usd: usd(subtotal).replace(',', ""),
+                    tax_rate_percent: format!("{}.{:02}", rate / 100, rate % 100),
+                    tax_usd: usd(tax).replace(',', ""),
+                    total_usd: usd(subtotal + tax).replace(',', ""),
+                };
+                Ok(super::idempotency::Creation {
+                    creates: vec![],
+                    reply: super::Reply {
+                        status: 201,
+                        body: super::json(&view)?,
+                        replayed: false,
+                    },
+                    replayed: None,
+                    resource_id: s.id,
+                })
+            }
+        },
+    )
+    .await
+}
+
+fn gateway_error(e: crate::ports::billing::GatewayError) -> ServiceError {
+    use crate::ports::billing::GatewayError;
+    match e {
+        GatewayError::NotConfigured => ServiceError::reject(
+            ErrorCode::NotFound,
+            "card payments are not enabled on this deployment",
+        ),
+        GatewayError::Refused { .. } => {
+            tracing::error!(error = %e, "Stripe refused a checkout session");
+            ServiceError::reject(
+                ErrorCode::PaymentProviderError,
+                "the card processor refused to open a checkout page; nothing was charged",
+            )
+        }
+        GatewayError::Unavailable(_) => {
+            tracing::warn!(error = %e, "Stripe unavailable for a checkout session");
+            ServiceError::reject(
+                ErrorCode::PaymentProviderError,
+                "the card processor is unavailable; retry with the same request_id",
+            )
+        }
+    }
+}

@@ -454,3 +454,123 @@ async fn a_crash_around_an_invoice_leaves_no_gap_no_repeat_and_its_files_come_ba
         app.assert_invariants().await;
     }
 }
+
+#[tokio::test]
+async fn a_checkout_opens_a_stripe_page_at_our_price_and_paying_it_grants_the_credits() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    for (body, status, code) in [
+        (json!({"request_id": "c0"}), 422, "invalid_checkout"),
+        (
+            json!({"request_id": "c0", "pack": "pack_2000", "amount_usd": 100}),
+            422,
+            "invalid_checkout",
+        ),
+        (
+            json!({"request_id": "c0", "amount_usd": 49}),
+            422,
+            "invalid_checkout",
+        ),
+        (
+            json!({"request_id": "c0", "amount_usd": 100_001}),
+            422,
+            "invalid_checkout",
+        ),
+        (
+            json!({"request_id": "c0", "pack": "pack_3"}),
+            400,
+            "invalid_request",
+        ),
+        (json!({"pack": "pack_2000"}), 400, "invalid_request"),
+    ] {
+        let r = app.post("/v1/checkout", &key, &body).await;
+        assert_eq!((r.status, r.code()), (status, code), "{body}: {:?}", r.body);
+    }
+    assert!(app.stripe.forms().is_empty(), "refusals never reach Stripe");
+
+    let body = json!({"request_id": "buy-1", "pack": "pack_2000"});
+    let r = app.post("/v1/checkout", &key, &body).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+    assert!(r.body["url"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with(app.stripe.base()));
+    assert_eq!(r.body["total_usd"], "2000.00");
+    assert_eq!(r.body["credits"], 227_620);
+    // What Stripe was asked: our price, our account, what is bought.
+    let form = &app.stripe.forms()[0];
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("line_items[0][price_data][unit_amount]"), "200000");
+    assert_eq!(field("client_reference_id"), acct);
+    assert_eq!(field("metadata[pack]"), "pack_2000");
+    // The same request again (and five at once): the same page, never a second session.
+    let again = app.post("/v1/checkout", &key, &body).await;
+    assert_eq!((again.status, again.replayed()), (201, true));
+    assert_eq!(again.body["id"], id.as_str());
+    let body2 = json!({"request_id": "buy-2", "amount_usd": 250});
+    let racing = (0..5).map(|_| app.post("/v1/checkout", &key, &body2));
+    let ids: std::collections::BTreeSet<String> = futures_util::future::join_all(racing)
+        .await
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            r.body["id"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let other = json!({"request_id": "buy-1", "pack": "pack_5000"});
+    let r = app.post("/v1/checkout", &key, &other).await;
+    assert_eq!((r.status, r.code()), (409, "idempotency_conflict"));
+
+    // The customer pays on Stripe's page: the signed event grants at once.
+    assert_eq!(app.stripe.pay(&id).await, Ok(Some(200)));
+    assert_eq!(app.account(&acct).await.balance.value(), 227_620);
+    let entry = &app.get("/v1/credits/ledger?kind=grant", &key).await.body["data"][0];
+    assert_eq!(entry["refers_to"], format!("card:{id}"));
+    assert!(entry["invoice_id"].is_string(), "{entry}");
+    // The top-up's page pays 250.00 for 25,000 credits.
+    let top_up = ids.iter().next().cloned().unwrap_or_default();
+    assert_eq!(app.stripe.pay(&top_up).await, Ok(Some(200)));
+    assert_eq!(app.account(&acct).await.balance.value(), 227_620 + 25_000);
+
+    // Stripe down: a clear 502, nothing recorded; the retry opens the page.
+    app.stripe.fail_next(500);
+    let body3 = json!({"request_id": "buy-3", "pack": "pack_10000"});
+    let r = app.post("/v1/checkout", &key, &body3).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "payment_provider_error"),
+        "{:?}",
+        r.body
+    );
+    let r = app.post("/v1/checkout", &key, &body3).await;
+    assert_eq!((r.status, r.replayed()), (201, false), "{:?}", r.body);
+    // A read-only key may not buy.
+    let ro = app
+        .admin_post(
+            &format!("/admin/v1/accounts/{acct}/api-keys"),
+            &json!({"request_id": "ro-key", "name": "ro", "scopes": ["read"]}),
+        )
+        .await;
+    let ro_key = ro.body["secret"].as_str().unwrap_or_default().to_string();
+    let r = app
+        .post(
+            "/v1/checkout",
+            &ro_key,
+            &json!({"request_id": "x", "pack": "pack_2000"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "insufficient_scope"),
+        "{:?}",
+        ro.body
+    );
+    app.assert_invariants().await;
+}

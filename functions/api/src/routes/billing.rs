@@ -3,8 +3,10 @@
 
 use crate::error::ApiError;
 use crate::extract::{Customer, Id, JsonBody, Params};
+use crate::reply::reply;
 use crate::AppState;
 use axum::extract::State;
+use axum::response::Response;
 use axum::Json;
 use shared::domain::invoice::{BillingProfile, Series};
 use shared::service::invoices::{self, InvoiceDetail, InvoiceView};
@@ -56,4 +58,16 @@ pub async fn put_profile(
     Ok(Json(ProfileReply {
         billing_profile: Some(p),
     }))
+}
+
+/// `POST /v1/checkout`: a Stripe Checkout page for a pack or a top-up.
+pub async fn create_checkout(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    body: JsonBody<shared::service::billing::CheckoutRequest>,
+) -> Result<Response> {
+    tracing::Span::current().record("request_key", body.value.request_id.as_str());
+    let r = shared::service::billing::checkout(&s.svc, &c.account, body.value, &body.fingerprint)
+        .await?;
+    Ok(reply(r))
 }

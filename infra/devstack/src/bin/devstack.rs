@@ -14,6 +14,9 @@
 //!   `ProbeKeySecretArn` names).
 //! - `devstack demo --api URL --operator-credential vgo_...`: opens a demo account through the
 //!   operator API, grants it a prepaid pack, issues a key and prints how to use it.
+//! - `devstack fake-stripe --port P --webhook URL --webhook-secret whsec_... --secret-key
+//!   sk_test_...`: serves the fake Stripe (`devstack::fake_stripe`) until stopped: checkout
+//!   sessions, a payment page, and signed events to the webhook URL.
 
 use devstack::{create_all, emulator_sdk_config, Template};
 use serde_json::{json, Value};
@@ -40,7 +43,8 @@ async fn main() -> ExitCode {
         "demo" => demo(&flags).await,
         "operator" => operator(&flags).await,
         "probe-key" => probe_key(&flags).await,
-        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack operator --name NAME [--rotate] | devstack demo --api URL --operator-credential C | devstack probe-key --api URL --operator-credential C".into()),
+        "fake-stripe" => fake_stripe(&flags).await,
+        _ => Err("usage: devstack bootstrap --endpoint URL --prefix P | devstack operator --name NAME [--rotate] | devstack demo --api URL --operator-credential C | devstack probe-key --api URL --operator-credential C | devstack fake-stripe --port P --webhook URL --webhook-secret S --secret-key K".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,5 +183,27 @@ async fn demo(flags: &HashMap<String, String>) -> Result<(), String> {
     println!("  curl -s -X POST {api}/v1/batches -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\");
     println!("    -d '{body}'");
     println!("  curl -s {api}/v1/credits/ledger -H 'Authorization: Bearer {secret}'");
+    Ok(())
+}
+
+async fn fake_stripe(flags: &HashMap<String, String>) -> Result<(), String> {
+    let port: u16 = flag(flags, "port")?
+        .parse()
+        .map_err(|_| "--port must be a port number")?;
+    let cfg = devstack::fake_stripe::Config {
+        secret_key: flag(flags, "secret-key")?.to_string(),
+        webhook_url: Some(flag(flags, "webhook")?.to_string()),
+        webhook_secret: flag(flags, "webhook-secret")?.to_string(),
+        now: std::sync::Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+        }),
+    };
+    let fake = devstack::fake_stripe::FakeStripe::start(cfg, port)
+        .await
+        .map_err(|e| format!("fake Stripe on port {port}: {e}"))?;
+    println!("READY {}", fake.base());
+    std::future::pending::<()>().await;
     Ok(())
 }
