@@ -57,6 +57,7 @@ pub fn account(id: &str) -> AccountRecord {
         slot_audit: None,
         sla_terms: None,
         billing_profile: None,
+        payment_issue: None,
     }
 }
 
@@ -3241,4 +3242,34 @@ pub async fn invoices(p: &Ports) {
         .await
         .expect("list");
     assert!(none.is_empty());
+
+    // A card payment's reversals move its counter once, only from what was read.
+    let payment = shared::ports::billing::PaymentRecord {
+        payment_intent: "pi_contract".into(),
+        account_id: acct.clone(),
+        session_id: "cs_contract".into(),
+        credits: 1_000,
+        paid_usd_cents: 1_000,
+        invoice: "INV-2026-000001".into(),
+        reversed_credits: 0,
+    };
+    assert_eq!(p.invoices.payment("pi_contract").await.expect("read"), None);
+    p.requests
+        .create_all(vec![NewRecord::Payment(payment.clone())])
+        .await
+        .expect("create");
+    let reverse = |from, to| {
+        let change = Change::PaymentReversed {
+            payment_intent: "pi_contract".into(),
+            from,
+            to,
+        };
+        p.requests.change_and_create(change, vec![])
+    };
+    let (a, b) = futures_util::future::join(reverse(0, 400), reverse(0, 400)).await;
+    assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1);
+    assert!(matches!(reverse(0, 1_000).await, Err(CommitError::Stale)));
+    reverse(400, 1_000).await.expect("the rest");
+    let got = p.invoices.payment("pi_contract").await.expect("read");
+    assert_eq!(got.map(|r| r.reversed_credits), Some(1_000));
 }

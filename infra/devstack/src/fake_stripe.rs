@@ -152,6 +152,75 @@ impl FakeStripe {
         Ok(self.deliver(&event).await)
     }
 
+    /// Stripe refunds `cents` more of a paid session's charge (`charge.refunded`, with the
+    /// charge's cumulative `amount_refunded`). Returns the endpoint's status.
+    pub async fn refund(&self, id: &str, cents: i64) -> Result<Option<u16>, String> {
+        let (charge, n) = {
+            let mut st = self.lock();
+            let n = st.next;
+            st.next += 1;
+            let s = st.by_id.get_mut(id).ok_or("no such session")?;
+            let pi = s["payment_intent"]
+                .as_str()
+                .ok_or("the session is not paid")?
+                .to_string();
+            let total = s["amount_total"].as_i64().unwrap_or(0);
+            let refunded = (s["amount_refunded"].as_i64().unwrap_or(0) + cents).min(total);
+            s["amount_refunded"] = json!(refunded);
+            let charge = json!({
+                "id": format!("ch_{}", pi.trim_start_matches("pi_")),
+                "object": "charge",
+                "amount": total,
+                "amount_refunded": refunded,
+                "currency": "usd",
+                "payment_intent": pi,
+                "refunded": refunded == total,
+            });
+            (charge, n)
+        };
+        let event = self.event(n, "charge.refunded", charge);
+        Ok(self.deliver(&event).await)
+    }
+
+    /// The cardholder disputes a paid session's charge (`charge.dispute.created`).
+    pub async fn dispute(&self, id: &str) -> Result<Option<u16>, String> {
+        let (dispute, n) = {
+            let mut st = self.lock();
+            let n = st.next;
+            st.next += 1;
+            let s = st.by_id.get(id).ok_or("no such session")?;
+            let pi = s["payment_intent"]
+                .as_str()
+                .ok_or("the session is not paid")?
+                .to_string();
+            let dispute = json!({
+                "id": format!("dp_test_{n:06}"),
+                "object": "dispute",
+                "amount": s["amount_total"],
+                "charge": format!("ch_{}", pi.trim_start_matches("pi_")),
+                "currency": "usd",
+                "payment_intent": pi,
+                "reason": "fraudulent",
+                "status": "needs_response",
+            });
+            (dispute, n)
+        };
+        let event = self.event(n, "charge.dispute.created", dispute);
+        Ok(self.deliver(&event).await)
+    }
+
+    fn event(&self, n: u64, kind: &str, object: Value) -> Value {
+        json!({
+            "id": format!("evt_test_{n:06}"),
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": (self.0.cfg.now)(),
+            "livemode": false,
+            "type": kind,
+            "data": {"object": object},
+        })
+    }
+
     async fn deliver(&self, event: &Value) -> Option<u16> {
         let url = self
             .0

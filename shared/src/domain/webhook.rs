@@ -388,6 +388,11 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "a paid purchase was invoiced (a numbered, immutable invoice); data is the invoice",
     ),
     (
+        "payment.reversed",
+        "a card payment was refunded or disputed and its credits taken back (as far as the \
+         balance allowed; a shortfall flags the account); data names the payment and the entry",
+    ),
+    (
         "credits.low_balance",
         "the balance fell below the account's threshold; data is the credits summary",
     ),

@@ -84,8 +84,40 @@ pub struct InvoiceRecord {
     pub includes: Vec<String>,
 }
 
+/// A card payment that granted Credits, found again by its PaymentIntent when Stripe reports
+/// a refund or a dispute of it. `reversed_credits` is what refunds and disputes took back so
+/// far; it only moves by `Change::PaymentReversed` in the transaction that takes them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    /// `pi_...`.
+    pub payment_intent: String,
+    pub account_id: String,
+    /// The checkout session (`cs_...`).
+    pub session_id: String,
+    pub credits: i64,
+    pub paid_usd_cents: i64,
+    pub invoice: String,
+    pub reversed_credits: i64,
+}
+
+/// Why the account needs an operator: a refund or dispute took back more than its balance
+/// held (the rest was already spent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentIssue {
+    /// `refund` or `dispute`.
+    pub kind: String,
+    /// The charge (`ch_...`) or dispute (`dp_...`) Stripe reported.
+    pub reference: String,
+    pub payment_intent: String,
+    /// Credits that could not be taken back.
+    pub shortfall_credits: i64,
+    pub at_ms: i64,
+}
+
 #[async_trait]
 pub trait Invoices: Send + Sync {
+    /// The card payment with this PaymentIntent, if it granted Credits here.
+    async fn payment(&self, payment_intent: &str) -> PortResult<Option<PaymentRecord>>;
     /// The last number taken in a series and year (0: none yet). Strongly consistent.
     async fn last_number(&self, series: Series, year: i32) -> PortResult<u64>;
     async fn get(&self, account_id: &str, number: &str) -> PortResult<Option<InvoiceRecord>>;

@@ -54,6 +54,9 @@ pub struct AccountRecord {
     /// Who invoices are issued to (the customer edits it; issued invoices keep a copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_profile: Option<crate::domain::invoice::BillingProfile>,
+    /// Set when a card refund or dispute took back more than the balance held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_issue: Option<super::billing::PaymentIssue>,
 }
 
 impl AccountRecord {

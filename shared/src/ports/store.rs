@@ -27,11 +27,20 @@ pub enum NewRecord {
     SlaClose(super::sla::SlaCloseRecord),
     /// A numbered document; created beside the `Change::NextNumber` that takes its number.
     Invoice(super::billing::InvoiceRecord),
+    /// A card payment's lookup record, created with its grant.
+    Payment(super::billing::PaymentRecord),
 }
 
 /// A conditional change of an existing record inside a transaction.
 #[derive(Clone, Debug)]
 pub enum Change {
+    /// A card payment's reversed credits move from `from` to `to`, only from `from`: a
+    /// refund or dispute takes its Credits back once however often it is reported.
+    PaymentReversed {
+        payment_intent: String,
+        from: i64,
+        to: i64,
+    },
     /// A series' counter moves from `seq - 1` to `seq` (from nothing when `seq` is 1): the
     /// number is taken by this transaction alone, and only if nobody took it first.
     NextNumber {
@@ -166,6 +175,8 @@ pub struct TermsPatch {
     pub request_budget_per_min: Option<u32>,
     pub sla_terms: Option<crate::domain::sla::SlaTerms>,
     pub billing_profile: Option<crate::domain::invoice::BillingProfile>,
+    /// Flags the account for an operator (a refund or dispute it could not cover).
+    pub payment_issue: Option<super::billing::PaymentIssue>,
 }
 
 #[async_trait]

@@ -51,6 +51,7 @@ pub async fn create_account(
                     slot_audit: None,
                     sla_terms: None,
                     billing_profile: None,
+                    payment_issue: None,
                     low_balance_threshold: None,
                     request_budget_per_min: None,
                     throttle: None,
@@ -171,6 +172,7 @@ pub async fn change_terms(
         request_budget_per_min: c.request_budget_per_min,
         sla_terms,
         billing_profile: None,
+        payment_issue: None,
     };
     let a = svc
         .accounts

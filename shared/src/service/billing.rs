@@ -36,8 +36,180 @@ struct CheckoutSession {
     payment_status: Option<String>,
     amount_total: Option<i64>,
     currency: Option<String>,
+    payment_intent: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+}
+
+/// The fields of a Charge (`charge.refunded`) that say what was given back.
+#[derive(Deserialize)]
+struct Charge {
+    id: String,
+    payment_intent: Option<String>,
+    /// Cumulative: every refund of the charge so far, in cents.
+    #[serde(default)]
+    amount_refunded: i64,
+}
+
+/// The fields of a Dispute (`charge.dispute.created`).
+#[derive(Deserialize)]
+struct Dispute {
+    id: String,
+    payment_intent: Option<String>,
+    amount: i64,
+}
+
+/// How many times a reversal reads the payment again after a concurrent report of it moved.
+const MAX_REVERSAL_ATTEMPTS: u32 = 20;
+
+/// Takes back the Credits a refunded or disputed card payment granted, in proportion to the
+/// amount reversed (`reversed_cents`, cumulative), once however often Stripe reports it: the
+/// payment record's `reversed_credits` moves only from what was read, in the same transaction
+/// as the negative adjustment. What the balance no longer holds (spent already) is not taken
+/// below zero: the account is flagged for an operator with the shortfall, and an event says so.
+async fn reverse(
+    svc: &Services,
+    payment_intent: &str,
+    reversed_cents: i64,
+    kind: &'static str,
+    reference: &str,
+) -> Result<&'static str, ServiceError> {
+    use super::money::{self, Moved};
+    use crate::domain::ledger::{next_entry, EntryKind};
+    use crate::ports::store::{Change, MoneyMove};
+    for attempt in 0..MAX_REVERSAL_ATTEMPTS {
+        let Some(rec) = svc.invoices.payment(payment_intent).await? else {
+            // Not a payment that granted Credits here (or from before this record existed).
+            return Ok("ignored");
+        };
+        let share = reversed_cents.clamp(0, rec.paid_usd_cents);
+        let target = i64::try_from(
+            i128::from(rec.credits) * i128::from(share) / i128::from(rec.paid_usd_cents.max(1)),
+        )
+        .unwrap_or(rec.credits);
+        let delta = target - rec.reversed_credits;
+        if delta <= 0 {
+            return Ok("already_reversed");
+        }
+        let change = Change::PaymentReversed {
+            payment_intent: payment_intent.to_string(),
+            from: rec.reversed_credits,
+            to: target,
+        };
+        let account = svc
+            .accounts
+            .get(&rec.account_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("account"))?;
+        let (taken, entry) = if account.balance.value() <= 0 {
+            // Nothing left to take: the reversal is recorded, the operator is told.
+            match svc.requests.change_and_create(change, vec![]).await {
+                Ok(()) => (0, None),
+                Err(crate::ports::store::CommitError::Stale) => {
+                    svc.backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(ServiceError::Internal(e.to_string())),
+            }
+        } else {
+            let reason = format!(
+                "card payment {kind}: {reference} ({} of US${} paid; invoice {})",
+                crate::domain::invoice::usd(share),
+                crate::domain::invoice::usd(rec.paid_usd_cents),
+                rec.invoice
+            );
+            let moved = money::commit(svc, &rec.account_id, None, |account, now| {
+                let take = delta.min(account.balance.value().max(0));
+                let amount = Credits(-take);
+                let next = next_entry(account.book(), amount, now)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let entry = crate::ports::records::LedgerRecord {
+                    account_id: account.account_id.clone(),
+                    seq: next.seq,
+                    created_ms: next.created_ms,
+                    kind: EntryKind::Adjustment,
+                    amount,
+                    balance_after: next.balance_after,
+                    batch_id: None,
+                    task_id: None,
+                    request_id: None,
+                    reason: Some(reason.clone()),
+                    actor: Some(format!("stripe:{kind}")),
+                    pack: None,
+                    price_paid_usd_cents: None,
+                    refers_to: Some(format!("card:{}", rec.session_id)),
+                    invoice: Some(rec.invoice.clone()),
+                };
+                let mv = MoneyMove {
+                    account_id: account.account_id.clone(),
+                    expected: account.book(),
+                    require_active: false,
+                    entry: entry.clone(),
+                    held_delta: Credits::ZERO,
+                    granted_delta: Credits::ZERO,
+                    charged_delta: Credits::ZERO,
+                    refunded_delta: Credits::ZERO,
+                    released_delta: Credits::ZERO,
+                    creates: vec![],
+                    changes: vec![change.clone()],
+                };
+                Ok((mv, (take, entry)))
+            })
+            .await?;
+            match moved {
+                Moved::Committed((take, entry)) => (take, Some(entry)),
+                // Another report of the same reversal moved the payment first: read again.
+                Moved::Duplicate(_) | Moved::Replayed(_) => {
+                    svc.backoff(attempt).await;
+                    continue;
+                }
+            }
+        };
+        let shortfall = delta - taken;
+        if shortfall > 0 {
+            let issue = crate::ports::billing::PaymentIssue {
+                kind: kind.to_string(),
+                reference: reference.to_string(),
+                payment_intent: payment_intent.to_string(),
+                shortfall_credits: shortfall,
+                at_ms: svc.now_ms(),
+            };
+            let patch = crate::ports::store::TermsPatch {
+                payment_issue: Some(issue),
+                ..Default::default()
+            };
+            svc.accounts.change_terms(&rec.account_id, &patch).await?;
+            tracing::warn!(account = %rec.account_id, payment_intent, shortfall, "a card {kind} could not be covered by the balance; account flagged");
+        }
+        let event = super::events::Event {
+            id: format!("evt_{}_{reference}_reversed_{target}", rec.account_id),
+            event_type: "payment.reversed".into(),
+            created_at: crate::domain::time::rfc3339_ms(svc.now_ms()),
+            account_id: rec.account_id.clone(),
+            data: serde_json::json!({
+                "kind": kind,
+                "reference": reference,
+                "payment_intent": payment_intent,
+                "checkout_session": rec.session_id,
+                "invoice_id": rec.invoice,
+                "credits_reversed": taken,
+                "shortfall_credits": shortfall,
+                "entry": entry.as_ref().map(super::views::LedgerEntryView::from),
+            }),
+        };
+        if let Err(e) = super::events::emit(svc, &[event]).await {
+            tracing::warn!(error = %e, "payment.reversed event not sent");
+        }
+        return Ok(if shortfall > 0 {
+            "reversed_partly"
+        } else {
+            "reversed"
+        });
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "the payment is being reversed by another delivery; retry",
+    ))
 }
 
 /// What became of an event.
@@ -46,7 +218,9 @@ pub struct StripeAck {
     pub received: bool,
     pub event_id: String,
     /// `granted`, `already_granted`, `awaiting_payment` (an asynchronous method has not
-    /// paid yet; its `async_payment_succeeded` event grants) or `ignored` (a type we do not act on).
+    /// paid yet; its `async_payment_succeeded` event grants), `reversed` / `reversed_partly`
+    /// (a refund or dispute took the Credits back, partly when some were spent),
+    /// `already_reversed`, or `ignored` (a type we do not act on).
     pub outcome: &'static str,
 }
 
@@ -76,6 +250,27 @@ pub async fn stripe_webhook(
         event_id: event.id.clone(),
         outcome,
     };
+    match event.event_type.as_str() {
+        "charge.refunded" => {
+            let c: Charge = serde_json::from_value(event.data.object.clone())
+                .map_err(|e| bad_event(format!("not a charge: {e}")))?;
+            let Some(pi) = c.payment_intent else {
+                return Ok(ack("ignored"));
+            };
+            return Ok(ack(
+                reverse(svc, &pi, c.amount_refunded, "refund", &c.id).await?
+            ));
+        }
+        "charge.dispute.created" => {
+            let d: Dispute = serde_json::from_value(event.data.object.clone())
+                .map_err(|e| bad_event(format!("not a dispute: {e}")))?;
+            let Some(pi) = d.payment_intent else {
+                return Ok(ack("ignored"));
+            };
+            return Ok(ack(reverse(svc, &pi, d.amount, "dispute", &d.id).await?));
+        }
+        _ => {}
+    }
     let completed = event.event_type == "checkout.session.completed";
     if !completed && event.event_type != "checkout.session.async_payment_succeeded" {
         return Ok(ack("ignored"));
@@ -148,6 +343,7 @@ pub async fn stripe_webhook(
             paid_usd_cents: paid,
             method: "card",
             reference: session.id.clone(),
+            payment_intent: session.payment_intent.clone(),
         },
     )
     .await

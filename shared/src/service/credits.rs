@@ -111,6 +111,8 @@ pub struct Purchase {
     pub method: &'static str,
     /// The payment's own id: the checkout session, the wire's reference.
     pub reference: String,
+    /// A card payment's PaymentIntent (`pi_...`): how its refunds and disputes find it.
+    pub payment_intent: Option<String>,
 }
 
 /// How many times a purchase reads the invoice counter again after another invoice took
@@ -234,6 +236,10 @@ async fn post(
         request_id,
         fingerprint,
     };
+    let number_at = match &p.invoice {
+        Some((_, purchase)) if purchase.payment_intent.is_some() => 3,
+        _ => 2,
+    };
     let moved = money::commit(svc, account_id, Some(idem), |account, now| {
         let next = next_entry(account.book(), p.amount, now)
             .map_err(|e| ServiceError::reject(code, e.to_string()))?;
@@ -294,6 +300,17 @@ async fn post(
                 seq: number.seq,
             });
             creates.push(NewRecord::Invoice(rec.clone()));
+            if let Some(pi) = &purchase.payment_intent {
+                creates.push(NewRecord::Payment(crate::ports::billing::PaymentRecord {
+                    payment_intent: pi.clone(),
+                    account_id: account.account_id.clone(),
+                    session_id: purchase.reference.clone(),
+                    credits: purchase.credits.value(),
+                    paid_usd_cents: purchase.paid_usd_cents,
+                    invoice: rec.number.clone(),
+                    reversed_credits: 0,
+                }));
+            }
             doc = Some(rec);
         }
         let mv = MoneyMove {
@@ -331,8 +348,10 @@ async fn post(
             Ok(reply)
         }
         Moved::Replayed(reply) => Ok(reply),
-        // creates: [request, invoice], changes: [counter]: the number was taken.
-        Moved::Duplicate(i) if i >= 1 && p.invoice.is_some() => Err(Posted::NumberTaken),
+        // creates: [request, invoice, payment?], changes: [counter]: the number was taken.
+        Moved::Duplicate(i) if p.invoice.is_some() && (i == 1 || i == number_at) => {
+            Err(Posted::NumberTaken)
+        }
         Moved::Duplicate(_) => Err(Posted::Failed(ServiceError::reject(
             ErrorCode::RequestInProgress,
             "a request with this request_id is being processed; retry shortly",

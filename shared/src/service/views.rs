@@ -31,6 +31,9 @@ pub struct AccountView {
     pub low_balance_threshold: Option<Credits>,
     /// The SLA terms in force (the contract's, or the defaults; docs/SLA.md).
     pub sla_terms: crate::domain::sla::SlaTerms,
+    /// A card refund or dispute took back more than the balance held: for an operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_issue: Option<crate::ports::billing::PaymentIssue>,
 }
 
 impl From<&AccountRecord> for AccountView {
@@ -56,6 +59,7 @@ impl AccountView {
             credits: CreditsView::from(a),
             low_balance_threshold: a.low_balance_threshold,
             sla_terms: a.sla_terms.clone().unwrap_or_default(),
+            payment_issue: a.payment_issue.clone(),
         }
     }
 }

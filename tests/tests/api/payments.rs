@@ -574,3 +574,92 @@ async fn a_checkout_opens_a_stripe_page_at_our_price_and_paying_it_grants_the_cr
     );
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn refunds_and_disputes_take_the_credits_back_once_and_flag_what_was_spent() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let buy = |request_id: &'static str, amount_usd: i64| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            let r = app
+                .post(
+                    "/v1/checkout",
+                    &key,
+                    &json!({"request_id": request_id, "amount_usd": amount_usd}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            let id = r.body["id"].as_str().unwrap_or_default().to_string();
+            assert_eq!(app.stripe.pay(&id).await, Ok(Some(200)));
+            id
+        }
+    };
+    // US$1,000 = 100,000 credits; Stripe refunds US$250 of it, then reports it again.
+    let first = buy("r1", 1_000).await;
+    assert_eq!(app.account(&acct).await.balance.value(), 100_000);
+    assert_eq!(app.stripe.refund(&first, 25_000).await, Ok(Some(200)));
+    assert_eq!(app.account(&acct).await.balance.value(), 75_000);
+    let reversal = &app
+        .get("/v1/credits/ledger?kind=adjustment", &key)
+        .await
+        .body["data"][0];
+    assert_eq!(reversal["amount"], -25_000, "{reversal}");
+    assert_eq!(reversal["refers_to"], format!("card:{first}"));
+    // The same refund reported again, twenty times at once: nothing more.
+    let again = session_event(
+        "evt_again",
+        "charge.refunded",
+        json!({"id": "ch_x", "object": "charge", "amount": 100_000, "amount_refunded": 25_000,
+               "payment_intent": app.stripe.session(&first).map(|s| s["payment_intent"].clone())}),
+    );
+    let copies = (0..20).map(|_| deliver(&app, &again, signed(&app, &again)));
+    for r in futures_util::future::join_all(copies).await {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["outcome"], "already_reversed", "{:?}", r.body);
+    }
+    assert_eq!(app.account(&acct).await.balance.value(), 75_000);
+
+    // A second purchase, mostly spent; then its cardholder disputes it.
+    let second = buy("r2", 100).await; // 10,000 credits
+    let spend =
+        json!({"request_id": "spend", "model": "veo-pro", "tasks": integration_tests::tasks(140)});
+    let b = app.post("/v1/batches", &key, &spend).await;
+    assert_eq!(b.status, 201, "{:?}", b.body); // holds 83,860 of 85,000
+    assert_eq!(app.account(&acct).await.balance.value(), 1_140);
+    assert_eq!(app.stripe.dispute(&second).await, Ok(Some(200)));
+    let a = app.account(&acct).await;
+    assert_eq!(a.balance.value(), 0, "never below zero");
+    let issue = a.payment_issue.expect("the account is flagged");
+    assert_eq!(
+        (issue.kind.as_str(), issue.shortfall_credits),
+        ("dispute", 10_000 - 1_140)
+    );
+    let view = app
+        .admin_get(&format!("/admin/v1/accounts/{acct}"))
+        .await
+        .body;
+    assert_eq!(view["payment_issue"]["shortfall_credits"], 8_860, "{view}");
+    app.run_until_idle().await;
+    let reversed: Vec<Value> = app
+        .events_of(&acct)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "payment.reversed")
+        .collect();
+    assert_eq!(reversed.len(), 2, "{reversed:?}");
+    let dispute = reversed.iter().find(|e| e["data"]["kind"] == "dispute");
+    assert_eq!(
+        dispute.map(|e| e["data"]["shortfall_credits"].clone()),
+        Some(json!(8_860))
+    );
+    // A refund of a payment that never granted here moves nothing.
+    let stranger = session_event(
+        "evt_s",
+        "charge.refunded",
+        json!({"id": "ch_s", "object": "charge", "amount": 500, "amount_refunded": 500, "payment_intent": "pi_unknown"}),
+    );
+    let r = deliver(&app, &stranger, signed(&app, &stranger)).await;
+    assert_eq!(r.body["outcome"], "ignored");
+    app.assert_invariants().await;
+}

@@ -86,6 +86,12 @@ impl Accounts for Dynamo {
                 .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
             u = u.expression_attribute_values(":bp", v);
         }
+        if let Some(i) = &change.payment_issue {
+            set.push("payment_issue = :pi");
+            let v = serde_dynamo::to_attribute_value(i)
+                .map_err(|e| crate::ports::StoreError::Corrupt(e.to_string()))?;
+            u = u.expression_attribute_values(":pi", v);
+        }
         if set.is_empty() {
             return Accounts::get(self, account_id).await;
         }

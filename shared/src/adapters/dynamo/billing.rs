@@ -5,7 +5,7 @@
 
 use super::{build, n, s, to_item, Dynamo, Item, Query};
 use crate::domain::invoice::Series;
-use crate::ports::billing::{InvoiceRecord, Invoices};
+use crate::ports::billing::{InvoiceRecord, Invoices, PaymentRecord};
 use crate::ports::{Listed, PortResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::Update;
@@ -26,6 +26,17 @@ fn counter_key(series: Series, year: i32) -> Item {
     )
 }
 
+fn payment_key(payment_intent: &str) -> Item {
+    key(format!("pay#{payment_intent}"), "pay".into())
+}
+
+/// A card payment as stored.
+pub(super) fn payment_item(r: &PaymentRecord) -> PortResult<Item> {
+    let mut item = to_item(r)?;
+    item.extend(payment_key(&r.payment_intent));
+    Ok(item)
+}
+
 /// The document as stored: its fields and the table's key.
 pub(super) fn invoice_item(r: &InvoiceRecord) -> PortResult<Item> {
     let mut item = to_item(r)?;
@@ -34,6 +45,24 @@ pub(super) fn invoice_item(r: &InvoiceRecord) -> PortResult<Item> {
 }
 
 impl Dynamo {
+    /// A payment's reversed credits move `from` -> `to`.
+    pub(super) fn payment_reversed(
+        &self,
+        payment_intent: &str,
+        from: i64,
+        to: i64,
+    ) -> PortResult<Update> {
+        build(
+            Update::builder()
+                .table_name(&self.t.billing)
+                .set_key(Some(payment_key(payment_intent)))
+                .update_expression("SET reversed_credits = :to")
+                .condition_expression("reversed_credits = :from")
+                .expression_attribute_values(":from", n(from))
+                .expression_attribute_values(":to", n(to)),
+        )
+    }
+
     /// The counter of `series` in `year` moves to `seq`, only from `seq - 1` (from nothing
     /// for the year's first number).
     pub(super) fn next_number(&self, series: Series, year: i32, seq: u64) -> PortResult<Update> {
@@ -58,6 +87,10 @@ impl Dynamo {
 
 #[async_trait]
 impl Invoices for Dynamo {
+    async fn payment(&self, payment_intent: &str) -> PortResult<Option<PaymentRecord>> {
+        self.get(&self.t.billing, payment_key(payment_intent)).await
+    }
+
     async fn last_number(&self, series: Series, year: i32) -> PortResult<u64> {
         #[derive(serde::Deserialize)]
         struct Counter {

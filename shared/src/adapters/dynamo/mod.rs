@@ -167,6 +167,7 @@ impl Dynamo {
             NewRecord::ApiKey(k) => (&self.t.api_keys, to_item::<ApiKeyRecord>(k)?, "key_hash"),
             NewRecord::SlaClose(c) => (&self.t.sla, sla::close_item(c)?, "pk"),
             NewRecord::Invoice(i) => (&self.t.billing, billing::invoice_item(i)?, "pk"),
+            NewRecord::Payment(p) => (&self.t.billing, billing::payment_item(p)?, "pk"),
         };
         put_new_item(table, item, key_attr)
     }
@@ -227,6 +228,11 @@ impl Dynamo {
     fn change(&self, c: &Change) -> PortResult<TransactWriteItem> {
         let update = match c {
             Change::NextNumber { series, year, seq } => self.next_number(*series, *year, *seq)?,
+            Change::PaymentReversed {
+                payment_intent,
+                from,
+                to,
+            } => self.payment_reversed(payment_intent, *from, *to)?,
             Change::EndMark(m) => self.end_mark_update(m)?,
             Change::BatchRefund {
                 account_id,

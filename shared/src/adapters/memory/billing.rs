@@ -2,12 +2,18 @@
 
 use super::{partition, Memory};
 use crate::domain::invoice::Series;
-use crate::ports::billing::{InvoiceRecord, Invoices};
+use crate::ports::billing::{InvoiceRecord, Invoices, PaymentRecord};
 use crate::ports::{Listed, PortResult};
 use async_trait::async_trait;
 
 #[async_trait]
 impl Invoices for Memory {
+    async fn payment(&self, payment_intent: &str) -> PortResult<Option<PaymentRecord>> {
+        self.pause().await;
+        let st = self.lock();
+        Ok(st.payments.get(&payment_intent.to_string()).cloned())
+    }
+
     async fn last_number(&self, series: Series, year: i32) -> PortResult<u64> {
         self.pause().await;
         let st = self.lock();

@@ -158,6 +158,8 @@ pub(crate) struct State {
     pub invoices: Table<Key2, crate::ports::billing::InvoiceRecord>,
     /// (series prefix, year) -> the last number taken.
     pub counters: Table<(String, i32), u64>,
+    /// payment intent -> card payment.
+    pub payments: Table<String, crate::ports::billing::PaymentRecord>,
 }
 
 impl State {
@@ -182,6 +184,7 @@ impl State {
         self.sla_closes.catch_up();
         self.invoices.catch_up();
         self.counters.catch_up();
+        self.payments.catch_up();
     }
 }
 

@@ -44,6 +44,7 @@ impl State {
             NewRecord::Invoice(i) => self
                 .invoices
                 .contains(&(i.account_id.clone(), i.number.clone())),
+            NewRecord::Payment(p) => self.payments.contains(&p.payment_intent),
         }
     }
 
@@ -70,12 +71,21 @@ impl State {
             NewRecord::Invoice(i) => self
                 .invoices
                 .put((i.account_id.clone(), i.number.clone()), i),
+            NewRecord::Payment(p) => self.payments.put(p.payment_intent.clone(), p),
         }
     }
 
     /// Whether a change's condition holds now.
     fn change_holds(&self, c: &Change) -> PortResult<bool> {
         Ok(match c {
+            Change::PaymentReversed {
+                payment_intent,
+                from,
+                ..
+            } => self
+                .payments
+                .get(payment_intent)
+                .is_some_and(|p| p.reversed_credits == *from),
             Change::NextNumber { series, year, seq } => {
                 let last = self.counters.get(&(series.prefix().to_string(), *year));
                 last.copied().unwrap_or(0) + 1 == *seq
@@ -107,6 +117,12 @@ impl State {
 
     fn apply_change(&mut self, c: Change) {
         match c {
+            Change::PaymentReversed {
+                payment_intent, to, ..
+            } => {
+                self.payments
+                    .update(&payment_intent, |p| p.reversed_credits = to);
+            }
             Change::NextNumber { series, year, seq } => {
                 self.counters.put((series.prefix().to_string(), year), seq);
             }
@@ -360,6 +376,9 @@ impl Accounts for Memory {
             }
             if let Some(p) = &change.billing_profile {
                 a.billing_profile = Some(p.clone());
+            }
+            if let Some(i) = &change.payment_issue {
+                a.payment_issue = Some(i.clone());
             }
             a.clone()
         }))
