@@ -41,6 +41,8 @@ mod bodies {
     impl Body for webhooks::deliveries::Redeliver {}
     impl Body for exports::CreateExport {}
     impl Body for billing::CheckoutRequest {}
+    impl Body for invoices::ProFormaRequest {}
+    impl Body for invoices::WireReceipt {}
     impl Body for invoices::ProfileRequest {
         const NULLABLE: &'static [&'static str] = &["tax_id"];
     }

@@ -59,6 +59,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/invoices"),
     ("get", "/v1/invoices/{invoice_id}"),
     ("get", "/v1/billing-profile"),
+    ("post", "/v1/proforma-invoices"),
+    ("get", "/v1/proforma-invoices"),
+    ("get", "/v1/proforma-invoices/{proforma_id}"),
     ("put", "/v1/billing-profile"),
     ("patch", "/v1/account"),
     ("post", "/v1/webhook-endpoints"),
@@ -95,6 +98,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/ip-block-exemptions"),
     ("delete", "/admin/v1/ip-block-exemptions/{cidr}"),
     ("post", "/admin/v1/accounts/{account_id}/grants"),
+    ("post", "/admin/v1/accounts/{account_id}/proforma-invoices"),
+    ("post", "/admin/v1/accounts/{account_id}/wire-receipts"),
     ("post", "/admin/v1/accounts/{account_id}/adjustments"),
     ("patch", "/admin/v1/accounts/{account_id}"),
     ("get", "/admin/v1/reconcile"),
@@ -194,6 +199,22 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/v1/billing-profile",
             get(billing::get_profile).put(billing::put_profile),
+        )
+        .route(
+            "/v1/proforma-invoices",
+            post(billing::create_pro_forma).get(billing::list_pro_formas),
+        )
+        .route(
+            "/v1/proforma-invoices/{proforma_id}",
+            get(billing::get_pro_forma),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/proforma-invoices",
+            post(billing::admin_create_pro_forma),
+        )
+        .route(
+            "/admin/v1/accounts/{account_id}/wire-receipts",
+            post(billing::record_wire),
         )
         .route(
             "/v1/webhook-endpoints",

@@ -24,6 +24,8 @@ pub enum Scope {
     Purchase,
     /// A card checkout page for a pack or a top-up.
     Checkout,
+    /// A pro-forma invoice (a request to pay by wire).
+    ProForma,
 }
 
 impl Scope {
@@ -41,6 +43,7 @@ impl Scope {
             Scope::Adjustment => "adjust",
             Scope::Purchase => "purchase",
             Scope::Checkout => "checkout",
+            Scope::ProForma => "proforma",
         }
     }
 }

@@ -353,3 +353,179 @@ pub async fn profile(
     let account = super::accounts::get_account(svc, account_id).await?;
     Ok(account.billing_profile)
 }
+
+/// `POST /v1/proforma-invoices` (and the operator's twin): a pack, to be paid by wire.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProFormaRequest {
+    pub request_id: String,
+    pub pack: crate::domain::pricing::Pack,
+}
+
+/// How many times a document reads its series' counter again after losing the number.
+const MAX_NUMBER_ATTEMPTS: u32 = 200;
+
+/// A pro-forma invoice for a pack: a numbered request for a wire transfer quoting our bank
+/// details and its own number as the payment reference. Moves no money; idempotent by
+/// `request_id` (its record is created in the same transaction as the document and the
+/// counter's move).
+pub async fn request_pro_forma(
+    svc: &Services,
+    account_id: &str,
+    req: ProFormaRequest,
+    fingerprint: &str,
+) -> Result<super::Reply, ServiceError> {
+    use crate::domain::idempotency::Scope;
+    use crate::ports::store::{Change, CommitError, NewRecord};
+    super::idempotency::check_request_id(&req.request_id)?;
+    for attempt in 0..MAX_NUMBER_ATTEMPTS {
+        if let Some((reply, _)) = super::idempotency::replay(
+            svc,
+            account_id,
+            Scope::ProForma,
+            &req.request_id,
+            fingerprint,
+        )
+        .await?
+        {
+            return Ok(reply);
+        }
+        let account = super::accounts::get_account(svc, account_id).await?;
+        let now = svc.now_ms();
+        let year = year_of(now);
+        let seq = svc.invoices.last_number(Series::ProForma, year).await? + 1;
+        let number = Number {
+            series: Series::ProForma,
+            year,
+            seq,
+        };
+        let pack = req.pack;
+        let subtotal = pack.price_usd_cents();
+        let rate = svc.settings.tax_rate_bp;
+        let tax = tax_cents(subtotal, rate);
+        let doc = InvoiceRecord {
+            account_id: account.account_id.clone(),
+            number: number.to_string(),
+            series: Series::ProForma,
+            year,
+            seq,
+            kind: DocumentKind::ProForma,
+            issued_ms: now,
+            issuer: svc.settings.issuer.clone(),
+            account_name: account.name.clone(),
+            customer: account.billing_profile.clone(),
+            lines: vec![Line::new(
+                format!("Prepaid pack {} 预付套餐", pack.id()),
+                Some(pack.id().to_string()),
+                pack.credits().value(),
+                subtotal,
+            )],
+            subtotal_usd_cents: subtotal,
+            tax_rate_bp: rate,
+            tax_usd_cents: tax,
+            total_usd_cents: subtotal + tax,
+            payment: None,
+            ledger_entry: None,
+            subject: Some(pack.id().to_string()),
+            includes: vec![],
+        };
+        let reply = super::Reply {
+            status: 201,
+            body: super::json(&InvoiceView::from(&doc))?,
+            replayed: false,
+        };
+        let record = super::idempotency::record(
+            account_id,
+            Scope::ProForma,
+            &req.request_id,
+            fingerprint,
+            &reply,
+            &doc.number,
+            now,
+            account.retention_days,
+        );
+        let change = Change::NextNumber {
+            series: Series::ProForma,
+            year,
+            seq,
+        };
+        let creates = vec![NewRecord::Invoice(doc.clone()), NewRecord::Request(record)];
+        match svc.requests.change_and_create(change, creates).await {
+            Ok(()) => {
+                published(svc, &doc).await;
+                return Ok(reply);
+            }
+            // The number went to another document, or the same request landed first (the
+            // replay at the top of the loop answers that).
+            Err(CommitError::Stale) | Err(CommitError::Duplicate(_)) => {
+                svc.backoff(attempt.min(6)).await;
+            }
+            Err(CommitError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::reject(
+        ErrorCode::RequestInProgress,
+        "documents are being issued faster than we can number them; retry",
+    ))
+}
+
+/// `POST /admin/v1/accounts/{id}/wire-receipts`: a wire transfer arrived quoting a
+/// pro-forma's number.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireReceipt {
+    /// The pro-forma's number, as the transfer quoted it (`PF-YYYY-NNNNNN`).
+    pub reference: String,
+    /// What arrived, in US cents: must be the pro-forma's total.
+    pub amount_usd_cents: i64,
+}
+
+/// An operator records a wire transfer against its pro-forma: the amount is checked, and the
+/// Credits and the invoice arrive in one transaction, once per pro-forma (recording it again
+/// answers the first grant).
+pub async fn record_wire(
+    svc: &Services,
+    account_id: &str,
+    w: WireReceipt,
+) -> Result<super::Reply, ServiceError> {
+    let bad = |m: String| ServiceError::reject(ErrorCode::InvalidWireReceipt, m);
+    let reference = w.reference.trim();
+    if Number::parse(reference).map(|n| n.series) != Ok(Series::ProForma) {
+        return Err(bad(format!(
+            "reference {reference:?} is not a pro-forma number (PF-YYYY-NNNNNN)"
+        )));
+    }
+    let pf = svc
+        .invoices
+        .get(account_id, reference)
+        .await?
+        .ok_or_else(|| bad(format!("no pro-forma {reference} for this account")))?;
+    if w.amount_usd_cents != pf.total_usd_cents {
+        return Err(bad(format!(
+            "{reference} asks for {} cents; the transfer brought {}: record it once the \
+             difference is settled, or issue a new pro-forma",
+            pf.total_usd_cents, w.amount_usd_cents
+        )));
+    }
+    let pack = pf
+        .subject
+        .as_deref()
+        .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok());
+    let credits = pf.lines.iter().map(|l| l.credits).sum();
+    super::credits::purchase(
+        svc,
+        account_id,
+        reference,
+        super::credits::Purchase {
+            pack,
+            credits: crate::domain::money::Credits(credits),
+            subtotal_usd_cents: pf.subtotal_usd_cents,
+            tax_rate_bp: pf.tax_rate_bp,
+            paid_usd_cents: pf.total_usd_cents,
+            method: "wire",
+            reference: reference.to_string(),
+            payment_intent: None,
+        },
+    )
+    .await
+}

@@ -663,3 +663,92 @@ async fn refunds_and_disputes_take_the_credits_back_once_and_flag_what_was_spent
     assert_eq!(r.body["outcome"], "ignored");
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_wire_transfer_against_a_pro_forma_grants_once_with_its_invoice() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let body = json!({"request_id": "pf-1", "pack": "pack_5000"});
+    let pf = app.post("/v1/proforma-invoices", &key, &body).await;
+    assert_eq!(pf.status, 201, "{:?}", pf.body);
+    let number = pf.body["id"].as_str().unwrap_or_default().to_string();
+    assert!(number.starts_with("PF-"), "{number}");
+    assert_eq!(pf.body["total_usd"], "5000.00");
+    let again = app.post("/v1/proforma-invoices", &key, &body).await;
+    assert_eq!(
+        (again.replayed(), &again.body["id"]),
+        (true, &pf.body["id"])
+    );
+    // The operator's twin, for a card-less customer: the next number of the series.
+    let op = app
+        .admin_post(
+            &format!("/admin/v1/accounts/{acct}/proforma-invoices"),
+            &json!({"request_id": "pf-op", "pack": "pack_2000"}),
+        )
+        .await;
+    assert_eq!(op.status, 201, "{:?}", op.body);
+    let n1 = shared::domain::invoice::Number::parse(&number).expect("number");
+    let n2 = shared::domain::invoice::Number::parse(op.body["id"].as_str().unwrap_or_default())
+        .expect("number");
+    assert_eq!(n2.seq, n1.seq + 1);
+    // Its PDF says where to pay and what to quote.
+    let detail = app
+        .get(&format!("/v1/proforma-invoices/{number}"), &key)
+        .await
+        .body;
+    let pdf = app
+        .download(detail["pdf"]["url"].as_str().unwrap_or_default())
+        .await;
+    let text = pdftotext(&pdf);
+    for needle in ["Pro-forma", number.as_str(), "SWIFT", "5,000.00"] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    assert_eq!(app.get("/v1/invoices", &key).await.body["data"], json!([]));
+
+    // The wrong amount, or a reference that is not this account's: refused, nothing moves.
+    let receipts = format!("/admin/v1/accounts/{acct}/wire-receipts");
+    for (w, why) in [
+        (
+            json!({"reference": number, "amount_usd_cents": 499_999}),
+            "short",
+        ),
+        (
+            json!({"reference": "PF-2026-999999", "amount_usd_cents": 500_000}),
+            "unknown",
+        ),
+        (
+            json!({"reference": "INV-2026-000001", "amount_usd_cents": 500_000}),
+            "not a PF",
+        ),
+    ] {
+        let r = app.admin_post(&receipts, &w).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (422, "invalid_wire_receipt"),
+            "{why}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(app.account(&acct).await.balance.value(), 0);
+    // Recorded twice at once: granted once, with an invoice naming the wire.
+    let w = json!({"reference": number, "amount_usd_cents": 500_000});
+    let (a, b) =
+        futures_util::future::join(app.admin_post(&receipts, &w), app.admin_post(&receipts, &w))
+            .await;
+    assert_eq!(
+        (a.status, b.status),
+        (201, 201),
+        "{:?} {:?}",
+        a.body,
+        b.body
+    );
+    assert_eq!(app.account(&acct).await.balance.value(), 628_950);
+    let invoices = app.get("/v1/invoices", &key).await.body;
+    assert_eq!(
+        invoices["data"][0]["payment"],
+        json!({"method": "wire", "reference": number})
+    );
+    let entry = &app.get("/v1/credits/ledger?kind=grant", &key).await.body["data"][0];
+    assert_eq!(entry["paid_by"], "wire");
+    app.assert_invariants().await;
+}
