@@ -215,7 +215,7 @@ def test_every_page_in_both_languages_is_captured_and_chinese_renders(watched, a
         sign_in(w, account["admin"])
         for name, route in [("overview", "overview"), ("ledger", "ledger"), ("batches", "batches"),
                             ("batch", f"batches/{b['id']}"), ("keys", "keys"), ("webhooks", "webhooks"),
-                            ("exports", "exports"), ("statements", "statements"), ("sla", "sla"),
+                            ("exports", "exports"), ("statements", "statements"), ("sla", "sla"), ("billing", "billing"),
                             ("usage", "usage")]:
             w.page.goto(f"{API}/console#/{route}")
             w.page.wait_for_selector("main .loading", state="detached")
@@ -348,3 +348,59 @@ def test_the_service_level_page_shows_the_apis_report_in_both_languages(watched)
     assert w.page.input_value("#sla-month") == "2999-01"
     w.errors.clear()  # the refused month's 404, provoked on purpose
 
+
+
+def test_billing_pays_a_pack_on_the_fake_stripe_page_and_lists_its_invoice(watched):
+    acct, key = fresh_account("billing")
+    w = watched
+    w.open()
+    sign_in(w, key)
+    w.page.click("#nav a[data-route=billing]")
+    w.page.wait_for_selector("#billing-profile")
+    assert w.page.query_selector("#invoices tr[data-invoice]") is None
+
+    # The profile: the server's refusal shows in the notice and keeps what was typed.
+    w.page.fill("#bp-company", "上海影像科技有限公司")
+    w.page.fill("#bp-address", "上海市浦东新区世纪大道 100 号")
+    w.page.fill("#bp-email", "finance@localhost")
+    w.page.click("#bp-save")
+    w.page.wait_for_selector("#notice:not(:empty)")
+    assert "invalid_billing_profile" in w.page.inner_text("#notice")
+    assert w.page.input_value("#bp-company") == "上海影像科技有限公司"
+    w.errors.clear()  # the refused profile's 422, provoked on purpose
+    w.page.fill("#bp-email", "finance@example.cn")
+    w.page.click("#bp-save")
+    w.page.wait_for_selector("#notice.info:not([hidden])")
+    assert "Saved" in w.page.inner_text("#notice")
+    assert ok(call("GET", "/v1/billing-profile", key))["billing_profile"]["company"] == "上海影像科技有限公司"
+
+    # Buy a pack: Stripe's (fake) page, Pay, and back to the console with the Credits.
+    before = ok(call("GET", "/v1/credits", key))["balance"]
+    w.page.select_option("#buy-what", "pack_2000")
+    w.page.click("#buy")
+    w.page.wait_for_selector("#pay")
+    assert "2000.00" in w.page.inner_text("#amount")
+    w.page.click("#pay")
+    w.page.wait_for_selector("#invoices tr[data-invoice]")
+    assert "Payment received" in w.page.inner_text("#notice")
+    assert ok(call("GET", "/v1/credits", key))["balance"] == before + 227_620
+    number = w.page.get_attribute("#invoices tr[data-invoice]", "data-invoice")
+    assert number.startswith("INV-")
+    detail = ok(call("GET", f"/v1/invoices/{number}", key))
+    assert detail["customer"]["company"] == "上海影像科技有限公司"
+    assert detail["payment"]["method"] == "card"
+    w.shot("billing", "en")
+
+    # A pro-forma for a wire transfer, listed with its number; the page in Chinese.
+    w.page.select_option("#pf-pack", "pack_5000")
+    w.page.click("#pf-request")
+    w.page.wait_for_selector("#pro-formas tr[data-invoice^=PF-]")
+    w.page.click("#signout")
+    w.page.wait_for_selector("#key")
+    w.open("", "zh-CN")
+    sign_in(w, key)
+    w.page.click("#nav a[data-route=billing]")
+    w.page.wait_for_selector("#invoices tr[data-invoice]")
+    assert "账单与发票" in w.page.inner_text("#nav")
+    assert "银行卡" in w.page.inner_text("#invoices")
+    w.shot("billing", "zh-CN")

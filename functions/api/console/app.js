@@ -15,6 +15,7 @@ const customerNav = [
   ['exports', 'nav_exports'],
   ['statements', 'nav_statements'],
   ['sla', 'nav_sla'],
+  ['billing', 'nav_billing'],
   ['usage', 'nav_usage', 'admin'],
 ];
 
@@ -49,7 +50,9 @@ function renderChrome() {
 async function route() {
   const main = h('div', { class: 'view' });
   document.getElementById('main').replaceChildren(main);
-  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
+  // A page may take parameters after `?` (a checkout's return: #/billing?checkout=paid).
+  const [path, params] = location.hash.replace(/^#\/?/, '').split('?');
+  const parts = path.split('/').filter(Boolean);
   const s = state.session;
   for (const a of document.querySelectorAll('#nav a')) {
     if (a.dataset.route === (parts[0] || 'overview')) a.setAttribute('aria-current', 'page');
@@ -71,6 +74,7 @@ async function route() {
       exports: pages.exports,
       statements: pages.statements,
       sla: pages.sla,
+      billing: (m) => pages.billing(m, params),
       usage: pages.usage,
     }[parts[0] || 'overview'];
     await (page || pages.overview)(main);

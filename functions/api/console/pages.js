@@ -846,3 +846,124 @@ export async function usage(main) {
     h('table', {}, h('thead', {}, h('tr', {}, [t('when'), 'key', 'request', t('status'), 'code', 'latency', 'IP', '#'].map((x) => h('th', { scope: 'col' }, x)))), body),
     more);
 }
+
+// ---- billing: buy Credits, invoices, the billing profile (contract 8.2; docs/BILLING.md) ----
+
+const PACKS = ['pack_2000', 'pack_5000', 'pack_10000'];
+
+// A document's links are signed when asked for (they expire), so they are fetched on the click.
+function documentLinks(path, id) {
+  const open = (kind) => h('button', {
+    type: 'button',
+    class: 'link',
+    dataset: { doc: `${id}.${kind}` },
+    onclick: async () => {
+      try {
+        const d = await get(`${path}/${encodeURIComponent(id)}`);
+        location.assign(d[kind].url);
+      } catch (err) {
+        notice(explain(err));
+      }
+    },
+  }, kind.toUpperCase());
+  return h('td', { class: 'actions' }, open('pdf'), ' ', open('json'));
+}
+
+function documentsTable(rows, path, withPayment) {
+  return table([t('invoice_number'), t('issued_on'), t('description'), t('total_usd'), withPayment ? t('paid_by') : t('payment_reference'), ''],
+    rows.map((d) => h('tr', { dataset: { invoice: d.id } },
+      h('td', {}, d.id), h('td', {}, when(d.issued_at)),
+      h('td', {}, d.lines.map((l) => l.description).join('; ')),
+      h('td', {}, `US$ ${d.total_usd}`),
+      h('td', {}, withPayment ? (d.payment ? t(`paid_${d.payment.method}`) : '') : d.id),
+      documentLinks(path, d.id))),
+    t('no_invoices'));
+}
+
+export async function billing(main, params) {
+  const admin = can('admin');
+  const back = new URLSearchParams(params || '');
+  if (back.get('checkout') === 'paid') notice(t('checkout_paid'), 'info');
+  else if (back.get('checkout') === 'cancelled') notice(t('checkout_cancelled'), 'info');
+
+  // Buy: a pack or a top-up, paid on Stripe's page; the Credits arrive when Stripe reports it.
+  const what = h('select', { id: 'buy-what' },
+    PACKS.map((p) => h('option', { value: p }, t(p))), h('option', { value: 'top_up' }, t('top_up')));
+  const amount = h('input', { id: 'buy-amount', type: 'number', min: 50, max: 100000, step: 1, value: 100, disabled: true });
+  what.addEventListener('change', () => { amount.disabled = what.value !== 'top_up'; });
+  const buyButton = h('button', { type: 'submit', id: 'buy' }, t('checkout'));
+  let buyId = null;
+  const buy = h('form', {
+    class: 'card',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(buyButton, async () => {
+        buyId = buyId || requestId('checkout');
+        const body = what.value === 'top_up'
+          ? { request_id: buyId, amount_usd: Number(amount.value) }
+          : { request_id: buyId, pack: what.value };
+        const r = await post('/v1/checkout', body);
+        buyId = null;
+        location.assign(r.url);
+      });
+    },
+  }, h('h2', {}, t('buy_credits')), h('p', {}, t('buy_help')),
+  field(t('what_to_buy'), what), field(t('top_up_usd'), amount), buyButton);
+  what.addEventListener('change', () => { buyId = null; });
+  amount.addEventListener('input', () => { buyId = null; });
+
+  // The billing profile invoices are issued to.
+  const { billing_profile: p } = await get('/v1/billing-profile');
+  const input = (id, value, attrs = {}) => h('input', { id, value: value || '', ...attrs, disabled: !admin });
+  const company = input('bp-company', p && p.company, { required: true, maxlength: 200 });
+  const taxId = input('bp-tax-id', p && p.tax_id, { maxlength: 64 });
+  const address = h('textarea', { id: 'bp-address', rows: 3, maxlength: 500, required: true, disabled: !admin }, (p && p.address) || '');
+  const email = input('bp-email', p && p.billing_email, { type: 'email', required: true });
+  const monthly = h('input', { id: 'bp-monthly', type: 'checkbox', checked: !!(p && p.monthly_invoicing), disabled: !admin });
+  const saveButton = h('button', { type: 'submit', id: 'bp-save' }, t('save'));
+  const profile = h('form', {
+    class: 'card',
+    id: 'billing-profile',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(saveButton, async () => {
+        await api('PUT', '/v1/billing-profile', {
+          company: company.value, tax_id: taxId.value || null, address: address.value,
+          billing_email: email.value, monthly_invoicing: monthly.checked,
+        });
+        notice(t('saved'), 'info');
+      });
+    },
+  }, h('h2', {}, t('billing_profile')), h('p', {}, t('billing_profile_help')),
+  field(t('company'), company), field(t('tax_id'), taxId), field(t('address'), address),
+  field(t('billing_email'), email), field(t('monthly_invoicing'), monthly), admin ? saveButton : null);
+
+  // Pro-forma invoices for a wire transfer.
+  const pfPack = h('select', { id: 'pf-pack' }, PACKS.map((x) => h('option', { value: x }, t(x))));
+  const pfButton = h('button', { type: 'submit', id: 'pf-request' }, t('request_pro_forma'));
+  const proFormas = h('div', { id: 'pro-formas' });
+  const invoices = h('div', { id: 'invoices' });
+  const draw = async () => {
+    const [inv, pf] = await Promise.all([get('/v1/invoices?limit=50'), get('/v1/proforma-invoices?limit=50')]);
+    invoices.replaceChildren(h('h2', {}, t('invoices')), documentsTable(inv.data, '/v1/invoices', true));
+    proFormas.replaceChildren(h('h2', {}, t('pro_formas')), h('p', {}, t('pro_forma_help')),
+      documentsTable(pf.data, '/v1/proforma-invoices', false));
+  };
+  let pfId = null;
+  const pfForm = h('form', {
+    class: 'filters',
+    onsubmit: (e) => {
+      e.preventDefault();
+      submitting(pfButton, async () => {
+        pfId = pfId || requestId('proforma');
+        await post('/v1/proforma-invoices', { request_id: pfId, pack: pfPack.value });
+        pfId = null;
+        await draw();
+      });
+    },
+  }, field(t('what_to_buy'), pfPack), pfButton);
+  pfPack.addEventListener('change', () => { pfId = null; });
+  await draw();
+  main.replaceChildren(h('h1', {}, t('nav_billing')),
+    admin ? buy : null, invoices, profile, proFormas, admin ? pfForm : null);
+}
