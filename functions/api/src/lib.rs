@@ -62,6 +62,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/proforma-invoices"),
     ("get", "/v1/proforma-invoices"),
     ("get", "/v1/proforma-invoices/{proforma_id}"),
+    ("get", "/v1/invoice-summaries"),
+    ("get", "/v1/invoice-summaries/{summary_id}"),
     ("put", "/v1/billing-profile"),
     ("patch", "/v1/account"),
     ("post", "/v1/webhook-endpoints"),
@@ -207,6 +209,11 @@ pub fn app(svc: Services) -> Router {
         .route(
             "/v1/proforma-invoices/{proforma_id}",
             get(billing::get_pro_forma),
+        )
+        .route("/v1/invoice-summaries", get(billing::list_summaries))
+        .route(
+            "/v1/invoice-summaries/{summary_id}",
+            get(billing::get_summary),
         )
         .route(
             "/admin/v1/accounts/{account_id}/proforma-invoices",

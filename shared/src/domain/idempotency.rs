@@ -26,6 +26,8 @@ pub enum Scope {
     Checkout,
     /// A pro-forma invoice (a request to pay by wire).
     ProForma,
+    /// A month's invoice summary: once per account and month.
+    MonthlySummary,
 }
 
 impl Scope {
@@ -44,6 +46,7 @@ impl Scope {
             Scope::Purchase => "purchase",
             Scope::Checkout => "checkout",
             Scope::ProForma => "proforma",
+            Scope::MonthlySummary => "summary",
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum Series {
     Invoice,
     /// A request for a wire transfer (`PF-`).
     ProForma,
+    /// A month's summary of an account's invoices (`MS-`; contract 8.2 月结发票).
+    Summary,
 }
 
 impl Series {
@@ -25,6 +27,7 @@ impl Series {
         match self {
             Series::Invoice => "INV",
             Series::ProForma => "PF",
+            Series::Summary => "MS",
         }
     }
 }
@@ -38,7 +41,7 @@ pub struct Number {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not a document number (INV-YYYY-NNNNNN or PF-YYYY-NNNNNN)")]
+#[error("{0:?} is not a document number (INV-, PF- or MS-YYYY-NNNNNN)")]
 pub struct BadNumber(pub String);
 
 impl Number {
@@ -48,6 +51,7 @@ impl Number {
         let series = match parts.next() {
             Some("INV") => Series::Invoice,
             Some("PF") => Series::ProForma,
+            Some("MS") => Series::Summary,
             _ => return Err(bad()),
         };
         let (Some(y), Some(n), None) = (parts.next(), parts.next(), parts.next()) else {

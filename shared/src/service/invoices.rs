@@ -278,6 +278,7 @@ pub async fn get(
     let what = match series {
         Series::Invoice => "invoice",
         Series::ProForma => "pro-forma invoice",
+        Series::Summary => "invoice summary",
     };
     if Number::parse(id).map(|n| n.series) != Ok(series) {
         return Err(ServiceError::not_found(what));
@@ -365,87 +366,58 @@ pub struct ProFormaRequest {
 /// How many times a document reads its series' counter again after losing the number.
 const MAX_NUMBER_ATTEMPTS: u32 = 200;
 
-/// A pro-forma invoice for a pack: a numbered request for a wire transfer quoting our bank
-/// details and its own number as the payment reference. Moves no money; idempotent by
-/// `request_id` (its record is created in the same transaction as the document and the
-/// counter's move).
-pub async fn request_pro_forma(
+/// What a numbered document that moves no money is issued under: its idempotency key.
+struct Issue<'a> {
+    account: &'a AccountRecord,
+    scope: crate::domain::idempotency::Scope,
+    request_id: &'a str,
+    fingerprint: &'a str,
+    series: Series,
+}
+
+/// Issues a document that moves no money (a pro-forma, a monthly summary): the counter's
+/// move, the document and the request's idempotency record in one transaction, retried
+/// when another document took the number. `Ok(None)`: the same request was issued before
+/// (its reply is the stored one).
+async fn issue_numbered(
     svc: &Services,
-    account_id: &str,
-    req: ProFormaRequest,
-    fingerprint: &str,
-) -> Result<super::Reply, ServiceError> {
-    use crate::domain::idempotency::Scope;
+    i: Issue<'_>,
+    build: impl Fn(Number, i64) -> InvoiceRecord,
+) -> Result<(super::Reply, Option<InvoiceRecord>), ServiceError> {
     use crate::ports::store::{Change, CommitError, NewRecord};
-    super::idempotency::check_request_id(&req.request_id)?;
+    let owner = i.account.account_id.as_str();
     for attempt in 0..MAX_NUMBER_ATTEMPTS {
-        if let Some((reply, _)) = super::idempotency::replay(
-            svc,
-            account_id,
-            Scope::ProForma,
-            &req.request_id,
-            fingerprint,
-        )
-        .await?
+        if let Some((reply, _)) =
+            super::idempotency::replay(svc, owner, i.scope, i.request_id, i.fingerprint).await?
         {
-            return Ok(reply);
+            return Ok((reply, None));
         }
-        let account = super::accounts::get_account(svc, account_id).await?;
         let now = svc.now_ms();
         let year = year_of(now);
-        let seq = svc.invoices.last_number(Series::ProForma, year).await? + 1;
+        let seq = svc.invoices.last_number(i.series, year).await? + 1;
         let number = Number {
-            series: Series::ProForma,
+            series: i.series,
             year,
             seq,
         };
-        let pack = req.pack;
-        let subtotal = pack.price_usd_cents();
-        let rate = svc.settings.tax_rate_bp;
-        let tax = tax_cents(subtotal, rate);
-        let doc = InvoiceRecord {
-            account_id: account.account_id.clone(),
-            number: number.to_string(),
-            series: Series::ProForma,
-            year,
-            seq,
-            kind: DocumentKind::ProForma,
-            issued_ms: now,
-            issuer: svc.settings.issuer.clone(),
-            account_name: account.name.clone(),
-            customer: account.billing_profile.clone(),
-            lines: vec![Line::new(
-                format!("Prepaid pack {} 预付套餐", pack.id()),
-                Some(pack.id().to_string()),
-                pack.credits().value(),
-                subtotal,
-            )],
-            subtotal_usd_cents: subtotal,
-            tax_rate_bp: rate,
-            tax_usd_cents: tax,
-            total_usd_cents: subtotal + tax,
-            payment: None,
-            ledger_entry: None,
-            subject: Some(pack.id().to_string()),
-            includes: vec![],
-        };
+        let doc = build(number, now);
         let reply = super::Reply {
             status: 201,
             body: super::json(&InvoiceView::from(&doc))?,
             replayed: false,
         };
         let record = super::idempotency::record(
-            account_id,
-            Scope::ProForma,
-            &req.request_id,
-            fingerprint,
+            owner,
+            i.scope,
+            i.request_id,
+            i.fingerprint,
             &reply,
             &doc.number,
             now,
-            account.retention_days,
+            i.account.retention_days,
         );
         let change = Change::NextNumber {
-            series: Series::ProForma,
+            series: i.series,
             year,
             seq,
         };
@@ -453,7 +425,7 @@ pub async fn request_pro_forma(
         match svc.requests.change_and_create(change, creates).await {
             Ok(()) => {
                 published(svc, &doc).await;
-                return Ok(reply);
+                return Ok((reply, Some(doc)));
             }
             // The number went to another document, or the same request landed first (the
             // replay at the top of the loop answers that).
@@ -467,6 +439,163 @@ pub async fn request_pro_forma(
         ErrorCode::RequestInProgress,
         "documents are being issued faster than we can number them; retry",
     ))
+}
+
+/// A document's fields that come from who it is for and when, and its lines with their tax
+/// (`(rate in basis points, tax in cents)`).
+fn document(
+    svc: &Services,
+    account: &AccountRecord,
+    (number, kind, now): (Number, DocumentKind, i64),
+    lines: Vec<Line>,
+    (tax_rate_bp, tax_usd_cents): (u32, i64),
+) -> InvoiceRecord {
+    let subtotal: i64 = lines.iter().map(|l| l.amount_usd_cents).sum();
+    InvoiceRecord {
+        account_id: account.account_id.clone(),
+        number: number.to_string(),
+        series: number.series,
+        year: number.year,
+        seq: number.seq,
+        kind,
+        issued_ms: now,
+        issuer: svc.settings.issuer.clone(),
+        account_name: account.name.clone(),
+        customer: account.billing_profile.clone(),
+        lines,
+        subtotal_usd_cents: subtotal,
+        tax_rate_bp,
+        tax_usd_cents,
+        total_usd_cents: subtotal + tax_usd_cents,
+        payment: None,
+        ledger_entry: None,
+        subject: None,
+        includes: vec![],
+    }
+}
+
+/// A pro-forma invoice for a pack: a numbered request for a wire transfer quoting our bank
+/// details and its own number as the payment reference. Moves no money; idempotent by
+/// `request_id`.
+pub async fn request_pro_forma(
+    svc: &Services,
+    account_id: &str,
+    req: ProFormaRequest,
+    fingerprint: &str,
+) -> Result<super::Reply, ServiceError> {
+    super::idempotency::check_request_id(&req.request_id)?;
+    let account = super::accounts::get_account(svc, account_id).await?;
+    let pack = req.pack;
+    let rate = svc.settings.tax_rate_bp;
+    let issue = Issue {
+        account: &account,
+        scope: crate::domain::idempotency::Scope::ProForma,
+        request_id: &req.request_id,
+        fingerprint,
+        series: Series::ProForma,
+    };
+    let (reply, _) = issue_numbered(svc, issue, |number, now| {
+        let line = Line::new(
+            format!("Prepaid pack {} 预付套餐", pack.id()),
+            Some(pack.id().to_string()),
+            pack.credits().value(),
+            pack.price_usd_cents(),
+        );
+        let tax = tax_cents(pack.price_usd_cents(), rate);
+        let mut doc = document(
+            svc,
+            &account,
+            (number, DocumentKind::ProForma, now),
+            vec![line],
+            (rate, tax),
+        );
+        doc.subject = Some(pack.id().to_string());
+        doc
+    })
+    .await?;
+    Ok(reply)
+}
+
+/// The month's invoice summary (contract 8.2 月结发票) for an account that asked for monthly
+/// invoicing: one `MS-` document listing the month's invoices, once per account and month
+/// (the month is its idempotency key). None when the account does not ask for one, had no
+/// invoice that month, or has its summary already.
+pub async fn monthly_summary(
+    svc: &Services,
+    account: &AccountRecord,
+    month: &str,
+    (start, end): (i64, i64),
+) -> Result<Option<InvoiceRecord>, ServiceError> {
+    if !account
+        .billing_profile
+        .as_ref()
+        .is_some_and(|p| p.monthly_invoicing)
+    {
+        return Ok(None);
+    }
+    // The month's invoices, newest first until the month began.
+    let mut month_docs = Vec::new();
+    let mut before: Option<String> = None;
+    'pages: loop {
+        let (page, more) = svc
+            .invoices
+            .list(&account.account_id, Series::Invoice, before.as_deref(), 200)
+            .await?;
+        for d in &page {
+            if d.issued_ms < start {
+                break 'pages;
+            }
+            if d.issued_ms < end && d.kind == DocumentKind::Purchase {
+                month_docs.push(d.clone());
+            }
+        }
+        match (more, page.last()) {
+            (true, Some(l)) => before = Some(l.number.clone()),
+            _ => break,
+        }
+    }
+    if month_docs.is_empty() {
+        return Ok(None);
+    }
+    month_docs.reverse();
+    let request_id = format!("summary-{month}");
+    let fingerprint = crate::domain::idempotency::fingerprint(&serde_json::json!({"month": month}));
+    let issue = Issue {
+        account,
+        scope: crate::domain::idempotency::Scope::MonthlySummary,
+        request_id: &request_id,
+        fingerprint: &fingerprint,
+        series: Series::Summary,
+    };
+    let (_, doc) = issue_numbered(svc, issue, |number, now| {
+        let lines = month_docs
+            .iter()
+            .flat_map(|d| {
+                d.lines.iter().map(|l| {
+                    Line::new(
+                        format!("{} · {}", d.number, l.description),
+                        l.pack.clone(),
+                        l.credits,
+                        l.amount_usd_cents,
+                    )
+                })
+            })
+            .collect();
+        let tax = month_docs.iter().map(|d| d.tax_usd_cents).sum();
+        let rate = month_docs.first().map_or(0, |d| d.tax_rate_bp);
+        let mut doc = document(
+            svc,
+            account,
+            (number, DocumentKind::MonthlySummary, now),
+            lines,
+            (rate, tax),
+        );
+        doc.subject = Some(month.to_string());
+        doc.includes = month_docs.iter().map(|d| d.number.clone()).collect();
+        doc
+    })
+    .await?;
+    Ok(doc)
 }
 
 /// `POST /admin/v1/accounts/{id}/wire-receipts`: a wire transfer arrived quoting a

@@ -584,14 +584,17 @@ pub struct CloseSummary {
     pub compensated: u64,
     pub credits: i64,
     pub errors: u64,
+    /// Monthly invoice summaries issued by this run (accounts that asked for them).
+    pub invoice_summaries: u64,
 }
 
 /// Closes `month` for every account: once per account and month, the close record and, when
 /// compensation is due, its ledger entry, in one transaction; then the
-/// `sla.compensation_issued` event. Safe to run again at any point: a closed month is left
+/// `sla.compensation_issued` event; and the month's invoice summary for accounts that asked
+/// for monthly invoicing (once, too). Safe to run again at any point: a closed month is left
 /// alone (its event sent again, which dispatch keeps once).
 pub async fn close_month(svc: &Services, month: &str) -> Result<CloseSummary, ServiceError> {
-    let (_, end) = period(month)?;
+    let (start, end) = period(month)?;
     if svc.now_ms() < end {
         return Err(ServiceError::reject(
             ErrorCode::MonthNotOver,
@@ -627,6 +630,15 @@ pub async fn close_month(svc: &Services, month: &str) -> Result<CloseSummary, Se
                     // retries it.
                     summary.errors += 1;
                     tracing::error!(account_id = %account.account_id, month, error = %e, "SLA close failed");
+                }
+            }
+            // The monthly invoice summary (contract 8.2), for accounts that ask for one.
+            match super::invoices::monthly_summary(svc, &account, month, (start, end)).await {
+                Ok(Some(_)) => summary.invoice_summaries += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    summary.errors += 1;
+                    tracing::error!(account_id = %account.account_id, month, error = %e, "invoice summary failed");
                 }
             }
         }

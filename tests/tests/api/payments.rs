@@ -752,3 +752,68 @@ async fn a_wire_transfer_against_a_pro_forma_grants_once_with_its_invoice() {
     assert_eq!(entry["paid_by"], "wire");
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn month_close_issues_a_monthly_invoice_summary_once_for_accounts_that_ask() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let (other, other_key) = app.account_with(0).await;
+    let r = app
+        .send(
+            "PUT",
+            "/v1/billing-profile",
+            Some(&key),
+            Some(
+                json!({"company": "深圳月结科技有限公司", "address": "深圳市南山区",
+                       "billing_email": "ap@example.cn", "monthly_invoicing": true})
+                .to_string()
+                .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for (a, s, cents) in [
+        (&acct, "cs_m1", 10_000),
+        (&acct, "cs_m2", 20_000),
+        (&other, "cs_m3", 5_000),
+    ] {
+        let ack = paid_pack(&app, a, s, json!({"kind": "top_up"}), cents).await;
+        assert_eq!(ack["outcome"], "granted", "{ack}");
+    }
+    let month = shared::domain::time::month_of(app.clock.now_ms());
+    let now = app.clock.now_ms();
+    let (_, end) = shared::service::statements::month_range(&month).expect("month");
+    app.clock.advance_ms(end - now + 3_600_000);
+    let first = app.close_month(&month).await;
+    assert_eq!((first.invoice_summaries, first.errors), (1, 0), "{first:?}");
+    let again = app.close_month(&month).await;
+    assert_eq!(again.invoice_summaries, 0, "once per account and month");
+
+    let list = app.get("/v1/invoice-summaries", &key).await.body;
+    let s = &list["data"][0];
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(s["kind"], "monthly_summary");
+    assert_eq!(s["subject"], month.as_str());
+    assert_eq!(s["total_usd"], "300.00");
+    assert_eq!(s["includes"].as_array().map(Vec::len), Some(2));
+    let id = s["id"].as_str().unwrap_or_default();
+    let detail = app
+        .get(&format!("/v1/invoice-summaries/{id}"), &key)
+        .await
+        .body;
+    let text = pdftotext(
+        &app.download(detail["pdf"]["url"].as_str().unwrap_or_default())
+            .await,
+    );
+    assert!(
+        text.contains("月结发票汇总") && text.contains("深圳月结科技有限公司"),
+        "{text}"
+    );
+    for inv in s["includes"].as_array().cloned().unwrap_or_default() {
+        let n = inv.as_str().unwrap_or_default();
+        assert!(text.contains(n), "{n} not in:\n{text}");
+    }
+    // The account that did not ask gets none.
+    let none = app.get("/v1/invoice-summaries", &other_key).await.body;
+    assert_eq!(none["data"], json!([]));
+}

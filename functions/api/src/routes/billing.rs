@@ -126,3 +126,23 @@ pub async fn record_wire(
     tracing::info!(operator = %op.name, account = %id, reference = %body.value.reference, "wire receipt recorded");
     Ok(reply(invoices::record_wire(&s.svc, &id, body.value).await?))
 }
+
+pub async fn list_summaries(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Params(p): Params<invoices::ListParams>,
+) -> Result<Json<Page<InvoiceView>>> {
+    Ok(Json(
+        invoices::list(&s.svc, &c.account.account_id, Series::Summary, &p).await?,
+    ))
+}
+
+pub async fn get_summary(
+    State(s): State<AppState>,
+    Customer(c): Customer,
+    Id(id): Id,
+) -> Result<Json<InvoiceDetail>> {
+    Ok(Json(
+        invoices::get(&s.svc, &c.account.account_id, &id, Series::Summary).await?,
+    ))
+}
