@@ -136,6 +136,15 @@ def watched(browser):
     assert not errors, f"browser console errors: {errors}"
 
 
+def open_account_as_operator(w, acct):
+    """Signs in as the operator and opens one account's panel by its id."""
+    w.open("#/operator")
+    w.page.fill("#credential", OPERATOR)
+    w.page.click("form button[type=submit]")
+    w.page.fill("#account-id", acct)
+    w.page.click("form.filters button[type=submit]")
+
+
 def sign_in(w, key):
     w.page.fill("#key", key)
     w.page.click("form button[type=submit]")

@@ -3,7 +3,7 @@
 import csv
 import io
 
-from conftest import API, OPERATOR, call, fresh_account, ok, sign_in
+from conftest import API, OPERATOR, call, fresh_account, ok, open_account_as_operator, sign_in
 
 
 
@@ -281,11 +281,7 @@ def test_a_read_only_pass_shows_a_terminated_account_and_changes_nothing(watched
     ok(call("POST", f"/admin/v1/accounts/{acct}/terminate", OPERATOR, {}))
 
     w = watched
-    w.open("#/operator")
-    w.page.fill("#credential", OPERATOR)
-    w.page.click("form button[type=submit]")
-    w.page.fill("#account-id", acct)
-    w.page.click("form.filters button[type=submit]")
+    open_account_as_operator(w, acct)
     w.page.click("#issue-pass")
     pass_ = w.page.inner_text("#new-secret")
     assert pass_.startswith("vcp_")
@@ -404,3 +400,23 @@ def test_billing_pays_a_pack_on_the_fake_stripe_page_and_lists_its_invoice(watch
     assert "账单与发票" in w.page.inner_text("#nav")
     assert "银行卡" in w.page.inner_text("#invoices")
     w.shot("billing", "zh-CN")
+    pro_forma = w.page.get_attribute("#pro-formas tr[data-invoice^=PF-]", "data-invoice")
+    w.page.click("#signout")
+    w.page.wait_for_selector("#key")
+
+    # The transfer arrives: the operator records it; a wrong amount is refused first.
+    open_account_as_operator(w, acct)
+    w.page.wait_for_selector("#wire-form")
+    w.page.fill("#wire-reference", pro_forma)
+    w.page.fill("#wire-amount", "4999.99")
+    w.page.click("#wire-form button[type=submit]")
+    w.page.wait_for_selector("#notice.error:not([hidden])")
+    assert "invalid_wire_receipt" in w.page.inner_text("#notice")
+    w.errors.clear()  # the refused amount's 422, provoked on purpose
+    before = ok(call("GET", "/v1/credits", key))["balance"]
+    w.page.fill("#wire-amount", "5000.00")
+    w.page.click("#wire-form button[type=submit]")
+    w.page.wait_for_selector("#notice.info:not([hidden])")
+    assert ok(call("GET", "/v1/credits", key))["balance"] == before + 628_950
+    paid = ok(call("GET", "/v1/invoices", key))["data"][0]
+    assert paid["payment"] == {"method": "wire", "reference": pro_forma}

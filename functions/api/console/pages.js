@@ -538,8 +538,13 @@ export async function operatorHome(main) {
         h('dt', {}, t('retention_days')), h('dd', {}, num(a.retention_days)),
         h('dt', {}, t('max_concurrency')), h('dd', {}, num(a.max_concurrency)),
         h('dt', {}, t('request_budget')), h('dd', {}, num(a.request_budget_per_min))),
+      a.payment_issue ? h('p', { class: 'error', id: 'op-payment-issue' }, t('payment_issue_text', {
+        kind: a.payment_issue.kind, reference: a.payment_issue.reference,
+        shortfall: num(a.payment_issue.shortfall_credits),
+      })) : null,
       grantForm(path, () => show(accountId)),
       adjustForm(path, () => show(accountId)),
+      wireForm(path, () => show(accountId)),
       termsForm(path, a, () => show(accountId)),
       lifecycle(path, a, () => show(accountId)),
       passButton(path, a),
@@ -632,6 +637,18 @@ function adjustForm(path, after) {
   return operatorForm(t('adjust'), 'adjust-form', [field(t('kind'), kind), field(t('amount'), amount), field(t('reason'), reason)],
     (rid) => post(`${path}/adjustments`, { request_id: rid, amount: Number(amount.value), kind: kind.value, reason: reason.value }),
     after);
+}
+
+// A wire transfer arrived quoting a pro-forma: the server checks the amount and grants with
+// the invoice (recording the same transfer twice is harmless).
+function wireForm(path, after) {
+  const reference = h('input', { id: 'wire-reference', required: true, placeholder: 'PF-2026-000001' });
+  const amount = h('input', { id: 'wire-amount', type: 'number', min: 0.01, step: 0.01, required: true });
+  return operatorForm(t('record_wire'), 'wire-form',
+    [field(t('payment_reference'), reference), field(t('wire_amount_usd'), amount)],
+    () => post(`${path}/wire-receipts`, {
+      reference: reference.value.trim(), amount_usd_cents: Math.round(Number(amount.value) * 100),
+    }), after);
 }
 
 function termsForm(path, a, after) {

@@ -2,6 +2,7 @@
 
 use integration_tests::{tasks, TestApp};
 use serde_json::json;
+use shared::ports::Clock;
 
 #[tokio::test]
 async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
@@ -80,7 +81,7 @@ async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
 #[tokio::test]
 async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
     let app = TestApp::spawn().await;
-    let (_, key_a) = app.account_with(10_000).await;
+    let (acct_a, key_a) = app.account_with(10_000).await;
     let (_, key_b) = app.account_with(10_000).await;
     let batch = app
         .post(
@@ -114,6 +115,37 @@ async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
     let events = app.get("/v1/events", &key_a).await;
     let ids =
         |field: &str, v: &serde_json::Value| v[field].as_str().unwrap_or_default().to_string();
+    // Billing documents: a pro-forma, the invoice of its wire transfer, the month's summary.
+    let profile = json!({"company": "A Co", "address": "1 Road", "billing_email": "ap@a.example",
+                         "monthly_invoicing": true});
+    let r = app
+        .send(
+            "PUT",
+            "/v1/billing-profile",
+            Some(&key_a),
+            Some(profile.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let pf = app
+        .post(
+            "/v1/proforma-invoices",
+            &key_a,
+            &json!({"request_id": "m", "pack": "pack_2000"}),
+        )
+        .await;
+    let wire = app
+        .admin_post(
+            &format!("/admin/v1/accounts/{acct_a}/wire-receipts"),
+            &json!({"reference": ids("id", &pf.body), "amount_usd_cents": 200_000}),
+        )
+        .await;
+    assert_eq!(wire.status, 201, "{:?}", wire.body);
+    let month = shared::domain::time::month_of(app.clock.now_ms());
+    let (_, end) = shared::service::statements::month_range(&month).expect("month");
+    app.clock.advance_ms(end - app.clock.now_ms() + 3_600_000);
+    assert_eq!(app.close_month(&month).await.invoice_summaries, 1);
+    let summaries = app.get("/v1/invoice-summaries", &key_a).await;
     let theirs = [
         (
             "{batch_id}",
@@ -149,6 +181,17 @@ async fn the_cross_tenant_matrix_covers_every_id_taking_route() {
             "{export_id}",
             ids("id", &export.body),
             "exp_01M87QK0NREPX2ZHGKMMS7YBB3",
+        ),
+        (
+            "{invoice_id}",
+            ids("invoice_id", &wire.body["entry"]),
+            "INV-2026-999999",
+        ),
+        ("{proforma_id}", ids("id", &pf.body), "PF-2026-999999"),
+        (
+            "{summary_id}",
+            ids("id", &summaries.body["data"][0]),
+            "MS-2026-999999",
         ),
     ];
     let mut checked = 0;
