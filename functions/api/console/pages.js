@@ -608,8 +608,9 @@ function operatorForm(title, id, fields, call, after) {
       submitting(go, async () => {
         await call(rid);
         rid = requestId(`console-${id}`);
-        notice(t('saved'), 'info');
+        // Redrawn first, then said: the notice means the panel shows the change.
         await after();
+        notice(t('saved'), 'info');
       });
     },
   }, h('h3', {}, title), ...fields, go);
