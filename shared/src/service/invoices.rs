@@ -80,7 +80,7 @@ fn blob_key(doc: &InvoiceRecord, ext: &str) -> String {
     format!("invoices/{}/{}.{ext}", doc.account_id, doc.number)
 }
 
-/// Writes a document's PDF and JSON.
+/// Writes a document's PDF and then its JSON (so a JSON file means both are there).
 async fn store_documents(svc: &Services, doc: &InvoiceRecord) -> Result<(), ServiceError> {
     let pdf = svc
         .typesetter
@@ -97,12 +97,26 @@ async fn store_documents(svc: &Services, doc: &InvoiceRecord) -> Result<(), Serv
     Ok(())
 }
 
+/// Writes the files unless a write after the commit already did (one HEAD of the JSON,
+/// which is written last): for reads and replays, which find them there almost always.
+async fn ensure_documents(svc: &Services, doc: &InvoiceRecord) -> Result<(), ServiceError> {
+    if svc.blobs.size(&blob_key(doc, "json")).await?.is_none() {
+        store_documents(svc, doc).await?;
+    }
+    Ok(())
+}
+
 /// After a document's commit: its files and its `invoice.issued` event. Neither can undo
-/// the document; what fails here is logged, and a read makes the files again.
+/// the document; what fails here is logged, and a read or a replay makes the files again.
 pub(super) async fn published(svc: &Services, doc: &InvoiceRecord) {
     if let Err(e) = store_documents(svc, doc).await {
         tracing::warn!(invoice = %doc.number, error = %e, "invoice documents not stored yet");
     }
+    announce(svc, doc).await;
+}
+
+/// The `invoice.issued` event (dispatch keeps one per id, so sending it again is harmless).
+async fn announce(svc: &Services, doc: &InvoiceRecord) {
     if doc.series == Series::Invoice {
         if let Err(e) = super::events::emit(svc, &[invoice_issued(doc)]).await {
             tracing::warn!(invoice = %doc.number, error = %e, "invoice.issued event not sent");
@@ -117,7 +131,12 @@ pub(super) async fn republish(svc: &Services, account_id: &str, reply: &super::R
         .and_then(|v| v["entry"]["invoice_id"].as_str().map(str::to_string));
     let Some(number) = number else { return };
     match svc.invoices.get(account_id, &number).await {
-        Ok(Some(doc)) => published(svc, &doc).await,
+        Ok(Some(doc)) => {
+            if let Err(e) = ensure_documents(svc, &doc).await {
+                tracing::warn!(invoice = %number, error = %e, "invoice documents not stored yet");
+            }
+            announce(svc, &doc).await;
+        }
         Ok(None) => {
             tracing::error!(invoice = %number, "a replayed purchase names a missing invoice")
         }
@@ -288,11 +307,7 @@ pub async fn get(
         .get(account_id, id)
         .await?
         .ok_or_else(|| ServiceError::not_found(what))?;
-    if svc.blobs.size(&blob_key(&doc, "json")).await?.is_none()
-        || svc.blobs.size(&blob_key(&doc, "pdf")).await?.is_none()
-    {
-        store_documents(svc, &doc).await?;
-    }
+    ensure_documents(svc, &doc).await?;
     Ok(InvoiceDetail {
         pdf: svc
             .blobs
