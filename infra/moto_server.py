@@ -173,6 +173,139 @@ def _access_key_id(environ) -> str:
     return cred.split("/", 1)[0] or "-"
 
 
+# Capacity units, as DynamoDB would bill them on demand, measured from the items themselves
+# (moto's own ConsumedCapacity is a constant): a write costs 1 unit per KB of the larger of
+# the item before and after (a refused conditional write too), once more for each global
+# index the item is in, and twice in a transaction; a read 1 unit per 4 KB read (half when
+# eventually consistent). Counted per access key id, in thousandths of a unit so the counts
+# stay integers, as the pseudo-operations `dynamodb.write_milliunits` and
+# `dynamodb.read_milliunits`.
+_ACCOUNT = "123456789012"
+
+
+def _table(name: str):
+    from moto.dynamodb.models import dynamodb_backends
+
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    try:
+        return dynamodb_backends[_ACCOUNT][region].get_table(name)
+    except Exception:  # an unknown table: the request fails and costs nothing
+        return None
+
+
+def _size(table, key: dict) -> int:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    try:
+        h = DynamoType(key[table.hash_key_attr])
+        r = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+        item = table.get_item(h, r)
+    except Exception:
+        return 0
+    return item.size() if item is not None else 0
+
+
+def _index_count(table, attrs: set) -> int:
+    n = 0
+    for index in getattr(table, "global_indexes", []) or []:
+        hash_attr = next((k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"), None)
+        if hash_attr in attrs:
+            n += 1
+    return n
+
+
+def _writes(op: str, body: dict) -> list:
+    """(table name, key or item, factor) for every item a write request touches."""
+    if op in ("PutItem",):
+        return [(body.get("TableName"), body.get("Item", {}), 1)]
+    if op in ("UpdateItem", "DeleteItem"):
+        return [(body.get("TableName"), body.get("Key", {}), 1)]
+    if op == "TransactWriteItems":
+        out = []
+        for t in body.get("TransactItems", []):
+            for kind, spec in t.items():
+                out.append((spec.get("TableName"), spec.get("Item") or spec.get("Key") or {}, 2))
+        return out
+    if op == "BatchWriteItem":
+        out = []
+        for name, reqs in body.get("RequestItems", {}).items():
+            for r in reqs:
+                spec = r.get("PutRequest") or r.get("DeleteRequest") or {}
+                out.append((name, spec.get("Item") or spec.get("Key") or {}, 1))
+        return out
+    return []
+
+
+def _units_before(op: str, body: dict) -> list:
+    """Before the write: each touched item's table, key, size and index count."""
+    out = []
+    for name, key, factor in _writes(op, body):
+        table = _table(name or "")
+        if table is None:
+            continue
+        before = _size(table, key)
+        out.append((table, key, factor, before))
+    return out
+
+
+def _write_units(touched: list) -> dict:
+    """Write units per table (its name without the test prefix)."""
+    per_table: dict = {}
+    for table, key, factor, before in touched:
+        after = _size(table, key)
+        kb = max(1, -(-max(before, after) // 1024))
+        attrs = set(key.keys())
+        try:
+            from moto.dynamodb.models.dynamo_type import DynamoType
+
+            h = DynamoType(key[table.hash_key_attr])
+            r = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+            item = table.get_item(h, r)
+            if item is not None:
+                attrs |= set(item.attrs.keys())
+        except Exception:
+            pass
+        name = table.name.rsplit("-", 1)[-1]
+        per_table[name] = per_table.get(name, 0.0) + factor * kb * (1 + _index_count(table, attrs))
+    return per_table
+
+
+def _read_units(op: str, body: dict, response: bytes) -> float:
+    half = 1.0 if body.get("ConsistentRead") else 0.5
+    if op == "GetItem":
+        table = _table(body.get("TableName", ""))
+        size = _size(table, body.get("Key", {})) if table is not None else 0
+        return half * max(1, -(-size // 4096))
+    if op == "Query":
+        table = _table(body.get("TableName", ""))
+        try:
+            items = json.loads(response or b"{}").get("Items", [])
+        except ValueError:
+            items = []
+        size = sum(_size(table, i) for i in items) if table is not None else 0
+        return half * max(1, -(-size // 4096))
+    if op == "BatchGetItem":
+        units = 0.0
+        for name, spec in body.get("RequestItems", {}).items():
+            table = _table(name)
+            h = 1.0 if spec.get("ConsistentRead") else 0.5
+            for key in spec.get("Keys", []):
+                size = _size(table, key) if table is not None else 0
+                units += h * max(1, -(-size // 4096))
+        return units
+    return 0.0
+
+
+def _add_units(akid: str, name: str, units: float) -> None:
+    units = round(units * 1000)
+    if not units:
+        return
+    with _COUNTS_LOCK:
+        _COUNTS[name] = _COUNTS.get(name, 0) + units
+        per_key = _COUNTS_BY_KEY.setdefault(akid, {})
+        per_key[name] = per_key.get(name, 0) + units
+
+
 class SerialisedDynamoDB:
     """Also counts requests per operation, for the benchmark (GET /_launcher/stats, and
     POST /_launcher/stats to reset), in total and per access key id (`?key=AKID`)."""
@@ -221,9 +354,20 @@ class SerialisedDynamoDB:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if not target.startswith("DynamoDB_"):
             return self.app(environ, start_response)
+        name = op.split(".", 1)[1]
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = {}
         with _DYNAMODB_LOCK:
+            touched = _units_before(name, request)
             # Materialise the whole body under the lock: moto builds it lazily.
-            return list(self.app(environ, start_response))
+            response = list(self.app(environ, start_response))
+            for table, units in _write_units(touched).items():
+                _add_units(key, "dynamodb.write_milliunits", units)
+                _add_units(key, f"dynamodb.write_milliunits.{table}", units)
+            _add_units(key, "dynamodb.read_milliunits", _read_units(name, request, b"".join(response)))
+        return response
 
 
 def main() -> None:

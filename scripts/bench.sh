@@ -1,13 +1,35 @@
 #!/usr/bin/env bash
-# Benchmark: BENCH_TASKS tasks (default 2000) through the whole pipeline on the emulator;
-# prints requests per 1,000 tasks by service and their on-demand cost. See docs/PERFORMANCE.md.
+# Benchmarks on the local stack (see docs/PERFORMANCE.md for the method and the figures).
+#
+#   scripts/bench.sh                 the pipeline: a 200-task and a 10,000-task batch through
+#                                    every function on the emulator; AWS requests per task by
+#                                    operation and function, US$ per 1,000 tasks, wall time
+#   BENCH_SIZES="200" scripts/bench.sh   other batch sizes
+#   BENCH=api scripts/bench.sh       the API's CPU per request for its five most common
+#                                    routes (release build) and its cold start
+#   BENCH=export scripts/bench.sh    export throughput and memory (EXPORT_ROWS rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export MOTO_PYTHON="$PWD/infra/.venv/bin/python"
-# BENCH=export: export throughput and memory for EXPORT_ROWS ledger rows (default 1,000,000).
 case "${BENCH:-pipeline}" in
-  export) test=bench_export ;;
-  *) test=bench_pipeline ;;
+  export)
+    cargo test -p integration-tests --test api bench_export -- --ignored --nocapture 2>&1 | grep '^BENCH'
+    ;;
+  api)
+    cargo build --quiet --release -p api
+    api_bin=${BENCH_API_BIN:-target/release/api}
+    echo "BENCH api binary=$api_bin commit=$(git rev-parse --short HEAD) date=$(date -u +%F)"
+    # One local stack with this API binary; the Python client measures the API process.
+    API_BIN=$api_bin SIM_LATENCY_MS=${SIM_LATENCY_MS:-3000} scripts/with-stack.sh bash -c '
+      set -a; . .local/env; set +a
+      infra/.venv/bin/python scripts/bench_api.py "$STACK_API" "$STACK_OPERATOR_CREDENTIAL" \
+        "$(cat .local/api.pid)" "$0" "${BENCH_REQUESTS:-500}" "${BENCH_COLD_RUNS:-15}"' "$api_bin"
+    ;;
+  *)
+    echo "BENCH pipeline commit=$(git rev-parse --short HEAD) date=$(date -u +%F)"
+    for n in ${BENCH_SIZES:-200 10000}; do
+      BENCH_TASKS=$n cargo test -p integration-tests --test api bench_pipeline -- --ignored --nocapture 2>&1 | grep '^BENCH'
+    done
+    ;;
 esac
-cargo test -p integration-tests --test api "$test" -- --ignored --nocapture 2>&1 | grep '^BENCH'

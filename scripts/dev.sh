@@ -68,8 +68,10 @@ set -a; . "$state/env"; set +a
 # The first named operator, issued by the bootstrap command as on a real deployment.
 operator_credential=$(target/debug/devstack operator --name local-admin)
 
-PORT=$port target/debug/api > "$state/api.log" 2>&1 &
+# API_BIN: another build of the API (the benchmark runs a release build).
+PORT=$port "${API_BIN:-target/debug/api}" > "$state/api.log" 2>&1 &
 pids+=($!)
+echo $! > "$state/api.pid"
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "dev: the API did not start; see $state/api.log" >&2; exit 1; }
 # The synthetic probe's own account and read-only key (docs/SLA.md).

@@ -14,7 +14,7 @@ use shared::domain::batch::{BatchCredits, BatchStatus, TaskCounts, TaskSpec, Tas
 use shared::domain::ledger::EntryKind;
 use shared::domain::money::Credits;
 use shared::domain::pricing::Model;
-use shared::domain::task::{Outcome, Settlement};
+use shared::domain::task::{shard_of, Outcome, Settlement, SHARD_SIZE};
 use shared::domain::webhook::SigningSecret;
 use shared::ports::access::{Admission, BlockExemption, Caps, KeyPatch, UsageFilter, WindowCounts};
 use shared::ports::queue::QueueName;
@@ -140,7 +140,6 @@ fn batch(account_id: &str, batch_id: &str, tasks: u32) -> BatchRecord {
         open_shard: Some("open".into()),
         settlement: None,
         completed_ms: None,
-        last_progress_ms: T0,
         retention_days: 90,
     }
 }
@@ -1020,14 +1019,41 @@ pub async fn batches(p: &Ports) {
         .advance_dispatch(&a.account_id, &b1, 4, 10, T0 + 8)
         .await
         .expect("claim"));
-    p.batches
-        .touch(&a.account_id, &b1, T0 + 9)
-        .await
-        .expect("touch");
-    p.batches
-        .touch(&a.account_id, &id("bat", 77), T0 + 9)
-        .await
-        .expect("touch absent");
+    // The tail is claimed by the compare above; an atomic claim of more than is left, or of
+    // an absent batch, claims nothing.
+    assert_eq!(
+        p.batches
+            .claim_next(&a.account_id, &b1, 1, 10, T0 + 9)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(
+        p.batches
+            .claim_next(&a.account_id, &id("bat", 77), 1, 10, T0 + 9)
+            .await
+            .expect("claim absent"),
+        None
+    );
+    // Racing atomic claims (every task end claims one) hand out each task exactly once.
+    let b3 = id("bat", 3);
+    assert_eq!(
+        p.batches
+            .claim_next(&a.account_id, &b3, 3, 10, T0 + 9)
+            .await
+            .expect("claim"),
+        Some((0, 3))
+    );
+    let claims = futures_util::future::join_all(
+        (0..12).map(|_| p.batches.claim_next(&a.account_id, &b3, 1, 10, T0 + 9)),
+    )
+    .await;
+    let mut got: Vec<(u32, u32)> = claims
+        .into_iter()
+        .filter_map(|c| c.expect("claim"))
+        .collect();
+    got.sort();
+    assert_eq!(got, (3..10).map(|i| (i, i + 1)).collect::<Vec<_>>());
     assert!(p
         .batches
         .get(&a.account_id, &id("bat", 77))
@@ -1040,10 +1066,7 @@ pub async fn batches(p: &Ports) {
         .await
         .expect("read")
         .expect("b");
-    assert_eq!(
-        (got.next_dispatch, got.dispatched_ms, got.last_progress_ms),
-        (10, T0 + 8, T0 + 9)
-    );
+    assert_eq!((got.next_dispatch, got.dispatched_ms), (10, T0 + 8));
 
     assert!(p
         .batches
@@ -1171,10 +1194,10 @@ pub async fn tasks(p: &Ports) {
 
     p.progress.init(&b.batch_id, 300).await.expect("init");
     let shards = p.progress.all(&b.batch_id).await.expect("all");
-    assert_eq!(
-        shards.iter().map(|s| s.size).collect::<Vec<_>>(),
-        vec![256, 44]
-    );
+    let sizes: Vec<u32> = shards.iter().map(|s| s.size).collect();
+    assert_eq!(sizes.len() as u32, 300u32.div_ceil(SHARD_SIZE));
+    assert_eq!(sizes.iter().sum::<u32>(), 300);
+    assert_eq!(sizes.last(), Some(&(300 - 300 / SHARD_SIZE * SHARD_SIZE)));
     assert!(p
         .progress
         .mark_started(&b.batch_id, 260)
@@ -1196,39 +1219,53 @@ pub async fn tasks(p: &Ports) {
         was_started,
         outcome,
     };
-    assert!(!p
+    assert!(p
         .progress
         .end_mark(&ended(260, false, Outcome::Succeeded))
         .await
-        .expect("mark"));
-    assert!(p
+        .expect("mark")
+        .is_none());
+    // The mark that lands brings its shard back as written.
+    let written = p
         .progress
         .end_mark(&ended(260, true, Outcome::Succeeded))
         .await
-        .expect("mark"));
-    assert!(!p
+        .expect("mark")
+        .expect("landed");
+    assert_eq!(
+        (
+            written.ended.get("260").copied(),
+            written.counts().ended(),
+            written.size
+        ),
+        (Some(Outcome::Succeeded), 1, 44)
+    );
+    assert!(p
         .progress
         .end_mark(&ended(260, true, Outcome::Failed))
         .await
-        .expect("twice"));
+        .expect("twice")
+        .is_none());
     assert!(p
         .progress
         .end_mark(&ended(7, false, Outcome::Cancelled))
         .await
-        .expect("mark"));
+        .expect("mark")
+        .is_some());
     assert!(!p
         .progress
         .mark_started(&b.batch_id, 7)
         .await
         .expect("ended first"));
-    assert!(!p
+    assert!(p
         .progress
         .end_mark(&EndMark {
             batch_id: id("bat", 77),
             ..ended(1, false, Outcome::Cancelled)
         })
         .await
-        .expect("absent shard"));
+        .expect("absent shard")
+        .is_none());
     // Initialising again (a recovery) leaves the shards, and their marks, as they are.
     p.progress.init(&b.batch_id, 300).await.expect("init again");
     let s0 = p
@@ -1240,7 +1277,7 @@ pub async fn tasks(p: &Ports) {
     assert_eq!(s0.ended.get("7"), Some(&Outcome::Cancelled));
     let s1 = p
         .progress
-        .shard(&b.batch_id, 1)
+        .shard(&b.batch_id, shard_of(260))
         .await
         .expect("read")
         .expect("shard");
@@ -2548,10 +2585,12 @@ pub async fn queue(p: &Ports) {
     let again = p.queue.receive(q, 0).await.expect("receive");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].body, got[0].body);
-    p.queue.delete(q, &again[0].receipt).await.expect("delete");
-    for m in &got[1..] {
-        p.queue.delete(q, &m.receipt).await.expect("delete");
-    }
+    p.queue
+        .delete(q, std::slice::from_ref(&again[0].receipt))
+        .await
+        .expect("delete");
+    let rest: Vec<String> = got[1..].iter().map(|m| m.receipt.clone()).collect();
+    p.queue.delete(q, &rest).await.expect("delete");
     p.queue.release(q, &got[0].receipt, 0).await.ok();
     assert!(p.queue.receive(q, 0).await.expect("receive").is_empty());
 }

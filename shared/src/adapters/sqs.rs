@@ -4,7 +4,7 @@ use crate::config::Queues;
 use crate::ports::queue::{QueueName, Received, MAX_DELAY_SECS};
 use crate::ports::{Clock, PortResult, Queue, Random, StoreError};
 use async_trait::async_trait;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use std::sync::Arc;
 
@@ -150,14 +150,43 @@ impl Queue for Sqs {
             .collect())
     }
 
-    async fn delete(&self, q: QueueName, receipt: &str) -> PortResult<()> {
-        self.sqs
-            .delete_message()
-            .queue_url(self.url(q)?)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .map_err(|e| sqs_err("DeleteMessage", e))?;
+    async fn delete(&self, q: QueueName, receipts: &[String]) -> PortResult<()> {
+        let url = self.url(q)?;
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| sqs_err("entry", e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sqs_err("DeleteMessageBatch", e))?;
+            // A message whose delete failed is handed out again later: at-least-once, which
+            // every consumer already handles; say so rather than hide it.
+            if let Some(f) = out.failed.first() {
+                return Err(StoreError::Sqs {
+                    op: "DeleteMessageBatch",
+                    detail: format!(
+                        "{} of {} deletes failed, first: {} {}",
+                        out.failed.len(),
+                        chunk.len(),
+                        f.code,
+                        f.message.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

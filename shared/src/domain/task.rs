@@ -186,14 +186,20 @@ pub fn retry_delay_secs(
     (i64::try_from(delay * 1_000).unwrap_or(i64::MAX) < remaining_ms).then_some(delay)
 }
 
-/// How many of a batch's tasks are in flight at once: twice the account's concurrency, so a
-/// slot that frees finds the next task already waiting, and the queue stays shallow.
+/// How many of a batch's tasks are in flight at once: the account's concurrency. The task
+/// that ends frees its slot before it dispatches the next, so the next one finds a slot at
+/// once; a wider window would only leave tasks on the queue asking for slots again and
+/// again (each ask a paid read).
 pub fn dispatch_window(max_concurrency: u32, total: u32) -> u32 {
-    max_concurrency.saturating_mul(2).clamp(1, 1_000).min(total)
+    max_concurrency.clamp(1, 1_000).min(total)
 }
 
-/// Progress is kept in shards of this many tasks (one small item each).
-pub const SHARD_SIZE: u32 = 256;
+/// Progress is kept in shards of this many tasks (one small item each). Every start and end
+/// writes its shard, and a write costs one unit per KB of the item: at 64 tasks a full shard
+/// stays near one KB (at 256 it grew to five, and the last ends of a shard cost five units
+/// each). Fewer, larger shards would only make the batch-wide query, run when a shard
+/// completes, read fewer items of the same total size.
+pub const SHARD_SIZE: u32 = 64;
 
 pub fn shard_of(idx: u32) -> u32 {
     idx / SHARD_SIZE
@@ -420,11 +426,11 @@ mod tests {
 
     #[test]
     fn shards_cover_the_batch() {
-        assert_eq!(shard_count(10_000), 40);
-        assert_eq!(shard_len(10_000, 39), 10_000 - 39 * 256);
+        assert_eq!(shard_count(10_000), 157);
+        assert_eq!(shard_len(10_000, 156), 10_000 - 156 * 64);
         assert_eq!(shard_len(10, 0), 10);
-        assert_eq!(shard_of(255), 0);
-        assert_eq!(shard_of(256), 1);
+        assert_eq!(shard_of(63), 0);
+        assert_eq!(shard_of(64), 1);
         let s = ShardCounts {
             size: 10,
             started: 4,
@@ -451,9 +457,9 @@ mod tests {
     }
 
     #[test]
-    fn the_window_is_twice_the_concurrency() {
-        assert_eq!(dispatch_window(8, 10_000), 16);
-        assert_eq!(dispatch_window(8, 10), 10);
+    fn the_window_is_the_concurrency() {
+        assert_eq!(dispatch_window(8, 10_000), 8);
+        assert_eq!(dispatch_window(8, 5), 5);
         assert_eq!(dispatch_window(0, 10), 1);
     }
 }

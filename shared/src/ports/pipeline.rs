@@ -44,8 +44,18 @@ pub trait Batches: Send + Sync {
         to: u32,
         now_ms: i64,
     ) -> PortResult<bool>;
-    /// Records progress time on an existing batch (absent: nothing happens).
-    async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()>;
+    /// Claims the next `want` undispatched tasks with one atomic add, when at least `want`
+    /// are left (`next_dispatch + want <= task_count`): the range `[from, to)` now owned by
+    /// the caller, with no read before it. `None` when fewer are left (the caller reads and
+    /// claims the tail with `advance_dispatch`) or the batch is absent.
+    async fn claim_next(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        want: u32,
+        task_count: u32,
+        now_ms: i64,
+    ) -> PortResult<Option<(u32, u32)>>;
     /// Sets `cancel_requested`; false if the batch is completed or absent.
     async fn request_cancel(&self, account_id: &str, batch_id: &str) -> PortResult<bool>;
     /// Batches not yet settled (the sparse `open` index): (account_id, batch_id). Eventually
@@ -79,7 +89,7 @@ pub trait Tasks: Send + Sync {
         -> PortResult<Slice<TaskRecord>>;
 }
 
-/// Progress shards: per 256 tasks, which started and how each ended (the exactly-once end
+/// Progress shards: per 64 tasks (`domain::task::SHARD_SIZE`), which started and how each ended (the exactly-once end
 /// mark that refunds are conditioned on).
 #[async_trait]
 pub trait Progress: Send + Sync {
@@ -91,6 +101,8 @@ pub trait Progress: Send + Sync {
     async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>>;
     /// Marks a task started; false if it had started or ended already.
     async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool>;
-    /// The end mark on its own (outcomes that move no money); false if its condition failed.
-    async fn end_mark(&self, m: &EndMark) -> PortResult<bool>;
+    /// The end mark on its own (outcomes that move no money): the shard as written (so the
+    /// caller learns whether the shard, or the batch, is done without reading it again), or
+    /// `None` if its condition failed.
+    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>>;
 }

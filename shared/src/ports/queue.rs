@@ -58,7 +58,8 @@ pub trait Queue: Send + Sync {
     /// Receives up to ten visible messages (a long poll of `wait_secs`); each stays
     /// invisible for the queue's visibility timeout unless deleted or released.
     async fn receive(&self, queue: QueueName, wait_secs: i32) -> PortResult<Vec<Received>>;
-    async fn delete(&self, queue: QueueName, receipt: &str) -> PortResult<()>;
+    /// Deletes handled messages, ten to a request (as Lambda's event source does).
+    async fn delete(&self, queue: QueueName, receipts: &[String]) -> PortResult<()>;
     /// Makes a received message visible again after `secs` (0: at once).
     async fn release(&self, queue: QueueName, receipt: &str, secs: i32) -> PortResult<()>;
 }

@@ -268,8 +268,6 @@ pub struct BatchRecord {
     pub settlement: Option<crate::domain::task::Settlement>,
     #[serde(default)]
     pub completed_ms: Option<i64>,
-    #[serde(default)]
-    pub last_progress_ms: i64,
     /// The account's retention when the batch was made: its tasks and videos keep it.
     #[serde(default = "default_retention")]
     pub retention_days: u32,

@@ -245,7 +245,6 @@ async fn hold(
             open_shard: Some("open".to_string()),
             settlement: None,
             completed_ms: None,
-            last_progress_ms: now,
             retention_days: account.retention_days,
         };
         let reply = Reply {

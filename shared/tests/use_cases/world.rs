@@ -241,7 +241,10 @@ impl World {
                         }
                     };
                     if ok {
-                        self.queue.delete(q, &m.receipt).await.expect("delete");
+                        self.queue
+                            .delete(q, std::slice::from_ref(&m.receipt))
+                            .await
+                            .expect("delete");
                     } else {
                         self.queue.release(q, &m.receipt, 0).await.expect("release");
                     }

@@ -361,11 +361,13 @@ impl Sim {
                 receipts,
                 failed,
             } => {
-                for (i, r) in receipts.iter().enumerate() {
-                    if !failed.contains(&i.to_string()) {
-                        let _ = self.svc.queue.delete(queue, r).await;
-                    }
-                }
+                let done: Vec<String> = receipts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !failed.contains(&i.to_string()))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                let _ = self.svc.queue.delete(queue, &done).await;
                 self.note(format!("done {label} ({} failed)", failed.len()));
             }
             Done::Submitted {

@@ -584,12 +584,17 @@ async fn reading_a_stuck_export_sends_it_again_once_a_minute_not_once_a_read() {
     let id = r.body["id"].as_str().unwrap_or_default().to_string();
     // The message is lost.
     let queue = app.svc.queue.clone();
-    for m in queue.receive(QueueName::Exports, 0).await.expect("receive") {
-        queue
-            .delete(QueueName::Exports, &m.receipt)
-            .await
-            .expect("delete");
-    }
+    let lost: Vec<String> = queue
+        .receive(QueueName::Exports, 0)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|m| m.receipt)
+        .collect();
+    queue
+        .delete(QueueName::Exports, &lost)
+        .await
+        .expect("delete");
     app.clock.advance_ms(61_000);
     for _ in 0..30 {
         let r = app.get(&format!("/v1/exports/{id}"), &key).await;

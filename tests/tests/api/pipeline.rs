@@ -529,9 +529,8 @@ async fn purge(app: &TestApp, q: QueueName) {
         if msgs.is_empty() {
             return;
         }
-        for m in msgs {
-            app.svc.queue.delete(q, &m.receipt).await.expect("delete");
-        }
+        let receipts: Vec<String> = msgs.into_iter().map(|m| m.receipt).collect();
+        app.svc.queue.delete(q, &receipts).await.expect("delete");
     }
 }
 

@@ -1,11 +1,11 @@
 //! The Batches table (key `account_id`, `batch_id`; sparse GSI `open` on `open_shard`).
 
-use super::{account_key, applied, condition_failed, dynamo_err, n, s, Dynamo, Query};
+use super::{account_key, applied, condition_failed, dynamo_err, n, num, s, Dynamo, Query};
 use crate::domain::batch::BatchStatus;
 use crate::ports::records::BatchRecord;
 use crate::ports::{Batches, Listed, PageToken, PortResult, Slice};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 #[async_trait]
 impl Batches for Dynamo {
@@ -113,21 +113,47 @@ impl Batches for Dynamo {
         applied(res, "UpdateItem")
     }
 
-    async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()> {
+    async fn claim_next(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        want: u32,
+        task_count: u32,
+        now_ms: i64,
+    ) -> PortResult<Option<(u32, u32)>> {
+        let Some(last) = task_count.checked_sub(want).filter(|_| want > 0) else {
+            return Ok(None);
+        };
+        // Conditions cannot add, so the bound is computed here: next_dispatch <= count - want.
         let res = self
             .ddb
             .update_item()
             .table_name(&self.t.batches)
             .key("account_id", s(account_id))
             .key("batch_id", s(batch_id))
-            .update_expression("SET last_progress_ms = :now")
-            .condition_expression("attribute_exists(batch_id)")
+            .update_expression("SET next_dispatch = next_dispatch + :w, dispatched_ms = :now")
+            .condition_expression("attribute_exists(batch_id) AND next_dispatch <= :last")
+            .expression_attribute_values(":w", n(want))
+            .expression_attribute_values(":last", n(last))
             .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
         match res {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
+            Ok(out) => {
+                let to = out
+                    .attributes
+                    .as_ref()
+                    .map(|a| num(a, "next_dispatch"))
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| {
+                        crate::ports::StoreError::Corrupt(format!(
+                            "batch {batch_id}: the claim returned no next_dispatch"
+                        ))
+                    })?;
+                Ok(Some((to - want, to)))
+            }
+            Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(dynamo_err("UpdateItem", e)),
         }
     }

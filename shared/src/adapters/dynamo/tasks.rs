@@ -1,7 +1,7 @@
 //! The Tasks table (`batch_id`, `idx`) and the Progress table (`batch_id`, `shard`): a batch's
 //! task records and its progress shards with the exactly-once end marks.
 
-use super::{applied, build, from_item, n, s, to_item, Dynamo, Item, Query};
+use super::{applied, build, from_item, n, s, to_item, updated, Dynamo, Item, Query};
 use crate::domain::task::{shard_count, shard_len, shard_of, Outcome};
 use crate::ports::records::{ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
@@ -195,7 +195,7 @@ impl Progress for Dynamo {
         applied(res, "UpdateItem")
     }
 
-    async fn end_mark(&self, m: &EndMark) -> PortResult<bool> {
+    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>> {
         let u = self.end_mark_update(m)?;
         let res = self
             .ddb
@@ -206,8 +206,9 @@ impl Progress for Dynamo {
             .set_condition_expression(u.condition_expression().map(str::to_string))
             .set_expression_attribute_names(u.expression_attribute_names().cloned())
             .set_expression_attribute_values(u.expression_attribute_values().cloned())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        applied(res, "UpdateItem")
+        updated(res)
     }
 }

@@ -111,12 +111,28 @@ impl Batches for Memory {
         Ok(true)
     }
 
-    async fn touch(&self, account_id: &str, batch_id: &str, now_ms: i64) -> PortResult<()> {
+    async fn claim_next(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        want: u32,
+        task_count: u32,
+        now_ms: i64,
+    ) -> PortResult<Option<(u32, u32)>> {
         self.pause().await;
-        self.lock()
-            .batches
-            .update(&bkey(account_id, batch_id), |b| b.last_progress_ms = now_ms);
-        Ok(())
+        let mut st = self.lock();
+        let k = bkey(account_id, batch_id);
+        let Some(from) = st.batches.get(&k).map(|b| b.next_dispatch) else {
+            return Ok(None);
+        };
+        if want == 0 || from.saturating_add(want) > task_count {
+            return Ok(None);
+        }
+        st.batches.update(&k, |b| {
+            b.next_dispatch = from + want;
+            b.dispatched_ms = now_ms;
+        });
+        Ok(Some((from, from + want)))
     }
 
     async fn request_cancel(&self, account_id: &str, batch_id: &str) -> PortResult<bool> {
@@ -284,13 +300,16 @@ impl Progress for Memory {
         Ok(fresh)
     }
 
-    async fn end_mark(&self, m: &EndMark) -> PortResult<bool> {
+    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>> {
         self.pause().await;
         let mut st = self.lock();
         if !st.end_mark_holds(m)? {
-            return Ok(false);
+            return Ok(None);
         }
         st.apply_end_mark(m);
-        Ok(true)
+        Ok(st
+            .progress
+            .get(&tkey(&m.batch_id, shard_of(m.idx)))
+            .cloned())
     }
 }

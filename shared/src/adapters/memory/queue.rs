@@ -255,13 +255,13 @@ impl Queue for MemoryQueue {
         Ok(out)
     }
 
-    async fn delete(&self, q: QueueName, receipt: &str) -> PortResult<()> {
+    async fn delete(&self, q: QueueName, receipts: &[String]) -> PortResult<()> {
         self.pause().await;
         let mut st = self.lock();
         let mut deleted = 0;
         if let Some(msgs) = st.messages.get_mut(&q) {
             let before = msgs.len();
-            msgs.retain(|m| m.receipt.as_deref() != Some(receipt));
+            msgs.retain(|m| !m.receipt.as_ref().is_some_and(|r| receipts.contains(r)));
             deleted = (before - msgs.len()) as u64;
         }
         st.stats.entry(q).or_default().deleted += deleted;

@@ -1,6 +1,8 @@
-//! Dispatch: tasks reach the queue a window at a time (twice the account's concurrency), so a
+//! Dispatch: tasks reach the queue a window at a time (the account's concurrency), so a
 //! 10,000-task batch never puts 10,000 messages on the queue at once. Each task that ends
-//! dispatches the next; the sweeper tops the window up if a dispatch was lost.
+//! frees its slot and dispatches the next, which finds that slot free (the wake-up: no task
+//! waits on the queue asking again for a slot while its own batch's tasks run); the sweeper
+//! tops the window up if a dispatch was lost.
 
 use super::{PipelineError, TaskMessage};
 use crate::domain::task::dispatch_window;
@@ -33,13 +35,35 @@ pub async fn send_runs(
 }
 
 /// Claims the next `want` undispatched tasks of a batch: the range `[from, to)` that this
-/// caller now owns, or `None` when none are left. Retries on a concurrent claim.
+/// caller now owns, or `None` when none are left. One atomic add while `want` are left (no
+/// read: `batch` may be a copy read long before); the tail by compare-and-set from a fresh
+/// read, retried on a concurrent claim.
 async fn claim(
     svc: &Services,
     batch: &BatchRecord,
     want: u32,
 ) -> Result<Option<(u32, u32)>, PipelineError> {
-    let mut cur = batch.next_dispatch;
+    let (account_id, batch_id) = (&batch.account_id, &batch.batch_id);
+    // `next_dispatch` only grows: what the copy says is left is at most what is left.
+    let left = batch.task_count.saturating_sub(batch.next_dispatch);
+    if want <= left {
+        let now = svc.now_ms();
+        if let Some(range) = svc
+            .batches
+            .claim_next(account_id, batch_id, want, batch.task_count, now)
+            .await?
+        {
+            return Ok(Some(range));
+        }
+    }
+    if want <= 1 || left == 0 {
+        // None left: nothing to claim, and nothing to read.
+        return Ok(None);
+    }
+    let Some(fresh) = svc.batches.get(account_id, batch_id).await? else {
+        return Ok(None);
+    };
+    let mut cur = fresh.next_dispatch;
     for _ in 0..10 {
         let to = cur.saturating_add(want).min(batch.task_count);
         if to <= cur {

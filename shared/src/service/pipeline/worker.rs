@@ -191,10 +191,13 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         if !save(p, &mut task).await? {
             return Ok(());
         }
-    }
-    // A dead worker may have recorded the end but not the task's own record: finish it.
-    if let Some(outcome) = recorded_end(p, &task).await? {
-        return end(p, &batch, task, outcome, None, None).await;
+        // The worker that died may have recorded the end but not the task's own record:
+        // finish it before asking the provider anything. Only a redelivered step needs this
+        // read: any other step that finds a recorded end reaches `end` by itself (the
+        // deadline, a cancel, the provider's answer), and `end` honours the recorded outcome.
+        if let Some(outcome) = recorded_end(p, &task).await? {
+            return end(p, &batch, task, outcome, None, None).await;
+        }
     }
     let now = p.svc.now_ms();
     if task.deadline_ms <= now {
@@ -230,10 +233,14 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         let Some(account) = svc.accounts.get(account_id).await? else {
             return Ok(());
         };
-        if !svc
-            .accounts
-            .acquire_slot(account_id, account.max_concurrency)
-            .await?
+        // A full account is refused on the read: a refused conditional write would still be
+        // a paid write. The write's condition alone guards the cap.
+        let full = account.running >= account.max_concurrency;
+        if full
+            || !svc
+                .accounts
+                .acquire_slot(account_id, account.max_concurrency)
+                .await?
         {
             let jitter = svc.random.up_to(SLOT_WAIT_SECS);
             return again(p, step, task, SLOT_WAIT_SECS + jitter).await;
@@ -249,6 +256,8 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         started.deadline_ms = now + svc.settings.deadlines.run_ms(task.model);
         started.provider = route.map(|r| r.provider.name().to_string());
         started.provider_model = route.map(|r| r.provider_model.clone());
+        // The start is also the submission claim: one write instead of two.
+        started.submit_claim_until_ms = Some(now + SUBMIT_CLAIM_MS);
         if !save(p, &mut started).await? {
             svc.accounts.release_slot(account_id).await?;
             return Ok(());
@@ -260,10 +269,10 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
                 return end(p, &batch, started, outcome, None, None).await;
             }
         }
-        task = started;
+        return submit(p, step, &batch, started, Claim::Held).await;
     }
     match task.provider_job_id.clone() {
-        None => submit(p, step, &batch, task).await,
+        None => submit(p, step, &batch, task, Claim::Take).await,
         Some(job) => poll(p, step, &batch, task, &job).await,
     }
 }
@@ -301,6 +310,14 @@ fn job_request(p: &Pipeline, task: &TaskRecord) -> Result<(Route, JobRequest), P
     Ok((route, req))
 }
 
+/// Whether the submission claim is already ours.
+enum Claim {
+    /// Saved with the task's start, in the same write.
+    Held,
+    /// To be taken now (a retry after a provider error, a step resumed after a crash).
+    Take,
+}
+
 /// Submits the task upstream, once: a conditional claim first, so two messages of the same
 /// task never both submit; then the job id, saved over the claim.
 async fn submit(
@@ -308,13 +325,16 @@ async fn submit(
     step: &Step<'_>,
     batch: &BatchRecord,
     mut task: TaskRecord,
+    claim: Claim,
 ) -> Result<(), PipelineError> {
-    let now = p.svc.now_ms();
-    task.submit_claim_until_ms = Some(now + SUBMIT_CLAIM_MS);
-    task.updated_ms = now;
-    if !save(p, &mut task).await? {
-        // Another message of this task got there first; it carries on.
-        return Ok(());
+    if let Claim::Take = claim {
+        let now = p.svc.now_ms();
+        task.submit_claim_until_ms = Some(now + SUBMIT_CLAIM_MS);
+        task.updated_ms = now;
+        if !save(p, &mut task).await? {
+            // Another message of this task got there first; it carries on.
+            return Ok(());
+        }
     }
     p.svc.faults.check("worker.after_claim")?;
     let (route, req) = job_request(p, &task)?;
@@ -516,11 +536,12 @@ pub async fn end(
         }
         other => other,
     };
-    let shard = svc.progress.shard(&batch_id, shard_no).await?;
-    let shard = shard.as_ref();
+    let read = svc.progress.shard(&batch_id, shard_no).await?;
     let key = task.idx.to_string();
-    let recorded = shard.and_then(|s| s.ended.get(&key).copied());
-    let was_started = shard.is_some_and(|s| s.started.contains_key(&key));
+    let recorded = read.as_ref().and_then(|s| s.ended.get(&key).copied());
+    let was_started = read.as_ref().is_some_and(|s| s.started.contains_key(&key));
+    // The shard with this task's mark in it, when we have it without another read.
+    let mut marked = read.clone().filter(|_| recorded.is_some());
     // The outcome that counts is the one recorded first.
     let outcome = match recorded {
         Some(o) => o,
@@ -534,7 +555,9 @@ pub async fn end(
             let landed = if outcome.refunded() || outcome.released() {
                 give_back(p, batch, &task, mark).await?
             } else {
-                svc.progress.end_mark(&mark).await?
+                // The mark's update brings the shard back as written.
+                marked = svc.progress.end_mark(&mark).await?;
+                marked.is_some()
             };
             if !landed {
                 // Lost a race (another worker ended or started it): let the message retry.
@@ -551,17 +574,16 @@ pub async fn end(
     };
     svc.faults.check("end.after_mark")?;
     finish_record(p, batch, task, outcome, error, video_key).await?;
-    let now = p.svc.now_ms();
-
-    svc.batches.touch(&account_id, &batch_id, now).await?;
     tracing::info!(task_id = %task_id, batch_id = %batch_id, outcome = outcome.as_str(), "task ended");
 
-    // Only the end that completes its shard looks at the whole batch.
-    let shard_done = svc
-        .progress
-        .shard(&batch_id, shard_no)
-        .await?
-        .is_some_and(|s| s.counts().ended() == s.size);
+    // Only an end that sees its shard complete looks at the whole batch: the one whose mark
+    // completed it (its update returned the shard, or a refund's transaction, which cannot
+    // return it, reads it), or a re-run of an end that died before settling.
+    let shard = match marked {
+        Some(s) => Some(s),
+        None => svc.progress.shard(&batch_id, shard_no).await?,
+    };
+    let shard_done = shard.is_some_and(|s| s.counts().ended() == s.size);
     let batch_done = shard_done && {
         let shards = svc.progress.all(&batch_id).await?;
         all_ended(&task_counts(
@@ -574,8 +596,11 @@ pub async fn end(
             batch_id: batch_id.clone(),
         };
         svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
-    } else if let Some(fresh) = svc.batches.get(&account_id, &batch_id).await? {
-        dispatch::dispatch(svc, &fresh, 1).await?;
+    } else {
+        // The slot this task held is free again: the next task takes it. The claim is one
+        // atomic add, so the copy of the batch read at the step's start is enough (a cancel
+        // it missed is seen by the dispatched task itself, which then ends released).
+        dispatch::dispatch(svc, batch, 1).await?;
     }
     Ok(())
 }
