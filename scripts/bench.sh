@@ -7,6 +7,9 @@
 #   BENCH_SIZES="200" scripts/bench.sh   other batch sizes
 #   BENCH=api scripts/bench.sh       the API's CPU per request for its five most common
 #                                    routes (release build) and its cold start
+#   BENCH=profile scripts/bench.sh   a CPU profile (perf) of the API serving BENCH_ROUTES
+#                                    (default "GET /v1/credits"): .local/perf.api, summarised
+#                                    by component (docs/PERFORMANCE.md)
 #   BENCH=export scripts/bench.sh    export throughput and memory (EXPORT_ROWS rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,20 @@ case "${BENCH:-pipeline}" in
       set -a; . .local/env; set +a
       infra/.venv/bin/python scripts/bench_api.py "$STACK_API" "$STACK_OPERATOR_CREDENTIAL" \
         "$(cat .local/api.pid)" "$0" "${BENCH_REQUESTS:-500}" "${BENCH_COLD_RUNS:-15}"' "$api_bin"
+    ;;
+  profile)
+    command -v perf >/dev/null || { echo "bench: perf is needed (Debian: apt-get install linux-perf)" >&2; exit 1; }
+    cargo build --quiet --release -p api
+    API_BIN=target/release/api scripts/with-stack.sh bash -c '
+      set -a; . .local/env; set +a
+      pid=$(cat .local/api.pid)
+      perf record -F 2000 -g -p "$pid" -o .local/perf.api 2>/dev/null &
+      perf_pid=$!
+      BENCH_ROUTES="${BENCH_ROUTES:-GET /v1/credits}" infra/.venv/bin/python scripts/bench_api.py \
+        "$STACK_API" "$STACK_OPERATOR_CREDENTIAL" "$pid" target/release/api "${BENCH_REQUESTS:-1500}" 0
+      kill -INT "$perf_pid"; wait "$perf_pid" || true'
+    perf report -i .local/perf.api --no-children --stdio --sort dso,symbol -g none 2>/dev/null \
+      | infra/.venv/bin/python scripts/profile_summary.py
     ;;
   *)
     echo "BENCH pipeline commit=$(git rev-parse --short HEAD) date=$(date -u +%F)"

@@ -117,6 +117,9 @@ def main() -> None:
         ("POST /v1/batches (10 tasks)", lambda: c.call("POST", "/v1/batches", key, {
             "request_id": f"bench-{next(counter)}", "model": "sora-2", "tasks": tasks})),
     ]
+    only = os.environ.get("BENCH_ROUTES")  # e.g. "GET /v1/credits" (to profile one route)
+    if only:
+        routes = [r for r in routes if r[0] in only.split(",")]
     print(f"BENCH api requests_per_route={n}")
     for name, call in routes:
         for _ in range(20):  # warm the connection, the caches and the emulator's pages
@@ -127,6 +130,8 @@ def main() -> None:
         cpu, wall = cpu_seconds(pid) - cpu0, time.perf_counter() - t0
         print(f"BENCH api route={name!r} cpu_ms_per_request={cpu * 1000 / n:.2f} "
               f"wall_ms_per_request={wall * 1000 / n:.2f}")
+    if runs == 0:
+        return
     times, rss = cold_start(api_bin, runs)
     print(f"BENCH api cold_start runs={runs} median_ms={statistics.median(times):.1f} "
           f"max_ms={max(times):.1f} rss_median_mib={statistics.median(rss) / 1024:.1f}")

@@ -7,7 +7,7 @@ use crate::domain::batch::TaskStatus;
 use crate::domain::export::PART_BYTES;
 use crate::domain::ledger::{next_entry, EntryKind};
 use crate::domain::money::Credits;
-use crate::domain::task::{all_ended, retry_delay_secs, task_counts, Outcome};
+use crate::domain::task::{all_ended, poll_interval_secs, retry_delay_secs, task_counts, Outcome};
 use crate::ports::blobs::Upload;
 use crate::ports::provider::{JobRequest, JobState, ProviderError, Route, VideoStream};
 use crate::ports::queue::QueueName;
@@ -25,13 +25,6 @@ pub const CHECK_AHEAD_MS: i64 = 4 * 60_000;
 
 /// How long a submission claim holds: longer than a provider call may take.
 pub const SUBMIT_CLAIM_MS: i64 = 2 * 60_000;
-
-fn poll_interval_secs(model: crate::domain::pricing::Model) -> u64 {
-    match model {
-        crate::domain::pricing::Model::Sora2 => 5,
-        crate::domain::pricing::Model::VeoPro => 10,
-    }
-}
 
 /// Advances the task a message names. `receive_count` is how often the queue has handed
 /// this message out: above one, another worker may have run this very step already (a
@@ -345,7 +338,7 @@ async fn submit(
             task.updated_ms = p.svc.now_ms();
             task.next_check_ms = task.updated_ms + CHECK_AHEAD_MS;
             if save(p, &mut task).await? {
-                send_next(p, step, &task, poll_interval_secs(task.model)).await?;
+                send_next(p, step, &task, poll_interval_secs(task.model, 0)).await?;
             } else {
                 // The task moved on without us (it ended): the job is not wanted.
                 cancel_upstream(p, &task).await;
@@ -369,7 +362,8 @@ async fn poll(
     let (route, _) = job_request(p, &task)?;
     match route.provider.poll(job, p.svc.now_ms()).await {
         Ok(JobState::Running { .. }) => {
-            let interval = poll_interval_secs(task.model);
+            let now = p.svc.now_ms();
+            let interval = poll_interval_secs(task.model, now - task.started_ms.unwrap_or(now));
             again(p, step, task, interval).await
         }
         Ok(JobState::Succeeded(video)) => {
