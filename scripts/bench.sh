@@ -7,6 +7,8 @@
 #   BENCH_SIZES="200" scripts/bench.sh   other batch sizes
 #   BENCH=api scripts/bench.sh       the API's CPU per request for its five most common
 #                                    routes (release build) and its cold start
+#   BENCH=settle scripts/bench.sh    how long a 1,000-task batch (BENCH_TASKS) takes to settle
+#                                    on the local stack at concurrency 100
 #   BENCH=profile scripts/bench.sh   a CPU profile (perf) of the API serving BENCH_ROUTES
 #                                    (default "GET /v1/credits"): .local/perf.api, summarised
 #                                    by component (docs/PERFORMANCE.md)
@@ -28,6 +30,10 @@ case "${BENCH:-pipeline}" in
       set -a; . .local/env; set +a
       infra/.venv/bin/python scripts/bench_api.py "$STACK_API" "$STACK_OPERATOR_CREDENTIAL" \
         "$(cat .local/api.pid)" "$0" "${BENCH_REQUESTS:-500}" "${BENCH_COLD_RUNS:-15}"' "$api_bin"
+    ;;
+  settle)
+    scripts/with-stack.sh bash -c 'infra/.venv/bin/python scripts/bench_settle.py \
+      "$STACK_API" "$STACK_OPERATOR_CREDENTIAL" "${BENCH_TASKS:-1000}"'
     ;;
   profile)
     command -v perf >/dev/null || { echo "bench: perf is needed (Debian: apt-get install linux-perf)" >&2; exit 1; }
