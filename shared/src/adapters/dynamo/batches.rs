@@ -146,9 +146,10 @@ impl Batches for Dynamo {
                     .as_ref()
                     .map(|a| num(a, "next_dispatch"))
                     .and_then(|v| u32::try_from(v).ok())
+                    .filter(|to| *to >= want)
                     .ok_or_else(|| {
                         crate::ports::StoreError::Corrupt(format!(
-                            "batch {batch_id}: the claim returned no next_dispatch"
+                            "batch {batch_id}: the claim returned no usable next_dispatch"
                         ))
                     })?;
                 Ok(Some((to - want, to)))

@@ -535,7 +535,7 @@ pub async fn end(
     let recorded = read.as_ref().and_then(|s| s.ended.get(&key).copied());
     let was_started = read.as_ref().is_some_and(|s| s.started.contains_key(&key));
     // The shard with this task's mark in it, when we have it without another read.
-    let mut marked = read.clone().filter(|_| recorded.is_some());
+    let mut marked = if recorded.is_some() { read } else { None };
     // The outcome that counts is the one recorded first.
     let outcome = match recorded {
         Some(o) => o,
