@@ -19,7 +19,7 @@ import sys
 import threading
 from urllib.parse import parse_qs, unquote
 
-from werkzeug.serving import make_server
+from waitress.server import create_server
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -384,8 +384,22 @@ def main() -> None:
         sys.exit("moto_server.py binds to loopback only")
 
     app = SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app))
-    server = make_server(args.host, args.port, app, threaded=True)
-    os.environ["MOTO_PORT"] = str(server.port)
+    # waitress, not werkzeug's development server: werkzeug closes the connection after every
+    # response, so each AWS call paid a TCP connect and close (a third of a client's CPU) that
+    # AWS, which keeps connections alive, does not charge. Threads: an SQS long poll holds one
+    # for up to 20 s, so there are enough for every poller of the local stack and the tests.
+    server = create_server(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=64,
+        connection_limit=2000,
+        asyncore_use_poll=True,
+        channel_timeout=300,
+        ident="moto",
+    )
+    port = server.effective_port
+    os.environ["MOTO_PORT"] = str(port)
 
     if args.watch_stdin:
 
@@ -395,9 +409,9 @@ def main() -> None:
 
         threading.Thread(target=watch, daemon=True).start()
 
-    print(f"READY {server.port}", flush=True)
+    print(f"READY {port}", flush=True)
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
 
