@@ -955,18 +955,30 @@ pub async fn batches(p: &Ports) {
     assert!(!more);
     assert_eq!(rest.len(), 3);
     let b1 = id("bat", 1);
-    p.batches
+    let queued = p
+        .batches
         .mark_queued(&a.account_id, &b1)
         .await
-        .expect("queued");
-    p.batches
-        .mark_queued(&a.account_id, &b1)
-        .await
-        .expect("queued again is fine");
-    p.batches
+        .expect("queued")
+        .expect("the batch as written");
+    assert_eq!(
+        (queued.batch_id.as_str(), queued.status),
+        (b1.as_str(), BatchStatus::Queued)
+    );
+    assert!(
+        p.batches
+            .mark_queued(&a.account_id, &b1)
+            .await
+            .expect("queued again is fine")
+            .is_none(),
+        "only the write that queued it gets it back"
+    );
+    assert!(p
+        .batches
         .mark_queued(&a.account_id, &id("bat", 77))
         .await
-        .expect("absent is fine");
+        .expect("absent is fine")
+        .is_none());
     let (queued, _) = p
         .batches
         .list(&a.account_id, Some(BatchStatus::Queued), 10, None)

@@ -1,7 +1,11 @@
 //! The api function. Inside Lambda (`AWS_LAMBDA_RUNTIME_API` set, also by `cargo lambda
 //! watch`) it serves API Gateway events; anywhere else it listens on 127.0.0.1:$PORT.
 
-#[tokio::main]
+// One thread: a Lambda instance serves one request at a time, and its share of a vCPU at
+// 256 MB is small, so a second worker thread only adds wake-ups between threads (measured:
+// about a tenth of a request's CPU, docs/PERFORMANCE.md). Locally the server still answers
+// concurrent requests, interleaved on this thread.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     shared::runtime::init_logging();
     let app = api::app(shared::runtime::services_from_env().await?);

@@ -24,8 +24,14 @@ pub trait Batches: Send + Sync {
         account_id: &str,
         after: Option<PageToken>,
     ) -> PortResult<Slice<BatchRecord>>;
-    /// `accepted -> queued` once every task record exists; already queued is fine.
-    async fn mark_queued(&self, account_id: &str, batch_id: &str) -> PortResult<()>;
+    /// `accepted -> queued` once every task record exists. Returns the batch as it was
+    /// written, or `None` if it was not `accepted` (already queued by a concurrent recovery,
+    /// which is fine, or absent).
+    async fn mark_queued(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+    ) -> PortResult<Option<BatchRecord>>;
     /// Takes the materialize lease of an `accepted` batch whose lease ran out before `now_ms`.
     async fn take_lease(
         &self,

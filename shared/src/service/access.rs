@@ -142,25 +142,29 @@ pub async fn authorize(svc: &Services, r: AccessRequest<'_>) -> Result<Granted, 
     let now = svc.now_ms();
     let ip = r.source_ip.map(canonical_ip);
     let subject = ip.map(block_subject);
-    // A block this instance saw recently refuses at once: no read, no write.
-    if let Some(known) = subject
+    // What this instance read about the address within `BLOCK_RECHECK_MS` stands: a block
+    // refuses at once (no read, no write), and a clear address costs no read either.
+    let known = subject
         .as_deref()
-        .and_then(|s| svc.local.known_block(s, now))
-    {
-        refuse_if_blocked(Some(known), now)?;
+        .and_then(|s| svc.local.known_block(s, now));
+    if let Some(Some(block)) = &known {
+        refuse_if_blocked(Some(block.clone()), now)?;
     }
     // The block and the key are independent reads: one round trip instead of two.
     let block = async {
-        match subject.as_deref() {
-            Some(s) => svc.rates.ip_block(s, now).await,
-            None => Ok(None),
+        match (subject.as_deref(), known) {
+            (Some(s), None) => {
+                let read = svc.rates.ip_block(s, now).await;
+                if let Ok(b) = &read {
+                    svc.local.remember_block(s, b.as_ref(), now);
+                }
+                read
+            }
+            _ => Ok(None),
         }
     };
     let (blocked, authenticated) = tokio::join!(block, authenticate_request(svc, &r));
     let blocked = blocked.map_err(|e| Refused::new(e.into()))?;
-    if let (Some(s), Some(b)) = (subject.as_deref(), &blocked) {
-        svc.local.remember_block(s, b, now);
-    }
     refuse_if_blocked(blocked, now)?;
     let (caller, session) = match authenticated {
         Ok(c) => c,
@@ -299,16 +303,14 @@ pub async fn admit_operator_address(
     let now = svc.now_ms();
     let subject = block_subject(ip);
     if let Some(known) = svc.local.known_block(&subject, now) {
-        return refuse_if_blocked(Some(known), now);
+        return refuse_if_blocked(known, now);
     }
     let block = svc
         .rates
         .ip_block(&subject, now)
         .await
         .map_err(|e| Refused::new(e.into()))?;
-    if let Some(b) = &block {
-        svc.local.remember_block(&subject, b, now);
-    }
+    svc.local.remember_block(&subject, block.as_ref(), now);
     refuse_if_blocked(block, now)
 }
 
@@ -447,7 +449,7 @@ async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
     let Some(rule) = ip_anomaly(failures) else {
         return;
     };
-    if svc.local.known_block(&subject, now).is_some() {
+    if let Some(Some(_)) = svc.local.known_block(&subject, now) {
         return;
     }
     match exempted(svc, ip, now).await {
@@ -469,7 +471,7 @@ async fn note_auth_failure(svc: &Services, ip: IpAddr, now: i64) {
             if newly {
                 tracing::warn!(ip = subject, rule = rule.as_str(), "address blocked");
             }
-            svc.local.remember_block(&subject, &block, now);
+            svc.local.remember_block(&subject, Some(&block), now);
         }
         Err(e) => tracing::error!(error = %e, ip = subject, "could not block an address"),
     }
@@ -683,9 +685,10 @@ async fn judge_key(
     Ok(())
 }
 
-/// How long an instance trusts a block it read before reading it again: an operator's lift
-/// reaches every instance within this time, and a blocked address costs at most one read
-/// per instance per period.
+/// How long an instance trusts what it read of an address (blocked, or clear) before reading
+/// it again: an operator's lift, and a block another instance wrote, reach every instance
+/// within this time, and an address costs at most one read per instance per period rather
+/// than one per request.
 pub const BLOCK_RECHECK_MS: i64 = 10_000;
 /// Sources tallied per minute; beyond, calls are counted under one `other` source, so a
 /// flood from many addresses cannot grow an instance's memory without bound.
@@ -709,8 +712,8 @@ struct LocalState {
     /// The minute `failures` counts, and address (or /64) -> failures in it.
     failures_window: i64,
     failures: HashMap<String, u64>,
-    /// Address (or /64) -> (the block, when this instance last read or wrote it).
-    blocks: HashMap<String, (IpBlock, i64)>,
+    /// Address (or /64) -> (its block, or none, when this instance last read or wrote it).
+    blocks: HashMap<String, (Option<IpBlock>, i64)>,
     /// (minute start, source) -> (calls, the first one).
     tally: BTreeMap<(i64, String), (u64, UsageRecord)>,
     /// (account, key) -> a finished minute and its counts.
@@ -725,10 +728,17 @@ impl Local {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn known_block(&self, subject: &str, now: i64) -> Option<IpBlock> {
+    /// What this instance knows of the address's block, if it read it recently: `Some(None)`
+    /// is "read clear". A block written by another instance reaches this one within
+    /// `BLOCK_RECHECK_MS`; one this instance writes, at once.
+    fn known_block(&self, subject: &str, now: i64) -> Option<Option<IpBlock>> {
         let mut st = self.state();
         match st.blocks.get(subject) {
-            Some((b, seen)) if b.until_ms > now && now - seen < BLOCK_RECHECK_MS => Some(b.clone()),
+            Some((b, seen))
+                if now - seen < BLOCK_RECHECK_MS && b.as_ref().is_none_or(|b| b.until_ms > now) =>
+            {
+                Some(b.clone())
+            }
             Some(_) => {
                 st.blocks.remove(subject);
                 None
@@ -737,10 +747,19 @@ impl Local {
         }
     }
 
-    fn remember_block(&self, subject: &str, block: &IpBlock, now: i64) {
+    fn remember_block(&self, subject: &str, block: Option<&IpBlock>, now: i64) {
         let mut st = self.state();
-        st.blocks.retain(|_, (b, _)| b.until_ms > now);
-        st.blocks.insert(subject.to_string(), (block.clone(), now));
+        if st.blocks.len() >= MAX_TALLIED_SOURCES {
+            // Bounded like the tally: what is stale goes first; past the bound a clear
+            // address is simply read again next time.
+            st.blocks.retain(|_, (b, seen)| {
+                now - *seen < BLOCK_RECHECK_MS && b.as_ref().is_none_or(|b| b.until_ms > now)
+            });
+            if block.is_none() && st.blocks.len() >= MAX_TALLIED_SOURCES {
+                return;
+            }
+        }
+        st.blocks.insert(subject.to_string(), (block.cloned(), now));
     }
 
     fn previous(&self, account_id: &str, key_id: &str, window: i64) -> Option<WindowCounts> {

@@ -138,11 +138,9 @@ pub async fn submit(
     )
     .map_err(rule_error)?;
 
-    let account = svc
-        .accounts
-        .get(&account_id)
-        .await?
-        .ok_or_else(|| ServiceError::not_found("account"))?;
+    // The account as the access guard read it, moments ago: enough to refuse early, before
+    // the input is stored; the hold's transaction decides against the current version.
+    let account = &caller.account;
     if account.balance < plan.hold {
         return Err(insufficient(account.balance, plan.hold));
     }
@@ -163,7 +161,7 @@ pub async fn submit(
 
     match hold(
         svc,
-        &account_id,
+        account.clone(),
         &req.request_id,
         fingerprint,
         plan,
@@ -175,7 +173,14 @@ pub async fn submit(
     {
         Held::Created(batch, reply) => {
             svc.faults.check("submit.after_hold")?;
-            materialize(svc, &batch, &specs, Writer::First).await?;
+            materialize(
+                svc,
+                &batch,
+                &specs,
+                Writer::First,
+                Some(caller.account.max_concurrency),
+            )
+            .await?;
             Ok(reply)
         }
         Held::Replay(reply) => Ok(reply),
@@ -191,7 +196,7 @@ enum Held {
 #[allow(clippy::too_many_arguments)]
 async fn hold(
     svc: &Services,
-    account_id: &str,
+    account: AccountRecord,
     request_id: &str,
     fingerprint: &str,
     plan: BatchPlan,
@@ -199,13 +204,15 @@ async fn hold(
     input_key: String,
     metadata: BTreeMap<String, String>,
 ) -> Result<Held, ServiceError> {
+    let account_id = account.account_id.clone();
+    let account_id = account_id.as_str();
     let idem = Idempotent {
         owner: account_id,
         scope: Scope::CreateBatch,
         request_id,
         fingerprint,
     };
-    let moved = money::commit(svc, account_id, Some(idem), |account, now| {
+    let moved = money::commit_from(svc, account, Some(idem), |account, now| {
         if account.status != AccountStatus::Active {
             return Err(ServiceError::reject(
                 ErrorCode::AccountTerminated,

@@ -42,6 +42,8 @@ pub struct Services {
     /// What this instance remembers between requests (see `access::Local`): shared by the
     /// clones and fault-hooked copies of one instance's services.
     pub(crate) local: Arc<access::Local>,
+    /// The model statuses this instance read (see `models::Seen`).
+    pub(crate) models_seen: Arc<models::Seen>,
 }
 
 impl std::ops::Deref for Services {
@@ -57,6 +59,7 @@ impl Services {
         Services {
             ports: Arc::new(ports),
             local: Arc::default(),
+            models_seen: Arc::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Services {
         Services {
             ports: Arc::new(p),
             local: self.local.clone(),
+            models_seen: self.models_seen.clone(),
         }
     }
 

@@ -5,6 +5,32 @@
 use super::{ErrorCode, ServiceError, Services};
 use crate::domain::pricing::{Model, CURRENT_PRICES};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How long an instance trusts a model's status it read: every batch asks it, and it changes
+/// only when an operator says so. The instance that serves the change sees it at once; the
+/// others within this time.
+pub const STATUS_RECHECK_MS: i64 = 10_000;
+
+/// The statuses this instance read, and when.
+#[derive(Default)]
+pub struct Seen(Mutex<HashMap<Model, (ModelStatus, i64)>>);
+
+impl Seen {
+    fn get(&self, model: Model, now: i64) -> Option<ModelStatus> {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(&model) {
+            Some((st, at)) if now - at < STATUS_RECHECK_MS => Some(*st),
+            _ => None,
+        }
+    }
+
+    fn keep(&self, model: Model, status: ModelStatus, now: i64) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(model, (status, now));
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,12 +74,18 @@ pub struct ModelView {
 }
 
 pub async fn status(svc: &Services, model: Model) -> Result<ModelStatus, ServiceError> {
-    Ok(svc
+    let now = svc.now_ms();
+    if let Some(st) = svc.models_seen.get(model, now) {
+        return Ok(st);
+    }
+    let st = svc
         .models
         .get(model.as_str())
         .await?
         .and_then(|s| ModelStatus::parse(&s.status))
-        .unwrap_or(ModelStatus::Available))
+        .unwrap_or(ModelStatus::Available);
+    svc.models_seen.keep(model, st, now);
+    Ok(st)
 }
 
 pub async fn list(svc: &Services) -> Result<Vec<ModelView>, ServiceError> {
@@ -122,6 +154,7 @@ pub async fn set_status(
         updated_ms: svc.now_ms(),
     };
     svc.models.set(m.as_str(), &setting).await?;
+    svc.models_seen.keep(m, st, setting.updated_ms);
     list(svc)
         .await?
         .into_iter()

@@ -40,9 +40,24 @@ pub async fn commit<T>(
     svc: &Services,
     account_id: &str,
     idem: Option<Idempotent<'_>>,
+    plan: impl FnMut(&AccountRecord, i64) -> Result<(MoneyMove, T), ServiceError>,
+) -> Result<Moved<T>, ServiceError> {
+    let account = read(svc, account_id).await?;
+    commit_from(svc, account, idem, plan).await
+}
+
+/// The same, planned first against a copy of the account the caller already holds (the
+/// access guard's, read moments ago in the same request) instead of a fresh read. Nothing
+/// rests on the copy being current: the commit lands only if the account is still exactly
+/// that version, and a stale copy costs one refused write and the re-read `commit` makes.
+pub async fn commit_from<T>(
+    svc: &Services,
+    mut account: AccountRecord,
+    idem: Option<Idempotent<'_>>,
     mut plan: impl FnMut(&AccountRecord, i64) -> Result<(MoneyMove, T), ServiceError>,
 ) -> Result<Moved<T>, ServiceError> {
-    let mut account = read(svc, account_id).await?;
+    let account_id = account.account_id.clone();
+    let account_id = account_id.as_str();
     for attempt in 0..MAX_COMMIT_ATTEMPTS {
         let (mv, out) = plan(&account, svc.now_ms())?;
         // Stands in for DynamoDB's TransactionConflict, which the emulator never raises.

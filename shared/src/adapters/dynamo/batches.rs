@@ -1,6 +1,8 @@
 //! The Batches table (key `account_id`, `batch_id`; sparse GSI `open` on `open_shard`).
 
-use super::{account_key, applied, condition_failed, dynamo_err, n, num, s, Dynamo, Query};
+use super::{
+    account_key, applied, condition_failed, dynamo_err, n, num, s, updated, Dynamo, Query,
+};
 use crate::domain::batch::BatchStatus;
 use crate::ports::records::BatchRecord;
 use crate::ports::{Batches, Listed, PageToken, PortResult, Slice};
@@ -47,7 +49,11 @@ impl Batches for Dynamo {
         self.query_slice(&q, after).await
     }
 
-    async fn mark_queued(&self, account_id: &str, batch_id: &str) -> PortResult<()> {
+    async fn mark_queued(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+    ) -> PortResult<Option<BatchRecord>> {
         let res = self
             .ddb
             .update_item()
@@ -59,10 +65,11 @@ impl Batches for Dynamo {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":queued", s(BatchStatus::Queued.as_str()))
             .expression_attribute_values(":accepted", s(BatchStatus::Accepted.as_str()))
+            // The batch comes back as written: the first dispatch needs no read of it.
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        // Already queued (a concurrent recovery got there first) is fine.
-        applied(res, "UpdateItem").map(|_| ())
+        updated(res)
     }
 
     async fn take_lease(

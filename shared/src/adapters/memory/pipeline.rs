@@ -56,18 +56,23 @@ impl Batches for Memory {
         slice(items, after)
     }
 
-    async fn mark_queued(&self, account_id: &str, batch_id: &str) -> PortResult<()> {
+    async fn mark_queued(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+    ) -> PortResult<Option<BatchRecord>> {
         self.pause().await;
         let mut st = self.lock();
         let k = bkey(account_id, batch_id);
-        if st
+        if !st
             .batches
             .get(&k)
             .is_some_and(|b| b.status == BatchStatus::Accepted)
         {
-            st.batches.update(&k, |b| b.status = BatchStatus::Queued);
+            return Ok(None);
         }
-        Ok(())
+        st.batches.update(&k, |b| b.status = BatchStatus::Queued);
+        Ok(st.batches.get(&k).cloned())
     }
 
     async fn take_lease(

@@ -103,10 +103,23 @@ pub async fn dispatch(
     }
 }
 
-/// The first window of a batch whose task records are all written.
-pub async fn start(svc: &Services, batch: &BatchRecord) -> Result<(), PipelineError> {
-    let account = svc.accounts.get(&batch.account_id).await?;
-    let max = account.map(|a| a.max_concurrency).unwrap_or(1);
+/// The first window of a batch whose task records are all written. The window is the
+/// account's concurrency: `max_concurrency` if the caller knows it, else read. (A stale
+/// figure only sizes the window; the slot each task takes is what bounds concurrency.)
+pub async fn start(
+    svc: &Services,
+    batch: &BatchRecord,
+    max_concurrency: Option<u32>,
+) -> Result<(), PipelineError> {
+    let max = match max_concurrency {
+        Some(m) => m,
+        None => svc
+            .accounts
+            .get(&batch.account_id)
+            .await?
+            .map(|a| a.max_concurrency)
+            .unwrap_or(1),
+    };
     let window = dispatch_window(max, batch.task_count);
     let already = batch.next_dispatch;
     dispatch(svc, batch, window.saturating_sub(already)).await?;

@@ -57,7 +57,7 @@ pub async fn recover(svc: &Services, batch: &BatchRecord) -> Result<bool, Servic
         )));
     }
     tracing::warn!(batch_id = %batch.batch_id, "recovering task records of a stalled batch");
-    materialize(svc, batch, &specs, Writer::Recovery).await?;
+    materialize(svc, batch, &specs, Writer::Recovery, None).await?;
     Ok(true)
 }
 
@@ -70,11 +70,14 @@ pub(crate) enum Writer {
     Recovery,
 }
 
+/// `max_concurrency` is the account's, when the caller already holds the account (the
+/// submission does: the access guard read it); otherwise the first dispatch reads it.
 pub(crate) async fn materialize(
     svc: &Services,
     batch: &BatchRecord,
     specs: &[TaskSpec],
     writer: Writer,
+    max_concurrency: Option<u32>,
 ) -> Result<(), ServiceError> {
     let tasks: Vec<TaskRecord> = specs
         .iter()
@@ -126,12 +129,19 @@ pub(crate) async fn materialize(
         .await?;
     svc.progress.init(&batch.batch_id, batch.task_count).await?;
     svc.faults.check("submit.after_tasks")?;
-    svc.batches
+    // The batch as queued comes back with the write; if a concurrent recovery queued it
+    // first, its current state is read.
+    let queued = match svc
+        .batches
         .mark_queued(&batch.account_id, &batch.batch_id)
-        .await?;
+        .await?
+    {
+        Some(b) => Some(b),
+        None => svc.batches.get(&batch.account_id, &batch.batch_id).await?,
+    };
     // The first window of tasks. If this is lost, the sweeper tops the window up.
-    if let Some(queued) = svc.batches.get(&batch.account_id, &batch.batch_id).await? {
-        if let Err(e) = super::dispatch::start(svc, &queued).await {
+    if let Some(queued) = queued {
+        if let Err(e) = super::dispatch::start(svc, &queued, max_concurrency).await {
             tracing::warn!(batch_id = %batch.batch_id, error = %e, "first dispatch failed; the sweeper will dispatch");
         }
     }
