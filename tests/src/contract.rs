@@ -1340,6 +1340,38 @@ pub async fn keys(p: &Ports) {
         .put(&key(&id("acct", 10), 3))
         .await
         .expect("other account");
+
+    // The key and its account in one round trip; either may be missing.
+    let a = funded(p, 11, 700).await;
+    let k4 = key(&a.account_id, 4);
+    p.keys.put(&k4).await.expect("put");
+    let (k, acc) = p
+        .keys
+        .get_with_account(&k4.key_hash, &a.account_id)
+        .await
+        .expect("read both");
+    assert_eq!(k.map(|k| k.key_id), Some(k4.key_id.clone()));
+    let acc = acc.expect("the account");
+    assert_eq!(
+        (acc.account_id, acc.balance),
+        (a.account_id.clone(), a.balance)
+    );
+    let (k, acc) = p
+        .keys
+        .get_with_account("no-such-hash", &id("acct", 999))
+        .await
+        .expect("read neither");
+    assert!(k.is_none() && acc.is_none());
+    let (k, acc) = p
+        .keys
+        .get_with_account(&k1.key_hash, &a.account_id)
+        .await
+        .expect("read both");
+    assert_eq!(
+        (k.map(|k| k.account_id), acc.map(|a| a.account_id)),
+        (Some(acct.clone()), Some(a.account_id.clone())),
+        "each item as stored, whichever account was asked for"
+    );
     assert_eq!(
         p.keys
             .get(&k1.key_hash)

@@ -2,7 +2,7 @@
 //! (`enterprise_api_usage`). All of it is shared across Lambda instances.
 
 use super::common::{Listed, PageToken, PortResult, Slice, TimeRange};
-use super::records::{ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
+use super::records::{AccountRecord, ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
 use crate::domain::access::KeyMinute;
 use async_trait::async_trait;
 
@@ -22,6 +22,14 @@ pub struct KeyPatch {
 pub trait Keys: Send + Sync {
     /// By the SHA-256 of the secret, strongly consistent (a disabled key stops at once).
     async fn get(&self, key_hash: &str) -> PortResult<Option<ApiKeyRecord>>;
+    /// The key and an account in one round trip, both strongly consistent: the account the
+    /// caller knows the key belongs to (a key never changes account), so that admitting a
+    /// request needs one read instead of two. Either may be absent.
+    async fn get_with_account(
+        &self,
+        key_hash: &str,
+        account_id: &str,
+    ) -> PortResult<(Option<ApiKeyRecord>, Option<AccountRecord>)>;
     /// Creates a key (its hash must be new).
     async fn put(&self, rec: &ApiKeyRecord) -> PortResult<()>;
     /// All of an account's keys, through an index: eventually consistent.

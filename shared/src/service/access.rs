@@ -720,6 +720,8 @@ struct LocalState {
     previous: HashMap<(String, String), (i64, WindowCounts)>,
     /// The operator's exemptions from blocks, and when they were read.
     exemptions: Option<(Vec<Cidr>, i64)>,
+    /// Key hash -> its account, which never changes (`auth::authenticate_hash`).
+    key_accounts: HashMap<String, String>,
 }
 
 impl Local {
@@ -777,6 +779,23 @@ impl Local {
             (account_id.to_string(), key_id.to_string()),
             (window, counts),
         );
+    }
+
+    pub(super) fn account_of(&self, key_hash: &str) -> Option<String> {
+        self.state().key_accounts.get(key_hash).cloned()
+    }
+
+    pub(super) fn keep_account_of(&self, key_hash: &str, account_id: &str) {
+        let mut st = self.state();
+        if st.key_accounts.contains_key(key_hash) {
+            return;
+        }
+        // Bounded: past the bound the instance forgets and learns again (one read more each).
+        if st.key_accounts.len() >= MAX_TALLIED_SOURCES {
+            st.key_accounts.clear();
+        }
+        st.key_accounts
+            .insert(key_hash.to_string(), account_id.to_string());
     }
 
     fn exemptions(&self, now: i64) -> Option<Vec<Cidr>> {

@@ -9,7 +9,7 @@ use crate::ports::access::{
     Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
     WindowCounts,
 };
-use crate::ports::records::{ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
+use crate::ports::records::{AccountRecord, ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
 use crate::ports::{
     Keys, Listed, PageToken, PortResult, RateWindows, Sessions, Slice, TimeRange, Usage,
 };
@@ -75,6 +75,24 @@ impl Sessions for Dynamo {
 impl Keys for Dynamo {
     async fn get(&self, key_hash: &str) -> PortResult<Option<ApiKeyRecord>> {
         Dynamo::get(self, &self.t.api_keys, hash_key(key_hash)).await
+    }
+
+    async fn get_with_account(
+        &self,
+        key_hash: &str,
+        account_id: &str,
+    ) -> PortResult<(Option<ApiKeyRecord>, Option<AccountRecord>)> {
+        let account_key = HashMap::from([("account_id".to_string(), s(account_id))]);
+        let mut got = self
+            .batch_get_tables(vec![
+                (self.t.api_keys.as_str(), vec![hash_key(key_hash)]),
+                (self.t.accounts.as_str(), vec![account_key]),
+            ])
+            .await?;
+        let mut one = |table: &str| got.remove(table).and_then(|mut v| v.pop());
+        let key = one(&self.t.api_keys).map(from_item).transpose()?;
+        let account = one(&self.t.accounts).map(from_item).transpose()?;
+        Ok((key, account))
     }
 
     async fn put(&self, rec: &ApiKeyRecord) -> PortResult<()> {

@@ -63,32 +63,44 @@ impl Dynamo {
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> PortResult<Vec<Item>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(100) {
-            let mut pending = Some(
-                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.to_vec()))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| build_err("KeysAndAttributes", e))?,
-            );
-            let mut attempt = 0u32;
-            while let Some(ka) = pending.take() {
-                let resp = self
-                    .ddb
-                    .batch_get_item()
-                    .request_items(table, ka)
-                    .send()
-                    .await
-                    .map_err(|e| dynamo_err("BatchGetItem", e))?;
-                out.extend(
-                    resp.responses
-                        .and_then(|mut r| r.remove(table))
-                        .unwrap_or_default(),
-                );
-                pending = resp.unprocessed_keys.and_then(|mut m| m.remove(table));
-                if pending.is_some() {
-                    attempt += 1;
-                    self.backoff(attempt).await;
-                }
+            let mut got = self.batch_get_tables(vec![(table, chunk.to_vec())]).await?;
+            out.extend(got.remove(table).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// One `BatchGetItem` over several tables (at most 100 keys in all), consistent, until
+    /// no key is left unprocessed: the items found, by table.
+    async fn batch_get_tables(
+        &self,
+        wanted: Vec<(&str, Vec<Item>)>,
+    ) -> PortResult<HashMap<String, Vec<Item>>> {
+        let mut pending = HashMap::new();
+        for (table, keys) in wanted {
+            let ka = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| build_err("KeysAndAttributes", e))?;
+            pending.insert(table.to_string(), ka);
+        }
+        let mut out: HashMap<String, Vec<Item>> = HashMap::new();
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let resp = self
+                .ddb
+                .batch_get_item()
+                .set_request_items(Some(std::mem::take(&mut pending)))
+                .send()
+                .await
+                .map_err(|e| dynamo_err("BatchGetItem", e))?;
+            for (table, items) in resp.responses.unwrap_or_default() {
+                out.entry(table).or_default().extend(items);
+            }
+            pending = resp.unprocessed_keys.unwrap_or_default();
+            if !pending.is_empty() {
+                attempt += 1;
+                self.backoff(attempt).await;
             }
         }
         Ok(out)

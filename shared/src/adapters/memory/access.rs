@@ -6,7 +6,7 @@ use crate::ports::access::{
     Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
     WindowCounts,
 };
-use crate::ports::records::{ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
+use crate::ports::records::{AccountRecord, ApiKeyRecord, SessionRecord, Throttle, UsageRecord};
 use crate::ports::{
     Keys, Listed, PageToken, PortResult, RateWindows, Sessions, Slice, TimeRange, Usage,
 };
@@ -77,6 +77,19 @@ impl Keys for Memory {
     async fn get(&self, key_hash: &str) -> PortResult<Option<ApiKeyRecord>> {
         self.pause().await;
         Ok(self.lock().keys.get(&key_hash.to_string()).cloned())
+    }
+
+    async fn get_with_account(
+        &self,
+        key_hash: &str,
+        account_id: &str,
+    ) -> PortResult<(Option<ApiKeyRecord>, Option<AccountRecord>)> {
+        self.pause().await;
+        let st = self.lock();
+        Ok((
+            st.keys.get(&key_hash.to_string()).cloned(),
+            st.accounts.get(&account_id.to_string()).cloned(),
+        ))
     }
 
     async fn put(&self, rec: &ApiKeyRecord) -> PortResult<()> {
