@@ -724,6 +724,12 @@ struct LocalState {
     key_accounts: HashMap<String, String>,
 }
 
+/// Whether what an instance read of an address at `seen` (a block, or none) still stands:
+/// read within `BLOCK_RECHECK_MS`, and a block not yet over.
+fn still_known(block: &Option<IpBlock>, seen: i64, now: i64) -> bool {
+    now - seen < BLOCK_RECHECK_MS && block.as_ref().is_none_or(|b| b.until_ms > now)
+}
+
 impl Local {
     fn state(&self) -> MutexGuard<'_, LocalState> {
         // The state is counters; one left half-updated by a panic is still usable.
@@ -736,11 +742,7 @@ impl Local {
     fn known_block(&self, subject: &str, now: i64) -> Option<Option<IpBlock>> {
         let mut st = self.state();
         match st.blocks.get(subject) {
-            Some((b, seen))
-                if now - seen < BLOCK_RECHECK_MS && b.as_ref().is_none_or(|b| b.until_ms > now) =>
-            {
-                Some(b.clone())
-            }
+            Some((b, seen)) if still_known(b, *seen, now) => Some(b.clone()),
             Some(_) => {
                 st.blocks.remove(subject);
                 None
@@ -754,9 +756,7 @@ impl Local {
         if st.blocks.len() >= MAX_TALLIED_SOURCES {
             // Bounded like the tally: what is stale goes first; past the bound a clear
             // address is simply read again next time.
-            st.blocks.retain(|_, (b, seen)| {
-                now - *seen < BLOCK_RECHECK_MS && b.as_ref().is_none_or(|b| b.until_ms > now)
-            });
+            st.blocks.retain(|_, (b, seen)| still_known(b, *seen, now));
             if block.is_none() && st.blocks.len() >= MAX_TALLIED_SOURCES {
                 return;
             }
@@ -787,9 +787,6 @@ impl Local {
 
     pub(super) fn keep_account_of(&self, key_hash: &str, account_id: &str) {
         let mut st = self.state();
-        if st.key_accounts.contains_key(key_hash) {
-            return;
-        }
         // Bounded: past the bound the instance forgets and learns again (one read more each).
         if st.key_accounts.len() >= MAX_TALLIED_SOURCES {
             st.key_accounts.clear();

@@ -66,14 +66,17 @@ pub async fn authenticate(
 pub async fn authenticate_hash(svc: &Services, presented: &str) -> Result<Caller, AuthFailure> {
     // A key never changes account: once this instance has seen the key, the key and its
     // account come back in one round trip (both consistent) instead of two in a row.
-    let (key, known_account) = match svc.local.account_of(presented) {
-        Some(account_id) => svc.keys.get_with_account(presented, &account_id).await?,
+    let known = svc.local.account_of(presented);
+    let (key, known_account) = match &known {
+        Some(account_id) => svc.keys.get_with_account(presented, account_id).await?,
         None => (svc.keys.get(presented).await?, None),
     };
     let key = key
         .filter(|k| hashes_match(&k.key_hash, presented))
         .ok_or_else(unauthorized)?;
-    svc.local.keep_account_of(presented, &key.account_id);
+    if known.is_none() {
+        svc.local.keep_account_of(presented, &key.account_id);
+    }
     let now = svc.now_ms();
     let refused = |code, message: &str| AuthFailure {
         error: ServiceError::reject(code, message),

@@ -178,7 +178,7 @@ pub async fn submit(
                 &batch,
                 &specs,
                 Writer::First,
-                Some(caller.account.max_concurrency),
+                Some(account.max_concurrency),
             )
             .await?;
             Ok(reply)

@@ -3,7 +3,9 @@
 //! operator's exemptions from blocks `block_exemptions`)
 //! and EnterpriseApiUsage (`account_id`, `usage_id` = `{ms:013}#{id}`).
 
-use super::{applied, dynamo_err, from_item, n, num, s, to_item, updated, Dynamo, Item, Query};
+use super::{
+    account_item, applied, dynamo_err, from_item, n, num, s, to_item, updated, Dynamo, Item, Query,
+};
 use crate::domain::access::{KeyMinute, WINDOW_MS};
 use crate::ports::access::{
     Admission, BlockExemption, Caps, Exemptions, IpBlock, KeyPatch, MinuteErrors, UsageFilter,
@@ -82,11 +84,10 @@ impl Keys for Dynamo {
         key_hash: &str,
         account_id: &str,
     ) -> PortResult<(Option<ApiKeyRecord>, Option<AccountRecord>)> {
-        let account_key = HashMap::from([("account_id".to_string(), s(account_id))]);
         let mut got = self
             .batch_get_tables(vec![
                 (self.t.api_keys.as_str(), vec![hash_key(key_hash)]),
-                (self.t.accounts.as_str(), vec![account_key]),
+                (self.t.accounts.as_str(), vec![account_item(account_id)]),
             ])
             .await?;
         let mut one = |table: &str| got.remove(table).and_then(|mut v| v.pop());

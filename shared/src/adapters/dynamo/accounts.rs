@@ -1,7 +1,9 @@
 //! The Accounts table: terms, status, the low-balance threshold and concurrency slots.
 //! (Balances move only in the money transaction, `money.rs`.)
 
-use super::{applied, condition_failed, dynamo_err, from_item, n, s, updated, Dynamo};
+use super::{
+    account_item, applied, condition_failed, dynamo_err, from_item, n, s, updated, Dynamo,
+};
 use crate::domain::account::AccountStatus;
 use crate::domain::money::Credits;
 use crate::ports::records::{AccountRecord, Throttle};
@@ -9,7 +11,6 @@ use crate::ports::store::TermsPatch;
 use crate::ports::{Accounts, PageToken, PortResult, Slice};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
-use std::collections::HashMap;
 
 fn status_str(st: AccountStatus) -> &'static str {
     match st {
@@ -21,8 +22,7 @@ fn status_str(st: AccountStatus) -> &'static str {
 #[async_trait]
 impl Accounts for Dynamo {
     async fn get(&self, account_id: &str) -> PortResult<Option<AccountRecord>> {
-        let key = HashMap::from([("account_id".to_string(), s(account_id))]);
-        Dynamo::get(self, &self.t.accounts, key).await
+        Dynamo::get(self, &self.t.accounts, account_item(account_id)).await
     }
 
     async fn scan(&self, after: Option<PageToken>) -> PortResult<Slice<AccountRecord>> {
@@ -139,13 +139,13 @@ impl Accounts for Dynamo {
     }
 
     async fn throttle(&self, account_id: &str, t: &Throttle) -> PortResult<bool> {
-        let key = HashMap::from([("account_id".to_string(), s(account_id))]);
-        self.set_throttle(&self.t.accounts, key, t).await
+        self.set_throttle(&self.t.accounts, account_item(account_id), t)
+            .await
     }
 
     async fn lift_throttle(&self, account_id: &str) -> PortResult<bool> {
-        let key = HashMap::from([("account_id".to_string(), s(account_id))]);
-        self.remove_throttle(&self.t.accounts, key).await
+        self.remove_throttle(&self.t.accounts, account_item(account_id))
+            .await
     }
 
     async fn acquire_slot(&self, account_id: &str, max: u32) -> PortResult<bool> {

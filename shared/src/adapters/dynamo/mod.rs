@@ -624,6 +624,11 @@ fn num(item: &Item, k: &str) -> u64 {
 }
 
 /// The key of a record stored under its account: (`account_id`, `sort_attr`).
+/// The key of an account's item in the Accounts table.
+fn account_item(account_id: &str) -> Item {
+    HashMap::from([("account_id".to_string(), s(account_id))])
+}
+
 fn account_key(sort_attr: &str, account_id: &str, sort: &str) -> Item {
     HashMap::from([
         ("account_id".to_string(), s(account_id)),
