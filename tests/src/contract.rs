@@ -166,6 +166,7 @@ fn task(b: &BatchRecord, idx: u32) -> TaskRecord {
         provider_job_id: None,
         attempts: 0,
         slot: false,
+        slot_to: None,
         started_ms: None,
         ended_ms: None,
         deadline_ms: T0 + 86_400_000,

@@ -307,6 +307,11 @@ pub struct TaskRecord {
     /// True while the task holds one of its account's concurrency slots.
     #[serde(default)]
     pub slot: bool,
+    /// Once ended: the task its slot was handed over to (the next task of the batch, whose
+    /// message carries it). A redelivered step of an ended task sends that message again,
+    /// for an end that died between this record and the send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_to: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -845,6 +845,9 @@ impl Sim {
                 return Err(format!("negative balance on {}", a.id));
             }
             let mut open = Credits::ZERO;
+            // Tasks whose record holds a slot: never more than the account counts (a slot
+            // given back twice, or handed over to two tasks, would show here).
+            let mut holders = 0u32;
             let mut before = None;
             loop {
                 let (page, more) = svc
@@ -853,6 +856,16 @@ impl Sim {
                     .await
                     .map_err(|e| e.to_string())?;
                 for b in &page {
+                    let idxs: Vec<u32> = (0..b.task_count).collect();
+                    let tasks = svc
+                        .tasks
+                        .get_many(&b.batch_id, &idxs)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    holders += tasks
+                        .iter()
+                        .filter(|t| t.slot && !t.status.is_terminal())
+                        .count() as u32;
                     let tallied = refunds.get(&b.batch_id).copied().unwrap_or_default();
                     if tallied != b.credits.refunded {
                         return Err(format!(
@@ -885,6 +898,12 @@ impl Sim {
                 return Err(format!(
                     "held of {} is {} but open batches hold {}",
                     a.id, acct.held, open
+                ));
+            }
+            if holders > acct.running {
+                return Err(format!(
+                    "slots of {}: {holders} tasks hold one, {} counted",
+                    a.id, acct.running
                 ));
             }
             if acct.running > a.max_concurrency {

@@ -175,6 +175,7 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
         "end.after_mark",
         "worker.after_slot",
         "dispatch.after_claim",
+        "end.after_hand_over",
     ] {
         let app = TestApp::spawn_full(fail_once_at(point), sim(0.0, 0.0)).await;
         let (acct, key) = app.account_with(10_000).await;
@@ -206,6 +207,27 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
         );
         app.assert_invariants().await;
     }
+}
+
+#[tokio::test]
+async fn an_end_that_dies_after_handing_its_slot_over_sends_it_again_and_leaks_no_slot() {
+    let app = TestApp::spawn_full(fail_once_at("end.after_hand_over"), sim(0.0, 0.0)).await;
+    let (acct, key) = app.account_with(10_000).await;
+    let batch = submit(&app, &key, "sora-2", 10).await;
+    // No sweep: the redelivered end alone must send the hand-over it died before sending
+    // (without it the task it was for never runs and the batch never completes).
+    app.drive_to_settlement(&acct, &batch, 1_000, 10 * 60_000)
+        .await;
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["counts"]["succeeded"], 10);
+    let a = app.account(&acct).await;
+    assert_eq!(
+        a.running, 0,
+        "every slot back: none leaked, none given back twice"
+    );
+    assert_eq!(a.balance.value(), 10_000 - 490);
+    app.assert_invariants().await;
 }
 
 #[tokio::test]

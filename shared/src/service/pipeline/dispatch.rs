@@ -17,6 +17,22 @@ pub async fn send_runs(
     to: u32,
     delay_secs: u64,
 ) -> Result<(), PipelineError> {
+    send(svc, batch, from, to, delay_secs, false).await
+}
+
+/// The first message of task `idx`, carrying the slot of the task that ended before it.
+pub async fn hand_over(svc: &Services, batch: &BatchRecord, idx: u32) -> Result<(), PipelineError> {
+    send(svc, batch, idx, idx + 1, 0, true).await
+}
+
+async fn send(
+    svc: &Services,
+    batch: &BatchRecord,
+    from: u32,
+    to: u32,
+    delay_secs: u64,
+    slot: bool,
+) -> Result<(), PipelineError> {
     let not_before_ms = svc.now_ms() + (delay_secs as i64) * 1_000;
     let msgs: Vec<(TaskMessage, u64)> = (from..to)
         .map(|idx| {
@@ -26,6 +42,7 @@ pub async fn send_runs(
                 idx,
                 not_before_ms,
                 version: Some(0),
+                slot,
             };
             (m, delay_secs)
         })
@@ -82,6 +99,15 @@ async fn claim(
         }
     }
     Ok(None)
+}
+
+/// Claims the batch's next undispatched task, unless the batch (as the copy says) was
+/// cancelled: its index, for the caller to send.
+pub async fn claim_one(svc: &Services, batch: &BatchRecord) -> Result<Option<u32>, PipelineError> {
+    if batch.cancel_requested {
+        return Ok(None);
+    }
+    Ok(claim(svc, batch, 1).await?.map(|(from, _)| from))
 }
 
 /// Claims and sends up to `want` more tasks of the batch. Returns how many were sent.

@@ -99,6 +99,7 @@ pub(crate) async fn materialize(
                 provider_job_id: None,
                 attempts: 0,
                 slot: false,
+                slot_to: None,
                 started_ms: None,
                 ended_ms: None,
                 deadline_ms: batch.created_ms + svc.settings.deadlines.queue_ms,

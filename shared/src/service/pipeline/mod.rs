@@ -38,6 +38,11 @@ pub enum TaskMessage {
         /// in messages from before versions, which are taken as they come.
         #[serde(default)]
         version: Option<u64>,
+        /// The message carries a concurrency slot, handed over by the task that ended before
+        /// it: the task starts without taking one. The slot is the message's until a save of
+        /// the task at `version` puts it in the record (`TaskRecord::slot`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        slot: bool,
     },
     /// End undispatched tasks `[from, to)` with one outcome (cancellation, queue time-out).
     EndRange {

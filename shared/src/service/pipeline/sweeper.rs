@@ -16,7 +16,7 @@
 //! there are.
 
 use super::{dispatch, worker, Pipeline, PipelineError, SettleMessage, TaskMessage};
-use crate::domain::batch::BatchStatus;
+use crate::domain::batch::{BatchStatus, TaskStatus};
 use crate::domain::task::{all_ended, dispatch_window, task_counts, Outcome};
 use crate::ports::queue::QueueName;
 use crate::ports::records::TaskRecord;
@@ -162,7 +162,11 @@ async fn sweep_batch(
         if task.status.is_terminal() {
             continue;
         }
-        if task.slot {
+        // A slot is in use when a record holds it, or may be while a message carries it to a
+        // task not yet started: counted for every dispatched task no step has touched yet
+        // (version 0), so a hand-over in flight is never taken for a leak. An upper bound:
+        // it only delays a correction until those tasks have run a step.
+        if task.slot || (task.status == TaskStatus::Queued && task.version == 0) {
             *slots_in_use.entry(account_id.to_string()).or_insert(0) += 1;
         }
         if task.deadline_ms <= now {
@@ -204,6 +208,9 @@ async fn sweep_batch(
             idx: task.idx,
             not_before_ms: 0,
             version: Some(task.version),
+            // A slot handed over to a chain that was lost stays uncounted, and the slot
+            // correction below gives it back.
+            slot: false,
         };
         svc.enqueue(QueueName::Tasks, &[(m, 0)]).await?;
         report.redriven += 1;

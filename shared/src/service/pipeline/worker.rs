@@ -41,12 +41,14 @@ pub async fn handle(
             idx,
             not_before_ms,
             version,
+            slot,
         } => {
             let step = Step {
                 account_id: &account_id,
                 batch_id: &batch_id,
                 idx,
                 version,
+                slot,
                 redelivered: receive_count > 1,
             };
             let now = p.svc.now_ms();
@@ -59,6 +61,7 @@ pub async fn handle(
                     idx,
                     not_before_ms,
                     version,
+                    slot,
                 };
                 p.svc.enqueue(QueueName::Tasks, &[(m, delay)]).await?;
                 return Ok(());
@@ -105,6 +108,8 @@ struct Step<'a> {
     batch_id: &'a str,
     idx: u32,
     version: Option<u64>,
+    /// A slot came with the message (`TaskMessage::Run::slot`).
+    slot: bool,
     redelivered: bool,
 }
 
@@ -122,6 +127,8 @@ async fn send_next(
         idx: step.idx,
         not_before_ms: p.svc.now_ms() + (delay_secs as i64) * 1_000,
         version: Some(task.version),
+        // A slot travels only with a task's first message; after that it is the record's.
+        slot: false,
     };
     p.svc.enqueue(QueueName::Tasks, &[(m, delay_secs)]).await?;
     Ok(())
@@ -170,6 +177,12 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         return Ok(());
     };
     if task.status.is_terminal() {
+        if let Some(next) = task.slot_to.filter(|_| step.redelivered) {
+            // The end that handed this task's slot on may have died before sending it: send
+            // it again (a copy the next task already had is dropped on arrival, its version
+            // gone).
+            dispatch::hand_over(svc, &batch, next).await?;
+        }
         return Ok(());
     }
     if step.version.is_some_and(|v| v != task.version) {
@@ -179,9 +192,9 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
     }
     if step.redelivered {
         // This step may have run already, and sent its next message: claim it with a write,
-        // so that message (of the old version) is dropped and only this run carries on.
-        task.updated_ms = p.svc.now_ms();
-        if !save(p, &mut task).await? {
+        // so that message (of the old version) is dropped and only this run carries on. A
+        // slot the message carries becomes the record's in the same write.
+        if !adopt_slot(p, step, &mut task, true).await? {
             return Ok(());
         }
         // The worker that died may have recorded the end but not the task's own record:
@@ -194,6 +207,9 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
     }
     let now = p.svc.now_ms();
     if task.deadline_ms <= now {
+        if !adopt_slot(p, step, &mut task, false).await? {
+            return Ok(());
+        }
         cancel_upstream(p, &task).await;
         return end(
             p,
@@ -211,6 +227,9 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         return send_next(p, step, &task, delay).await;
     }
     if batch.cancel_requested {
+        if !adopt_slot(p, step, &mut task, false).await? {
+            return Ok(());
+        }
         cancel_upstream(p, &task).await;
         return end(
             p,
@@ -223,22 +242,27 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         .await;
     }
     if task.status == TaskStatus::Queued {
-        let Some(account) = svc.accounts.get(account_id).await? else {
-            return Ok(());
-        };
-        // A full account is refused on the read: a refused conditional write would still be
-        // a paid write. The write's condition alone guards the cap.
-        let full = account.running >= account.max_concurrency;
-        if full
-            || !svc
-                .accounts
-                .acquire_slot(account_id, account.max_concurrency)
-                .await?
-        {
-            let jitter = svc.random.up_to(SLOT_WAIT_SECS);
-            return again(p, step, task, SLOT_WAIT_SECS + jitter).await;
+        // A slot handed over with the message (or already adopted into the record) is this
+        // task's: no account read, no slot write.
+        let acquired = !(task.slot || step.slot);
+        if acquired {
+            let Some(account) = svc.accounts.get(account_id).await? else {
+                return Ok(());
+            };
+            // A full account is refused on the read: a refused conditional write would still
+            // be a paid write. The write's condition alone guards the cap.
+            let full = account.running >= account.max_concurrency;
+            if full
+                || !svc
+                    .accounts
+                    .acquire_slot(account_id, account.max_concurrency)
+                    .await?
+            {
+                let jitter = svc.random.up_to(SLOT_WAIT_SECS);
+                return again(p, step, task, SLOT_WAIT_SECS + jitter).await;
+            }
+            svc.faults.check("worker.after_slot")?;
         }
-        svc.faults.check("worker.after_slot")?;
         let route = p.providers.route(task.model);
         let mut started = task.clone();
         started.status = TaskStatus::Running;
@@ -252,7 +276,12 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         // The start is also the submission claim: one write instead of two.
         started.submit_claim_until_ms = Some(now + SUBMIT_CLAIM_MS);
         if !save(p, &mut started).await? {
-            svc.accounts.release_slot(account_id).await?;
+            // Someone else moved the task on. A slot taken here goes back; a handed-over one
+            // is the winner's if it was another copy of this message, else a leak the
+            // sweeper's slot count finds.
+            if acquired {
+                svc.accounts.release_slot(account_id).await?;
+            }
             return Ok(());
         }
         if !svc.progress.mark_started(batch_id, idx).await? {
@@ -268,6 +297,32 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         None => submit(p, step, &batch, task, Claim::Take).await,
         Some(job) => poll(p, step, &batch, task, &job).await,
     }
+}
+
+/// Puts a slot the message carries into the task's record, with a save of the version the
+/// message names, before the task ends some other way than starting (its deadline, a cancel)
+/// or resumes after a redelivery: from then on the record's end gives it back or on. The
+/// save is a redelivered step's claim too (`claim`: saved with or without a slot). False if
+/// another worker moved the task first.
+async fn adopt_slot(
+    p: &Pipeline,
+    step: &Step<'_>,
+    task: &mut TaskRecord,
+    claim: bool,
+) -> Result<bool, PipelineError> {
+    let adopts = step.slot && !task.slot && task.status == TaskStatus::Queued;
+    if !adopts && !claim {
+        return Ok(true);
+    }
+    task.slot |= adopts;
+    task.updated_ms = p.svc.now_ms();
+    if save(p, task).await? {
+        return Ok(true);
+    }
+    if adopts {
+        task.slot = false;
+    }
+    Ok(false)
 }
 
 async fn recorded_end(p: &Pipeline, task: &TaskRecord) -> Result<Option<Outcome>, PipelineError> {
@@ -567,7 +622,7 @@ pub async fn end(
         }
     };
     svc.faults.check("end.after_mark")?;
-    finish_record(p, batch, task, outcome, error, video_key).await?;
+    let next = finish_record(p, batch, task, outcome, error, video_key).await?;
     tracing::info!(task_id = %task_id, batch_id = %batch_id, outcome = outcome.as_str(), "task ended");
 
     // Only an end that sees its shard complete looks at the whole batch: the one whose mark
@@ -584,24 +639,45 @@ pub async fn end(
             &shards.iter().map(|s| s.counts()).collect::<Vec<_>>(),
         ))
     };
+    match next {
+        // The claim is one atomic add, so the copy of the batch read at the step's start is
+        // enough (a cancel it missed is seen by the dispatched task itself, which then ends
+        // released and gives the slot back).
+        Next::Claimed { idx, slot: true } => dispatch::hand_over(svc, batch, idx).await?,
+        Next::Claimed { idx, slot: false } => {
+            dispatch::send_runs(svc, batch, idx, idx + 1, 0).await?
+        }
+        Next::NoneLeft => {}
+        // The window keeps its size: one task ended, one more goes.
+        Next::NotClaimed if !batch_done => {
+            dispatch::dispatch(svc, batch, 1).await?;
+        }
+        Next::NotClaimed => {}
+    }
     if batch_done {
         let m = SettleMessage {
             account_id: account_id.clone(),
             batch_id: batch_id.clone(),
         };
         svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
-    } else {
-        // The slot this task held is free again: the next task takes it. The claim is one
-        // atomic add, so the copy of the batch read at the step's start is enough (a cancel
-        // it missed is seen by the dispatched task itself, which then ends released).
-        dispatch::dispatch(svc, batch, 1).await?;
     }
     Ok(())
 }
 
+/// The batch's next task, as the end of a task found it.
+pub(crate) enum Next {
+    /// Claimed here, to be sent; `slot`: with the ended task's slot, handed over.
+    Claimed { idx: u32, slot: bool },
+    /// Every task of the batch is dispatched (or the batch was cancelled).
+    NoneLeft,
+    /// No claim was tried (the record was not this end's to finish, or held no slot).
+    NotClaimed,
+}
+
 /// The task record follows its end mark: the events, then the terminal record (from
-/// whatever version is current), and the slot back if the record held one. Safe to repeat:
-/// event ids are derived, and a terminal record is left alone.
+/// whatever version is current), and the slot, if the record held one, handed over to the
+/// batch's next task or given back. Safe to repeat: event ids are derived, and a terminal
+/// record is left alone.
 pub(crate) async fn finish_record(
     p: &Pipeline,
     batch: &BatchRecord,
@@ -609,7 +685,7 @@ pub(crate) async fn finish_record(
     outcome: Outcome,
     error: Option<(&str, &str)>,
     video_key: Option<String>,
-) -> Result<(), PipelineError> {
+) -> Result<Next, PipelineError> {
     let svc = &p.svc;
     let now = p.svc.now_ms();
     let mut done = task.clone();
@@ -648,22 +724,39 @@ pub(crate) async fn finish_record(
     }
     crate::service::events::emit(svc, &events).await?;
     svc.faults.check("end.after_events")?;
-    // The record follows the mark. Whoever moves it from holding a slot to terminal gives
-    // the slot back: exactly once, since a save lands only on the version it read.
+    // The record follows the mark. Whoever moves it from holding a slot to terminal hands
+    // the slot to the batch's next task, or gives it back when none is left: exactly once,
+    // since a save lands only on the version it read. The next task is claimed first, so the
+    // terminal record can name it (`slot_to`) for a redelivery to send it again.
     let mut current = task;
+    let mut next = Next::NotClaimed;
     for _ in 0..10 {
         if current.status.is_terminal() {
             break;
         }
         let held_slot = current.slot;
+        if held_slot && matches!(next, Next::NotClaimed) {
+            next = match dispatch::claim_one(svc, batch).await? {
+                Some(idx) => Next::Claimed { idx, slot: false },
+                None => Next::NoneLeft,
+            };
+        }
         let mut terminal = done.clone();
         terminal.version = current.version;
         terminal.submit_claim_until_ms = None;
         if terminal.provider_job_id.is_none() {
             terminal.provider_job_id = current.provider_job_id.clone();
         }
+        let handed = match next {
+            Next::Claimed { idx, .. } if held_slot => Some(idx),
+            _ => None,
+        };
+        terminal.slot_to = handed;
         if save(p, &mut terminal).await? {
-            if held_slot {
+            if let Some(idx) = handed {
+                next = Next::Claimed { idx, slot: true };
+                svc.faults.check("end.after_hand_over")?;
+            } else if held_slot {
                 svc.accounts.release_slot(&current.account_id).await?;
             }
             break;
@@ -673,7 +766,7 @@ pub(crate) async fn finish_record(
             None => break,
         }
     }
-    Ok(())
+    Ok(next)
 }
 
 /// The refund of one task's unit: balance, ledger entry (keyed to the task), the batch's
