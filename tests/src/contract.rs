@@ -1170,6 +1170,47 @@ pub async fn tasks(p: &Ports) {
     let all = all_pages(|t| p.tasks.page(&b.batch_id, t)).await;
     assert_eq!(all.len(), 300);
 
+    // The worker's read: a task and its batch in one request, each found or not on its own.
+    let neither = p
+        .tasks
+        .get_with_batch(&b.account_id, &b.batch_id, 5)
+        .await
+        .expect("read both");
+    assert!(neither.0.is_none(), "no batch stored yet");
+    assert_eq!(neither.1.map(|t| t.idx), Some(5));
+    let a = funded(p, 8, 100_000).await;
+    let mut mv = movement(&a, EntryKind::PreDeduct, -490, T0 + 1);
+    mv.held_delta = Credits(490);
+    mv.creates = vec![NewRecord::Batch(b.clone())];
+    p.money.commit(mv).await.expect("batch");
+    let (batch_read, task_read) = p
+        .tasks
+        .get_with_batch(&b.account_id, &b.batch_id, 5)
+        .await
+        .expect("read both");
+    assert_eq!(
+        (
+            batch_read.map(|x| x.task_count),
+            task_read.map(|t| t.task_id)
+        ),
+        (Some(300), Some(records[5].task_id.clone()))
+    );
+    let (batch_read, task_read) = p
+        .tasks
+        .get_with_batch(&b.account_id, &b.batch_id, 300)
+        .await
+        .expect("read both");
+    assert!(batch_read.is_some() && task_read.is_none());
+    let (batch_read, _) = p
+        .tasks
+        .get_with_batch(&id("acct", 99), &b.batch_id, 5)
+        .await
+        .expect("read both");
+    assert!(
+        batch_read.is_none(),
+        "a batch is found under its own account only"
+    );
+
     // `save` lands only on the version the writer read: a stale copy never overwrites.
     let mut running = t5.clone();
     running.status = TaskStatus::Running;

@@ -78,6 +78,14 @@ pub trait Tasks: Send + Sync {
     /// exists may have moved on and must not be reset). Returns how many it wrote.
     async fn put_missing(&self, tasks: &[TaskRecord]) -> PortResult<usize>;
     async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>>;
+    /// A task and its batch, each strongly consistent, in one round trip (the worker reads
+    /// both at every step). Not a snapshot: each item is as current as its own read would be.
+    async fn get_with_batch(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        idx: u32,
+    ) -> PortResult<(Option<BatchRecord>, Option<TaskRecord>)>;
     /// The records of these indexes that exist, strongly consistent.
     async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>>;
     /// Writes the new state of a task if it still has `expected_version` (the version it was

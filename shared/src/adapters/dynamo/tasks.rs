@@ -1,9 +1,9 @@
 //! The Tasks table (`batch_id`, `idx`) and the Progress table (`batch_id`, `shard`): a batch's
 //! task records and its progress shards with the exactly-once end marks.
 
-use super::{applied, build, from_item, n, s, to_item, updated, Dynamo, Item, Query};
+use super::{account_key, applied, build, from_item, n, s, to_item, updated, Dynamo, Item, Query};
 use crate::domain::task::{shard_count, shard_len, shard_of, Outcome};
-use crate::ports::records::{ShardRecord, TaskRecord};
+use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, Tasks};
 use async_trait::async_trait;
@@ -72,6 +72,27 @@ impl Tasks for Dynamo {
 
     async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>> {
         Dynamo::get(self, &self.t.tasks, task_key(batch_id, idx)).await
+    }
+
+    async fn get_with_batch(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        idx: u32,
+    ) -> PortResult<(Option<BatchRecord>, Option<TaskRecord>)> {
+        let mut got = self
+            .batch_get_tables(vec![
+                (
+                    self.t.batches.as_str(),
+                    vec![account_key("batch_id", account_id, batch_id)],
+                ),
+                (self.t.tasks.as_str(), vec![task_key(batch_id, idx)]),
+            ])
+            .await?;
+        let mut one = |table: &str| got.remove(table).and_then(|mut v| v.pop());
+        let batch = one(&self.t.batches).map(from_item).transpose()?;
+        let task = one(&self.t.tasks).map(from_item).transpose()?;
+        Ok((batch, task))
     }
 
     async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>> {

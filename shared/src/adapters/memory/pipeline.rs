@@ -187,6 +187,18 @@ impl Tasks for Memory {
         Ok(self.lock().tasks.get(&tkey(batch_id, idx)).cloned())
     }
 
+    async fn get_with_batch(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+        idx: u32,
+    ) -> PortResult<(Option<BatchRecord>, Option<TaskRecord>)> {
+        // Two reads with a pause between, as DynamoDB's: one request, no snapshot.
+        let batch = Batches::get(self, account_id, batch_id).await?;
+        let task = Tasks::get(self, batch_id, idx).await?;
+        Ok((batch, task))
+    }
+
     async fn get_many(&self, batch_id: &str, idxs: &[u32]) -> PortResult<Vec<TaskRecord>> {
         self.pause().await;
         let st = self.lock();

@@ -170,10 +170,9 @@ async fn again(
 async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
     let svc = &p.svc;
     let (account_id, batch_id, idx) = (step.account_id, step.batch_id, step.idx);
-    let Some(batch) = svc.batches.get(account_id, batch_id).await? else {
-        return Ok(());
-    };
-    let Some(mut task) = svc.tasks.get(batch_id, idx).await? else {
+    // Both in one round trip: every step needs the batch (its cancel flag, price, window).
+    let (Some(batch), Some(mut task)) = svc.tasks.get_with_batch(account_id, batch_id, idx).await?
+    else {
         return Ok(());
     };
     if task.status.is_terminal() {
