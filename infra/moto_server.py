@@ -175,11 +175,14 @@ def _access_key_id(environ) -> str:
 
 # Capacity units, as DynamoDB would bill them on demand, measured from the items themselves
 # (moto's own ConsumedCapacity is a constant): a write costs 1 unit per KB of the larger of
-# the item before and after (a refused conditional write too), once more for each global
-# index the item is in, and twice in a transaction; a read 1 unit per 4 KB read (half when
-# eventually consistent). Counted per access key id, in thousandths of a unit so the counts
-# stay integers, as the pseudo-operations `dynamodb.write_milliunits` and
-# `dynamodb.read_milliunits`.
+# the item before and after (a refused conditional write too), and twice in a transaction; a
+# read 1 unit per 4 KB read (half when eventually consistent). A global index costs writes
+# only when its entry changes, as DynamoDB bills them: one when an item enters or leaves the
+# index or a projected attribute changes, two when an index key changes (the old entry
+# deleted, the new one put), per KB of the entry; an update of attributes the index does not
+# project (a KEYS_ONLY index: any attribute but the keys) costs the index nothing. Counted per
+# access key id, in thousandths of a unit so the counts stay integers, as the
+# pseudo-operations `dynamodb.write_milliunits` and `dynamodb.read_milliunits`.
 _ACCOUNT = "123456789012"
 
 
@@ -193,25 +196,52 @@ def _table(name: str):
         return None
 
 
-def _size(table, key: dict) -> int:
+def _item(table, key: dict):
     from moto.dynamodb.models.dynamo_type import DynamoType
 
     try:
         h = DynamoType(key[table.hash_key_attr])
         r = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
-        item = table.get_item(h, r)
+        return table.get_item(h, r)
     except Exception:
-        return 0
+        return None
+
+
+def _size(table, key: dict) -> int:
+    item = _item(table, key)
     return item.size() if item is not None else 0
 
 
-def _index_count(table, attrs: set) -> int:
-    n = 0
+def _index_entries(table, item) -> list:
+    """Per global index: (its key attributes' values, the projected entry and its size), or
+    None when the item is not in that index (an index key attribute is missing: sparse)."""
+    out = []
     for index in getattr(table, "global_indexes", []) or []:
-        hash_attr = next((k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"), None)
-        if hash_attr in attrs:
-            n += 1
-    return n
+        keys = [k["AttributeName"] for k in index.schema]
+        if item is None or any(k not in item.attrs for k in keys):
+            out.append(None)
+            continue
+        entry = index.project(item)
+        key_values = json.dumps({k: item.attrs[k].to_json() for k in keys}, sort_keys=True)
+        out.append((key_values, json.dumps(entry.to_json(), sort_keys=True), entry.size()))
+    return out
+
+
+def _index_units(before: list, after: list) -> float:
+    def kb(size: int) -> int:
+        return max(1, -(-size // 1024))
+
+    units = 0
+    for b, a in zip(before, after):
+        if b is None and a is None:
+            continue
+        if b is None or a is None:
+            units += kb((a or b)[2])
+        elif b[0] != a[0]:
+            units += kb(b[2]) + kb(a[2])
+        elif b[1] != a[1]:
+            units += kb(a[2])
+    return units
 
 
 def _writes(op: str, body: dict) -> list:
@@ -237,36 +267,28 @@ def _writes(op: str, body: dict) -> list:
 
 
 def _units_before(op: str, body: dict) -> list:
-    """Before the write: each touched item's table, key, size and index count."""
+    """Before the write: each touched item's table, key, size and index entries."""
     out = []
     for name, key, factor in _writes(op, body):
         table = _table(name or "")
         if table is None:
             continue
-        before = _size(table, key)
-        out.append((table, key, factor, before))
+        item = _item(table, key)
+        before = item.size() if item is not None else 0
+        out.append((table, key, factor, before, _index_entries(table, item)))
     return out
 
 
 def _write_units(touched: list) -> dict:
-    """Write units per table (its name without the test prefix)."""
+    """Write units per table (its name without the test prefix), its indexes' included."""
     per_table: dict = {}
-    for table, key, factor, before in touched:
-        after = _size(table, key)
+    for table, key, factor, before, entries in touched:
+        item = _item(table, key)
+        after = item.size() if item is not None else 0
         kb = max(1, -(-max(before, after) // 1024))
-        attrs = set(key.keys())
-        try:
-            from moto.dynamodb.models.dynamo_type import DynamoType
-
-            h = DynamoType(key[table.hash_key_attr])
-            r = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
-            item = table.get_item(h, r)
-            if item is not None:
-                attrs |= set(item.attrs.keys())
-        except Exception:
-            pass
+        index = _index_units(entries, _index_entries(table, item))
         name = table.name.rsplit("-", 1)[-1]
-        per_table[name] = per_table.get(name, 0.0) + factor * kb * (1 + _index_count(table, attrs))
+        per_table[name] = per_table.get(name, 0.0) + factor * (kb + index)
     return per_table
 
 
