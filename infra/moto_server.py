@@ -27,6 +27,11 @@ from moto.moto_server.werkzeug_app import (
 )
 
 _DYNAMODB_LOCK = threading.Lock()
+# Capacity units (below) are measured only when asked for ($EMULATOR_MEASURE_UNITS=1, as the
+# pipeline benchmark does): each write then reads its item before and after and each read
+# sizes what it returned, work AWS does not make the caller wait for, which slows every
+# request of the local stack and of the tests.
+_MEASURE_UNITS = os.environ.get("EMULATOR_MEASURE_UNITS") == "1"
 _COUNTS_LOCK = threading.Lock()
 _COUNTS: dict = {}
 # The same counts per access key id: each function (and each test's app) signs with its own,
@@ -382,14 +387,68 @@ class SerialisedDynamoDB:
         except ValueError:
             request = {}
         with _DYNAMODB_LOCK:
-            touched = _units_before(name, request)
+            touched = _units_before(name, request) if _MEASURE_UNITS else []
             # Materialise the whole body under the lock: moto builds it lazily.
             response = list(self.app(environ, start_response))
-            for table, units in _write_units(touched).items():
-                _add_units(key, "dynamodb.write_milliunits", units)
-                _add_units(key, f"dynamodb.write_milliunits.{table}", units)
-            _add_units(key, "dynamodb.read_milliunits", _read_units(name, request, b"".join(response)))
+            if _MEASURE_UNITS:
+                for table, units in _write_units(touched).items():
+                    _add_units(key, "dynamodb.write_milliunits", units)
+                    _add_units(key, f"dynamodb.write_milliunits.{table}", units)
+                read = _read_units(name, request, b"".join(response))
+                _add_units(key, "dynamodb.read_milliunits", read)
         return response
+
+
+# The services the local stack calls, by SigV4 credential scope.
+_BACKENDS = {"dynamodb", "sqs", "s3", "kms", "secretsmanager"}
+
+
+def _service_of(environ):
+    """The moto backend a request is for: its `X-Amz-Target` prefix, else the service in its
+    SigV4 credential scope (`Credential=AKID/date/region/SERVICE/aws4_request`, in the
+    `Authorization` header or a presigned URL's query); None when neither says."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        service = _SERVICES.get(target.partition(".")[0].split("_")[0])
+        return service if service in _BACKENDS else None
+    scope = environ.get("HTTP_AUTHORIZATION", "").partition("Credential=")[2]
+    if not scope:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        scope = query.get("X-Amz-Credential", [""])[0]
+    parts = scope.split(",")[0].split("/")
+    service = parts[3] if len(parts) > 4 else None
+    return service if service in _BACKENDS else None
+
+
+class Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher finds each request's service by scanning its service modules (a
+    tenth of the emulator's time under load); the request's signature names it outright.
+    Anything unsigned or unknown goes moto's way."""
+
+    def get_application(self, environ):
+        service = _service_of(environ)
+        if service is None:
+            return super().get_application(environ)
+        app = self.app_instances.get(service)
+        if app is None:
+            with self.lock:
+                app = self.app_instances.get(service) or self.create_app(service)
+                self.app_instances[service] = app
+        return app
+
+
+def _patch_sqs_retention() -> None:
+    """moto checks each received message's retention by computing every attribute of its
+    queue (message counts included, so a receive costs the square of the queue's depth);
+    the check needs the retention period only."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    def retained(self, queue_name, message) -> bool:
+        period = int(self.get_queue(queue_name).message_retention_period)
+        return period + message.sent_timestamp / 1000 > unix_time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = retained
 
 
 def main() -> None:
@@ -405,7 +464,8 @@ def main() -> None:
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         sys.exit("moto_server.py binds to loopback only")
 
-    app = SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app))
+    _patch_sqs_retention()
+    app = SerialisedDynamoDB(Dispatcher(create_backend_app))
     # waitress, not werkzeug's development server: werkzeug closes the connection after every
     # response, so each AWS call paid a TCP connect and close (a third of a client's CPU) that
     # AWS, which keeps connections alive, does not charge. Threads: an SQS long poll holds one

@@ -52,7 +52,7 @@ case "${BENCH:-pipeline}" in
   *)
     echo "BENCH pipeline commit=$(git rev-parse --short HEAD) date=$(date -u +%F)"
     for n in ${BENCH_SIZES:-200 10000}; do
-      BENCH_TASKS=$n cargo test -p integration-tests --test api bench_pipeline -- --ignored --nocapture 2>&1 | grep '^BENCH'
+      EMULATOR_MEASURE_UNITS=1 BENCH_TASKS=$n cargo test -p integration-tests --test api bench_pipeline -- --ignored --nocapture 2>&1 | grep '^BENCH'
     done
     ;;
 esac

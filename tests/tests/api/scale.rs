@@ -145,6 +145,10 @@ async fn bench_pipeline() {
     let invocations = app.invocations.load(std::sync::atomic::Ordering::Relaxed) as f64;
     let per = |x: f64| x / n as f64;
     let cost = Cost::of(&by_op, invocations);
+    assert!(
+        cost.wru > 0.0,
+        "no capacity units measured: run with EMULATOR_MEASURE_UNITS=1 (scripts/bench.sh does)"
+    );
     println!(
         "BENCH tasks={n} succeeded={} failed={} rejected={} wall_s={wall:.1} simulated_s={}",
         st.counts.succeeded,
