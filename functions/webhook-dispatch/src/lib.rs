@@ -5,9 +5,14 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::lambda::sqs_batch;
 use shared::service::events::EventsMessage;
-use shared::service::webhooks::dispatch::handle;
+use shared::service::webhooks::dispatch::{handle_in, Invocation};
 use shared::service::Services;
 
 pub async fn handle_event(svc: &Services, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch("events", event, |m: EventsMessage, _| handle(svc, m)).await
+    // The messages of one invocation share their accounts' reads (`Invocation`).
+    let inv = Invocation::default();
+    sqs_batch("events", event, |m: EventsMessage, _| {
+        handle_in(svc, &inv, m)
+    })
+    .await
 }

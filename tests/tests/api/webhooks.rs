@@ -319,6 +319,34 @@ async fn secrets_are_stored_sealed_and_a_dispatch_instance_opens_each_once() {
 }
 
 #[tokio::test]
+async fn the_events_of_one_invocation_read_their_account_and_endpoints_once() {
+    let app = TestApp::spawn().await;
+    let (acct, key) = app.account_with(0).await;
+    let rx = Receiver::start(Behaviour::Ok).await;
+    endpoint(&app, &key, &rx.url, None).await;
+    app.run_until_idle().await;
+    let Some(_) = app.aws_side() else {
+        return; // the counts are the emulator launcher's
+    };
+    let before = app.emulator_operations_of("WEBHOOKS").await;
+    // Four events of one account, on the queue together: one invocation.
+    for n in 1..=4 {
+        app.grant(&acct, 100 * n).await;
+    }
+    app.run_until_idle().await;
+    assert_eq!(rx.received().len(), 4, "every event delivered");
+    let after = app.emulator_operations_of("WEBHOOKS").await;
+    let delta =
+        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    assert_eq!(delta("dynamodb.Query"), 1, "one endpoint list: {after:?}");
+    assert_eq!(
+        delta("dynamodb.PutItem"),
+        8,
+        "each event and its delivery stored: {after:?}"
+    );
+}
+
+#[tokio::test]
 async fn in_cloud_mode_private_and_plain_http_urls_are_refused() {
     let app = TestApp::spawn_cloud_webhooks().await;
     let (_, key) = app.account_with(0).await;

@@ -25,10 +25,70 @@ use crate::ports::records::{
 };
 use crate::ports::StoreError;
 use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
+/// What the messages of one invocation share: each account's retention and webhook
+/// endpoints, read once for all its events (an invocation carries up to ten, mostly of one
+/// account) instead of once per event. As current as a read at the invocation's start: an
+/// endpoint created while it runs gets the events after it, as if they had come a moment
+/// sooner.
+#[derive(Default)]
+pub struct Invocation {
+    audiences: std::sync::Mutex<HashMap<String, Arc<AudienceCell>>>,
+}
+
+/// An account's audience once read (None: the account is gone).
+type AudienceCell = OnceCell<Option<Arc<Audience>>>;
+
+/// Who an account's events go to.
+pub struct Audience {
+    retention_days: u32,
+    endpoints: Vec<EndpointRecord>,
+}
+
+impl Invocation {
+    /// The account's audience; None if the account is gone. Concurrent messages of the same
+    /// account wait for the one read.
+    async fn audience(
+        &self,
+        d: &Services,
+        account_id: &str,
+    ) -> Result<Option<Arc<Audience>>, StoreError> {
+        let cell = {
+            let mut map = self.audiences.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(account_id.to_string()).or_default().clone()
+        };
+        let audience = cell
+            .get_or_try_init(|| async {
+                let Some(account) = d.accounts.get(account_id).await? else {
+                    return Ok::<_, StoreError>(None);
+                };
+                let endpoints = d.endpoints.list(account_id).await?;
+                Ok(Some(Arc::new(Audience {
+                    retention_days: account.retention_days,
+                    endpoints,
+                })))
+            })
+            .await?;
+        Ok(audience.clone())
+    }
+}
+
+/// One message, alone in its invocation.
 pub async fn handle(d: &Services, msg: EventsMessage) -> Result<(), PipelineError> {
+    handle_in(d, &Invocation::default(), msg).await
+}
+
+/// One message of an invocation whose messages share `inv`'s reads.
+pub async fn handle_in(
+    d: &Services,
+    inv: &Invocation,
+    msg: EventsMessage,
+) -> Result<(), PipelineError> {
     match msg {
-        EventsMessage::Event(ev) => fan_out(d, ev).await,
+        EventsMessage::Event(ev) => fan_out(d, inv, ev).await,
         EventsMessage::Attempt {
             account_id,
             endpoint_id,
@@ -86,8 +146,8 @@ pub fn new_delivery(event: &EventRecord, endpoint_id: &str, now_ms: i64) -> Deli
     }
 }
 
-async fn fan_out(d: &Services, ev: Event) -> Result<(), PipelineError> {
-    let Some(account) = d.accounts.get(&ev.account_id).await? else {
+async fn fan_out(d: &Services, inv: &Invocation, ev: Event) -> Result<(), PipelineError> {
+    let Some(audience) = inv.audience(d, &ev.account_id).await? else {
         return Ok(());
     };
     let now = d.now_ms();
@@ -99,17 +159,16 @@ async fn fan_out(d: &Services, ev: Event) -> Result<(), PipelineError> {
         event_type: ev.event_type.clone(),
         created_ms,
         body,
-        expires_at: created_ms / 1_000 + i64::from(account.retention_days) * 86_400,
+        expires_at: created_ms / 1_000 + i64::from(audience.retention_days) * 86_400,
     };
     // The first body wins: a re-emitted event is delivered as it was first stored.
     let stored = d.events.put_once(&rec).await?;
     d.faults.check("dispatch.after_event")?;
-    let endpoints: Vec<EndpointRecord> = d
+    let endpoints: Vec<EndpointRecord> = audience
         .endpoints
-        .list(&ev.account_id)
-        .await?
-        .into_iter()
+        .iter()
         .filter(|e| e.enabled && subscribed(e.event_types.as_deref(), &stored.event_type))
+        .cloned()
         .collect();
     let results = join_all(endpoints.into_iter().map(|ep| {
         let stored = &stored;
