@@ -505,6 +505,48 @@ async fn the_accounts_concurrency_cap_is_never_exceeded() {
 }
 
 #[tokio::test]
+async fn a_lowered_cap_holds_once_the_tasks_above_it_have_ended() {
+    let app = TestApp::spawn_sim(Simulated {
+        latency_ms: 10_000,
+        ..sim(0.0, 0.0)
+    })
+    .await;
+    let (acct, key) = app.account_with(100_000).await; // max_concurrency 4
+    let batch = submit(&app, &key, "sora-2", 12).await;
+    app.run_until_idle().await;
+    assert_eq!(app.account(&acct).await.running, 4);
+    let lower = serde_json::from_value(json!({"max_concurrency": 2})).expect("terms");
+    shared::service::accounts::change_terms(&app.svc, &acct, lower)
+        .await
+        .expect("lower the cap");
+    // The four already running end within their 10 s job and a poll; the ends above the new
+    // cap give their slots back instead of handing them on.
+    let mut elapsed = 0;
+    for _ in 0..200 {
+        app.clock.advance_ms(5_000);
+        elapsed += 5_000;
+        app.run_until_idle().await;
+        if elapsed >= 30_000 {
+            let running = all_tasks(&app, &key, &batch)
+                .await
+                .iter()
+                .filter(|t| t["status"] == "running")
+                .count();
+            assert!(running <= 2, "{running} running under a cap of 2");
+            assert!(app.account(&acct).await.running <= 2);
+        }
+        let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+        if b["status"] == "completed" {
+            assert_eq!(b["counts"]["succeeded"], 12, "{b}");
+            assert_eq!(app.account(&acct).await.running, 0, "every slot back");
+            app.assert_invariants().await;
+            return;
+        }
+    }
+    panic!("the batch did not complete under the lowered cap");
+}
+
+#[tokio::test]
 async fn after_an_outage_every_unfinished_batch_settles() {
     let app = TestApp::spawn_sim(Simulated {
         latency_ms: 30_000,

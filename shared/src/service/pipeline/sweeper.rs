@@ -218,9 +218,17 @@ async fn sweep_batch(
     Ok(())
 }
 
+/// How long a slot surplus must stand, unchanged, before it is corrected: longer than a task
+/// message's visibility timeout (360 s, template.yaml). A task whose end died after its end
+/// mark still holds its slot in its record but reads as ended, so it is not counted; its
+/// redelivered end finishes within that time and passes the slot on or gives it back.
+pub const LEAK_STANDS_MS: i64 = 7 * 60_000;
+
 /// A slot is leaked when a worker died between taking it and recording it (or between
-/// freeing the task and the slot). Correct the count only when the same surplus is seen on
-/// two sweeps in a row, so an acquisition in flight is never mistaken for a leak.
+/// freeing the task and the slot, or a handed-over slot's message was lost). Correct the
+/// count only when the same surplus has stood for `LEAK_STANDS_MS` (the note is
+/// `running:counted@first_seen_ms`), so an acquisition in flight, or an end awaiting its
+/// redelivery, is never mistaken for a leak.
 async fn correct_slots(
     p: &Pipeline,
     in_use: &BTreeMap<String, u32>,
@@ -234,22 +242,37 @@ async fn correct_slots(
             continue;
         }
         let seen = format!("{}:{}", account.running, counted);
-        if account.slot_audit.as_deref() == Some(seen.as_str()) {
-            if p.svc
-                .accounts
-                .reset_slots(account_id, account.running, *counted)
-                .await?
-            {
-                report.slot_corrections += 1;
-                tracing::warn!(
-                    account_id,
-                    from = account.running,
-                    to = counted,
-                    "corrected leaked concurrency slots"
-                );
+        let now = p.svc.now_ms();
+        let since = account
+            .slot_audit
+            .as_deref()
+            .and_then(|a| a.split_once('@'))
+            .filter(|(s, _)| *s == seen)
+            .and_then(|(_, ms)| ms.parse::<i64>().ok());
+        match since {
+            Some(first) if now - first >= LEAK_STANDS_MS => {}
+            // The same surplus, not yet long enough.
+            Some(_) => continue,
+            None => {
+                p.svc
+                    .accounts
+                    .note_slot_audit(account_id, &format!("{seen}@{now}"))
+                    .await?;
+                continue;
             }
-        } else {
-            p.svc.accounts.note_slot_audit(account_id, &seen).await?;
+        }
+        if p.svc
+            .accounts
+            .reset_slots(account_id, account.running, *counted)
+            .await?
+        {
+            report.slot_corrections += 1;
+            tracing::warn!(
+                account_id,
+                from = account.running,
+                to = counted,
+                "corrected leaked concurrency slots"
+            );
         }
     }
     Ok(())

@@ -176,10 +176,11 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         return Ok(());
     };
     if task.status.is_terminal() {
-        if let Some(next) = task.slot_to.filter(|_| step.redelivered) {
-            // The end that handed this task's slot on may have died before sending it: send
-            // it again (a copy the next task already had is dropped on arrival, its version
-            // gone).
+        if let Some(next) = task.slot_to {
+            // The end that handed this task's slot on may have died before sending it (a
+            // worker's, or the sweeper's time-out, which no redelivery repeats): any later
+            // message of this task sends it again. A copy the next task already had is
+            // dropped on arrival, its version gone.
             dispatch::hand_over(svc, &batch, next).await?;
         }
         return Ok(());
@@ -729,6 +730,7 @@ pub(crate) async fn finish_record(
     // terminal record can name it (`slot_to`) for a redelivery to send it again.
     let mut current = task;
     let mut next = Next::NotClaimed;
+    let mut over_cap = false;
     for _ in 0..10 {
         if current.status.is_terminal() {
             break;
@@ -739,6 +741,15 @@ pub(crate) async fn finish_record(
                 Some(idx) => Next::Claimed { idx, slot: false },
                 None => Next::NoneLeft,
             };
+            if let Next::Claimed { .. } = next {
+                // An operator may have lowered the cap: a slot above it goes back, not on,
+                // and the next task takes one as any task does, when the count allows.
+                over_cap = svc
+                    .accounts
+                    .get(&current.account_id)
+                    .await?
+                    .is_none_or(|a| a.running > a.max_concurrency);
+            }
         }
         let mut terminal = done.clone();
         terminal.version = current.version;
@@ -747,7 +758,7 @@ pub(crate) async fn finish_record(
             terminal.provider_job_id = current.provider_job_id.clone();
         }
         let handed = match next {
-            Next::Claimed { idx, .. } if held_slot => Some(idx),
+            Next::Claimed { idx, .. } if held_slot && !over_cap => Some(idx),
             _ => None,
         };
         terminal.slot_to = handed;
