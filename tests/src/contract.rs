@@ -3398,3 +3398,78 @@ pub async fn invoices(p: &Ports) {
     let got = p.invoices.payment("pi_contract").await.expect("read");
     assert_eq!(got.map(|r| r.reversed_credits), Some(1_000));
 }
+
+/// A small batch comes whole out of its hold: one transaction creates the batch, its task
+/// records and its progress shard, or nothing. A shard so created takes marks as one from
+/// `Progress::init` does.
+pub async fn born_with_hold(p: &Ports) {
+    let a = funded(p, 31, 100_000).await;
+    let b = batch(&a.account_id, &id("bat", 31), 3);
+    let mut mv = movement(&a, EntryKind::PreDeduct, -147, T0 + 1);
+    mv.held_delta = Credits(147);
+    mv.creates = vec![NewRecord::Batch(b.clone())];
+    mv.creates
+        .extend((0..3).map(|i| NewRecord::Task(task(&b, i))));
+    mv.creates
+        .push(NewRecord::Shard(ShardRecord::empty(&b.batch_id, 0, 3)));
+    p.money.commit(mv).await.expect("batch with its tasks");
+    let (listed, more) = p.tasks.list(&b.batch_id, 10, None).await.expect("list");
+    assert_eq!(
+        (listed.iter().map(|t| t.idx).collect::<Vec<_>>(), more),
+        (vec![0, 1, 2], false)
+    );
+    assert!(p.progress.mark_started(&b.batch_id, 1).await.expect("mark"));
+    assert!(!p.progress.mark_started(&b.batch_id, 1).await.expect("once"));
+    let shards = p.progress.all(&b.batch_id).await.expect("all");
+    assert_eq!(
+        shards
+            .iter()
+            .map(|s| (s.size, s.n_started))
+            .collect::<Vec<_>>(),
+        vec![(3, 1)]
+    );
+
+    // A task record that exists already refuses the whole transaction: no batch, no hold.
+    let a = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    let other = batch(&a.account_id, &id("bat", 32), 2);
+    p.tasks.put_all(&[task(&other, 1)]).await.expect("put");
+    let mut mv = movement(&a, EntryKind::PreDeduct, -98, T0 + 2);
+    mv.held_delta = Credits(98);
+    mv.creates = vec![
+        NewRecord::Batch(other.clone()),
+        NewRecord::Task(task(&other, 0)),
+        NewRecord::Task(task(&other, 1)),
+        NewRecord::Shard(ShardRecord::empty(&other.batch_id, 0, 2)),
+    ];
+    assert_eq!(dup(p.money.commit(mv).await), Some(2));
+    assert!(p
+        .batches
+        .get(&a.account_id, &other.batch_id)
+        .await
+        .expect("read")
+        .is_none());
+    assert!(p
+        .tasks
+        .get(&other.batch_id, 0)
+        .await
+        .expect("read")
+        .is_none());
+    assert!(p
+        .progress
+        .all(&other.batch_id)
+        .await
+        .expect("all")
+        .is_empty());
+    let after = p
+        .accounts
+        .get(&a.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(after.balance, a.balance);
+}

@@ -1285,6 +1285,16 @@ pub fn tasks(n: usize) -> Value {
 
 /// A fault hook that fires once at `point`.
 pub fn fail_once_at(point: &'static str) -> Faults {
+    fail_once_at_seen(point).0
+}
+
+/// `fail_once_at`, with a flag that turns true once the fault has fired: a crash test asserts
+/// it did, so a code path that no longer passes the point cannot pass the test unnoticed.
+pub fn fail_once_at_seen(point: &'static str) -> (Faults, Arc<std::sync::atomic::AtomicBool>) {
     let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    Faults::new(move |p| p == point && !fired.swap(true, Ordering::SeqCst))
+    let seen = fired.clone();
+    (
+        Faults::new(move |p| p == point && !fired.swap(true, Ordering::SeqCst)),
+        seen,
+    )
 }

@@ -36,6 +36,7 @@ both!(
     requests,
     batches,
     tasks,
+    born_with_hold,
     keys,
     rate_windows,
     usage,

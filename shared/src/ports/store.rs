@@ -4,7 +4,7 @@
 use super::common::{Listed, PageToken, PortResult, Slice, StoreError, TimeRange};
 use super::records::{
     AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, ExportRecord, FileRecord,
-    LedgerRecord, RequestRecord, Throttle,
+    LedgerRecord, RequestRecord, ShardRecord, TaskRecord, Throttle,
 };
 use crate::domain::account::AccountStatus;
 use crate::domain::ledger::{Book, EntryKind};
@@ -29,6 +29,10 @@ pub enum NewRecord {
     Invoice(super::billing::InvoiceRecord),
     /// A card payment's lookup record, created with its grant.
     Payment(super::billing::PaymentRecord),
+    /// A task record of a small batch, created with the batch's hold.
+    Task(TaskRecord),
+    /// A progress shard of a small batch, created with the batch's hold.
+    Shard(ShardRecord),
 }
 
 /// A conditional change of an existing record inside a transaction.

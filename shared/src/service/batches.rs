@@ -9,7 +9,12 @@
 //! 3. task records, in chunks — a crash here leaves an `accepted` batch with its hold and some
 //!    tasks; whoever takes the lease after it runs out (a retry of the same request_id, or the
 //!    sweeper) rewrites the tasks from `input_key`.
-//! 4. batch `accepted -> queued`.
+//! 4. batch `accepted -> queued`, and the first window's claim and send.
+//!
+//! A small batch (up to `WITH_HOLD_MAX_TASKS` tasks) skips 1, 3 and 4: its task records and
+//! progress shard are created in step 2's transaction, the batch born `queued` with its first
+//! window claimed. A crash after it leaves a whole batch whose window was claimed but maybe
+//! not sent: the sweeper re-sends it once those tasks stand still, as after any lost dispatch.
 
 use super::auth::Caller;
 use super::idempotency::{check_request_id, record, replay};
@@ -29,14 +34,15 @@ use crate::domain::ids;
 use crate::domain::ledger::{next_entry, EntryKind, LedgerError};
 use crate::domain::money::Credits;
 use crate::domain::pricing::{Model, CURRENT_PRICES};
-use crate::ports::records::{AccountRecord, BatchRecord, LedgerRecord};
+use crate::domain::task::{dispatch_window, shard_count, shard_len};
+use crate::ports::records::{AccountRecord, BatchRecord, LedgerRecord, ShardRecord};
 use crate::ports::store::{CommitError, MoneyMove, NewRecord};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json as j, Value};
 use std::collections::BTreeMap;
 
-use super::pipeline::materialize::{materialize, Writer};
+use super::pipeline::materialize::{materialize, task_records, Writer};
 pub use super::pipeline::materialize::{recover, MATERIALIZE_LEASE_MS};
 
 #[derive(Debug, Deserialize)]
@@ -147,44 +153,82 @@ pub async fn submit(
 
     let batch_id = svc.new_id("bat");
     tracing::Span::current().record("batch_id", batch_id.as_str());
-    let input_key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
-    let tags = crate::domain::account::retention_tags(account.retention_days);
-    svc.blobs
-        .put(
-            &input_key,
-            to_jsonl(&specs)?,
-            files::INPUT_CONTENT_TYPE,
-            Some(&tags),
-        )
-        .await?;
-    svc.faults.check("submit.after_input")?;
-
-    match hold(
-        svc,
-        account.clone(),
-        &req.request_id,
-        fingerprint,
-        plan,
-        &batch_id,
-        input_key,
-        metadata,
-    )
-    .await?
-    {
-        Held::Created(batch, reply) => {
-            svc.faults.check("submit.after_hold")?;
-            materialize(
-                svc,
-                &batch,
-                &specs,
-                Writer::First,
-                Some(account.max_concurrency),
+    let small = specs.len() <= WITH_HOLD_MAX_TASKS;
+    let input_key = if small {
+        // Its task records are written with the hold: nothing to recover them from.
+        String::new()
+    } else {
+        let key = format!("accounts/{account_id}/batches/{batch_id}/input.jsonl");
+        let tags = crate::domain::account::retention_tags(account.retention_days);
+        svc.blobs
+            .put(
+                &key,
+                to_jsonl(&specs)?,
+                files::INPUT_CONTENT_TYPE,
+                Some(&tags),
             )
             .await?;
+        svc.faults.check("submit.after_input")?;
+        key
+    };
+
+    let new = NewBatch {
+        request_id: &req.request_id,
+        fingerprint,
+        plan,
+        batch_id: &batch_id,
+        input_key,
+        metadata,
+        with_tasks: small.then_some(specs.as_slice()),
+    };
+    match hold(svc, account.clone(), new).await? {
+        Held::Created(batch, reply) => {
+            svc.faults.check("submit.after_hold")?;
+            if small {
+                // Born queued with its first window claimed: send it. If this send is lost,
+                // the sweeper re-sends the window once its tasks stand still (`chain_lost`).
+                super::pipeline::dispatch::send_runs(svc, &batch, 0, batch.next_dispatch, 0)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(batch_id, error = %e, "first dispatch failed; the sweeper will re-send it");
+                    });
+            } else {
+                materialize(
+                    svc,
+                    &batch,
+                    &specs,
+                    Writer::First,
+                    Some(account.max_concurrency),
+                )
+                .await?;
+            }
             Ok(reply)
         }
         Held::Replay(reply) => Ok(reply),
     }
+}
+
+/// Up to this many tasks, a batch's task records and progress shard are created in the hold's
+/// own transaction, born `queued` with the first window claimed, instead of being written
+/// after it from an input stored in S3. One transaction instead of five calls (the input's
+/// PUT, the task records, the shard, `accepted -> queued`, the first claim). Transactional
+/// writes cost twice: the records' extra units against the input's PUT (as much as eight
+/// write units) and the two batch updates break even at nine tasks, and cost at most seven
+/// write units more per batch at sixteen. The limit also keeps the transaction far from
+/// DynamoDB's 100 items and 4 MB.
+pub const WITH_HOLD_MAX_TASKS: usize = 16;
+
+/// What the hold's transaction creates.
+struct NewBatch<'a> {
+    request_id: &'a str,
+    fingerprint: &'a str,
+    plan: BatchPlan,
+    batch_id: &'a str,
+    /// Empty when the task records come with the hold.
+    input_key: String,
+    metadata: BTreeMap<String, String>,
+    /// The tasks whose records are created in the same transaction (a small batch).
+    with_tasks: Option<&'a [TaskSpec]>,
 }
 
 enum Held {
@@ -192,18 +236,22 @@ enum Held {
     Replay(Reply),
 }
 
-/// Step 2: the one transaction that takes the hold and creates the batch.
-#[allow(clippy::too_many_arguments)]
+/// Step 2: the one transaction that takes the hold and creates the batch (and, for a small
+/// batch, its task records, its progress shard and its first window's claim).
 async fn hold(
     svc: &Services,
     account: AccountRecord,
-    request_id: &str,
-    fingerprint: &str,
-    plan: BatchPlan,
-    batch_id: &str,
-    input_key: String,
-    metadata: BTreeMap<String, String>,
+    new: NewBatch<'_>,
 ) -> Result<Held, ServiceError> {
+    let NewBatch {
+        request_id,
+        fingerprint,
+        plan,
+        batch_id,
+        input_key,
+        metadata,
+        with_tasks,
+    } = new;
     let account_id = account.account_id.clone();
     let account_id = account_id.as_str();
     let idem = Idempotent {
@@ -228,7 +276,7 @@ async fn hold(
                 return Err(ServiceError::Internal("ledger overflow".into()))
             }
         };
-        let batch = BatchRecord {
+        let mut batch = BatchRecord {
             account_id: account_id.to_string(),
             batch_id: batch_id.to_string(),
             request_id: request_id.to_string(),
@@ -254,6 +302,25 @@ async fn hold(
             completed_ms: None,
             retention_days: account.retention_days,
         };
+        let mut born = Vec::new();
+        if let Some(specs) = with_tasks {
+            let window = dispatch_window(account.max_concurrency, plan.task_count);
+            batch.status = BatchStatus::Queued;
+            batch.next_dispatch = window;
+            batch.dispatched_ms = now;
+            born.extend(
+                task_records(svc, &batch, specs)
+                    .into_iter()
+                    .map(NewRecord::Task),
+            );
+            born.extend((0..shard_count(plan.task_count)).map(|sh| {
+                NewRecord::Shard(ShardRecord::empty(
+                    batch_id,
+                    sh,
+                    shard_len(plan.task_count, sh),
+                ))
+            }));
+        }
         let reply = Reply {
             status: 201,
             body: json(&BatchView::from(&batch))?,
@@ -296,7 +363,10 @@ async fn hold(
             charged_delta: Credits::ZERO,
             refunded_delta: Credits::ZERO,
             released_delta: Credits::ZERO,
-            creates: vec![NewRecord::Batch(batch.clone()), NewRecord::Request(req_rec)],
+            creates: [NewRecord::Batch(batch.clone()), NewRecord::Request(req_rec)]
+                .into_iter()
+                .chain(born)
+                .collect(),
             changes: vec![],
         };
         Ok((mv, (batch, reply, account.clone(), next)))

@@ -534,7 +534,9 @@ impl Sim {
         match roll {
             0..=39 => {
                 self.counter += 1;
-                let n = 10 + self.rng.up_to(5) as usize;
+                // 10 to 22 tasks: both sides of `WITH_HOLD_MAX_TASKS`, so batches created
+                // whole in their hold and batches written after it both meet every fault.
+                let n = 10 + self.rng.up_to(12) as usize;
                 let model = if self.rng.unit() < self.opts.veo_share {
                     "veo-pro"
                 } else {

@@ -2,7 +2,8 @@
 
 use integration_tests::{fail_once_at, tasks, TestApp};
 use serde_json::json;
-use shared::service::batches::MATERIALIZE_LEASE_MS;
+use shared::service::batches::{MATERIALIZE_LEASE_MS, WITH_HOLD_MAX_TASKS};
+use shared::service::pipeline::sweeper::STALL_MS;
 
 const POINTS: [&str; 4] = [
     "submit.after_input",
@@ -119,7 +120,9 @@ async fn a_lost_race_on_the_account_is_retried_not_failed() {
 async fn recovery_waits_for_the_lease_so_it_never_races_a_live_writer() {
     let app = TestApp::spawn_with(fail_once_at("submit.after_hold")).await;
     let (acct, key) = app.account_with(10_000).await;
-    let body = json!({"request_id": "lease", "model": "sora-2", "tasks": tasks(10)});
+    // A batch too large to come whole out of its hold.
+    let n = WITH_HOLD_MAX_TASKS + 4;
+    let body = json!({"request_id": "lease", "model": "sora-2", "tasks": tasks(n)});
     assert_eq!(app.post("/v1/batches", &key, &body).await.status, 500);
     // Within the lease a retry replays but does not write tasks: the writer may be alive.
     let r = app.post("/v1/batches", &key, &body).await;
@@ -143,6 +146,72 @@ async fn recovery_waits_for_the_lease_so_it_never_races_a_live_writer() {
         .list(&batch.batch_id, 100, None)
         .await
         .unwrap_or_default();
-    assert_eq!(tasks_now.len(), 10);
+    assert_eq!(tasks_now.len(), n);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_small_batch_comes_whole_out_of_its_hold_and_a_lost_first_window_is_sent_again() {
+    let app = TestApp::spawn_with(fail_once_at("submit.after_hold")).await;
+    let (acct, key) = app.account_with(10_000).await;
+    let n = WITH_HOLD_MAX_TASKS;
+    let body = json!({"request_id": "small", "model": "sora-2", "tasks": tasks(n)});
+    // The crash falls after the one transaction and before the first window is sent.
+    assert_eq!(app.post("/v1/batches", &key, &body).await.status, 500);
+    let batches = app.batches_of(&acct).await;
+    assert_eq!(batches.len(), 1);
+    let batch = &batches[0];
+    // Already whole: queued, its window claimed, every task record and its shard written.
+    assert_eq!(batch.status, shared::domain::batch::BatchStatus::Queued);
+    let window = app.account(&acct).await.max_concurrency.min(n as u32);
+    assert_eq!(batch.next_dispatch, window);
+    assert!(
+        batch.input_key.is_empty(),
+        "no input stored to recover from"
+    );
+    let (records, more) = app
+        .svc
+        .tasks
+        .list(&batch.batch_id, 100, None)
+        .await
+        .unwrap_or_default();
+    assert_eq!((records.len(), more), (n, false));
+    let shards = app
+        .svc
+        .progress
+        .all(&batch.batch_id)
+        .await
+        .unwrap_or_default();
+    assert_eq!(shards.len(), 1);
+    app.assert_invariants().await;
+
+    // The retry replays the same batch and writes nothing more.
+    let retry = app.post("/v1/batches", &key, &body).await;
+    assert_eq!((retry.status, retry.replayed()), (201, true));
+    assert_eq!(retry.body["id"], batch.batch_id.as_str());
+    assert_eq!(retry.body["status"], "queued");
+
+    // Nothing was sent: the tasks stand still until the sweeper finds the lost window.
+    app.run_until_idle().await;
+    let (records, _) = app
+        .svc
+        .tasks
+        .list(&batch.batch_id, 100, None)
+        .await
+        .unwrap_or_default();
+    assert!(records
+        .iter()
+        .all(|t| t.status == shared::domain::batch::TaskStatus::Queued));
+    app.clock.advance_ms(STALL_MS);
+    app.sweep().await;
+    app.drive_to_settlement(&acct, &batch.batch_id, 1_000, 10 * 60_000)
+        .await;
+    let b = app
+        .get(&format!("/v1/batches/{}", batch.batch_id), &key)
+        .await
+        .body;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["counts"]["succeeded"], n);
+    assert_eq!(app.ledger_entries(&acct, "pre_deduct").await.len(), 1);
     app.assert_invariants().await;
 }

@@ -1,11 +1,13 @@
 //! The task pipeline end to end: real handlers fed by the SQS pump, the simulated provider,
 //! a manual clock. Every test ends with the invariants (conservation, closure, tallies).
 
-use integration_tests::{fail_once_at, tasks, TestApp};
+use integration_tests::{fail_once_at, fail_once_at_seen, tasks, TestApp};
 use serde_json::{json, Value};
 use shared::adapters::providers::simulated::Simulated;
 use shared::domain::batch::BatchStatus;
 use shared::ports::queue::QueueName;
+use shared::service::batches::WITH_HOLD_MAX_TASKS;
+use std::sync::atomic::Ordering;
 
 fn sim(fail: f64, reject: f64) -> Simulated {
     Simulated {
@@ -177,9 +179,13 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
         "dispatch.after_claim",
         "end.after_hand_over",
     ] {
-        let app = TestApp::spawn_full(fail_once_at(point), sim(0.0, 0.0)).await;
+        let (faults, fired) = fail_once_at_seen(point);
+        let app = TestApp::spawn_full(faults, sim(0.0, 0.0)).await;
         let (acct, key) = app.account_with(10_000).await;
-        let batch = submit(&app, &key, "sora-2", 10).await;
+        // More tasks than a batch created with its hold may have, so that the submission's
+        // own first dispatch passes `dispatch.after_claim` too.
+        let n = WITH_HOLD_MAX_TASKS + 4;
+        let batch = submit(&app, &key, "sora-2", n).await;
         // A lost dispatch is only found by the sweeper.
         for _ in 0..100 {
             app.run_until_idle().await;
@@ -198,11 +204,12 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
             app.sweep().await;
         }
         let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+        assert!(fired.load(Ordering::SeqCst), "{point}: the crash happened");
         assert_eq!(b["status"], "completed", "{point}: {b}");
-        assert_eq!(b["counts"]["succeeded"], 10, "{point}");
+        assert_eq!(b["counts"]["succeeded"], n, "{point}");
         assert_eq!(
             app.account(&acct).await.balance.value(),
-            10_000 - 490,
+            10_000 - 49 * n as i64,
             "{point}"
         );
         app.assert_invariants().await;

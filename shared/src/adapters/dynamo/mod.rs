@@ -16,7 +16,7 @@ mod webhooks;
 use crate::config::Tables;
 use crate::ports::records::{
     AccountRecord, ApiKeyRecord, BatchRecord, EndpointRecord, ExportRecord, FileRecord,
-    RequestRecord, Throttle,
+    RequestRecord, TaskRecord, Throttle,
 };
 use crate::ports::store::{Change, CommitError, NewRecord};
 use crate::ports::{PageToken, PortResult, Slice, StoreError};
@@ -180,6 +180,8 @@ impl Dynamo {
             NewRecord::SlaClose(c) => (&self.t.sla, sla::close_item(c)?, "pk"),
             NewRecord::Invoice(i) => (&self.t.billing, billing::invoice_item(i)?, "pk"),
             NewRecord::Payment(p) => (&self.t.billing, billing::payment_item(p)?, "pk"),
+            NewRecord::Task(r) => (&self.t.tasks, to_item::<TaskRecord>(r)?, "batch_id"),
+            NewRecord::Shard(r) => (&self.t.progress, tasks::shard_item(r)?, "batch_id"),
         };
         put_new_item(table, item, key_attr)
     }

@@ -25,6 +25,18 @@ fn shard_key(batch_id: &str, shard: u32) -> Item {
 }
 
 /// Counter attribute of an outcome in a shard.
+/// A new shard as stored: its marks' maps exist even when empty, so that
+/// `SET started.#i` has a parent.
+pub(super) fn shard_item(rec: &ShardRecord) -> PortResult<Item> {
+    let mut item = to_item(rec)?;
+    for map in ["started", "ended"] {
+        if !matches!(item.get(map), Some(AttributeValue::M(_))) {
+            item.insert(map.into(), AttributeValue::M(HashMap::new()));
+        }
+    }
+    Ok(item)
+}
+
 fn counter(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "n_succeeded",
@@ -169,11 +181,7 @@ impl Tasks for Dynamo {
 impl Progress for Dynamo {
     async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
         for sh in 0..shard_count(total) {
-            let rec = ShardRecord::empty(batch_id, sh, shard_len(total, sh));
-            let mut item = to_item(&rec)?;
-            // Empty maps must exist so that `SET started.#i` has a parent.
-            item.insert("started".into(), AttributeValue::M(HashMap::new()));
-            item.insert("ended".into(), AttributeValue::M(HashMap::new()));
+            let item = shard_item(&ShardRecord::empty(batch_id, sh, shard_len(total, sh)))?;
             let res = self
                 .ddb
                 .put_item()

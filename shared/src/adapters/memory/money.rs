@@ -45,6 +45,8 @@ impl State {
                 .invoices
                 .contains(&(i.account_id.clone(), i.number.clone())),
             NewRecord::Payment(p) => self.payments.contains(&p.payment_intent),
+            NewRecord::Task(r) => self.tasks.contains(&(r.batch_id.clone(), r.idx)),
+            NewRecord::Shard(r) => self.progress.contains(&(r.batch_id.clone(), r.shard)),
         }
     }
 
@@ -72,6 +74,8 @@ impl State {
                 .invoices
                 .put((i.account_id.clone(), i.number.clone()), i),
             NewRecord::Payment(p) => self.payments.put(p.payment_intent.clone(), p),
+            NewRecord::Task(r) => self.tasks.put((r.batch_id.clone(), r.idx), r),
+            NewRecord::Shard(r) => self.progress.put((r.batch_id.clone(), r.shard), r),
         }
     }
 

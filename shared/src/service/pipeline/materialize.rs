@@ -79,7 +79,46 @@ pub(crate) async fn materialize(
     writer: Writer,
     max_concurrency: Option<u32>,
 ) -> Result<(), ServiceError> {
-    let tasks: Vec<TaskRecord> = specs
+    let tasks = task_records(svc, batch, specs);
+    stream::iter(tasks.chunks(TASK_WRITE_CHUNK).map(Ok::<_, StoreError>))
+        .try_for_each_concurrent(TASK_WRITE_PARALLELISM, |chunk| async move {
+            match writer {
+                Writer::First => svc.tasks.put_all(chunk).await?,
+                Writer::Recovery => {
+                    svc.tasks.put_missing(chunk).await?;
+                }
+            }
+            svc.faults.check("submit.after_task_chunk")
+        })
+        .await?;
+    svc.progress.init(&batch.batch_id, batch.task_count).await?;
+    svc.faults.check("submit.after_tasks")?;
+    // The batch as queued comes back with the write; if a concurrent recovery queued it
+    // first, its current state is read.
+    let queued = match svc
+        .batches
+        .mark_queued(&batch.account_id, &batch.batch_id)
+        .await?
+    {
+        Some(b) => Some(b),
+        None => svc.batches.get(&batch.account_id, &batch.batch_id).await?,
+    };
+    // The first window of tasks. If this is lost, the sweeper tops the window up.
+    if let Some(queued) = queued {
+        if let Err(e) = super::dispatch::start(svc, &queued, max_concurrency).await {
+            tracing::warn!(batch_id = %batch.batch_id, error = %e, "first dispatch failed; the sweeper will dispatch");
+        }
+    }
+    Ok(())
+}
+
+/// The task records of a batch as they are first written: queued, in input order.
+pub(crate) fn task_records(
+    svc: &Services,
+    batch: &BatchRecord,
+    specs: &[TaskSpec],
+) -> Vec<TaskRecord> {
+    specs
         .iter()
         .enumerate()
         .map(|(i, spec)| {
@@ -116,35 +155,5 @@ pub(crate) async fn materialize(
                 charged: None,
             }
         })
-        .collect();
-    stream::iter(tasks.chunks(TASK_WRITE_CHUNK).map(Ok::<_, StoreError>))
-        .try_for_each_concurrent(TASK_WRITE_PARALLELISM, |chunk| async move {
-            match writer {
-                Writer::First => svc.tasks.put_all(chunk).await?,
-                Writer::Recovery => {
-                    svc.tasks.put_missing(chunk).await?;
-                }
-            }
-            svc.faults.check("submit.after_task_chunk")
-        })
-        .await?;
-    svc.progress.init(&batch.batch_id, batch.task_count).await?;
-    svc.faults.check("submit.after_tasks")?;
-    // The batch as queued comes back with the write; if a concurrent recovery queued it
-    // first, its current state is read.
-    let queued = match svc
-        .batches
-        .mark_queued(&batch.account_id, &batch.batch_id)
-        .await?
-    {
-        Some(b) => Some(b),
-        None => svc.batches.get(&batch.account_id, &batch.batch_id).await?,
-    };
-    // The first window of tasks. If this is lost, the sweeper tops the window up.
-    if let Some(queued) = queued {
-        if let Err(e) = super::dispatch::start(svc, &queued, max_concurrency).await {
-            tracing::warn!(batch_id = %batch.batch_id, error = %e, "first dispatch failed; the sweeper will dispatch");
-        }
-    }
-    Ok(())
+        .collect()
 }
