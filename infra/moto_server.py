@@ -451,6 +451,43 @@ def _patch_sqs_retention() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = retained
 
 
+def _patch_transaction_backup() -> None:
+    """Before a transaction, moto backs up each table it names by deep-copying the whole
+    table, once per item: a transaction of ten task records copied the tasks table ten times,
+    a cost that grows with the table and that DynamoDB does not have. One copy per table and
+    transaction is the same backup (the copies are all taken before any item is applied)."""
+    import copy as real_copy
+
+    import moto.dynamodb.models as models
+
+    local = threading.local()
+
+    class OncePerTransaction:
+        def __getattr__(self, name):
+            return getattr(real_copy, name)
+
+        def deepcopy(self, obj, *args, **kwargs):
+            taken = getattr(local, "taken", None)
+            if taken is None:
+                return real_copy.deepcopy(obj, *args, **kwargs)
+            if id(obj) not in taken:
+                # The original stays referenced, so its id is not reused meanwhile.
+                taken[id(obj)] = (obj, real_copy.deepcopy(obj, *args, **kwargs))
+            return taken[id(obj)][1]
+
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        local.taken = {}
+        try:
+            return original(self, transact_items)
+        finally:
+            local.taken = None
+
+    models.copy = OncePerTransaction()
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -465,6 +502,7 @@ def main() -> None:
         sys.exit("moto_server.py binds to loopback only")
 
     _patch_sqs_retention()
+    _patch_transaction_backup()
     app = SerialisedDynamoDB(Dispatcher(create_backend_app))
     # waitress, not werkzeug's development server: werkzeug closes the connection after every
     # response, so each AWS call paid a TCP connect and close (a third of a client's CPU) that

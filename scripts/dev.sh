@@ -82,6 +82,7 @@ probe_key=$(target/debug/devstack probe-key --api "http://127.0.0.1:$port" --ope
 SWEEP_EVERY_SECS=20 PROBE_BASE_URL="http://127.0.0.1:$port" PROBE_API_KEY="$probe_key" \
   target/debug/local-runner > "$state/runner.log" 2>&1 &
 pids+=($!)
+echo $! > "$state/runner.pid"
 
 echo
 echo "Local stack is up."

@@ -279,3 +279,38 @@ impl Cost {
         self.dynamodb_usd() + self.sqs_usd() + self.lambda_usd() + self.s3_usd()
     }
 }
+
+/// A small batch's POST makes one write for the whole batch: the hold's transaction (which
+/// also creates its task records and shard and claims its first window) and the window's
+/// send, besides the access guard's reads and writes and the idempotency lookup. No input
+/// object, no separate task writes, no `accepted -> queued` (docs/PERFORMANCE.md).
+#[tokio::test]
+async fn a_small_batch_is_created_by_one_transaction_and_one_send() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account_with(10_000).await;
+    let body =
+        json!({"request_id": "calls", "model": "sora-2", "tasks": integration_tests::tasks(10)});
+    let Some(_) = app.aws_side() else {
+        return; // the counts are the emulator launcher's
+    };
+    // The first request of an instance also fills its caches (the key's account, the model's
+    // status, the previous rate window): count a warm one.
+    let warm =
+        json!({"request_id": "warm", "model": "sora-2", "tasks": integration_tests::tasks(10)});
+    assert_eq!(app.post("/v1/batches", &key, &warm).await.status, 201);
+    let before = app.emulator_operations_of("API").await;
+    let r = app.post("/v1/batches", &key, &body).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (201, Some("queued")));
+    let after = app.emulator_operations_of("API").await;
+    let made =
+        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    assert_eq!(made("dynamodb.TransactWriteItems"), 1, "{after:?}");
+    assert_eq!(made("sqs.SendMessageBatch") + made("sqs.SendMessage"), 1);
+    for none in ["s3.PUT", "dynamodb.BatchWriteItem"] {
+        assert_eq!(made(none), 0, "{none}: {after:?}");
+    }
+    let total: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
+    // The key and its account (one BatchGetItem), the rate window, the usage log, the
+    // idempotency lookup, the transaction, the send: six, from eleven before.
+    assert_eq!(total, 6, "{before:?} -> {after:?}");
+}
