@@ -381,6 +381,12 @@ pub struct ShardRecord {
 }
 
 impl ShardRecord {
+    /// Every shard of a batch of `total` tasks, empty: what a new batch starts with.
+    pub fn all_empty(batch_id: &str, total: u32) -> impl Iterator<Item = Self> + '_ {
+        use crate::domain::task::{shard_count, shard_len};
+        (0..shard_count(total)).map(move |sh| Self::empty(batch_id, sh, shard_len(total, sh)))
+    }
+
     /// A shard of `size` tasks with nothing started or ended.
     pub fn empty(batch_id: &str, shard: u32, size: u32) -> Self {
         ShardRecord {

@@ -34,7 +34,7 @@ use crate::domain::ids;
 use crate::domain::ledger::{next_entry, EntryKind, LedgerError};
 use crate::domain::money::Credits;
 use crate::domain::pricing::{Model, CURRENT_PRICES};
-use crate::domain::task::{dispatch_window, shard_count, shard_len};
+use crate::domain::task::dispatch_window;
 use crate::ports::records::{AccountRecord, BatchRecord, LedgerRecord, ShardRecord};
 use crate::ports::store::{CommitError, MoneyMove, NewRecord};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -313,13 +313,7 @@ async fn hold(
                     .into_iter()
                     .map(NewRecord::Task),
             );
-            born.extend((0..shard_count(plan.task_count)).map(|sh| {
-                NewRecord::Shard(ShardRecord::empty(
-                    batch_id,
-                    sh,
-                    shard_len(plan.task_count, sh),
-                ))
-            }));
+            born.extend(ShardRecord::all_empty(batch_id, plan.task_count).map(NewRecord::Shard));
         }
         let reply = Reply {
             status: 201,

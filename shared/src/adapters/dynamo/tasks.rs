@@ -2,7 +2,7 @@
 //! task records and its progress shards with the exactly-once end marks.
 
 use super::{account_key, applied, build, from_item, n, s, to_item, updated, Dynamo, Item, Query};
-use crate::domain::task::{shard_count, shard_len, shard_of, Outcome};
+use crate::domain::task::{shard_of, Outcome};
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, Tasks};
@@ -24,19 +24,16 @@ fn shard_key(batch_id: &str, shard: u32) -> Item {
     ])
 }
 
-/// Counter attribute of an outcome in a shard.
 /// A new shard as stored: its marks' maps exist even when empty, so that
 /// `SET started.#i` has a parent.
 pub(super) fn shard_item(rec: &ShardRecord) -> PortResult<Item> {
     let mut item = to_item(rec)?;
-    for map in ["started", "ended"] {
-        if !matches!(item.get(map), Some(AttributeValue::M(_))) {
-            item.insert(map.into(), AttributeValue::M(HashMap::new()));
-        }
-    }
+    item.insert("started".into(), AttributeValue::M(HashMap::new()));
+    item.insert("ended".into(), AttributeValue::M(HashMap::new()));
     Ok(item)
 }
 
+/// Counter attribute of an outcome in a shard.
 fn counter(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "n_succeeded",
@@ -180,8 +177,8 @@ impl Tasks for Dynamo {
 #[async_trait]
 impl Progress for Dynamo {
     async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
-        for sh in 0..shard_count(total) {
-            let item = shard_item(&ShardRecord::empty(batch_id, sh, shard_len(total, sh)))?;
+        for rec in ShardRecord::all_empty(batch_id, total) {
+            let item = shard_item(&rec)?;
             let res = self
                 .ddb
                 .put_item()

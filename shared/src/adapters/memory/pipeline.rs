@@ -2,7 +2,7 @@
 
 use super::{listed, partition, slice, Memory};
 use crate::domain::batch::BatchStatus;
-use crate::domain::task::{shard_count, shard_len, shard_of};
+use crate::domain::task::shard_of;
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Batches, Listed, PageToken, PortResult, Progress, Slice, Tasks};
@@ -274,11 +274,10 @@ impl Progress for Memory {
     async fn init(&self, batch_id: &str, total: u32) -> PortResult<()> {
         self.pause().await;
         let mut st = self.lock();
-        for sh in 0..shard_count(total) {
-            let k = tkey(batch_id, sh);
+        for rec in ShardRecord::all_empty(batch_id, total) {
+            let k = tkey(batch_id, rec.shard);
             if !st.progress.contains(&k) {
-                st.progress
-                    .put(k, ShardRecord::empty(batch_id, sh, shard_len(total, sh)));
+                st.progress.put(k, rec);
             }
         }
         Ok(())
