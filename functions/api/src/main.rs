@@ -1,6 +1,11 @@
 //! The api function. Inside Lambda (`AWS_LAMBDA_RUNTIME_API` set, also by `cargo lambda
 //! watch`) it serves API Gateway events; anywhere else it listens on 127.0.0.1:$PORT.
 
+// mimalloc, not the system allocator: malloc and free were about a seventh of a request's
+// CPU in the profile (docs/PERFORMANCE.md, "API CPU per request").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // One thread: a Lambda instance serves one request at a time, and its share of a vCPU at
 // 256 MB is small, so a second worker thread only adds wake-ups between threads (measured:
 // about a tenth of a request's CPU, docs/PERFORMANCE.md). Locally the server still answers
