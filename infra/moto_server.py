@@ -12,6 +12,7 @@ with it.
 """
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -488,6 +489,81 @@ def _patch_transaction_backup() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
+# The DynamoDB operations whose results are already in their wire form (attribute values as
+# {type: value} maps, counts, ConsumedCapacity, keys) once moto has converted its items.
+_WIRE_READY = {
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "BatchWriteItem",
+    "TransactGetItems",
+    "TransactWriteItems",
+}
+# $EMULATOR_VERIFY_SERIALIZER=1: serialise every such result both ways, answer with moto's,
+# and print each difference to standard error (how the shortcut below was checked).
+_VERIFY_SERIALIZER = os.environ.get("EMULATOR_VERIFY_SERIALIZER") == "1"
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _wire_json(value):
+    """Binary attribute values are raw bytes in moto's results; on the wire, base64."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _patch_dynamodb_serializer() -> None:
+    """moto serialises each response by walking the operation's botocore output shape,
+    member by member: half of the time the DynamoDB lock is held under the local stack's
+    load. For the item operations the result is already what goes on the wire (moto drops
+    absent members, which this does too), so one `json.dumps` gives the same document.
+    Anything else, errors included, and any result `json.dumps` cannot take (a timestamp)
+    goes moto's way."""
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.responses import DynamoHandler, DynamoResult
+
+    original = DynamoHandler.serialized
+
+    def serialized(self, action_result):
+        result = action_result.result
+        if (
+            # Exactly these: a subclass (a paginated result) does more than serialise.
+            type(action_result) not in (ActionResult, DynamoResult)
+            or not isinstance(result, dict)
+            or self._get_action() not in _WIRE_READY
+        ):
+            return original(self, action_result)
+        try:
+            body = json.dumps(_without_nulls(result), default=_wire_json)
+        except TypeError:
+            return original(self, action_result)
+        if _VERIFY_SERIALIZER:
+            status, headers, theirs = original(self, action_result)
+            if status != 200 or json.loads(theirs) != json.loads(body):
+                print(
+                    f"SERIALIZER MISMATCH {self._get_action()} ours={body} moto={theirs}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return status, headers, theirs
+        headers = {"Content-Type": "application/x-amz-json-1.0"}
+        headers.update(self.response_headers)
+        return 200, headers, body
+
+    DynamoHandler.serialized = serialized
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -503,6 +579,7 @@ def main() -> None:
 
     _patch_sqs_retention()
     _patch_transaction_backup()
+    _patch_dynamodb_serializer()
     app = SerialisedDynamoDB(Dispatcher(create_backend_app))
     # waitress, not werkzeug's development server: werkzeug closes the connection after every
     # response, so each AWS call paid a TCP connect and close (a third of a client's CPU) that
