@@ -2983,6 +2983,11 @@ pub async fn sla(p: &Ports) {
         queue_ms: 1_000,
         platform_failure,
     };
+    let measured_q = |processing_ms, queue_ms| TaskClass::Measured {
+        processing_ms,
+        queue_ms,
+        platform_failure: false,
+    };
     // 40 ends at once on one item: every add counts.
     let adds = (0..40).map(|i| {
         let class = if i % 10 == 9 {
@@ -3024,6 +3029,28 @@ pub async fn sla(p: &Ports) {
         Default::default(),
         "another month is empty"
     );
+
+    // Times over the whole range (1 ms to a day, processing and queue apart): the month
+    // reads back every bucket, however the adds are spread over items.
+    let other = id("acct", 41);
+    let mut processing = std::collections::BTreeMap::<u32, u64>::new();
+    let mut queue = std::collections::BTreeMap::<u32, u64>::new();
+    let mut ms = 1_i64;
+    let mut q = 86_400_000_i64;
+    while ms < 86_400_000 {
+        p.sla
+            .add_task(&other, month, Model::VeoPro, &measured_q(ms, q))
+            .await
+            .expect("add");
+        *processing.entry(bucket_of(ms)).or_default() += 1;
+        *queue.entry(bucket_of(q)).or_default() += 1;
+        ms = ms * 3 / 2 + 1;
+        q = q * 2 / 3;
+    }
+    let m = p.sla.month(&other, month).await.expect("month");
+    assert_eq!(m.processing[&Model::VeoPro].counts, processing);
+    assert_eq!(m.queue[&Model::VeoPro].counts, queue);
+    assert!(processing.len() > 30, "the adds cross many buckets");
 
     // A 5xx minute: its counts are the rate window's, with the 5xx beside them.
     let minute = shared::domain::sla::minute_of(1_795_000_000_000);

@@ -8,8 +8,8 @@
 //! in the bucket, relative to that value: [`RELATIVE_ERROR`], under 1 % (times under 1 ms count
 //! as 1 ms). A quantile read from the
 //! histogram is therefore within that bound of the exact quantile (nearest rank) of the times
-//! that went in. One hour is about 760 buckets; a month's histogram per account and model
-//! stays a small item.
+//! that went in. One hour is about 760 buckets; the DynamoDB adapter spreads a month's
+//! buckets over items of 16 each, so a task end's add stays one write of under 1 KB.
 
 use crate::domain::pricing::Model;
 use std::collections::BTreeMap;

@@ -367,13 +367,20 @@ impl Dynamo {
 
     /// Every item the query matches (small sets: an account's keys, a batch's shards).
     async fn query_all<T: DeserializeOwned>(&self, q: &Query<'_>) -> PortResult<Vec<T>> {
+        self.query_all_items(q)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    /// [`Self::query_all`], as the items' attributes (items whose attribute names carry data).
+    async fn query_all_items(&self, q: &Query<'_>) -> PortResult<Vec<Item>> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
             let (items, next) = self.query_page(q, None, start).await?;
-            for item in items {
-                out.push(from_item(item)?);
-            }
+            out.extend(items);
             match next {
                 Some(k) => start = Some(k),
                 None => return Ok(out),

@@ -1,10 +1,11 @@
-//! The SLA table: one item per account and month (`acct#{id}` / `m#{YYYY-MM}`) gathering
-//! atomic adds from task ends and 5xx answers, one per month for the probe (`probe` /
-//! `m#{YYYY-MM}`), and each account-month's close (`acct#{id}` / `close#{YYYY-MM}`), created
-//! once inside the compensation's transaction. Attribute names carry what they count:
-//! `p_{model}_{bucket}` processing, `q_{model}_{bucket}` queue, `f_{model}` platform
-//! failures, `x_{model}_{cause}` exclusions, `e_{minute}` 5xx answers, `f_{minute}` a failed
-//! probe minute.
+//! The SLA table. Per account and month (`acct#{id}`): the task ends' atomic adds, spread
+//! over small items (`m#{YYYY-MM}#{model}#p{block}q{block}`, below), the 5xx answers
+//! (`m#{YYYY-MM}`), and the month's close (`close#{YYYY-MM}`), created once inside the
+//! compensation's transaction; one item per month for the probe (`probe` / `m#{YYYY-MM}`).
+//! Attribute names carry what they count: `p_{model}_{bucket}` processing,
+//! `q_{model}_{bucket}` queue, `f_{model}` platform failures, `x_{model}_{cause}` exclusions,
+//! `e_{minute}` 5xx answers, `f_{minute}` a failed probe minute. A month is every item whose
+//! sort key starts `m#{YYYY-MM}`, summed.
 
 use super::{applied, dynamo_err, from_item, n, num, s, to_item, Dynamo, Item};
 use crate::domain::pricing::Model;
@@ -21,6 +22,35 @@ fn key(pk: String, sk: String) -> Item {
 
 fn month_key(account_id: &str, month: &str) -> Item {
     key(format!("acct#{account_id}"), format!("m#{month}"))
+}
+
+/// Histogram buckets per block: a task end's item holds one block of processing buckets and
+/// one of queue buckets.
+const BLOCK_BUCKETS: u32 = 16;
+
+/// The item a task end adds to. One item per month gathered every bucket the month's tasks
+/// fell in, and a write costs a unit per KB of the item: at 10,000 tasks it was past 1 KB,
+/// and a month of varied queue and processing times takes it to tens of KB, each task end
+/// paying that much. Keyed by the blocks its buckets fall in, an item holds at most
+/// `BLOCK_BUCKETS` buckets of each histogram: every add is one write of under 1 KB
+/// (`tests::a_task_end_item_stays_under_one_kb`), whatever the month's volume.
+fn task_end_key(account_id: &str, month: &str, model: Model, class: &TaskClass) -> Item {
+    let block = |ms: i64| crate::domain::sla::bucket_of(ms) / BLOCK_BUCKETS;
+    let part = match class {
+        TaskClass::Measured {
+            processing_ms,
+            queue_ms,
+            ..
+        } => format!("p{}q{}", block(*processing_ms), block(*queue_ms)),
+        TaskClass::Excluded {
+            queue_ms: Some(q), ..
+        } => format!("xq{}", block(*q)),
+        TaskClass::Excluded { queue_ms: None, .. } => "x".to_string(),
+    };
+    key(
+        format!("acct#{account_id}"),
+        format!("m#{month}#{model}#{part}"),
+    )
 }
 
 fn close_key(account_id: &str, month: &str) -> Item {
@@ -53,9 +83,8 @@ fn model_of(s: &str) -> Option<Model> {
     s.parse().ok()
 }
 
-/// Reads a month item's attributes back into what they count.
-fn parse_month(item: &Item) -> SlaMonth {
-    let mut m = SlaMonth::default();
+/// Adds what a month item's attributes count to `m`.
+fn add_month_item(m: &mut SlaMonth, item: &Item) {
     for (name, v) in item {
         let AttributeValue::N(count) = v else {
             continue;
@@ -79,11 +108,11 @@ fn parse_month(item: &Item) -> SlaMonth {
                 } else {
                     m.queue.entry(model).or_default()
                 };
-                h.counts.insert(bucket, count);
+                *h.counts.entry(bucket).or_default() += count;
             }
             "f" => {
                 if let Some(model) = model_of(rest) {
-                    m.platform_failures.insert(model, count);
+                    *m.platform_failures.entry(model).or_default() += count;
                 }
             }
             "x" => {
@@ -91,18 +120,17 @@ fn parse_month(item: &Item) -> SlaMonth {
                     continue;
                 };
                 if let Some(model) = model_of(model) {
-                    m.excluded.insert((model, cause.to_string()), count);
+                    *m.excluded.entry((model, cause.to_string())).or_default() += count;
                 }
             }
             "e" => {
                 if let Ok(minute) = rest.parse::<i64>() {
-                    m.server_errors.insert(minute, count);
+                    *m.server_errors.entry(minute).or_default() += count;
                 }
             }
             _ => {}
         }
     }
-    m
 }
 
 impl Dynamo {
@@ -180,7 +208,7 @@ impl Sla for Dynamo {
         self.ddb
             .update_item()
             .table_name(&self.t.sla)
-            .set_key(Some(month_key(account_id, month)))
+            .set_key(Some(task_end_key(account_id, month, model, class)))
             .update_expression(format!("ADD {expr}"))
             .set_expression_attribute_names(Some(names))
             .expression_attribute_values(":one", n(1))
@@ -251,8 +279,16 @@ impl Sla for Dynamo {
     }
 
     async fn month(&self, account_id: &str, month: &str) -> PortResult<SlaMonth> {
-        let item = self.sla_item(month_key(account_id, month)).await?;
-        Ok(item.as_ref().map(parse_month).unwrap_or_default())
+        let pk = format!("acct#{account_id}");
+        let prefix = format!("m#{month}");
+        let q = super::Query::new(&self.t.sla, "pk = :p AND begins_with(sk, :m)")
+            .value(":p", s(pk))
+            .value(":m", s(prefix));
+        let mut m = SlaMonth::default();
+        for item in self.query_all_items(&q).await? {
+            add_month_item(&mut m, &item);
+        }
+        Ok(m)
     }
 
     async fn record_probe(&self, minute_ms: i64, failure: Option<&str>) -> PortResult<()> {
@@ -442,5 +478,82 @@ impl Sla for Dynamo {
             .into_iter()
             .filter(|i| i.started_ms < to_ms && i.ended_ms.is_some_and(|e| e > from_ms))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sla::{bucket_of, Exclusion};
+
+    /// DynamoDB's item size: each attribute's name plus its value (a string's UTF-8 bytes; a
+    /// number about one byte per two significant digits, plus one).
+    fn item_size(item: &Item) -> usize {
+        item.iter()
+            .map(|(name, v)| {
+                name.len()
+                    + match v {
+                        AttributeValue::S(s) => s.len(),
+                        AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+
+    /// The largest a task end's item can become: the longest account id and model name, every
+    /// bucket of one block counted, with counts no month reaches, each exclusion cause, and
+    /// the platform failures.
+    #[test]
+    fn a_task_end_item_stays_under_one_kb() {
+        let account = "a".repeat(64);
+        // The highest bucket any time in a month reaches (31 days), rounded up to its block.
+        let top = (bucket_of(31 * 86_400_000) / BLOCK_BUCKETS + 1) * BLOCK_BUCKETS;
+        let huge = || n(999_999_999_999_u64);
+        for model in [Model::Sora2, Model::VeoPro] {
+            let measured = TaskClass::Measured {
+                processing_ms: 31 * 86_400_000,
+                queue_ms: 31 * 86_400_000,
+                platform_failure: true,
+            };
+            let mut item = task_end_key(&account, "2026-12", model, &measured);
+            for b in top - BLOCK_BUCKETS..top {
+                item.insert(format!("p_{model}_{b}"), huge());
+                item.insert(format!("q_{model}_{b}"), huge());
+            }
+            item.insert(format!("f_{model}"), huge());
+            assert!(item_size(&item) < 1024, "{} bytes", item_size(&item));
+
+            let excluded = TaskClass::Excluded {
+                cause: Exclusion::NeverStarted,
+                queue_ms: Some(31 * 86_400_000),
+            };
+            let mut item = task_end_key(&account, "2026-12", model, &excluded);
+            for b in top - BLOCK_BUCKETS..top {
+                item.insert(format!("q_{model}_{b}"), huge());
+            }
+            for cause in Exclusion::ALL {
+                item.insert(format!("x_{model}_{}", cause.as_str()), huge());
+            }
+            assert!(item_size(&item) < 1024, "{} bytes", item_size(&item));
+        }
+    }
+
+    /// Two ends whose buckets share a block share an item; the month reads them all back.
+    #[test]
+    fn ends_in_one_block_share_an_item_and_others_do_not() {
+        let class = |p: i64, q: i64| TaskClass::Measured {
+            processing_ms: p,
+            queue_ms: q,
+            platform_failure: false,
+        };
+        let k = |c: &TaskClass| task_end_key("acct_1", "2026-12", Model::Sora2, c);
+        assert_eq!(k(&class(60_000, 1_000)), k(&class(60_100, 1_001)));
+        assert_ne!(k(&class(60_000, 1_000)), k(&class(600_000, 1_000)));
+        assert_ne!(k(&class(60_000, 1_000)), k(&class(60_000, 100_000)));
+        let Some(AttributeValue::S(sk)) = k(&class(60_000, 1_000)).remove("sk") else {
+            panic!("no sort key");
+        };
+        assert!(sk.starts_with("m#2026-12#"), "{sk}");
     }
 }
