@@ -1294,11 +1294,26 @@ pub async fn tasks(p: &Ports) {
         ),
         (Some(Outcome::Succeeded), 1, 44)
     );
+    // The end takes the started mark's place (it keeps a full shard small); the counts,
+    // and every condition, still know the task started and ended.
+    assert_eq!(written.started.get("260"), None);
+    assert_eq!(written.counts().started, 1);
+    assert!(!p
+        .progress
+        .mark_started(&b.batch_id, 260)
+        .await
+        .expect("ended"));
     assert!(p
         .progress
         .end_mark(&ended(260, true, Outcome::Failed))
         .await
         .expect("twice")
+        .is_none());
+    assert!(p
+        .progress
+        .end_mark(&ended(260, false, Outcome::Failed))
+        .await
+        .expect("twice, as if never started")
         .is_none());
     assert!(p
         .progress

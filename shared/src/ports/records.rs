@@ -356,7 +356,8 @@ pub struct ShardRecord {
     pub batch_id: String,
     pub shard: u32,
     pub size: u32,
-    /// idx -> 1 once the task started.
+    /// idx -> 1 while the task runs: set when it starts, removed by its end mark (the end
+    /// mark and `n_started` carry what it said from then on).
     #[serde(default)]
     pub started: BTreeMap<String, u8>,
     /// idx -> outcome: the exactly-once mark of how the task ended.

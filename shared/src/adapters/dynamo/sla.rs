@@ -483,23 +483,9 @@ impl Sla for Dynamo {
 
 #[cfg(test)]
 mod tests {
+    use super::super::item_size;
     use super::*;
     use crate::domain::sla::{bucket_of, Exclusion};
-
-    /// DynamoDB's item size: each attribute's name plus its value (a string's UTF-8 bytes; a
-    /// number about one byte per two significant digits, plus one).
-    fn item_size(item: &Item) -> usize {
-        item.iter()
-            .map(|(name, v)| {
-                name.len()
-                    + match v {
-                        AttributeValue::S(s) => s.len(),
-                        AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
-                        _ => 0,
-                    }
-            })
-            .sum()
-    }
 
     /// The largest a task end's item can become: the longest account id and model name, every
     /// bucket of one block counted, with counts no month reaches, each exclusion cause, and

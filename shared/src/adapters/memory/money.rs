@@ -179,6 +179,7 @@ impl State {
         let outcome = m.outcome;
         let was_started = m.was_started;
         let idx = m.idx.to_string();
+        let idx_key = idx.clone();
         self.progress.update(&(m.batch_id.clone(), shard), |s| {
             s.ended.insert(idx, outcome);
             use crate::domain::task::Outcome::*;
@@ -190,7 +191,10 @@ impl State {
                 Cancelled => s.n_cancelled += 1,
                 Released => s.n_released += 1,
             }
-            if !was_started {
+            if was_started {
+                // As the DynamoDB adapter: the end takes the started mark's place.
+                s.started.remove(&idx_key);
+            } else {
                 s.n_ended_unstarted += 1;
             }
         });
