@@ -20,8 +20,14 @@ fn key(pk: String, sk: String) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
+/// The sort key every item of an account's month starts with: the 5xx item is exactly this,
+/// the task ends' items extend it, and `month` reads all that begin with it.
+fn month_sk(month: &str) -> String {
+    format!("m#{month}")
+}
+
 fn month_key(account_id: &str, month: &str) -> Item {
-    key(format!("acct#{account_id}"), format!("m#{month}"))
+    key(format!("acct#{account_id}"), month_sk(month))
 }
 
 /// Histogram buckets per block: a task end's item holds one block of processing buckets and
@@ -49,7 +55,7 @@ fn task_end_key(account_id: &str, month: &str, model: Model, class: &TaskClass) 
     };
     key(
         format!("acct#{account_id}"),
-        format!("m#{month}#{model}#{part}"),
+        format!("{}#{model}#{part}", month_sk(month)),
     )
 }
 
@@ -279,11 +285,9 @@ impl Sla for Dynamo {
     }
 
     async fn month(&self, account_id: &str, month: &str) -> PortResult<SlaMonth> {
-        let pk = format!("acct#{account_id}");
-        let prefix = format!("m#{month}");
         let q = super::Query::new(&self.t.sla, "pk = :p AND begins_with(sk, :m)")
-            .value(":p", s(pk))
-            .value(":m", s(prefix));
+            .value(":p", s(format!("acct#{account_id}")))
+            .value(":m", s(month_sk(month)));
         let mut m = SlaMonth::default();
         for item in self.query_all_items(&q).await? {
             add_month_item(&mut m, &item);

@@ -179,8 +179,13 @@ impl State {
         let outcome = m.outcome;
         let was_started = m.was_started;
         let idx = m.idx.to_string();
-        let idx_key = idx.clone();
         self.progress.update(&(m.batch_id.clone(), shard), |s| {
+            if was_started {
+                // As the DynamoDB adapter: the end takes the started mark's place.
+                s.started.remove(&idx);
+            } else {
+                s.n_ended_unstarted += 1;
+            }
             s.ended.insert(idx, outcome);
             use crate::domain::task::Outcome::*;
             match outcome {
@@ -190,12 +195,6 @@ impl State {
                 TimedOut => s.n_timed_out += 1,
                 Cancelled => s.n_cancelled += 1,
                 Released => s.n_released += 1,
-            }
-            if was_started {
-                // As the DynamoDB adapter: the end takes the started mark's place.
-                s.started.remove(&idx_key);
-            } else {
-                s.n_ended_unstarted += 1;
             }
         });
     }
