@@ -2987,7 +2987,7 @@ pub async fn sessions(p: &Ports) {
 /// month's close created once, inside the compensation's transaction or alone.
 pub async fn sla(p: &Ports) {
     use shared::domain::sla::{bucket_of, Exclusion, MinuteCounts, TaskClass};
-    use shared::ports::sla::SlaCloseRecord;
+    use shared::ports::sla::{SlaCloseRecord, TaskEnd};
     let acct = id("acct", 40);
     let month = "2026-11";
     let measured = |processing_ms, platform_failure| TaskClass::Measured {
@@ -3000,6 +3000,12 @@ pub async fn sla(p: &Ports) {
         queue_ms,
         platform_failure: false,
     };
+    let end = |account_id: &str, model, class| TaskEnd {
+        account_id: account_id.to_string(),
+        month: month.to_string(),
+        model,
+        class,
+    };
     // 40 ends at once on one item: every add counts.
     let adds = (0..40).map(|i| {
         let class = if i % 10 == 9 {
@@ -3011,13 +3017,13 @@ pub async fn sla(p: &Ports) {
             measured(60_000 + i64::from(i), i % 10 == 0)
         };
         let acct = acct.clone();
-        async move { p.sla.add_task(&acct, month, Model::Sora2, &class).await }
+        async move { p.sla.add_tasks(&[end(&acct, Model::Sora2, class)]).await }
     });
     for r in futures_util::future::join_all(adds).await {
         r.expect("add");
     }
     p.sla
-        .add_task(&acct, month, Model::VeoPro, &measured(300_000, false))
+        .add_tasks(&[end(&acct, Model::VeoPro, measured(300_000, false))])
         .await
         .expect("add");
     let m = p.sla.month(&acct, month).await.expect("month");
@@ -3051,7 +3057,7 @@ pub async fn sla(p: &Ports) {
     let mut q = 86_400_000_i64;
     while ms < 86_400_000 {
         p.sla
-            .add_task(&other, month, Model::VeoPro, &measured_q(ms, q))
+            .add_tasks(&[end(&other, Model::VeoPro, measured_q(ms, q))])
             .await
             .expect("add");
         *processing.entry(bucket_of(ms)).or_default() += 1;
@@ -3063,6 +3069,54 @@ pub async fn sla(p: &Ports) {
     assert_eq!(m.processing[&Model::VeoPro].counts, processing);
     assert_eq!(m.queue[&Model::VeoPro].counts, queue);
     assert!(processing.len() > 30, "the adds cross many buckets");
+
+    // Ends added in one call (an invocation's, several to an item, two accounts, two
+    // months) count as the same ends added one by one.
+    let ends_of = |a: &str, b: &str| -> Vec<TaskEnd> {
+        (0..30_i64)
+            .map(|i| TaskEnd {
+                account_id: if i % 3 == 0 { a } else { b }.to_string(),
+                month: if i % 4 == 0 { "2026-10" } else { month }.to_string(),
+                model: if i % 5 == 0 {
+                    Model::VeoPro
+                } else {
+                    Model::Sora2
+                },
+                class: if i % 7 == 0 {
+                    TaskClass::Excluded {
+                        cause: Exclusion::Cancelled,
+                        queue_ms: (i % 2 == 0).then_some(2_000 + i),
+                    }
+                } else {
+                    TaskClass::Measured {
+                        processing_ms: 60_000 + 1_000 * (i % 3),
+                        queue_ms: 1_000 + 100_000 * (i % 2),
+                        platform_failure: i % 6 == 1,
+                    }
+                },
+            })
+            .collect()
+    };
+    let (a1, a2, b1, b2) = (
+        id("acct", 42),
+        id("acct", 43),
+        id("acct", 44),
+        id("acct", 45),
+    );
+    p.sla.add_tasks(&ends_of(&a1, &a2)).await.expect("add");
+    for e in ends_of(&b1, &b2) {
+        p.sla.add_tasks(&[e]).await.expect("add");
+    }
+    for (together, alone) in [(&a1, &b1), (&a2, &b2)] {
+        for m in [month, "2026-10"] {
+            let t = p.sla.month(together, m).await.expect("month");
+            assert_eq!(t, p.sla.month(alone, m).await.expect("month"), "{m}");
+            assert!(
+                t.processing.values().map(|h| h.total()).sum::<u64>() > 0,
+                "{m}"
+            );
+        }
+    }
 
     // A 5xx minute: its counts are the rate window's, with the 5xx beside them.
     let minute = shared::domain::sla::minute_of(1_795_000_000_000);

@@ -1,13 +1,27 @@
 //! The task worker's Lambda handler: up to ten task messages, each advanced concurrently;
-//! failures go back to SQS (partial batch response) and only they are retried.
+//! failures go back to SQS (partial batch response) and only they are retried. What the
+//! steps send (their next steps, the tasks' events) goes out together at the end, ten
+//! messages to a request, and so do the ended tasks' SLA adds, one write per stored item.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::lambda::sqs_batch;
+use shared::adapters::outbox::Outbox;
 use shared::service::pipeline::{worker, Pipeline, TaskMessage};
+use shared::service::sla::HeldEnds;
+use std::sync::Arc;
 
 pub async fn handle_event(p: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch("tasks", event, |m: TaskMessage, receives| {
-        worker::handle(p, m, receives)
+    let outbox = Arc::new(Outbox::new(p.svc.queue.clone()));
+    let ends = Arc::new(HeldEnds::default());
+    let held = Pipeline {
+        svc: p.svc.with_queue(outbox.clone()).holding_ends(ends.clone()),
+        providers: p.providers.clone(),
+    };
+    let held = &held;
+    let resp = sqs_batch("tasks", event, Some(&outbox), |m: TaskMessage, receives| {
+        worker::handle(held, m, receives)
     })
-    .await
+    .await;
+    ends.flush(&p.svc).await;
+    resp
 }

@@ -16,10 +16,40 @@ use serde::de::DeserializeOwned;
 use std::fmt::Display;
 use std::future::Future;
 
+use super::outbox::Outbox;
+
 /// The SQS event attribute that counts receives.
 pub const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
 
-pub async fn sqs_batch<M, E, F, Fut>(queue: &str, event: SqsEvent, handle: F) -> SqsBatchResponse
+/// With an `outbox` (a function whose messages send messages: the task worker), `handle`
+/// sends through it (the function's services are built on it), and it goes out once every
+/// message has run, ten to a request. The sends of a message that failed go too, as they
+/// would have gone before its failure. Should they not all go, every message of the
+/// invocation is reported failed: each comes back and, seen as a redelivery, claims its step
+/// again (its unsent follow-ups are sent then; a copy that did go is dropped on arrival, its
+/// version gone).
+pub async fn sqs_batch<M, E, F, Fut>(
+    queue: &str,
+    event: SqsEvent,
+    outbox: Option<&Outbox>,
+    handle: F,
+) -> SqsBatchResponse
+where
+    M: DeserializeOwned,
+    E: Display,
+    F: Fn(M, u32) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let results = run_all(event, handle).await;
+    let unsent = match outbox {
+        Some(o) => o.flush().await.err().map(|e| e.to_string()),
+        None => None,
+    };
+    respond(queue, results, unsent)
+}
+
+/// Decodes and runs every message concurrently: (message id, outcome).
+async fn run_all<M, E, F, Fut>(event: SqsEvent, handle: F) -> Vec<(String, Result<(), String>)>
 where
     M: DeserializeOwned,
     E: Display,
@@ -27,7 +57,7 @@ where
     Fut: Future<Output = Result<(), E>>,
 {
     let handle = &handle;
-    let results = join_all(event.records.into_iter().map(|m| async move {
+    join_all(event.records.into_iter().map(|m| async move {
         let id = m.message_id.clone().unwrap_or_default();
         let receive_count = m
             .attributes
@@ -40,9 +70,22 @@ where
         };
         (id, result)
     }))
-    .await;
+    .await
+}
+
+/// The partial batch response: the failed messages, or every message when the
+/// invocation's own sends failed (`unsent`).
+fn respond(
+    queue: &str,
+    results: Vec<(String, Result<(), String>)>,
+    unsent: Option<String>,
+) -> SqsBatchResponse {
     let mut resp = SqsBatchResponse::default();
     for (id, result) in results {
+        let result = match (result, &unsent) {
+            (Ok(()), Some(e)) => Err(format!("its sends did not go: {e}")),
+            (r, _) => r,
+        };
         if let Err(error) = result {
             tracing::warn!(queue, message_id = %id, %error, "message failed; it will be retried");
             let mut f = BatchItemFailure::default();

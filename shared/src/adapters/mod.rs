@@ -14,13 +14,15 @@
 //! | `Checkout` | [`stripe`] | tests' fake Stripe (`devstack::fake_stripe`) |
 //! | `Clock`, `Random` | [`clock`] | [`clock`] (manual, seeded) |
 //!
-//! [`lambda`] is the edge of the SQS-triggered functions (one batch loop for all four).
+//! [`lambda`] is the edge of the SQS-triggered functions (one batch loop for all four);
+//! [`outbox`] holds an invocation's sends for it, to go out ten to a request.
 
 pub mod clock;
 pub mod dynamo;
 pub mod kms;
 pub mod lambda;
 pub mod memory;
+pub mod outbox;
 pub mod pdf;
 pub mod providers;
 pub mod s3;

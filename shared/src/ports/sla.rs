@@ -10,6 +10,17 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// An ended task as the SLA figures count it: its account, the month it ended in, its model
+/// and how it counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskEnd {
+    pub account_id: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    pub model: Model,
+    pub class: TaskClass,
+}
+
 /// One account's month, as measured so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlaMonth {
@@ -78,15 +89,11 @@ impl Incident {
 
 #[async_trait]
 pub trait Sla: Send + Sync {
-    /// Adds an ended task to its account's month (atomic adds: concurrent ends never lose
-    /// one another). Called once per task end by whoever landed the end.
-    async fn add_task(
-        &self,
-        account_id: &str,
-        month: &str,
-        model: Model,
-        class: &TaskClass,
-    ) -> PortResult<()>;
+    /// Adds ended tasks to their accounts' months (atomic adds: concurrent ends never lose
+    /// one another), with one write per stored item the ends fall in, however many fall in
+    /// it. Called once per task end by whoever landed the end (the task worker gathers an
+    /// invocation's ends into one call).
+    async fn add_tasks(&self, ends: &[TaskEnd]) -> PortResult<()>;
     /// Counts a 5xx answer to the account in the minute starting at `minute_ms`, and keeps
     /// that minute's request counts until `keep_until_ms` (they expire within minutes
     /// otherwise).

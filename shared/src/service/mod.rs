@@ -44,6 +44,9 @@ pub struct Services {
     pub(crate) local: Arc<access::Local>,
     /// The model statuses this instance read (see `models::Seen`).
     pub(crate) models_seen: Arc<models::Seen>,
+    /// Where task ends wait for their SLA add, in a task-worker invocation
+    /// (`sla::HeldEnds`); `None`: added at once.
+    pub(crate) held_ends: Option<Arc<sla::HeldEnds>>,
 }
 
 impl std::ops::Deref for Services {
@@ -60,6 +63,7 @@ impl Services {
             ports: Arc::new(ports),
             local: Arc::default(),
             models_seen: Arc::default(),
+            held_ends: None,
         }
     }
 
@@ -69,12 +73,29 @@ impl Services {
 
     /// The same services with a fault hook (tests crash them between two writes).
     pub fn with_faults(&self, faults: Faults) -> Self {
+        self.with_ports(|p| p.faults = faults)
+    }
+
+    /// The same services sending through `queue` (an invocation's outbox).
+    pub fn with_queue(&self, queue: Arc<dyn crate::ports::Queue>) -> Self {
+        self.with_ports(|p| p.queue = queue)
+    }
+
+    /// The same services holding task ends' SLA adds in `ends` until its `flush`.
+    pub fn holding_ends(&self, ends: Arc<sla::HeldEnds>) -> Self {
+        Services {
+            held_ends: Some(ends),
+            ..self.clone()
+        }
+    }
+
+    /// A copy of this instance's services with some ports changed.
+    fn with_ports(&self, change: impl FnOnce(&mut Ports)) -> Self {
         let mut p = (*self.ports).clone();
-        p.faults = faults;
+        change(&mut p);
         Services {
             ports: Arc::new(p),
-            local: self.local.clone(),
-            models_seen: self.models_seen.clone(),
+            ..self.clone()
         }
     }
 

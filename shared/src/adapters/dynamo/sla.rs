@@ -10,7 +10,7 @@
 use super::{applied, dynamo_err, from_item, n, num, s, to_item, Dynamo, Item};
 use crate::domain::pricing::Model;
 use crate::domain::sla::{MinuteCounts, TaskClass};
-use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
+use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth, TaskEnd};
 use crate::ports::PortResult;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -34,13 +34,18 @@ fn month_key(account_id: &str, month: &str) -> Item {
 /// one of queue buckets.
 const BLOCK_BUCKETS: u32 = 16;
 
-/// The item a task end adds to. One item per month gathered every bucket the month's tasks
-/// fell in, and a write costs a unit per KB of the item: at 10,000 tasks it was past 1 KB,
-/// and a month of varied queue and processing times takes it to tens of KB, each task end
-/// paying that much. Keyed by the blocks its buckets fall in, an item holds at most
-/// `BLOCK_BUCKETS` buckets of each histogram: every add is one write of under 1 KB
-/// (`tests::a_task_end_item_stays_under_one_kb`), whatever the month's volume.
-fn task_end_key(account_id: &str, month: &str, model: Model, class: &TaskClass) -> Item {
+/// The item a task end adds to, (partition key, sort key). One item per month gathered
+/// every bucket the month's tasks fell in, and a write costs a unit per KB of the item: at
+/// 10,000 tasks it was past 1 KB, and a month of varied queue and processing times takes it
+/// to tens of KB, each task end paying that much. Keyed by the blocks its buckets fall in,
+/// an item holds at most `BLOCK_BUCKETS` buckets of each histogram: every add is one write
+/// of under 1 KB (`tests::a_task_end_item_stays_under_one_kb`), whatever the month's volume.
+fn task_end_key(
+    account_id: &str,
+    month: &str,
+    model: Model,
+    class: &TaskClass,
+) -> (String, String) {
     let block = |ms: i64| crate::domain::sla::bucket_of(ms) / BLOCK_BUCKETS;
     let part = match class {
         TaskClass::Measured {
@@ -53,10 +58,38 @@ fn task_end_key(account_id: &str, month: &str, model: Model, class: &TaskClass) 
         } => format!("xq{}", block(*q)),
         TaskClass::Excluded { queue_ms: None, .. } => "x".to_string(),
     };
-    key(
+    (
         format!("acct#{account_id}"),
         format!("{}#{model}#{part}", month_sk(month)),
     )
+}
+
+/// The attributes a task end adds one to.
+fn task_end_attrs(model: Model, class: &TaskClass) -> Vec<String> {
+    let bucket = crate::domain::sla::bucket_of;
+    match class {
+        TaskClass::Measured {
+            processing_ms,
+            queue_ms,
+            platform_failure,
+        } => {
+            let mut attrs = vec![
+                format!("p_{model}_{}", bucket(*processing_ms)),
+                format!("q_{model}_{}", bucket(*queue_ms)),
+            ];
+            if *platform_failure {
+                attrs.push(format!("f_{model}"));
+            }
+            attrs
+        }
+        TaskClass::Excluded { cause, queue_ms } => {
+            let mut attrs = vec![format!("x_{model}_{}", cause.as_str())];
+            if let Some(q) = queue_ms {
+                attrs.push(format!("q_{model}_{}", bucket(*q)));
+            }
+            attrs
+        }
+    }
 }
 
 fn close_key(account_id: &str, month: &str) -> Item {
@@ -172,55 +205,38 @@ impl Dynamo {
 
 #[async_trait]
 impl Sla for Dynamo {
-    async fn add_task(
-        &self,
-        account_id: &str,
-        month: &str,
-        model: Model,
-        class: &TaskClass,
-    ) -> PortResult<()> {
-        let bucket = crate::domain::sla::bucket_of;
-        let mut adds = Vec::new();
-        let mut names = HashMap::new();
-        let mut name = |n: String| {
-            let p = format!("#a{}", names.len());
-            names.insert(p.clone(), n);
-            p
-        };
-        match class {
-            TaskClass::Measured {
-                processing_ms,
-                queue_ms,
-                platform_failure,
-            } => {
-                adds.push(name(format!("p_{model}_{}", bucket(*processing_ms))));
-                adds.push(name(format!("q_{model}_{}", bucket(*queue_ms))));
-                if *platform_failure {
-                    adds.push(name(format!("f_{model}")));
-                }
-            }
-            TaskClass::Excluded { cause, queue_ms } => {
-                adds.push(name(format!("x_{model}_{}", cause.as_str())));
-                if let Some(q) = queue_ms {
-                    adds.push(name(format!("q_{model}_{}", bucket(*q))));
-                }
+    async fn add_tasks(&self, ends: &[TaskEnd]) -> PortResult<()> {
+        // Ends that fall in one item are summed first: one write adds them all.
+        let mut items: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
+        for e in ends {
+            let counts = items
+                .entry(task_end_key(&e.account_id, &e.month, e.model, &e.class))
+                .or_default();
+            for attr in task_end_attrs(e.model, &e.class) {
+                *counts.entry(attr).or_default() += 1;
             }
         }
-        let expr = adds
-            .iter()
-            .map(|a| format!("{a} :one"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.ddb
-            .update_item()
-            .table_name(&self.t.sla)
-            .set_key(Some(task_end_key(account_id, month, model, class)))
-            .update_expression(format!("ADD {expr}"))
-            .set_expression_attribute_names(Some(names))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await
-            .map_err(|e| dynamo_err("UpdateItem", e))?;
+        let writes = items.into_iter().map(|((pk, sk), counts)| {
+            let mut names = HashMap::new();
+            let mut values = HashMap::new();
+            let mut adds = Vec::new();
+            for (i, (attr, count)) in counts.into_iter().enumerate() {
+                names.insert(format!("#a{i}"), attr);
+                values.insert(format!(":c{i}"), n(count));
+                adds.push(format!("#a{i} :c{i}"));
+            }
+            self.ddb
+                .update_item()
+                .table_name(&self.t.sla)
+                .set_key(Some(key(pk, sk)))
+                .update_expression(format!("ADD {}", adds.join(", ")))
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+        });
+        for res in futures_util::future::join_all(writes).await {
+            res.map_err(|e| dynamo_err("UpdateItem", e))?;
+        }
         Ok(())
     }
 
@@ -506,7 +522,8 @@ mod tests {
                 queue_ms: 31 * 86_400_000,
                 platform_failure: true,
             };
-            let mut item = task_end_key(&account, "2026-12", model, &measured);
+            let (pk, sk) = task_end_key(&account, "2026-12", model, &measured);
+            let mut item = key(pk, sk);
             for b in top - BLOCK_BUCKETS..top {
                 item.insert(format!("p_{model}_{b}"), huge());
                 item.insert(format!("q_{model}_{b}"), huge());
@@ -518,7 +535,8 @@ mod tests {
                 cause: Exclusion::NeverStarted,
                 queue_ms: Some(31 * 86_400_000),
             };
-            let mut item = task_end_key(&account, "2026-12", model, &excluded);
+            let (pk, sk) = task_end_key(&account, "2026-12", model, &excluded);
+            let mut item = key(pk, sk);
             for b in top - BLOCK_BUCKETS..top {
                 item.insert(format!("q_{model}_{b}"), huge());
             }
@@ -541,9 +559,7 @@ mod tests {
         assert_eq!(k(&class(60_000, 1_000)), k(&class(60_100, 1_001)));
         assert_ne!(k(&class(60_000, 1_000)), k(&class(600_000, 1_000)));
         assert_ne!(k(&class(60_000, 1_000)), k(&class(60_000, 100_000)));
-        let Some(AttributeValue::S(sk)) = k(&class(60_000, 1_000)).remove("sk") else {
-            panic!("no sort key");
-        };
+        let (_, sk) = k(&class(60_000, 1_000));
         assert!(sk.starts_with("m#2026-12#"), "{sk}");
     }
 }

@@ -3,7 +3,7 @@
 use super::Memory;
 use crate::domain::pricing::Model;
 use crate::domain::sla::{bucket_of, MinuteCounts, TaskClass};
-use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth};
+use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth, TaskEnd};
 use crate::ports::PortResult;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -26,54 +26,15 @@ pub(crate) struct Probes {
 
 #[async_trait]
 impl Sla for Memory {
-    async fn add_task(
-        &self,
-        account_id: &str,
-        month: &str,
-        model: Model,
-        class: &TaskClass,
-    ) -> PortResult<()> {
+    async fn add_tasks(&self, ends: &[TaskEnd]) -> PortResult<()> {
         self.pause().await;
         let mut st = self.lock();
-        let m = st
-            .sla_months
-            .entry((account_id.to_string(), month.to_string()))
-            .or_default();
-        match class {
-            TaskClass::Measured {
-                processing_ms,
-                queue_ms,
-                platform_failure,
-            } => {
-                *m.processing
-                    .entry(model)
-                    .or_default()
-                    .counts
-                    .entry(bucket_of(*processing_ms))
-                    .or_default() += 1;
-                *m.queue
-                    .entry(model)
-                    .or_default()
-                    .counts
-                    .entry(bucket_of(*queue_ms))
-                    .or_default() += 1;
-                if *platform_failure {
-                    *m.platform_failures.entry(model).or_default() += 1;
-                }
-            }
-            TaskClass::Excluded { cause, queue_ms } => {
-                *m.excluded
-                    .entry((model, cause.as_str().to_string()))
-                    .or_default() += 1;
-                if let Some(q) = queue_ms {
-                    *m.queue
-                        .entry(model)
-                        .or_default()
-                        .counts
-                        .entry(bucket_of(*q))
-                        .or_default() += 1;
-                }
-            }
+        for end in ends {
+            let m = st
+                .sla_months
+                .entry((end.account_id.clone(), end.month.clone()))
+                .or_default();
+            add_end(m, end.model, &end.class);
         }
         Ok(())
     }
@@ -244,5 +205,45 @@ impl Sla for Memory {
             .filter(|i| i.started_ms < to_ms && i.ended_ms.is_some_and(|e| e > from_ms))
             .cloned()
             .collect())
+    }
+}
+
+/// One task end's adds to its month.
+fn add_end(m: &mut SlaMonth, model: Model, class: &TaskClass) {
+    match class {
+        TaskClass::Measured {
+            processing_ms,
+            queue_ms,
+            platform_failure,
+        } => {
+            *m.processing
+                .entry(model)
+                .or_default()
+                .counts
+                .entry(bucket_of(*processing_ms))
+                .or_default() += 1;
+            *m.queue
+                .entry(model)
+                .or_default()
+                .counts
+                .entry(bucket_of(*queue_ms))
+                .or_default() += 1;
+            if *platform_failure {
+                *m.platform_failures.entry(model).or_default() += 1;
+            }
+        }
+        TaskClass::Excluded { cause, queue_ms } => {
+            *m.excluded
+                .entry((model, cause.as_str().to_string()))
+                .or_default() += 1;
+            if let Some(q) = queue_ms {
+                *m.queue
+                    .entry(model)
+                    .or_default()
+                    .counts
+                    .entry(bucket_of(*q))
+                    .or_default() += 1;
+            }
+        }
     }
 }
