@@ -16,8 +16,8 @@
 //! tallies, `held == charged + refunded + released` for every settled batch), and
 //! the cost and liveness bounds: at most one upstream job and at most two live messages per
 //! task, provider polls per minute within the poll interval, the concurrency cap, and a
-//! reconcile that reports only what is real. At the end everything quiets down and every batch
-//! must settle.
+//! reconcile that reports only what is real. At the end everything quiets down, every batch
+//! must settle, and every ended task's event must be stored.
 
 pub mod provider;
 
@@ -1102,6 +1102,25 @@ impl Sim {
                         return Err(format!(
                             "{} is still {:?} after settlement",
                             t.task_id, t.status
+                        ));
+                    }
+                    // Every end is told: its event is stored (a worker killed after the end
+                    // and before its invocation's sends went out must not lose it).
+                    let status = serde_json::to_value(t.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let event_id = format!("evt_{}_{status}", t.task_id);
+                    let stored = self
+                        .svc
+                        .events
+                        .get(&t.account_id, &event_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if stored.is_none() {
+                        return Err(format!(
+                            "{} ended {status} and {event_id} was never stored",
+                            t.task_id
                         ));
                     }
                     if t.status == TaskStatus::Cancelled {

@@ -176,6 +176,8 @@ async fn a_worker_dying_between_the_provider_and_our_write_loses_nothing() {
         "worker.after_video",
         "end.after_mark",
         "worker.after_slot",
+        "worker.after_claim",
+        "worker.after_submit",
         "dispatch.after_claim",
         "end.after_hand_over",
     ] {

@@ -7,7 +7,9 @@ use crate::domain::batch::TaskStatus;
 use crate::domain::export::PART_BYTES;
 use crate::domain::ledger::{next_entry, EntryKind};
 use crate::domain::money::Credits;
-use crate::domain::task::{all_ended, poll_interval_secs, retry_delay_secs, task_counts, Outcome};
+use crate::domain::task::{
+    all_ended, poll_interval_secs, retry_delay_secs, shard_of, task_counts, Outcome,
+};
 use crate::ports::blobs::Upload;
 use crate::ports::provider::{JobRequest, JobState, ProviderError, Route, VideoStream};
 use crate::ports::queue::QueueName;
@@ -80,7 +82,11 @@ pub async fn handle(
             };
             for idx in from..to.min(batch.task_count) {
                 if let Some(task) = p.svc.tasks.get(&batch_id, idx).await? {
-                    if !task.status.is_terminal() {
+                    if task.status.is_terminal() {
+                        if receive_count > 1 {
+                            say_end_again(p, &batch, &task).await?;
+                        }
+                    } else {
                         let why = match outcome {
                             Outcome::Cancelled => "cancelled by the customer before it started",
                             _ => "waited longer than the queue limit",
@@ -176,6 +182,9 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         return Ok(());
     };
     if task.status.is_terminal() {
+        if step.redelivered {
+            say_end_again(p, &batch, &task).await?;
+        }
         if let Some(next) = task.slot_to {
             // The end that handed this task's slot on may have died before sending it (a
             // worker's, or the sweeper's time-out, which no redelivery repeats): any later
@@ -329,7 +338,7 @@ async fn recorded_end(p: &Pipeline, task: &TaskRecord) -> Result<Option<Outcome>
     let shard = p
         .svc
         .progress
-        .shard(&task.batch_id, crate::domain::task::shard_of(task.idx))
+        .shard(&task.batch_id, shard_of(task.idx))
         .await?;
     Ok(shard.and_then(|s| s.ended.get(&task.idx.to_string()).copied()))
 }
@@ -388,6 +397,7 @@ async fn submit(
     let (route, req) = job_request(p, &task)?;
     match route.provider.submit(&req).await {
         Ok(job) => {
+            p.svc.faults.check("worker.after_submit")?;
             task.provider_job_id = Some(job.clone());
             task.submit_claim_until_ms = None;
             task.updated_ms = p.svc.now_ms();
@@ -576,7 +586,7 @@ pub async fn end(
         task.idx,
         task.task_id.clone(),
     );
-    let shard_no = crate::domain::task::shard_of(idx);
+    let shard_no = shard_of(idx);
     // The cancel rule, in one place: a cancel that lands before the task has a provider
     // job releases its unit; once a job exists the provider is doing the work (charged).
     let outcome = match outcome {
@@ -664,6 +674,42 @@ pub async fn end(
     Ok(())
 }
 
+/// What a task's end tells the account's webhooks: the task's outcome and, for a task
+/// whose unit came back, the Credits. Ids are derived from the task, so saying it twice
+/// stores and delivers it once.
+fn end_events(
+    batch: &BatchRecord,
+    done: &TaskRecord,
+    outcome: Outcome,
+) -> Vec<crate::service::events::Event> {
+    let ended_ms = done.ended_ms.unwrap_or(done.updated_ms);
+    let mut events = vec![crate::service::events::task_ended(done, outcome, ended_ms)];
+    if outcome.refunded() || outcome.released() {
+        events.push(crate::service::events::credits_given_back(
+            done,
+            outcome,
+            batch.unit_price,
+            ended_ms,
+        ));
+    }
+    events
+}
+
+/// A redelivered message of an ended task: the invocation that ended it may have died
+/// before its held sends went out (they leave at the invocation's end: `adapters::outbox`),
+/// its events among them, and nothing else would send those again. Sends them again; the
+/// events' derived ids keep them once.
+async fn say_end_again(
+    p: &Pipeline,
+    batch: &BatchRecord,
+    task: &TaskRecord,
+) -> Result<(), PipelineError> {
+    if let Some(outcome) = recorded_end(p, task).await? {
+        crate::service::events::emit(&p.svc, &end_events(batch, task, outcome)).await?;
+    }
+    Ok(())
+}
+
 /// The batch's next task, as the end of a task found it.
 pub(crate) enum Next {
     /// Claimed here, to be sent; `slot`: with the ended task's slot, handed over.
@@ -711,18 +757,10 @@ pub(crate) async fn finish_record(
         done.video_key = video_key;
     }
     // Before the task record: a crash after this re-runs `end` (the record is not terminal
-    // yet) and re-emits the same ids, which dispatch deduplicates.
-    let ended_ms = done.ended_ms.unwrap_or(now);
-    let mut events = vec![crate::service::events::task_ended(&done, outcome, ended_ms)];
-    if outcome.refunded() || outcome.released() {
-        events.push(crate::service::events::credits_given_back(
-            &done,
-            outcome,
-            batch.unit_price,
-            ended_ms,
-        ));
-    }
-    crate::service::events::emit(svc, &events).await?;
+    // yet) and re-emits the same ids, which dispatch deduplicates. (In the task worker they
+    // leave at the invocation's end; a worker that dies after the record's save and before
+    // then has its message come back, and `say_end_again` sends them.)
+    crate::service::events::emit(svc, &end_events(batch, &done, outcome)).await?;
     svc.faults.check("end.after_events")?;
     // The record follows the mark. Whoever moves it from holding a slot to terminal hands
     // the slot to the batch's next task, or gives it back when none is left: exactly once,
