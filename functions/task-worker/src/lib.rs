@@ -11,7 +11,7 @@ use shared::service::sla::HeldEnds;
 use std::sync::Arc;
 
 pub async fn handle_event(p: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
-    let outbox = Arc::new(Outbox::new(p.svc.queue.clone()));
+    let outbox = Arc::new(Outbox::new(p.svc.queue.clone(), p.svc.clock.clone()));
     let ends = Arc::new(HeldEnds::default());
     let held = Pipeline {
         svc: p.svc.with_queue(outbox.clone()).holding_ends(ends.clone()),

@@ -7,38 +7,53 @@
 //! Receives, deletes and releases are not held: they go to the queue at once.
 
 use crate::ports::queue::{QueueName, Received};
-use crate::ports::{PortResult, Queue};
+use crate::ports::{Clock, PortResult, Queue};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// A held send: its queue, body, delay, and when it was made (ms).
+type Held = (QueueName, String, u64, i64);
+
 pub struct Outbox {
     inner: Arc<dyn Queue>,
-    held: Mutex<Vec<(QueueName, String, u64)>>,
+    clock: Arc<dyn Clock>,
+    held: Mutex<Vec<Held>>,
 }
 
 impl Outbox {
-    pub fn new(inner: Arc<dyn Queue>) -> Self {
+    pub fn new(inner: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Self {
         Outbox {
             inner,
+            clock,
             held: Mutex::default(),
         }
     }
 
     /// Sends everything held, each queue's messages in one call of the queue's own `send`
-    /// (ten to a request), in the order they were sent. Held messages leave the outbox
-    /// whether or not they went: on an error the invocation's messages are retried, and the
-    /// retried steps send again.
+    /// (ten to a request), in the order they were sent, each delay shortened by the time it
+    /// was held (a step's "in 5 s" counts from the step, not from the invocation's end).
+    /// Every queue is tried; held messages leave the outbox whether or not they went, and the
+    /// first error is returned (the invocation's messages are then retried).
     pub async fn flush(&self) -> PortResult<()> {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        let now = self.clock.now_ms();
         let mut by_queue: BTreeMap<QueueName, Vec<(String, u64)>> = BTreeMap::new();
-        for (queue, body, delay) in held {
-            by_queue.entry(queue).or_default().push((body, delay));
+        for (queue, body, delay, at_ms) in held {
+            let held_secs = u64::try_from((now - at_ms) / 1_000).unwrap_or(0);
+            by_queue
+                .entry(queue)
+                .or_default()
+                .push((body, delay.saturating_sub(held_secs)));
         }
+        let mut first_error = None;
         for (queue, bodies) in by_queue {
-            self.inner.send(queue, &bodies).await?;
+            if let Err(e) = self.inner.send(queue, &bodies).await {
+                tracing::error!(queue = queue.as_str(), messages = bodies.len(), error = %e, "held messages not sent");
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -49,8 +64,9 @@ impl Queue for Outbox {
     }
 
     async fn send(&self, queue: QueueName, bodies: &[(String, u64)]) -> PortResult<()> {
+        let at_ms = self.clock.now_ms();
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.extend(bodies.iter().map(|(b, d)| (queue, b.clone(), *d)));
+        held.extend(bodies.iter().map(|(b, d)| (queue, b.clone(), *d, at_ms)));
         Ok(())
     }
 
@@ -75,8 +91,8 @@ mod tests {
     #[tokio::test]
     async fn holds_sends_until_flushed_then_sends_each_queue_in_order() {
         let clock = Arc::new(crate::adapters::clock::ManualClock::starting_at(0));
-        let q: Arc<dyn Queue> = Arc::new(MemoryQueue::new(clock, false));
-        let out = Outbox::new(q.clone());
+        let q: Arc<dyn Queue> = Arc::new(MemoryQueue::new(clock.clone(), true));
+        let out = Outbox::new(q.clone(), clock.clone());
         out.send(QueueName::Tasks, &[("a".into(), 0)])
             .await
             .unwrap();
@@ -101,5 +117,17 @@ mod tests {
         // Flushed means gone from the outbox: a second flush sends nothing.
         out.flush().await.unwrap();
         assert!(q.receive(QueueName::Tasks, 0).await.unwrap().is_empty());
+
+        // A delay counts from the send, not from the flush: "in 5 s", held 3 s, is due 2 s
+        // after the flush.
+        out.send(QueueName::Settle, &[("late".into(), 5)])
+            .await
+            .unwrap();
+        clock.advance_ms(3_000);
+        out.flush().await.unwrap();
+        clock.advance_ms(1_999);
+        assert!(q.receive(QueueName::Settle, 0).await.unwrap().is_empty());
+        clock.advance_ms(1);
+        assert_eq!(q.receive(QueueName::Settle, 0).await.unwrap().len(), 1);
     }
 }

@@ -78,13 +78,10 @@ pub trait Tasks: Send + Sync {
     /// exists may have moved on and must not be reset). Returns how many it wrote.
     async fn put_missing(&self, tasks: &[TaskRecord]) -> PortResult<usize>;
     async fn get(&self, batch_id: &str, idx: u32) -> PortResult<Option<TaskRecord>>;
-    /// A task, strongly consistent, and its batch, eventually consistent (half the read
-    /// units), in one round trip: the worker reads both at every step. The worker's writes
-    /// are conditioned on the task's version, never on the batch copy: what it takes from the
-    /// copy is fixed at creation (price, model, size, retention), only grows
-    /// (`next_dispatch`: a claim's own condition checks what is left), or is seen by a later step
-    /// (`cancel_requested`: a step that misses a cancel by a moment is followed by one that
-    /// sees it, and a task it dispatches ends released). Not a snapshot.
+    /// A task and its batch, each strongly consistent, in one round trip (the worker reads
+    /// both at every step). Not a snapshot: each item is as current as its own read would be.
+    /// (The batch is read consistently: a step that starts a task must see a cancel the
+    /// customer was already answered for, and a batch created a moment ago must be found.)
     async fn get_with_batch(
         &self,
         account_id: &str,

@@ -1035,7 +1035,13 @@ impl Sim {
                 self.check().await?;
             }
             if !any {
-                if self.all_settled().await? {
+                // Quiet means settled and every queue empty: a message still invisible (its
+                // invocation was killed) comes back and may have work to finish, such as the
+                // events of an end whose invocation died before sending them.
+                let drained = [QueueName::Tasks, QueueName::Settle, QueueName::Events]
+                    .into_iter()
+                    .all(|q| self.stack.queue.next_visible_ms(q).is_none());
+                if drained && self.all_settled().await? {
                     return self.check().await;
                 }
                 if self.now() > limit {

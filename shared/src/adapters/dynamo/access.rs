@@ -86,12 +86,8 @@ impl Keys for Dynamo {
     ) -> PortResult<(Option<ApiKeyRecord>, Option<AccountRecord>)> {
         let mut got = self
             .batch_get_tables(vec![
-                (self.t.api_keys.as_str(), vec![hash_key(key_hash)], true),
-                (
-                    self.t.accounts.as_str(),
-                    vec![account_item(account_id)],
-                    true,
-                ),
+                (self.t.api_keys.as_str(), vec![hash_key(key_hash)]),
+                (self.t.accounts.as_str(), vec![account_item(account_id)]),
             ])
             .await?;
         let mut one = |table: &str| got.remove(table).and_then(|mut v| v.pop());

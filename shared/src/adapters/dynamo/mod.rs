@@ -63,26 +63,23 @@ impl Dynamo {
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> PortResult<Vec<Item>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(100) {
-            let mut got = self
-                .batch_get_tables(vec![(table, chunk.to_vec(), true)])
-                .await?;
+            let mut got = self.batch_get_tables(vec![(table, chunk.to_vec())]).await?;
             out.extend(got.remove(table).unwrap_or_default());
         }
         Ok(out)
     }
 
-    /// One `BatchGetItem` over several tables (at most 100 keys in all), each table read
-    /// consistently or not (`true`: consistent; an eventually consistent read costs half),
-    /// until no key is left unprocessed: the items found, by table.
+    /// One `BatchGetItem` over several tables (at most 100 keys in all), consistent, until
+    /// no key is left unprocessed: the items found, by table.
     async fn batch_get_tables(
         &self,
-        wanted: Vec<(&str, Vec<Item>, bool)>,
+        wanted: Vec<(&str, Vec<Item>)>,
     ) -> PortResult<HashMap<String, Vec<Item>>> {
         let mut pending = HashMap::new();
-        for (table, keys, consistent) in wanted {
+        for (table, keys) in wanted {
             let ka = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
                 .set_keys(Some(keys))
-                .consistent_read(consistent)
+                .consistent_read(true)
                 .build()
                 .map_err(|e| build_err("KeysAndAttributes", e))?;
             pending.insert(table.to_string(), ka);

@@ -98,13 +98,11 @@ impl Tasks for Dynamo {
     ) -> PortResult<(Option<BatchRecord>, Option<TaskRecord>)> {
         let mut got = self
             .batch_get_tables(vec![
-                // The batch eventually consistently (half the read): see the port.
                 (
                     self.t.batches.as_str(),
                     vec![account_key("batch_id", account_id, batch_id)],
-                    false,
                 ),
-                (self.t.tasks.as_str(), vec![task_key(batch_id, idx)], true),
+                (self.t.tasks.as_str(), vec![task_key(batch_id, idx)]),
             ])
             .await?;
         let mut one = |table: &str| got.remove(table).and_then(|mut v| v.pop());

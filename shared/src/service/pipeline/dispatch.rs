@@ -61,7 +61,8 @@ async fn claim(
     want: u32,
 ) -> Result<Option<(u32, u32)>, PipelineError> {
     let (account_id, batch_id) = (&batch.account_id, &batch.batch_id);
-    // `next_dispatch` only grows: what the copy says is left is at most what is left.
+    // `next_dispatch` only grows: what the copy says is left is at least what is left (the
+    // claim's own condition checks the rest), and a copy that says none is left is right.
     let left = batch.task_count.saturating_sub(batch.next_dispatch);
     if want <= left {
         let now = svc.now_ms();

@@ -83,9 +83,7 @@ pub async fn handle(
             for idx in from..to.min(batch.task_count) {
                 if let Some(task) = p.svc.tasks.get(&batch_id, idx).await? {
                     if task.status.is_terminal() {
-                        if receive_count > 1 {
-                            say_end_again(p, &batch, &task).await?;
-                        }
+                        say_end_again(p, &batch, &task).await?;
                     } else {
                         let why = match outcome {
                             Outcome::Cancelled => "cancelled by the customer before it started",
@@ -182,9 +180,7 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
         return Ok(());
     };
     if task.status.is_terminal() {
-        if step.redelivered {
-            say_end_again(p, &batch, &task).await?;
-        }
+        say_end_again(p, &batch, &task).await?;
         if let Some(next) = task.slot_to {
             // The end that handed this task's slot on may have died before sending it (a
             // worker's, or the sweeper's time-out, which no redelivery repeats): any later
@@ -695,10 +691,12 @@ fn end_events(
     events
 }
 
-/// A redelivered message of an ended task: the invocation that ended it may have died
-/// before its held sends went out (they leave at the invocation's end: `adapters::outbox`),
-/// its events among them, and nothing else would send those again. Sends them again; the
-/// events' derived ids keep them once.
+/// A message of an ended task: the invocation that ended it may have died before its held
+/// sends went out (they leave at the invocation's end: `adapters::outbox`), its events among
+/// them, and nothing else would send those again. Sends them again; the events' derived ids
+/// keep them once. Any message, not only one SQS counts as redelivered: the ending message
+/// may come back through the dead-letter queue's redrive, counted afresh. In a normal run
+/// no message reaches an ended task, so this costs nothing there.
 async fn say_end_again(
     p: &Pipeline,
     batch: &BatchRecord,
