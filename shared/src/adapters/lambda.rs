@@ -25,9 +25,9 @@ pub const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
 /// sends through it (the function's services are built on it), and it goes out once every
 /// message has run, ten to a request. The sends of a message that failed go too, as they
 /// would have gone before its failure. Should they not all go, every message of the
-/// invocation is reported failed: each comes back and, seen as a redelivery, claims its step
-/// again (its unsent follow-ups are sent then; a copy that did go is dropped on arrival, its
-/// version gone).
+/// invocation is reported failed and comes back: a step that had not saved runs again; one
+/// that had finds its version gone, and the sweeper picks its chain up from its
+/// `next_check_ms` promise (docs/ARCHITECTURE.md, "Sends wait for the invocation's end").
 pub async fn sqs_batch<M, E, F, Fut>(
     queue: &str,
     event: SqsEvent,

@@ -1,8 +1,9 @@
 //! A queue whose sends wait: while an SQS-triggered invocation runs its messages, what they
-//! send collects here, and goes out at the invocation's end (`lambda::sqs_batch_sending`)
-//! ten to a request, instead of one request per send. SQS bills a `SendMessageBatch` of ten
-//! small messages as one request, and the task worker's steps each send one or two (the
-//! next step, the task's events): about three sends per task became a third of a request.
+//! send collects here, and goes out at the invocation's end (`lambda::sqs_batch` with an
+//! outbox) ten to a request, instead of one request per send. SQS bills a `SendMessageBatch`
+//! of ten small messages as one request, and the task worker's steps each send one or two
+//! (the next step, the task's events): about three sends per task became a third of a
+//! request.
 //!
 //! Receives, deletes and releases are not held: they go to the queue at once.
 

@@ -357,6 +357,49 @@ pub enum TaskClass {
     },
 }
 
+/// One count an ended task adds to its month.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndCount {
+    /// One in this processing-time bucket.
+    Processing(u32),
+    /// One in this queue-time bucket.
+    Queue(u32),
+    /// One platform-caused failure.
+    PlatformFailure,
+    /// One task left out, for this cause.
+    Excluded(Exclusion),
+}
+
+impl TaskClass {
+    /// What the task adds to its month's figures: its two times' buckets (and a platform
+    /// failure) when measured; its exclusion (and its queue time, when it got a slot) when not.
+    pub fn counts(&self) -> Vec<EndCount> {
+        match self {
+            TaskClass::Measured {
+                processing_ms,
+                queue_ms,
+                platform_failure,
+            } => {
+                let mut c = vec![
+                    EndCount::Processing(bucket_of(*processing_ms)),
+                    EndCount::Queue(bucket_of(*queue_ms)),
+                ];
+                if *platform_failure {
+                    c.push(EndCount::PlatformFailure);
+                }
+                c
+            }
+            TaskClass::Excluded { cause, queue_ms } => {
+                let mut c = vec![EndCount::Excluded(*cause)];
+                if let Some(q) = queue_ms {
+                    c.push(EndCount::Queue(bucket_of(*q)));
+                }
+                c
+            }
+        }
+    }
+}
+
 /// Why a task is out of the processing-time figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exclusion {

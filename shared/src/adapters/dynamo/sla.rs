@@ -9,7 +9,7 @@
 
 use super::{applied, dynamo_err, from_item, n, num, s, to_item, Dynamo, Item};
 use crate::domain::pricing::Model;
-use crate::domain::sla::{MinuteCounts, TaskClass};
+use crate::domain::sla::{EndCount, MinuteCounts, TaskClass};
 use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth, TaskEnd};
 use crate::ports::PortResult;
 use async_trait::async_trait;
@@ -66,30 +66,16 @@ fn task_end_key(
 
 /// The attributes a task end adds one to.
 fn task_end_attrs(model: Model, class: &TaskClass) -> Vec<String> {
-    let bucket = crate::domain::sla::bucket_of;
-    match class {
-        TaskClass::Measured {
-            processing_ms,
-            queue_ms,
-            platform_failure,
-        } => {
-            let mut attrs = vec![
-                format!("p_{model}_{}", bucket(*processing_ms)),
-                format!("q_{model}_{}", bucket(*queue_ms)),
-            ];
-            if *platform_failure {
-                attrs.push(format!("f_{model}"));
-            }
-            attrs
-        }
-        TaskClass::Excluded { cause, queue_ms } => {
-            let mut attrs = vec![format!("x_{model}_{}", cause.as_str())];
-            if let Some(q) = queue_ms {
-                attrs.push(format!("q_{model}_{}", bucket(*q)));
-            }
-            attrs
-        }
-    }
+    class
+        .counts()
+        .into_iter()
+        .map(|c| match c {
+            EndCount::Processing(b) => format!("p_{model}_{b}"),
+            EndCount::Queue(b) => format!("q_{model}_{b}"),
+            EndCount::PlatformFailure => format!("f_{model}"),
+            EndCount::Excluded(cause) => format!("x_{model}_{}", cause.as_str()),
+        })
+        .collect()
 }
 
 fn close_key(account_id: &str, month: &str) -> Item {

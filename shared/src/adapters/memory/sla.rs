@@ -2,7 +2,7 @@
 
 use super::Memory;
 use crate::domain::pricing::Model;
-use crate::domain::sla::{bucket_of, MinuteCounts, TaskClass};
+use crate::domain::sla::{EndCount, MinuteCounts, TaskClass};
 use crate::ports::sla::{Incident, ProbeMonth, Sla, SlaCloseRecord, SlaMonth, TaskEnd};
 use crate::ports::PortResult;
 use async_trait::async_trait;
@@ -210,39 +210,29 @@ impl Sla for Memory {
 
 /// One task end's adds to its month.
 fn add_end(m: &mut SlaMonth, model: Model, class: &TaskClass) {
-    match class {
-        TaskClass::Measured {
-            processing_ms,
-            queue_ms,
-            platform_failure,
-        } => {
-            *m.processing
-                .entry(model)
-                .or_default()
-                .counts
-                .entry(bucket_of(*processing_ms))
-                .or_default() += 1;
-            *m.queue
-                .entry(model)
-                .or_default()
-                .counts
-                .entry(bucket_of(*queue_ms))
-                .or_default() += 1;
-            if *platform_failure {
-                *m.platform_failures.entry(model).or_default() += 1;
+    for c in class.counts() {
+        match c {
+            EndCount::Processing(b) => {
+                *m.processing
+                    .entry(model)
+                    .or_default()
+                    .counts
+                    .entry(b)
+                    .or_default() += 1
             }
-        }
-        TaskClass::Excluded { cause, queue_ms } => {
-            *m.excluded
-                .entry((model, cause.as_str().to_string()))
-                .or_default() += 1;
-            if let Some(q) = queue_ms {
+            EndCount::Queue(b) => {
                 *m.queue
                     .entry(model)
                     .or_default()
                     .counts
-                    .entry(bucket_of(*q))
-                    .or_default() += 1;
+                    .entry(b)
+                    .or_default() += 1
+            }
+            EndCount::PlatformFailure => *m.platform_failures.entry(model).or_default() += 1,
+            EndCount::Excluded(cause) => {
+                *m.excluded
+                    .entry((model, cause.as_str().to_string()))
+                    .or_default() += 1
             }
         }
     }
