@@ -24,7 +24,7 @@ use shared::ports::store::{
     NewRecord, TermsPatch,
 };
 use shared::ports::webhooks::EndpointPatch;
-use shared::ports::{PageToken, Ports, TimeRange};
+use shared::ports::{PageToken, Ports, StoreError, TimeRange};
 
 const T0: i64 = 1_780_000_000_000;
 
@@ -1254,19 +1254,57 @@ pub async fn tasks(p: &Ports) {
     assert_eq!(sizes.last(), Some(&(300 - 300 / SHARD_SIZE * SHARD_SIZE)));
     assert!(p
         .progress
-        .mark_started(&b.batch_id, 260)
+        .mark_started(&b.batch_id, &[260])
         .await
         .expect("start"));
     assert!(!p
         .progress
-        .mark_started(&b.batch_id, 260)
+        .mark_started(&b.batch_id, &[260])
         .await
         .expect("start twice"));
     assert!(!p
         .progress
-        .mark_started(&id("bat", 77), 1)
+        .mark_started(&id("bat", 77), &[1])
         .await
         .expect("absent shard"));
+    // Marks of one shard go in one write, all or none.
+    assert!(p
+        .progress
+        .mark_started(&b.batch_id, &[200, 201, 202])
+        .await
+        .expect("three at once"));
+    assert!(!p
+        .progress
+        .mark_started(&b.batch_id, &[203, 202])
+        .await
+        .expect("one started already"));
+    assert!(p
+        .progress
+        .mark_started(&b.batch_id, &[])
+        .await
+        .expect("none"));
+    for (idxs, why) in [
+        (&[203u32, 7][..], "two shards"),
+        (&[203, 203][..], "repeated"),
+    ] {
+        assert!(
+            matches!(
+                p.progress.mark_started(&b.batch_id, idxs).await,
+                Err(StoreError::Refused { .. })
+            ),
+            "{why}"
+        );
+    }
+    let three = p
+        .progress
+        .shard(&b.batch_id, 200 / SHARD_SIZE)
+        .await
+        .expect("read")
+        .expect("shard");
+    assert_eq!(
+        (three.n_started, three.started.contains_key("203")),
+        (3, false)
+    );
     let ended = |idx, was_started, outcome| EndMark {
         batch_id: b.batch_id.clone(),
         idx,
@@ -1300,7 +1338,7 @@ pub async fn tasks(p: &Ports) {
     assert_eq!(written.counts().started, 1);
     assert!(!p
         .progress
-        .mark_started(&b.batch_id, 260)
+        .mark_started(&b.batch_id, &[260])
         .await
         .expect("ended"));
     // A second end is refused, whichever way its writer saw the start.
@@ -1320,7 +1358,7 @@ pub async fn tasks(p: &Ports) {
         .is_some());
     assert!(!p
         .progress
-        .mark_started(&b.batch_id, 7)
+        .mark_started(&b.batch_id, &[7])
         .await
         .expect("ended first"));
     assert!(p
@@ -3511,8 +3549,16 @@ pub async fn born_with_hold(p: &Ports) {
         (listed.iter().map(|t| t.idx).collect::<Vec<_>>(), more),
         (vec![0, 1, 2], false)
     );
-    assert!(p.progress.mark_started(&b.batch_id, 1).await.expect("mark"));
-    assert!(!p.progress.mark_started(&b.batch_id, 1).await.expect("once"));
+    assert!(p
+        .progress
+        .mark_started(&b.batch_id, &[1])
+        .await
+        .expect("mark"));
+    assert!(!p
+        .progress
+        .mark_started(&b.batch_id, &[1])
+        .await
+        .expect("once"));
     let shards = p.progress.all(&b.batch_id).await.expect("all");
     assert_eq!(
         shards

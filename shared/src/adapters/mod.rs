@@ -15,10 +15,12 @@
 //! | `Clock`, `Random` | [`clock`] | [`clock`] (manual, seeded) |
 //!
 //! [`lambda`] is the edge of the SQS-triggered functions (one batch loop for all four);
-//! [`outbox`] holds an invocation's sends for it, to go out ten to a request.
+//! [`outbox`] holds an invocation's sends for it, to go out ten to a request, and
+//! [`held_starts`] its tasks' start marks, to go in one write per shard.
 
 pub mod clock;
 pub mod dynamo;
+pub mod held_starts;
 pub mod kms;
 pub mod lambda;
 pub mod memory;

@@ -219,6 +219,14 @@ pub fn shard_of(idx: u32) -> u32 {
     idx / SHARD_SIZE
 }
 
+/// The one shard every index is in: `None` if they span shards, repeat an index, or there
+/// are none.
+pub fn one_shard(idxs: &[u32]) -> Option<u32> {
+    let first = shard_of(*idxs.first()?);
+    let distinct = idxs.iter().collect::<std::collections::BTreeSet<_>>().len() == idxs.len();
+    (distinct && idxs.iter().all(|i| shard_of(*i) == first)).then_some(first)
+}
+
 pub fn shard_count(total: u32) -> u32 {
     total.div_ceil(SHARD_SIZE)
 }

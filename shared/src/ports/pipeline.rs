@@ -115,8 +115,10 @@ pub trait Progress: Send + Sync {
     /// All of a batch's shards, strongly consistent.
     async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>>;
     async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>>;
-    /// Marks a task started; false if it had started or ended already.
-    async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool>;
+    /// Marks tasks of one shard started, in one write: all of them, or none (false) if any
+    /// had started or ended already. The indices must be distinct and in one shard (else
+    /// `StoreError::Refused`); none is a no-op that lands.
+    async fn mark_started(&self, batch_id: &str, idxs: &[u32]) -> PortResult<bool>;
     /// The end mark on its own (outcomes that move no money): the shard as written (so the
     /// caller learns whether the shard, or the batch, is done without reading it again), or
     /// `None` if its condition failed.

@@ -81,6 +81,11 @@ impl Services {
         self.with_ports(|p| p.queue = queue)
     }
 
+    /// The same services keeping progress in `progress` (an invocation's held start marks).
+    pub fn with_progress(&self, progress: Arc<dyn crate::ports::Progress>) -> Self {
+        self.with_ports(|p| p.progress = progress)
+    }
+
     /// The same services holding task ends' SLA adds in `ends` until its `flush`.
     pub fn holding_ends(&self, ends: Arc<sla::HeldEnds>) -> Self {
         Services {

@@ -33,6 +33,7 @@ use shared::domain::money::Credits;
 use shared::domain::pricing::Model;
 use shared::ports::provider::{Route, Routes};
 use shared::ports::queue::QueueName;
+use shared::ports::records::ShardRecord;
 use shared::ports::webhooks::PostOutcome;
 use shared::ports::{Clock, Faults, Provider, Random, TimeRange, WebhookSender};
 use shared::service::auth::Caller;
@@ -934,6 +935,7 @@ impl Sim {
             let shards = svc.progress.all(b).await.map_err(|e| e.to_string())?;
             let mut now_marked = BTreeMap::new();
             for sh in &shards {
+                counts_whole(sh)?;
                 for (idx, o) in &sh.ended {
                     now_marked.insert(idx.clone(), *o);
                 }
@@ -1042,6 +1044,10 @@ impl Sim {
                     .into_iter()
                     .all(|q| self.stack.queue.next_visible_ms(q).is_none());
                 if drained && self.all_settled().await? {
+                    for (_, b) in &self.batches {
+                        let shards = self.svc.progress.all(b).await.map_err(|e| e.to_string())?;
+                        shards.iter().try_for_each(counts_whole)?;
+                    }
                     return self.check().await;
                 }
                 if self.now() > limit {
@@ -1169,6 +1175,25 @@ impl Sim {
             self.report.trace = self.trace.iter().cloned().collect();
         }
         self.report
+    }
+}
+
+/// A shard's counts stay whole, however late a start mark lands or whether it lands at all
+/// (`adapters::held_starts`): each task is counted started or ended-before-start, never both;
+/// only a started task ends as one; a shard whose tasks all ended counts each once.
+fn counts_whole(sh: &ShardRecord) -> Result<(), String> {
+    let ended = sh.counts().ended();
+    let whole = sh.n_ended_unstarted <= ended
+        && ended - sh.n_ended_unstarted <= sh.n_started
+        && sh.n_started + sh.n_ended_unstarted <= sh.size
+        && (ended < sh.size || sh.n_started + sh.n_ended_unstarted == sh.size);
+    if whole {
+        Ok(())
+    } else {
+        Err(format!(
+            "the counts of shard {} of {} are not whole: {sh:?}",
+            sh.shard, sh.batch_id
+        ))
     }
 }
 

@@ -2,10 +2,10 @@
 //! task records and its progress shards with the exactly-once end marks.
 
 use super::{account_key, applied, build, from_item, n, s, to_item, updated, Dynamo, Item, Query};
-use crate::domain::task::{shard_of, Outcome};
+use crate::domain::task::{one_shard, shard_of, Outcome};
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
-use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, Tasks};
+use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, StoreError, Tasks};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use std::collections::HashMap;
@@ -210,19 +210,35 @@ impl Progress for Dynamo {
         Dynamo::get(self, &self.t.progress, shard_key(batch_id, shard)).await
     }
 
-    async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool> {
+    async fn mark_started(&self, batch_id: &str, idxs: &[u32]) -> PortResult<bool> {
+        if idxs.is_empty() {
+            return Ok(true);
+        }
+        let shard = one_shard(idxs).ok_or_else(|| StoreError::Refused {
+            op: "UpdateItem",
+            detail: format!("start marks of more than one shard, or repeated: {idxs:?}"),
+        })?;
+        // One write for all of them: `#iN` names the Nth task's key in both maps.
+        let mut set = Vec::with_capacity(idxs.len());
+        let mut cond = vec!["attribute_exists(batch_id)".to_string()];
+        let mut names = HashMap::with_capacity(idxs.len());
+        for (k, idx) in idxs.iter().enumerate() {
+            set.push(format!("started.#i{k} = :one"));
+            cond.push(format!(
+                "attribute_not_exists(started.#i{k}) AND attribute_not_exists(ended.#i{k})"
+            ));
+            names.insert(format!("#i{k}"), idx.to_string());
+        }
         let res = self
             .ddb
             .update_item()
             .table_name(&self.t.progress)
-            .set_key(Some(shard_key(batch_id, shard_of(idx))))
-            .update_expression("SET started.#i = :one ADD n_started :one")
-            .condition_expression(
-                "attribute_exists(batch_id) AND attribute_not_exists(started.#i) \
-                 AND attribute_not_exists(ended.#i)",
-            )
-            .expression_attribute_names("#i", idx.to_string())
+            .set_key(Some(shard_key(batch_id, shard)))
+            .update_expression(format!("SET {} ADD n_started :k", set.join(", ")))
+            .condition_expression(cond.join(" AND "))
+            .set_expression_attribute_names(Some(names))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":k", n(idxs.len()))
             .send()
             .await;
         applied(res, "UpdateItem")

@@ -1,8 +1,8 @@
 //! Batches, task records and progress shards, in memory.
 
-use super::{listed, partition, slice, Memory};
+use super::{listed, partition, refused, slice, Memory};
 use crate::domain::batch::BatchStatus;
-use crate::domain::task::shard_of;
+use crate::domain::task::{one_shard, shard_of};
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Batches, Listed, PageToken, PortResult, Progress, Slice, Tasks};
@@ -298,19 +298,30 @@ impl Progress for Memory {
         Ok(self.lock().progress.get(&tkey(batch_id, shard)).cloned())
     }
 
-    async fn mark_started(&self, batch_id: &str, idx: u32) -> PortResult<bool> {
+    async fn mark_started(&self, batch_id: &str, idxs: &[u32]) -> PortResult<bool> {
+        if idxs.is_empty() {
+            return Ok(true);
+        }
+        let shard = one_shard(idxs).ok_or_else(|| {
+            refused(
+                "UpdateItem",
+                format!("start marks of more than one shard, or repeated: {idxs:?}"),
+            )
+        })?;
         self.pause().await;
         let mut st = self.lock();
-        let k = tkey(batch_id, shard_of(idx));
-        let key = idx.to_string();
-        let fresh = st
-            .progress
-            .get(&k)
-            .is_some_and(|s| !s.started.contains_key(&key) && !s.ended.contains_key(&key));
+        let k = tkey(batch_id, shard);
+        let keys: Vec<String> = idxs.iter().map(u32::to_string).collect();
+        let fresh = st.progress.get(&k).is_some_and(|s| {
+            keys.iter()
+                .all(|key| !s.started.contains_key(key) && !s.ended.contains_key(key))
+        });
         if fresh {
             st.progress.update(&k, |s| {
-                s.started.insert(key, 1);
-                s.n_started += 1;
+                for key in keys {
+                    s.started.insert(key, 1);
+                    s.n_started += 1;
+                }
             });
         }
         Ok(fresh)

@@ -289,7 +289,9 @@ async fn run(p: &Pipeline, step: &Step<'_>) -> Result<(), PipelineError> {
             }
             return Ok(());
         }
-        if !svc.progress.mark_started(batch_id, idx).await? {
+        // In the task worker the mark waits for the invocation's end (`adapters::held_starts`)
+        // and this is always true: a task ended meanwhile is found by the job id's save.
+        if !svc.progress.mark_started(batch_id, &[idx]).await? {
             // It ended (a cancel, a time-out) between our read and our start: it must not
             // reach a provider. Finish its end (the record, the slot we just took).
             if let Some(outcome) = recorded_end(p, &started).await? {
