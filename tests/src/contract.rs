@@ -1313,14 +1313,14 @@ pub async fn tasks(p: &Ports) {
     };
     assert!(p
         .progress
-        .end_mark(&ended(260, false, Outcome::Succeeded))
+        .end_mark(&[ended(260, false, Outcome::Succeeded)])
         .await
         .expect("mark")
         .is_none());
     // The mark that lands brings its shard back as written.
     let written = p
         .progress
-        .end_mark(&ended(260, true, Outcome::Succeeded))
+        .end_mark(&[ended(260, true, Outcome::Succeeded)])
         .await
         .expect("mark")
         .expect("landed");
@@ -1345,14 +1345,14 @@ pub async fn tasks(p: &Ports) {
     for was_started in [true, false] {
         assert!(p
             .progress
-            .end_mark(&ended(260, was_started, Outcome::Failed))
+            .end_mark(&[ended(260, was_started, Outcome::Failed)])
             .await
             .expect("twice")
             .is_none());
     }
     assert!(p
         .progress
-        .end_mark(&ended(7, false, Outcome::Cancelled))
+        .end_mark(&[ended(7, false, Outcome::Cancelled)])
         .await
         .expect("mark")
         .is_some());
@@ -1363,13 +1363,71 @@ pub async fn tasks(p: &Ports) {
         .expect("ended first"));
     assert!(p
         .progress
-        .end_mark(&EndMark {
+        .end_mark(&[EndMark {
             batch_id: id("bat", 77),
             ..ended(1, false, Outcome::Cancelled)
-        })
+        }])
         .await
         .expect("absent shard")
         .is_none());
+    // End marks of one shard go in one write, all or none: 200..=202 started above.
+    assert!(p
+        .progress
+        .end_mark(&[
+            ended(200, true, Outcome::Succeeded),
+            ended(201, false, Outcome::Rejected),
+        ])
+        .await
+        .expect("one not as its writer saw it")
+        .is_none());
+    let together = p
+        .progress
+        .end_mark(&[
+            ended(200, true, Outcome::Succeeded),
+            ended(201, true, Outcome::Rejected),
+            ended(210, false, Outcome::Cancelled),
+            ended(202, true, Outcome::Succeeded),
+        ])
+        .await
+        .expect("four at once")
+        .expect("landed");
+    assert_eq!(
+        (
+            together.n_succeeded,
+            together.n_rejected,
+            together.n_cancelled,
+            together.n_ended_unstarted,
+            together.n_started,
+            together.started.len(),
+            together.ended.len(),
+        ),
+        (2, 1, 1, 1, 3, 0, 4)
+    );
+    for (marks, why) in [
+        (
+            vec![
+                ended(211, false, Outcome::Succeeded),
+                ended(7, false, Outcome::Succeeded),
+            ],
+            "two shards",
+        ),
+        (
+            vec![
+                ended(211, false, Outcome::Succeeded),
+                ended(211, false, Outcome::Failed),
+            ],
+            "repeated",
+        ),
+        (vec![], "none"),
+    ] {
+        assert!(
+            matches!(
+                p.progress.end_mark(&marks).await,
+                Err(StoreError::Refused { .. })
+            ),
+            "{why}"
+        );
+    }
     // Initialising again (a recovery) leaves the shards, and their marks, as they are.
     p.progress.init(&b.batch_id, 300).await.expect("init again");
     let s0 = p

@@ -7,7 +7,7 @@ use shared::service::exports::{run, ExportMessage};
 use shared::service::Services;
 
 pub async fn handle_event(svc: &Services, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch("exports", event, None, |m: ExportMessage, _| async move {
+    sqs_batch("exports", event, |m: ExportMessage, _| async move {
         run(svc, &m.account_id, &m.export_id).await
     })
     .await

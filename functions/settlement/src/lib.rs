@@ -6,8 +6,5 @@ use shared::adapters::lambda::sqs_batch;
 use shared::service::pipeline::{settle, Pipeline, SettleMessage};
 
 pub async fn handle_event(p: &Pipeline, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch("settle", event, None, |m: SettleMessage, _| {
-        settle::handle(p, m)
-    })
-    .await
+    sqs_batch("settle", event, |m: SettleMessage, _| settle::handle(p, m)).await
 }

@@ -11,7 +11,7 @@ use shared::service::Services;
 pub async fn handle_event(svc: &Services, event: SqsEvent) -> SqsBatchResponse {
     // The messages of one invocation share their accounts' reads (`Invocation`).
     let inv = Invocation::default();
-    sqs_batch("events", event, None, |m: EventsMessage, _| {
+    sqs_batch("events", event, |m: EventsMessage, _| {
         handle_in(svc, &inv, m)
     })
     .await

@@ -107,11 +107,14 @@ impl Progress for HeldStarts {
         Ok(true)
     }
 
-    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>> {
-        let shard = shard_of(m.idx);
-        self.write_where(|(b, s)| b == &m.batch_id && *s == shard)
-            .await?;
-        self.inner.end_mark(m).await
+    async fn end_mark(&self, marks: &[EndMark]) -> PortResult<Option<ShardRecord>> {
+        self.write_where(|(b, s)| {
+            marks
+                .iter()
+                .any(|m| &m.batch_id == b && shard_of(m.idx) == *s)
+        })
+        .await?;
+        self.inner.end_mark(marks).await
     }
 }
 
@@ -143,9 +146,9 @@ mod tests {
             self.writes.fetch_add(1, Ordering::SeqCst);
             self.inner.mark_started(batch_id, idxs).await
         }
-        async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>> {
+        async fn end_mark(&self, marks: &[EndMark]) -> PortResult<Option<ShardRecord>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.end_mark(m).await
+            self.inner.end_mark(marks).await
         }
     }
 
@@ -201,12 +204,12 @@ mod tests {
         // the end is of a started task.
         held.mark_started("bat_1", &[6]).await.unwrap();
         let ended = held
-            .end_mark(&EndMark {
+            .end_mark(&[EndMark {
                 batch_id: "bat_1".into(),
                 idx: 6,
                 was_started: true,
                 outcome: Outcome::Succeeded,
-            })
+            }])
             .await
             .unwrap()
             .unwrap();
@@ -222,12 +225,12 @@ mod tests {
         // Someone else ended task 11 before it was marked (a cancel's end, say).
         counted
             .inner
-            .end_mark(&EndMark {
+            .end_mark(&[EndMark {
                 batch_id: "bat_1".into(),
                 idx: 11,
                 was_started: false,
                 outcome: Outcome::Released,
-            })
+            }])
             .await
             .unwrap()
             .unwrap();

@@ -16,36 +16,42 @@ use serde::de::DeserializeOwned;
 use std::fmt::Display;
 use std::future::Future;
 
-use super::outbox::Outbox;
-
 /// The SQS event attribute that counts receives.
 pub const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
 
-/// With an `outbox` (a function whose messages send messages: the task worker), `handle`
-/// sends through it (the function's services are built on it), and it goes out once every
-/// message has run, ten to a request. The sends of a message that failed go too, as they
-/// would have gone before its failure. Should they not all go, every message of the
-/// invocation is reported failed and comes back: a step that had not saved runs again; one
-/// that had finds its version gone, and the sweeper picks its chain up from its
-/// `next_check_ms` promise (docs/ARCHITECTURE.md, "Sends wait for the invocation's end").
-pub async fn sqs_batch<M, E, F, Fut>(
-    queue: &str,
-    event: SqsEvent,
-    outbox: Option<&Outbox>,
-    handle: F,
-) -> SqsBatchResponse
+pub async fn sqs_batch<M, E, F, Fut>(queue: &str, event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     M: DeserializeOwned,
     E: Display,
     F: Fn(M, u32) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
+    sqs_batch_then(queue, event, handle, async { Ok(()) }).await
+}
+
+/// As `sqs_batch`, then `after_all` once every message has run: what the invocation held
+/// for its end (the task worker's end marks and sends: `adapters::outbox`). The held work
+/// of a message that failed goes too, as it would have gone before its failure. Should
+/// `after_all` fail, every message of the invocation is reported failed and comes back: a
+/// step that had not saved runs again; one that had finds its version gone, and the sweeper
+/// picks its chain up from its `next_check_ms` promise (docs/ARCHITECTURE.md, "Sends wait
+/// for the invocation's end").
+pub async fn sqs_batch_then<M, E, F, Fut, A>(
+    queue: &str,
+    event: SqsEvent,
+    handle: F,
+    after_all: A,
+) -> SqsBatchResponse
+where
+    M: DeserializeOwned,
+    E: Display,
+    F: Fn(M, u32) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    A: Future<Output = Result<(), String>>,
+{
     let results = run_all(event, handle).await;
-    let unsent = match outbox {
-        Some(o) => o.flush().await.err().map(|e| e.to_string()),
-        None => None,
-    };
-    respond(queue, results, unsent)
+    let unfinished = after_all.await.err();
+    respond(queue, results, unfinished)
 }
 
 /// Decodes and runs every message concurrently: (message id, outcome).
@@ -73,17 +79,17 @@ where
     .await
 }
 
-/// The partial batch response: the failed messages, or every message when the
-/// invocation's own sends failed (`unsent`).
+/// The partial batch response: the failed messages, or every message when what the
+/// invocation held for its end failed (`unfinished`).
 fn respond(
     queue: &str,
     results: Vec<(String, Result<(), String>)>,
-    unsent: Option<String>,
+    unfinished: Option<String>,
 ) -> SqsBatchResponse {
     let mut resp = SqsBatchResponse::default();
     for (id, result) in results {
-        let result = match (result, &unsent) {
-            (Ok(()), Some(e)) => Err(format!("its sends did not go: {e}")),
+        let result = match (result, &unfinished) {
+            (Ok(()), Some(e)) => Err(format!("the invocation's held work did not finish: {e}")),
             (r, _) => r,
         };
         if let Err(error) = result {

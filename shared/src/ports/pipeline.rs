@@ -119,8 +119,10 @@ pub trait Progress: Send + Sync {
     /// had started or ended already. The indices must be distinct and in one shard (else
     /// `StoreError::Refused`); none is a no-op that lands.
     async fn mark_started(&self, batch_id: &str, idxs: &[u32]) -> PortResult<bool>;
-    /// The end mark on its own (outcomes that move no money): the shard as written (so the
-    /// caller learns whether the shard, or the batch, is done without reading it again), or
-    /// `None` if its condition failed.
-    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>>;
+    /// End marks on their own (outcomes that move no money), of tasks of one shard, in one
+    /// write: all of them, and the shard as written (so the caller learns whether the shard,
+    /// or the batch, is done without reading it again), or none and `None` if any one's
+    /// condition failed. The tasks must be distinct and in one shard (else
+    /// `StoreError::Refused`).
+    async fn end_mark(&self, marks: &[EndMark]) -> PortResult<Option<ShardRecord>>;
 }

@@ -47,6 +47,9 @@ pub struct Services {
     /// Where task ends wait for their SLA add, in a task-worker invocation
     /// (`sla::HeldEnds`); `None`: added at once.
     pub(crate) held_ends: Option<Arc<sla::HeldEnds>>,
+    /// Where end marks that move no money wait, in a task-worker invocation
+    /// (`pipeline::worker::HeldEndMarks`); `None`: written at once.
+    pub(crate) held_end_marks: Option<Arc<pipeline::worker::HeldEndMarks>>,
 }
 
 impl std::ops::Deref for Services {
@@ -64,6 +67,7 @@ impl Services {
             local: Arc::default(),
             models_seen: Arc::default(),
             held_ends: None,
+            held_end_marks: None,
         }
     }
 
@@ -90,6 +94,15 @@ impl Services {
     pub fn holding_ends(&self, ends: Arc<sla::HeldEnds>) -> Self {
         Services {
             held_ends: Some(ends),
+            ..self.clone()
+        }
+    }
+
+    /// The same services holding end marks that move no money in `marks` until
+    /// `pipeline::worker::end_held`.
+    pub fn holding_end_marks(&self, marks: Arc<pipeline::worker::HeldEndMarks>) -> Self {
+        Services {
+            held_end_marks: Some(marks),
             ..self.clone()
         }
     }

@@ -247,7 +247,7 @@ impl Dynamo {
                 from,
                 to,
             } => self.payment_reversed(payment_intent, *from, *to)?,
-            Change::EndMark(m) => self.end_mark_update(m)?,
+            Change::EndMark(m) => self.end_mark_update(std::slice::from_ref(m))?,
             Change::BatchRefund {
                 account_id,
                 batch_id,

@@ -2,7 +2,7 @@
 //! task records and its progress shards with the exactly-once end marks.
 
 use super::{account_key, applied, build, from_item, n, s, to_item, updated, Dynamo, Item, Query};
-use crate::domain::task::{one_shard, shard_of, Outcome};
+use crate::domain::task::{one_shard, Outcome};
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Listed, PageToken, PortResult, Progress, Slice, StoreError, Tasks};
@@ -48,33 +48,56 @@ fn counter(o: Outcome) -> &'static str {
 }
 
 impl Dynamo {
-    /// The exactly-once end mark, as an update (alone, or in a refund's transaction).
-    pub(super) fn end_mark_update(&self, m: &EndMark) -> PortResult<Update> {
-        let mut expr = format!("SET ended.#i = :o ADD {} :one", counter(m.outcome));
-        if m.was_started {
-            // The started mark has done its work once the end is marked (every later step
-            // and start sees the end): dropping it keeps a full shard under 1 KB, so each of
-            // its marks costs one write unit instead of two near the end.
-            expr.push_str(" REMOVE started.#i");
-        } else {
-            expr.push_str(", n_ended_unstarted :one");
-        }
-        let started_cond = if m.was_started {
-            "attribute_exists(started.#i)"
-        } else {
-            "attribute_not_exists(started.#i)"
+    /// The exactly-once end marks of tasks of one shard, as one update (alone, or one
+    /// mark in a refund's transaction): all land or none.
+    pub(super) fn end_mark_update(&self, marks: &[EndMark]) -> PortResult<Update> {
+        let idxs: Vec<u32> = marks.iter().map(|m| m.idx).collect();
+        let (Some(shard), Some(first)) = (one_shard(&idxs), marks.first()) else {
+            return Err(StoreError::Refused {
+                op: "UpdateItem",
+                detail: format!("end marks of more than one shard, or repeated: {idxs:?}"),
+            });
         };
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut cond = vec!["attribute_exists(batch_id)".to_string()];
+        let mut adds: std::collections::BTreeMap<&'static str, u32> = Default::default();
+        let mut b = Update::builder()
+            .table_name(&self.t.progress)
+            .set_key(Some(shard_key(&first.batch_id, shard)));
+        for (k, m) in marks.iter().enumerate() {
+            set.push(format!("ended.#i{k} = :o{k}"));
+            *adds.entry(counter(m.outcome)).or_default() += 1;
+            if m.was_started {
+                // The started mark has done its work once the end is marked (every later
+                // step and start sees the end): dropping it keeps a full shard under 1 KB,
+                // so each of its marks costs one write unit instead of two near the end.
+                remove.push(format!("started.#i{k}"));
+                cond.push(format!(
+                    "attribute_not_exists(ended.#i{k}) AND attribute_exists(started.#i{k})"
+                ));
+            } else {
+                *adds.entry("n_ended_unstarted").or_default() += 1;
+                cond.push(format!(
+                    "attribute_not_exists(ended.#i{k}) AND attribute_not_exists(started.#i{k})"
+                ));
+            }
+            b = b
+                .expression_attribute_names(format!("#i{k}"), m.idx.to_string())
+                .expression_attribute_values(format!(":o{k}"), s(m.outcome.as_str()));
+        }
+        let mut add = Vec::new();
+        for (attr, count) in adds {
+            add.push(format!("{attr} :n_{attr}"));
+            b = b.expression_attribute_values(format!(":n_{attr}"), n(count));
+        }
+        let mut expr = format!("SET {} ADD {}", set.join(", "), add.join(", "));
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
         build(
-            Update::builder()
-                .table_name(&self.t.progress)
-                .set_key(Some(shard_key(&m.batch_id, shard_of(m.idx))))
-                .update_expression(expr)
-                .condition_expression(format!(
-                    "attribute_exists(batch_id) AND attribute_not_exists(ended.#i) AND {started_cond}"
-                ))
-                .expression_attribute_names("#i", m.idx.to_string())
-                .expression_attribute_values(":o", s(m.outcome.as_str()))
-                .expression_attribute_values(":one", n(1)),
+            b.update_expression(expr)
+                .condition_expression(cond.join(" AND ")),
         )
     }
 }
@@ -244,8 +267,8 @@ impl Progress for Dynamo {
         applied(res, "UpdateItem")
     }
 
-    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>> {
-        let u = self.end_mark_update(m)?;
+    async fn end_mark(&self, marks: &[EndMark]) -> PortResult<Option<ShardRecord>> {
+        let u = self.end_mark_update(marks)?;
         let res = self
             .ddb
             .update_item()

@@ -2,7 +2,7 @@
 
 use super::{listed, partition, refused, slice, Memory};
 use crate::domain::batch::BatchStatus;
-use crate::domain::task::{one_shard, shard_of};
+use crate::domain::task::one_shard;
 use crate::ports::records::{BatchRecord, ShardRecord, TaskRecord};
 use crate::ports::store::EndMark;
 use crate::ports::{Batches, Listed, PageToken, PortResult, Progress, Slice, Tasks};
@@ -327,16 +327,24 @@ impl Progress for Memory {
         Ok(fresh)
     }
 
-    async fn end_mark(&self, m: &EndMark) -> PortResult<Option<ShardRecord>> {
+    async fn end_mark(&self, marks: &[EndMark]) -> PortResult<Option<ShardRecord>> {
+        let idxs: Vec<u32> = marks.iter().map(|m| m.idx).collect();
+        let (Some(shard), Some(first)) = (one_shard(&idxs), marks.first()) else {
+            return Err(refused(
+                "UpdateItem",
+                format!("end marks of more than one shard, or repeated: {idxs:?}"),
+            ));
+        };
         self.pause().await;
         let mut st = self.lock();
-        if !st.end_mark_holds(m)? {
-            return Ok(None);
+        for m in marks {
+            if !st.end_mark_holds(m)? {
+                return Ok(None);
+            }
         }
-        st.apply_end_mark(m);
-        Ok(st
-            .progress
-            .get(&tkey(&m.batch_id, shard_of(m.idx)))
-            .cloned())
+        for m in marks {
+            st.apply_end_mark(m);
+        }
+        Ok(st.progress.get(&tkey(&first.batch_id, shard)).cloned())
     }
 }

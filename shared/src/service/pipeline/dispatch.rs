@@ -102,6 +102,19 @@ async fn claim(
     Ok(None)
 }
 
+/// Claims the batch's next `want` undispatched tasks (fewer near the end), unless the batch
+/// (as the copy says) was cancelled: their range, for the caller to send.
+pub async fn claim_many(
+    svc: &Services,
+    batch: &BatchRecord,
+    want: u32,
+) -> Result<Option<(u32, u32)>, PipelineError> {
+    if want == 0 || batch.cancel_requested {
+        return Ok(None);
+    }
+    claim(svc, batch, want).await
+}
+
 /// Claims the batch's next undispatched task, unless the batch (as the copy says) was
 /// cancelled: its index, for the caller to send.
 pub async fn claim_one(svc: &Services, batch: &BatchRecord) -> Result<Option<u32>, PipelineError> {

@@ -93,7 +93,7 @@ async fn finish_stragglers(
             }
             if let Some(outcome) = marks.get(&t.idx).copied() {
                 tracing::warn!(task_id = %t.task_id, "finishing a task record left behind its end mark");
-                super::worker::finish_record(p, batch, t, outcome, None, None).await?;
+                super::worker::finish_record(p, batch, t, outcome, None, None, None).await?;
             }
         }
         match page.next {

@@ -17,6 +17,7 @@ use crate::ports::records::{BatchRecord, LedgerRecord, TaskRecord};
 use crate::ports::store::{Change, EndMark, MoneyMove};
 use crate::service::money::{self, Moved};
 use crate::service::{ServiceError, Services};
+use std::sync::Arc;
 
 /// How long a task waits before asking again for a concurrency slot.
 pub const SLOT_WAIT_SECS: u64 = 15;
@@ -569,6 +570,10 @@ async fn cancel_upstream(p: &Pipeline, task: &TaskRecord) {
 ///    transaction as the release (balance, ledger entry, the batch's tally: `give_back`);
 /// 2. the task record; 3. its concurrency slot; 4. settlement if it was the last; 5. the next
 ///    task of the batch.
+///
+/// In the task worker an end mark that moves no money waits for the invocation's end
+/// (`HeldEndMarks`), and so does everything after it: the marks of one shard then go in one
+/// write and the batch's next tasks are claimed together (`end_held`).
 pub async fn end(
     p: &Pipeline,
     batch: &BatchRecord,
@@ -577,14 +582,21 @@ pub async fn end(
     error: Option<(&str, &str)>,
     video_key: Option<String>,
 ) -> Result<(), PipelineError> {
+    let error = error.map(|(c, m)| (c.to_string(), m.to_string()));
+    end_as(p, batch, task, outcome, error, video_key, true).await
+}
+
+/// `end`; `may_hold`: an end mark that moves no money may wait for the invocation's end.
+async fn end_as(
+    p: &Pipeline,
+    batch: &BatchRecord,
+    task: TaskRecord,
+    outcome: Outcome,
+    error: Option<(String, String)>,
+    video_key: Option<String>,
+    may_hold: bool,
+) -> Result<(), PipelineError> {
     let svc = &p.svc;
-    let (account_id, batch_id, idx, task_id) = (
-        task.account_id.clone(),
-        task.batch_id.clone(),
-        task.idx,
-        task.task_id.clone(),
-    );
-    let shard_no = shard_of(idx);
     // The cancel rule, in one place: a cancel that lands before the task has a provider
     // job releases its unit; once a job exists the provider is doing the work (charged).
     let outcome = match outcome {
@@ -593,52 +605,132 @@ pub async fn end(
         }
         other => other,
     };
-    let read = svc.progress.shard(&batch_id, shard_no).await?;
+    let read = svc
+        .progress
+        .shard(&task.batch_id, shard_of(task.idx))
+        .await?;
     let key = task.idx.to_string();
-    let recorded = read.as_ref().and_then(|s| s.ended.get(&key).copied());
-    let was_started = read.as_ref().is_some_and(|s| s.started.contains_key(&key));
-    // The shard with this task's mark in it, when we have it without another read.
-    let mut marked = if recorded.is_some() { read } else { None };
     // The outcome that counts is the one recorded first.
-    let outcome = match recorded {
-        Some(o) => o,
-        None => {
-            let mark = EndMark {
-                batch_id: task.batch_id.clone(),
-                idx: task.idx,
-                was_started,
-                outcome,
-            };
-            let landed = if outcome.refunded() || outcome.released() {
-                give_back(p, batch, &task, mark).await?
-            } else {
-                // The mark's update brings the shard back as written.
-                marked = svc.progress.end_mark(&mark).await?;
-                marked.is_some()
-            };
-            if !landed {
-                // Lost a race (another worker ended or started it): let the message retry.
-                return Err(PipelineError::Other(format!(
-                    "end of {} raced; retrying",
-                    task.task_id
-                )));
-            }
-            // Whoever landed the mark adds the task to the SLA figures: once.
-            let ended_ms = task.ended_ms.unwrap_or_else(|| svc.now_ms());
-            crate::service::sla::record_task_end(svc, &task, outcome, ended_ms).await;
-            outcome
+    if let Some(recorded) = read.as_ref().and_then(|s| s.ended.get(&key).copied()) {
+        let after = AfterMark {
+            task,
+            outcome: recorded,
+            error,
+            video_key,
+            shard: Seen::Shard(read),
+            claims: None,
+        };
+        return after_mark(p, batch, after).await;
+    }
+    let mark = EndMark {
+        batch_id: task.batch_id.clone(),
+        idx: task.idx,
+        was_started: read.as_ref().is_some_and(|s| s.started.contains_key(&key)),
+        outcome,
+    };
+    let shard = if outcome.refunded() || outcome.released() {
+        if !give_back(p, batch, &task, mark).await? {
+            return Err(raced(&task));
+        }
+        // A refund's transaction cannot return the shard.
+        Seen::ReadIt
+    } else {
+        if let Some(held) = svc.held_end_marks.as_ref().filter(|_| may_hold) {
+            held.hold(HeldEnd {
+                batch: batch.clone(),
+                mark,
+                after: AfterMark {
+                    task,
+                    outcome,
+                    error,
+                    video_key,
+                    shard: Seen::ReadIt,
+                    claims: None,
+                },
+            });
+            return Ok(());
+        }
+        // The mark's update brings the shard back as written.
+        match svc.progress.end_mark(std::slice::from_ref(&mark)).await? {
+            Some(written) => Seen::Shard(Some(written)),
+            None => return Err(raced(&task)),
         }
     };
+    let after = AfterMark {
+        task,
+        outcome,
+        error,
+        video_key,
+        shard,
+        claims: None,
+    };
+    landed(svc, &after).await;
+    after_mark(p, batch, after).await
+}
+
+/// Lost a race (another worker ended or started it): the message tries again.
+fn raced(task: &TaskRecord) -> PipelineError {
+    PipelineError::Other(format!("end of {} raced; retrying", task.task_id))
+}
+
+/// Whoever landed the mark adds the task to the SLA figures: once.
+async fn landed(svc: &Services, after: &AfterMark) {
+    let ended_ms = after.task.ended_ms.unwrap_or_else(|| svc.now_ms());
+    crate::service::sla::record_task_end(svc, &after.task, after.outcome, ended_ms).await;
+}
+
+/// What an end knows of its shard once its mark is in.
+enum Seen {
+    /// The shard as read or written with this end's mark (`None`: not this end's to look
+    /// at, as for all but the last end of a held group).
+    Shard(Option<crate::ports::records::ShardRecord>),
+    /// Unknown: read it.
+    ReadIt,
+}
+
+/// An end past its mark, and what the rest of it needs.
+pub(crate) struct AfterMark {
+    task: TaskRecord,
+    outcome: Outcome,
+    error: Option<(String, String)>,
+    video_key: Option<String>,
+    shard: Seen,
+    /// The batch's next tasks, claimed for the invocation's held ends together (`end_held`).
+    claims: Option<Arc<Claims>>,
+}
+
+/// Everything after the end mark: the record, the slot, the next task, settlement.
+async fn after_mark(
+    p: &Pipeline,
+    batch: &BatchRecord,
+    after: AfterMark,
+) -> Result<(), PipelineError> {
+    let svc = &p.svc;
+    let AfterMark {
+        task,
+        outcome,
+        error,
+        video_key,
+        shard,
+        claims,
+    } = after;
+    let (account_id, batch_id, idx, task_id) = (
+        task.account_id.clone(),
+        task.batch_id.clone(),
+        task.idx,
+        task.task_id.clone(),
+    );
     svc.faults.check("end.after_mark")?;
-    let next = finish_record(p, batch, task, outcome, error, video_key).await?;
+    let error = error.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
+    let next = finish_record(p, batch, task, outcome, error, video_key, claims.as_deref()).await?;
     tracing::info!(task_id = %task_id, batch_id = %batch_id, outcome = outcome.as_str(), "task ended");
 
     // Only an end that sees its shard complete looks at the whole batch: the one whose mark
     // completed it (its update returned the shard, or a refund's transaction, which cannot
     // return it, reads it), or a re-run of an end that died before settling.
-    let shard = match marked {
-        Some(s) => Some(s),
-        None => svc.progress.shard(&batch_id, shard_no).await?,
+    let shard = match shard {
+        Seen::Shard(s) => s,
+        Seen::ReadIt => svc.progress.shard(&batch_id, shard_of(idx)).await?,
     };
     let shard_done = shard.is_some_and(|s| s.counts().ended() == s.size);
     let batch_done = shard_done && {
@@ -670,6 +762,208 @@ pub async fn end(
         svc.enqueue(QueueName::Settle, &[(m, 0)]).await?;
     }
     Ok(())
+}
+
+/// An end whose mark waits for the invocation's end.
+pub(crate) struct HeldEnd {
+    batch: BatchRecord,
+    mark: EndMark,
+    after: AfterMark,
+}
+
+/// The ends of one task-worker invocation whose marks move no money (succeeded, rejected,
+/// a charged cancel), held until every message has run (`end_held`). The tasks an invocation
+/// ends are mostly neighbours in one batch, as the ones it starts are
+/// (`adapters::held_starts`): their marks go in one write per shard, their batch's next tasks
+/// in one claim, instead of one write each.
+#[derive(Default)]
+pub struct HeldEndMarks(std::sync::Mutex<Vec<HeldEnd>>);
+
+impl HeldEndMarks {
+    fn hold(&self, end: HeldEnd) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(end);
+    }
+
+    fn take(&self) -> Vec<HeldEnd> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// Finishes the held ends, before the invocation's sends go: each shard's marks in one
+/// write (all or none; if one is refused, which a race or a second end of the same task
+/// does, those ends run again on their own and find out why), the SLA adds of the marks
+/// that landed, one claim per batch for the next tasks of the ends that hold a slot, then
+/// the rest of each end. An error is the first of any end's; the invocation's messages then
+/// come back, and a redelivered step finds its recorded end and finishes it.
+pub async fn end_held(p: &Pipeline) -> Result<(), PipelineError> {
+    let Some(held) = p.svc.held_end_marks.as_ref() else {
+        return Ok(());
+    };
+    let ends = held.take();
+    if ends.is_empty() {
+        return Ok(());
+    }
+    let svc = &p.svc;
+    // One end per task in a group: a second (two messages of the task ran) goes on its own.
+    let mut groups: std::collections::BTreeMap<(String, u32), Vec<HeldEnd>> = Default::default();
+    let mut alone = Vec::new();
+    for e in ends {
+        let g = groups
+            .entry((e.mark.batch_id.clone(), shard_of(e.mark.idx)))
+            .or_default();
+        if g.iter().any(|x| x.mark.idx == e.mark.idx) {
+            alone.push(e);
+        } else {
+            g.push(e);
+        }
+    }
+    let mut marked: Vec<HeldEnd> = Vec::new();
+    let mut first_error = None;
+    for (_, group) in groups {
+        let marks: Vec<EndMark> = group.iter().map(|e| e.mark.clone()).collect();
+        let written = match svc.progress.end_mark(&marks).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing of these ends is written: their messages come back and run again.
+                first_error.get_or_insert(e.into());
+                continue;
+            }
+        };
+        match written {
+            Some(written) => {
+                let last = group.len() - 1;
+                for (i, mut e) in group.into_iter().enumerate() {
+                    // Only the last looks at whether the shard is done: one look per write.
+                    e.after.shard = Seen::Shard((i == last).then(|| written.clone()));
+                    marked.push(e);
+                }
+            }
+            None => alone.extend(group),
+        }
+    }
+    for e in &marked {
+        landed(svc, &e.after).await;
+    }
+    let pools = share_claims(&mut marked);
+    let results = futures_util::future::join_all(
+        marked
+            .into_iter()
+            .map(|e| async move { after_mark(p, &e.batch, e.after).await }),
+    )
+    .await;
+    for r in results {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    // Claimed for an end that failed before taking its task: sent without a slot, to take
+    // one as any task does, rather than left for the sweeper to find.
+    for pool in pools {
+        if let Some((from, to)) = pool.left() {
+            if let Err(e) = dispatch::send_runs(svc, &pool.batch, from, to, 0).await {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for e in alone {
+        let HeldEnd { batch, after, .. } = e;
+        if let Err(e) = end_as(
+            p,
+            &batch,
+            after.task,
+            after.outcome,
+            after.error,
+            after.video_key,
+            false,
+        )
+        .await
+        {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One pool of next tasks per batch, shared by the held ends that hold a slot (as their
+/// step read them): each end that hands its slot on takes the next from it.
+fn share_claims(ends: &mut [HeldEnd]) -> Vec<Arc<Claims>> {
+    let mut by_batch: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, e) in ends.iter().enumerate() {
+        if e.after.task.slot && !e.batch.cancel_requested {
+            by_batch
+                .entry(e.batch.batch_id.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut pools = Vec::new();
+    for (_, idxs) in by_batch {
+        let Some(&first) = idxs.first() else { continue };
+        let pool = Arc::new(Claims {
+            batch: ends[first].batch.clone(),
+            want: u32::try_from(idxs.len()).unwrap_or(u32::MAX),
+            range: tokio::sync::OnceCell::new(),
+            taken: std::sync::atomic::AtomicU32::new(0),
+        });
+        for i in idxs {
+            ends[i].after.claims = Some(pool.clone());
+        }
+        pools.push(pool);
+    }
+    pools
+}
+
+/// The next tasks of one batch for an invocation's held ends: claimed with one atomic add
+/// when the first end needs its task (at its terminal save, where a lone end claims), for
+/// all of them, then taken in turn.
+pub(crate) struct Claims {
+    batch: BatchRecord,
+    want: u32,
+    /// `[from, to)`, once claimed (empty: none was left).
+    range: tokio::sync::OnceCell<(u32, u32)>,
+    taken: std::sync::atomic::AtomicU32,
+}
+
+impl Claims {
+    /// The next task for one more end: from the pool; `NoneLeft` when the claim found fewer
+    /// left than it wanted; claimed alone should more ends want one than the pool was made
+    /// for (a record that holds a slot its step did not see).
+    async fn take(&self, svc: &Services) -> Result<Next, PipelineError> {
+        let (from, to) = *self
+            .range
+            .get_or_try_init(|| async {
+                let r = dispatch::claim_many(svc, &self.batch, self.want).await?;
+                Ok::<_, PipelineError>(r.unwrap_or((0, 0)))
+            })
+            .await?;
+        let k = self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(idx) = from.checked_add(k).filter(|i| *i < to) {
+            return Ok(Next::Claimed { idx, slot: false });
+        }
+        if to - from < self.want {
+            return Ok(Next::NoneLeft);
+        }
+        Ok(match dispatch::claim_one(svc, &self.batch).await? {
+            Some(idx) => Next::Claimed { idx, slot: false },
+            None => Next::NoneLeft,
+        })
+    }
+
+    /// What was claimed and not taken.
+    fn left(&self) -> Option<(u32, u32)> {
+        let (from, to) = *self.range.get()?;
+        let taken = self.taken.load(std::sync::atomic::Ordering::SeqCst);
+        let from = from.saturating_add(taken);
+        (from < to).then_some((from, to))
+    }
 }
 
 /// What a task's end tells the account's webhooks: the task's outcome and, for a task
@@ -731,6 +1025,7 @@ pub(crate) async fn finish_record(
     outcome: Outcome,
     error: Option<(&str, &str)>,
     video_key: Option<String>,
+    claims: Option<&Claims>,
 ) -> Result<Next, PipelineError> {
     let svc = &p.svc;
     let now = p.svc.now_ms();
@@ -768,27 +1063,32 @@ pub(crate) async fn finish_record(
     // terminal record can name it (`slot_to`) for a redelivery to send it again.
     let mut current = task;
     let mut next = Next::NotClaimed;
-    let mut over_cap = false;
+    let mut over_cap = None;
     for _ in 0..10 {
         if current.status.is_terminal() {
             break;
         }
         let held_slot = current.slot;
         if held_slot && matches!(next, Next::NotClaimed) {
-            next = match dispatch::claim_one(svc, batch).await? {
-                Some(idx) => Next::Claimed { idx, slot: false },
-                None => Next::NoneLeft,
+            next = match claims {
+                Some(pool) => pool.take(svc).await?,
+                None => match dispatch::claim_one(svc, batch).await? {
+                    Some(idx) => Next::Claimed { idx, slot: false },
+                    None => Next::NoneLeft,
+                },
             };
-            if let Next::Claimed { .. } = next {
-                // An operator may have lowered the cap: a slot above it goes back, not on,
-                // and the next task takes one as any task does, when the count allows.
-                over_cap = svc
-                    .accounts
+        }
+        if held_slot && over_cap.is_none() && matches!(next, Next::Claimed { .. }) {
+            // An operator may have lowered the cap: a slot above it goes back, not on, and
+            // the next task takes one as any task does, when the count allows.
+            over_cap = Some(
+                svc.accounts
                     .get(&current.account_id)
                     .await?
-                    .is_none_or(|a| a.running > a.max_concurrency);
-            }
+                    .is_none_or(|a| a.running > a.max_concurrency),
+            );
         }
+        let over_cap = over_cap.unwrap_or(false);
         let mut terminal = done.clone();
         terminal.version = current.version;
         terminal.submit_claim_until_ms = None;
