@@ -1,6 +1,6 @@
 //! A queue whose sends wait: while an SQS-triggered invocation runs its messages, what they
-//! send collects here, and goes out at the invocation's end (`lambda::sqs_batch` with an
-//! outbox) ten to a request, instead of one request per send. SQS bills a `SendMessageBatch`
+//! send collects here, and goes out at the invocation's end (the task worker's
+//! `lambda::sqs_batch_then`) ten to a request, instead of one request per send. SQS bills a `SendMessageBatch`
 //! of ten small messages as one request, and the task worker's steps each send one or two
 //! (the next step, the task's events): about three sends per task became a third of a
 //! request.
