@@ -739,3 +739,37 @@ async fn provider_error_bodies_reach_customers_without_our_identifiers() {
     }
     app.assert_invariants().await;
 }
+
+/// An invocation's start marks, end marks and next-task claims each go in one write per
+/// shard or batch, not one per task (`adapters::held_starts`, `worker::end_held`). Twenty
+/// tasks at concurrency 10, all one shard: the first ten start in one invocation and end in
+/// the next (the provider answers within the first poll), handing their slots to the last
+/// ten, which do the same. Counted on the emulator (its launcher counts each function's
+/// requests).
+#[tokio::test]
+async fn an_invocations_marks_and_claims_go_in_one_write_per_shard_and_batch() {
+    let app = TestApp::spawn_sim(Simulated {
+        latency_ms: 1_000,
+        ..sim(0.0, 0.0)
+    })
+    .await;
+    let Some(_) = app.aws_side() else {
+        return; // the counts are the emulator launcher's
+    };
+    let (acct, key) = app.account_with_concurrency(100_000, 10).await;
+    let before = app.emulator_operations_of("WORKER").await;
+    let batch = submit(&app, &key, "sora-2", 20).await;
+    app.drive_to_settlement(&acct, &batch, 1_000, 5 * 60_000)
+        .await;
+    let b = app.get(&format!("/v1/batches/{batch}"), &key).await.body;
+    assert_eq!(b["counts"]["succeeded"], 20, "{b}");
+    let after = app.emulator_operations_of("WORKER").await;
+    let updates = after.get("dynamodb.UpdateItem").copied().unwrap_or(0)
+        - before.get("dynamodb.UpdateItem").copied().unwrap_or(0);
+    // Ten slots taken and ten given back (one write each), two waves of start marks and two
+    // of end marks (a write each), one claim of the second wave, the SLA adds (a write per
+    // stored item an invocation's ends fall in, a few): 27 when written. A write per mark
+    // and per claim makes it 72.
+    assert!(updates <= 36, "{updates} UpdateItem requests: {after:?}");
+    app.assert_invariants().await;
+}
