@@ -12,7 +12,7 @@
 //! so waiting costs nothing in money or in the crash story (`docs/ARCHITECTURE.md`, "Start
 //! marks wait for the invocation's end"). Reads see the marks held for what they read: a
 //! read of a shard, or of a batch's shards, and an end mark, write that shard's held marks
-//! first.
+//! first (a failure there is logged, not the read's: the marks are counts only).
 
 use crate::domain::task::shard_of;
 use crate::ports::records::ShardRecord;
@@ -84,14 +84,18 @@ impl Progress for HeldStarts {
         self.inner.init(batch_id, total).await
     }
 
+    // A held mark that fails to go in on the way to a read is logged (`write_where`) and
+    // left out, as at the invocation's end: the read goes on, and sees the shard without it.
+
     async fn all(&self, batch_id: &str) -> PortResult<Vec<ShardRecord>> {
-        self.write_where(|(b, _)| b == batch_id).await?;
+        let _ = self.write_where(|(b, _)| b == batch_id).await;
         self.inner.all(batch_id).await
     }
 
     async fn shard(&self, batch_id: &str, shard: u32) -> PortResult<Option<ShardRecord>> {
-        self.write_where(|(b, s)| b == batch_id && *s == shard)
-            .await?;
+        let _ = self
+            .write_where(|(b, s)| b == batch_id && *s == shard)
+            .await;
         self.inner.shard(batch_id, shard).await
     }
 
@@ -108,12 +112,13 @@ impl Progress for HeldStarts {
     }
 
     async fn end_mark(&self, marks: &[EndMark]) -> PortResult<Option<ShardRecord>> {
-        self.write_where(|(b, s)| {
-            marks
-                .iter()
-                .any(|m| &m.batch_id == b && shard_of(m.idx) == *s)
-        })
-        .await?;
+        let _ = self
+            .write_where(|(b, s)| {
+                marks
+                    .iter()
+                    .any(|m| &m.batch_id == b && shard_of(m.idx) == *s)
+            })
+            .await;
         self.inner.end_mark(marks).await
     }
 }

@@ -933,9 +933,10 @@ pub(crate) struct Claims {
 }
 
 impl Claims {
-    /// The next task for one more end: from the pool; `NoneLeft` when the claim found fewer
-    /// left than it wanted; claimed alone should more ends want one than the pool was made
-    /// for (a record that holds a slot its step did not see).
+    /// The next task for one more end: from the pool, else claimed alone, as a lone end
+    /// does (more ends wanted one than the pool was made for, a record holding a slot its
+    /// step did not see; or the pool's claim came short: near the batch's end, where the
+    /// lone claim finds none left too, or after losing its compare-and-set to other claims).
     async fn take(&self, svc: &Services) -> Result<Next, PipelineError> {
         let (from, to) = *self
             .range
@@ -947,9 +948,6 @@ impl Claims {
         let k = self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(idx) = from.checked_add(k).filter(|i| *i < to) {
             return Ok(Next::Claimed { idx, slot: false });
-        }
-        if to - from < self.want {
-            return Ok(Next::NoneLeft);
         }
         Ok(match dispatch::claim_one(svc, &self.batch).await? {
             Some(idx) => Next::Claimed { idx, slot: false },
