@@ -52,6 +52,33 @@ pub struct Services {
     pub(crate) held_end_marks: Option<Arc<pipeline::worker::HeldEndMarks>>,
 }
 
+/// What an invocation's messages set aside for its end (task ends' SLA adds, end marks):
+/// pushed by the steps as they run, taken whole once they have all run.
+pub struct Held<T>(std::sync::Mutex<Vec<T>>);
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Held<T> {
+    pub(crate) fn hold(&self, item: T) {
+        self.lock().push(item);
+    }
+
+    pub(crate) fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        // A step that panicked holding the lock left the list whole (a push is all it does).
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl std::ops::Deref for Services {
     type Target = Ports;
 

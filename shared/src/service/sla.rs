@@ -967,25 +967,17 @@ pub async fn record_task_end(
 /// (`Sla::add_tasks`): ends that fall in one stored item, as ends close in time mostly do,
 /// cost one write between them instead of one each.
 #[derive(Default)]
-pub struct HeldEnds(std::sync::Mutex<Vec<TaskEnd>>);
+pub struct HeldEnds(super::Held<TaskEnd>);
 
 impl HeldEnds {
     fn hold(&self, end: TaskEnd) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(end);
+        self.0.hold(end);
     }
 
     /// Adds every held end, once: what does not go in is logged and left out, as after a
     /// crash between an end mark and its add.
     pub async fn flush(&self, svc: &Services) {
-        let ends = std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let ends = self.0.take();
         if !ends.is_empty() {
             add_ends(svc, &ends).await;
         }

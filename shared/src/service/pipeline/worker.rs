@@ -636,7 +636,7 @@ async fn end_as(
         Seen::ReadIt
     } else {
         if let Some(held) = svc.held_end_marks.as_ref().filter(|_| may_hold) {
-            held.hold(HeldEnd {
+            held.0.hold(HeldEnd {
                 batch: batch.clone(),
                 mark,
                 after: AfterMark {
@@ -777,25 +777,7 @@ pub(crate) struct HeldEnd {
 /// (`adapters::held_starts`): their marks go in one write per shard, their batch's next tasks
 /// in one claim, instead of one write each.
 #[derive(Default)]
-pub struct HeldEndMarks(std::sync::Mutex<Vec<HeldEnd>>);
-
-impl HeldEndMarks {
-    fn hold(&self, end: HeldEnd) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(end);
-    }
-
-    fn take(&self) -> Vec<HeldEnd> {
-        std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-}
+pub struct HeldEndMarks(crate::service::Held<HeldEnd>);
 
 /// Finishes the held ends, before the invocation's sends go: each shard's marks in one
 /// write (all or none; if one is refused, which a race or a second end of the same task
@@ -807,7 +789,7 @@ pub async fn end_held(p: &Pipeline) -> Result<(), PipelineError> {
     let Some(held) = p.svc.held_end_marks.as_ref() else {
         return Ok(());
     };
-    let ends = held.take();
+    let ends = held.0.take();
     if ends.is_empty() {
         return Ok(());
     }
