@@ -11,7 +11,8 @@
 #                                    on the local stack at concurrency 100
 #   BENCH=profile scripts/bench.sh   a CPU profile (perf) of the API serving BENCH_ROUTES
 #                                    (default "GET /v1/credits"): .local/perf.api, summarised
-#                                    by component (docs/PERFORMANCE.md)
+#                                    by component, and a flame graph (BENCH_FLAMEGRAPH, default
+#                                    .local/flamegraph.svg; docs/PERFORMANCE.md)
 #   BENCH=export scripts/bench.sh    export throughput and memory (EXPORT_ROWS rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,17 +45,32 @@ case "${BENCH:-pipeline}" in
     ;;
   profile)
     command -v perf >/dev/null || { echo "bench: perf is needed (Debian: apt-get install linux-perf)" >&2; exit 1; }
+    # The flame graph's renderer, at the version pinned in infra/cargo-tools.txt.
+    read -r _ inferno_version < <(grep '^inferno ' infra/cargo-tools.txt)
+    if [ "$(cat .local/tools/inferno.version 2>/dev/null)" != "$inferno_version" ]; then
+      cargo install --quiet --locked --root .local/tools inferno --version "$inferno_version"
+      echo "$inferno_version" > .local/tools/inferno.version
+    fi
     cargo build --quiet --release -p api
-    API_BIN=target/release/api scripts/with-stack.sh bash -c '
+    routes=${BENCH_ROUTES:-GET /v1/credits}
+    # Call stacks by DWARF unwinding: the release build keeps no frame pointers.
+    API_BIN=target/release/api BENCH_ROUTES="$routes" scripts/with-stack.sh bash -c '
       set -a; . .local/env; set +a
       pid=$(cat .local/api.pid)
-      perf record -F 2000 -g -p "$pid" -o .local/perf.api 2>/dev/null &
+      perf record -F 997 --call-graph dwarf,16384 -p "$pid" -o .local/perf.api 2>/dev/null &
       perf_pid=$!
-      BENCH_ROUTES="${BENCH_ROUTES:-GET /v1/credits}" infra/.venv/bin/python scripts/bench_api.py \
+      infra/.venv/bin/python scripts/bench_api.py \
         "$STACK_API" "$STACK_OPERATOR_CREDENTIAL" "$pid" target/release/api "${BENCH_REQUESTS:-1500}" 0
       kill -INT "$perf_pid"; wait "$perf_pid" || true'
     perf report -i .local/perf.api --no-children --stdio --sort dso,symbol -g none 2>/dev/null \
       | infra/.venv/bin/python scripts/profile_summary.py
+    # The flame graph: every sampled stack of the API process, widest frames where the CPU went.
+    svg=${BENCH_FLAMEGRAPH:-.local/flamegraph.svg}
+    perf script -i .local/perf.api 2>/dev/null \
+      | .local/tools/bin/inferno-collapse-perf \
+      | .local/tools/bin/inferno-flamegraph --minwidth 0.5 \
+          --title "API, $routes, $(git rev-parse --short HEAD), $(date -u +%F)" > "$svg"
+    echo "BENCH profile flame graph: $svg"
     ;;
   *)
     echo "BENCH pipeline commit=$(git rev-parse --short HEAD) date=$(date -u +%F)"
