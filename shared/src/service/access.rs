@@ -119,8 +119,12 @@ pub fn scopes_of(key: &ApiKeyRecord) -> Vec<KeyScope> {
         .collect()
 }
 
-/// A finished window's counts never change again (give stragglers two seconds), so each
-/// instance reads them once.
+/// How long after its end a rate window's counts are taken as final: requests admitted
+/// just before the minute turned may still be adding to it.
+pub const WINDOW_SETTLES_MS: i64 = 2_000;
+
+/// A finished window's counts never change again once settled, so each instance reads them
+/// once.
 async fn previous_counts(
     svc: &Services,
     account_id: &str,
@@ -132,7 +136,7 @@ async fn previous_counts(
         return Ok(v);
     }
     let v = svc.rates.count(account_id, key_id, prev_window).await?;
-    if elapsed_ms >= 2_000 {
+    if elapsed_ms >= WINDOW_SETTLES_MS {
         svc.local.keep_previous(account_id, key_id, prev_window, v);
     }
     Ok(v)
