@@ -548,6 +548,18 @@ async fn a_lowered_cap_holds_once_the_tasks_above_it_have_ended() {
         if b["status"] == "completed" {
             assert_eq!(b["counts"]["succeeded"], 12, "{b}");
             assert_eq!(app.account(&acct).await.running, 0, "every slot back");
+            // Lowered by two, the cap takes two slots back: of the four tasks that ran when
+            // it changed, two gave theirs back and two handed theirs to the next task, though
+            // all four ended together and each saw four slots in use.
+            let mut handed = 0;
+            for idx in 0..4 {
+                let t = app.svc.tasks.get(&batch, idx).await.expect("read");
+                handed += usize::from(t.expect("task").slot_to.is_some());
+            }
+            assert_eq!(
+                handed, 2,
+                "slots handed on by the four above the lowered cap"
+            );
             app.assert_invariants().await;
             return;
         }

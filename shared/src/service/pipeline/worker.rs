@@ -894,6 +894,8 @@ fn share_claims(ends: &mut [HeldEnd]) -> Vec<Arc<Claims>> {
             want: u32::try_from(idxs.len()).unwrap_or(u32::MAX),
             range: tokio::sync::OnceCell::new(),
             taken: std::sync::atomic::AtomicU32::new(0),
+            account: tokio::sync::OnceCell::new(),
+            given_back: std::sync::atomic::AtomicU32::new(0),
         });
         for i in idxs {
             ends[i].after.claims = Some(pool.clone());
@@ -912,6 +914,10 @@ pub(crate) struct Claims {
     /// `[from, to)`, once claimed (empty: none was left).
     range: tokio::sync::OnceCell<(u32, u32)>,
     taken: std::sync::atomic::AtomicU32,
+    /// The account's slots in use and its cap, read once for all the pool's ends (`None`:
+    /// no account), and the slots they have given back since.
+    account: tokio::sync::OnceCell<Option<(u32, u32)>>,
+    given_back: std::sync::atomic::AtomicU32,
 }
 
 impl Claims {
@@ -935,6 +941,45 @@ impl Claims {
             Some(idx) => Next::Claimed { idx, slot: false },
             None => Next::NoneLeft,
         })
+    }
+
+    /// Whether one more end's slot would sit above the account's cap (an operator lowered
+    /// it), so goes back instead of on. One read of the account for the pool's ends instead
+    /// of one per end; each end found over takes one slot off the figure read as it decides,
+    /// so a cap lowered by k gives back k slots, not all of them. Ends that give back for
+    /// other reasons (`gave_back`) count too; a figure that went stale meanwhile is as
+    /// wrong as a lone end's read can be by its save, and only for this invocation.
+    async fn over_cap(&self, svc: &Services, account_id: &str) -> Result<bool, PipelineError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let read = *self
+            .account
+            .get_or_try_init(|| async {
+                let a = svc.accounts.get(account_id).await?;
+                Ok::<_, PipelineError>(a.map(|a| (a.running, a.max_concurrency)))
+            })
+            .await?;
+        let Some((running, cap)) = read else {
+            return Ok(true);
+        };
+        let mut gone = self.given_back.load(SeqCst);
+        loop {
+            if running.saturating_sub(gone) <= cap {
+                return Ok(false);
+            }
+            match self
+                .given_back
+                .compare_exchange(gone, gone.saturating_add(1), SeqCst, SeqCst)
+            {
+                Ok(_) => return Ok(true),
+                Err(now) => gone = now,
+            }
+        }
+    }
+
+    /// An end gave its slot back for want of a next task.
+    fn gave_back(&self) {
+        self.given_back
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// What was claimed and not taken.
@@ -1061,12 +1106,14 @@ pub(crate) async fn finish_record(
         if held_slot && over_cap.is_none() && matches!(next, Next::Claimed { .. }) {
             // An operator may have lowered the cap: a slot above it goes back, not on, and
             // the next task takes one as any task does, when the count allows.
-            over_cap = Some(
-                svc.accounts
+            over_cap = Some(match claims {
+                Some(pool) => pool.over_cap(svc, &current.account_id).await?,
+                None => svc
+                    .accounts
                     .get(&current.account_id)
                     .await?
                     .is_none_or(|a| a.running > a.max_concurrency),
-            );
+            });
         }
         let over_cap = over_cap.unwrap_or(false);
         let mut terminal = done.clone();
@@ -1086,6 +1133,9 @@ pub(crate) async fn finish_record(
                 svc.faults.check("end.after_hand_over")?;
             } else if held_slot {
                 svc.accounts.release_slot(&current.account_id).await?;
+                if let (Some(pool), false) = (claims, over_cap) {
+                    pool.gave_back();
+                }
             }
             break;
         }
