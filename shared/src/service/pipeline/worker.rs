@@ -945,11 +945,17 @@ impl Claims {
 
     /// Whether one more end's slot would sit above the account's cap (an operator lowered
     /// it), so goes back instead of on. One read of the account for the pool's ends instead
-    /// of one per end; each end found over takes one slot off the figure read as it decides,
-    /// so a cap lowered by k gives back k slots, not all of them. Ends that give back for
-    /// other reasons (`gave_back`) count too; a figure that went stale meanwhile is as
-    /// wrong as a lone end's read can be by its save, and only for this invocation.
-    async fn over_cap(&self, svc: &Services, account_id: &str) -> Result<bool, PipelineError> {
+    /// of one per end. An end found over reserves one slot off the figure read as it decides
+    /// (the `GiveBack`, returned to the figure if the end never gives its slot back), and an
+    /// end that gives its slot back for want of a next task after the read counts too
+    /// (`gave_back`), so a cap lowered by k takes k slots back even when the ends run
+    /// concurrently. A figure that went stale meanwhile is as wrong as a lone end's read can
+    /// be by its save, and only for this invocation.
+    async fn over_cap(
+        &self,
+        svc: &Services,
+        account_id: &str,
+    ) -> Result<(bool, Option<GiveBack<'_>>), PipelineError> {
         use std::sync::atomic::Ordering::SeqCst;
         let read = *self
             .account
@@ -959,24 +965,38 @@ impl Claims {
             })
             .await?;
         let Some((running, cap)) = read else {
-            return Ok(true);
+            return Ok((true, None));
         };
         let mut gone = self.given_back.load(SeqCst);
         loop {
             if running.saturating_sub(gone) <= cap {
-                return Ok(false);
+                return Ok((false, None));
             }
             match self
                 .given_back
                 .compare_exchange(gone, gone.saturating_add(1), SeqCst, SeqCst)
             {
-                Ok(_) => return Ok(true),
+                Ok(_) => {
+                    return Ok((
+                        true,
+                        Some(GiveBack {
+                            pool: self,
+                            done: false,
+                        }),
+                    ))
+                }
                 Err(now) => gone = now,
             }
         }
     }
 
-    /// An end gave its slot back for want of a next task.
+    /// Whether the account has been read: a slot given back after the read is not in the
+    /// figure, one given back before it (or while it was on its way) may be.
+    fn read_already(&self) -> bool {
+        self.account.initialized()
+    }
+
+    /// An end gave its slot back for want of a next task, after the pool's read.
     fn gave_back(&self) {
         self.given_back
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -988,6 +1008,32 @@ impl Claims {
         let taken = self.taken.load(std::sync::atomic::Ordering::SeqCst);
         let from = from.saturating_add(taken);
         (from < to).then_some((from, to))
+    }
+}
+
+/// One slot an end of a pool decided to give back, already taken off the pool's figure of
+/// slots in use. An end that does not give it back after all (its save lost to another end
+/// of the task, an error) returns it to the figure on drop, so the pool's other ends do not
+/// hand on a slot the cap no longer allows.
+struct GiveBack<'a> {
+    pool: &'a Claims,
+    done: bool,
+}
+
+impl GiveBack<'_> {
+    /// The slot went back.
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.pool
+                .given_back
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 
@@ -1089,6 +1135,7 @@ pub(crate) async fn finish_record(
     let mut current = task;
     let mut next = Next::NotClaimed;
     let mut over_cap = None;
+    let mut give_back: Option<GiveBack<'_>> = None;
     for _ in 0..10 {
         if current.status.is_terminal() {
             break;
@@ -1107,7 +1154,11 @@ pub(crate) async fn finish_record(
             // An operator may have lowered the cap: a slot above it goes back, not on, and
             // the next task takes one as any task does, when the count allows.
             over_cap = Some(match claims {
-                Some(pool) => pool.over_cap(svc, &current.account_id).await?,
+                Some(pool) => {
+                    let (over, reserved) = pool.over_cap(svc, &current.account_id).await?;
+                    give_back = reserved;
+                    over
+                }
                 None => svc
                     .accounts
                     .get(&current.account_id)
@@ -1132,9 +1183,13 @@ pub(crate) async fn finish_record(
                 next = Next::Claimed { idx, slot: true };
                 svc.faults.check("end.after_hand_over")?;
             } else if held_slot {
+                // Looked at before the release: a figure read after it already has it.
+                let counts_for = claims.filter(|pool| pool.read_already());
                 svc.accounts.release_slot(&current.account_id).await?;
-                if let (Some(pool), false) = (claims, over_cap) {
-                    pool.gave_back();
+                match (give_back.take(), counts_for) {
+                    (Some(reserved), _) => reserved.done(),
+                    (None, Some(pool)) => pool.gave_back(),
+                    (None, None) => {}
                 }
             }
             break;
